@@ -1,0 +1,173 @@
+"""Camera conventions shared by every part of gramcast (GRAM's FFHQ setup).
+
+World frame: the head is centred at the origin, +y is up and the face looks along +z.
+Cameras sit on a sphere of radius ``CAMERA_RADIUS`` and look at the origin with a vertical
+field of view of ``FOV_DEG``. Camera frames follow the OpenGL habit: in camera space +x points
+to the image right, +y to the image top and the camera looks along -z.
+
+A pose is ``(yaw, pitch)`` in radians and names the *viewpoint that reproduces a photo*:
+
+* ``(0, 0)`` is the frontal camera at ``(0, 0, 1)``.
+* ``yaw > 0`` moves the camera towards +x (the subject's left): the rendered nose moves towards
+  the image left, i.e. the head looks turned to its own right.
+* ``pitch > 0`` moves the camera up (+y): the camera looks down on the face.
+
+Camera position: ``r * (sin(yaw) cos(pitch), sin(pitch), cos(yaw) cos(pitch))``.
+
+Pixel ``(u, v)`` has its centre at ``(u + 0.5, v + 0.5)``; row 0 is the image top. The focal
+length is set by the vertical field of view and pixels are square. Rays are sampled in depth
+``[RAY_NEAR, RAY_FAR]`` along unit directions.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+FOV_DEG = 12.0
+CAMERA_RADIUS = 1.0
+RAY_NEAR = 0.88
+RAY_FAR = 1.12
+BACKGROUND_Z = -0.12
+#: Half-extent of the cube that holds the head (|x|, |y|, |z| <= this); equals the ray depth margin.
+SCENE_HALF_EXTENT = 0.12
+
+__all__ = [
+    "FOV_DEG", "CAMERA_RADIUS", "RAY_NEAR", "RAY_FAR", "BACKGROUND_Z", "SCENE_HALF_EXTENT",
+    "Pose", "as_pose_tensor", "pose_to_c2w", "c2w_to_pose", "camera_position", "focal_length",
+    "intrinsics", "pixel_grid", "generate_rays", "world_to_camera", "project_points",
+]
+
+
+class Pose(NamedTuple):
+    """Viewpoint in radians. ``Pose(0, 0)`` is frontal; see the module docstring for signs."""
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+
+
+def as_pose_tensor(pose, device=None, dtype=None) -> Tensor:
+    """Normalise a pose argument to a ``(B, 2)`` tensor of ``(yaw, pitch)``.
+
+    Accepts a ``Pose``, a ``(yaw, pitch)`` pair, a list of pairs, or a tensor of shape ``(2,)``
+    or ``(B, 2)``. A floating-point tensor keeps its dtype unless ``dtype`` is given; anything
+    else becomes float32.
+    """
+    if dtype is None:
+        dtype = pose.dtype if torch.is_tensor(pose) and pose.is_floating_point() else torch.float32
+    t = torch.as_tensor(pose, dtype=dtype, device=device)
+    if t.ndim == 1:
+        t = t.unsqueeze(0)
+    if t.ndim != 2 or t.shape[-1] != 2:
+        raise ValueError(f"a pose is (yaw, pitch) in radians; got shape {tuple(t.shape)}")
+    return t
+
+
+def camera_position(yaw: Tensor, pitch: Tensor, radius: float = CAMERA_RADIUS) -> Tensor:
+    """Camera centre on the sphere. ``yaw``, ``pitch``: ``(B,)`` -> ``(B, 3)``."""
+    cp = torch.cos(pitch)
+    return radius * torch.stack(
+        [torch.sin(yaw) * cp, torch.sin(pitch), torch.cos(yaw) * cp], dim=-1
+    )
+
+
+def pose_to_c2w(pose, radius: float = CAMERA_RADIUS) -> Tensor:
+    """Camera-to-world matrices looking at the origin with +y up.
+
+    pose: anything ``as_pose_tensor`` accepts, ``(B, 2)``. Returns ``(B, 4, 4)``; columns 0-2 are the
+    camera's right, up and backward (= -viewing direction) axes in world space, column 3 its centre.
+    """
+    p = as_pose_tensor(pose)
+    yaw, pitch = p[:, 0], p[:, 1]
+    origin = camera_position(yaw, pitch, radius)
+    # Closed forms of normalize(origin), normalize(world_up x back) and back x right: exact and
+    # well defined for |pitch| < pi/2, where a cross-product construction loses precision.
+    back = origin / radius
+    right = torch.stack([torch.cos(yaw), torch.zeros_like(yaw), -torch.sin(yaw)], dim=-1)
+    up = torch.linalg.cross(back, right)
+    c2w = torch.zeros(p.shape[0], 4, 4, dtype=p.dtype, device=p.device)
+    c2w[:, :3, 0] = right
+    c2w[:, :3, 1] = up
+    c2w[:, :3, 2] = back
+    c2w[:, :3, 3] = origin
+    c2w[:, 3, 3] = 1.0
+    return c2w
+
+
+def c2w_to_pose(c2w: Tensor) -> Tensor:
+    """Inverse of ``pose_to_c2w`` from the camera centre. ``(B, 4, 4)`` -> ``(B, 2)`` (yaw, pitch)."""
+    origin = c2w[..., :3, 3]
+    r = origin.norm(dim=-1)
+    pitch = torch.asin((origin[..., 1] / r).clamp(-1.0, 1.0))
+    yaw = torch.atan2(origin[..., 0], origin[..., 2])
+    return torch.stack([yaw, pitch], dim=-1)
+
+
+def focal_length(height: int, fov_deg: float = FOV_DEG) -> float:
+    """Focal length in pixels for an image ``height`` pixels tall (vertical field of view)."""
+    return 0.5 * height / math.tan(math.radians(fov_deg) / 2.0)
+
+
+def intrinsics(height: int, width: int, fov_deg: float = FOV_DEG) -> Tensor:
+    """Pinhole matrix ``(3, 3)`` in pixel units (origin at the image's top-left corner)."""
+    f = focal_length(height, fov_deg)
+    return torch.tensor([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
+    """Pixel centres ``(H, W, 2)`` as ``(u, v)`` = (column + 0.5, row + 0.5)."""
+    v, u = torch.meshgrid(
+        torch.arange(height, device=device, dtype=dtype) + 0.5,
+        torch.arange(width, device=device, dtype=dtype) + 0.5,
+        indexing="ij",
+    )
+    return torch.stack([u, v], dim=-1)
+
+
+def generate_rays(
+    c2w: Tensor, height: int, width: int, fov_deg: float = FOV_DEG
+) -> tuple[Tensor, Tensor]:
+    """World-space rays through every pixel centre.
+
+    c2w: ``(B, 4, 4)``. Returns ``origins, directions``, each ``(B, H, W, 3)``; directions are unit
+    length, so a point at depth ``t`` is ``origin + t * direction``.
+    """
+    f = focal_length(height, fov_deg)
+    uv = pixel_grid(height, width, device=c2w.device, dtype=c2w.dtype)
+    dirs_cam = torch.stack(
+        [(uv[..., 0] - width / 2.0) / f, -(uv[..., 1] - height / 2.0) / f,
+         -torch.ones_like(uv[..., 0])],
+        dim=-1,
+    )
+    dirs_cam = dirs_cam / dirs_cam.norm(dim=-1, keepdim=True)
+    rot = c2w[:, :3, :3]
+    directions = torch.einsum("bij,hwj->bhwi", rot, dirs_cam)
+    origins = c2w[:, None, None, :3, 3].expand_as(directions)
+    return origins, directions
+
+
+def world_to_camera(points: Tensor, c2w: Tensor) -> Tensor:
+    """World points ``(B, ..., 3)`` to camera space (``(B, ..., 3)``, the camera looks along -z)."""
+    rot = c2w[:, :3, :3]
+    trans = c2w[:, :3, 3]
+    shape = points.shape
+    flat = points.reshape(shape[0], -1, 3) - trans[:, None]
+    return torch.einsum("bji,bnj->bni", rot, flat).reshape(shape)
+
+
+def project_points(
+    points: Tensor, c2w: Tensor, height: int, width: int, fov_deg: float = FOV_DEG
+) -> tuple[Tensor, Tensor]:
+    """Project world points ``(B, ..., 3)`` to pixel coordinates.
+
+    Returns ``uv`` ``(B, ..., 2)`` in the ``pixel_grid`` convention and ``depth`` ``(B, ...)``, the
+    distance along the camera's viewing axis (positive in front of the camera).
+    """
+    cam = world_to_camera(points, c2w)
+    depth = -cam[..., 2]
+    f = focal_length(height, fov_deg)
+    u = width / 2.0 + f * cam[..., 0] / depth
+    v = height / 2.0 - f * cam[..., 1] / depth
+    return torch.stack([u, v], dim=-1), depth

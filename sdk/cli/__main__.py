@@ -1,0 +1,5 @@
+import sys
+
+from gramcast.cli import main
+
+sys.exit(main())

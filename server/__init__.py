@@ -1,0 +1,1 @@
+"""gramcast.server: the WebRTC server (signaling, rooms, avatar tracks, the web client)."""
