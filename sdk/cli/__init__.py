@@ -15,7 +15,9 @@ from gramcast import __version__
 from gramcast.errors import GramcastError
 
 COMMAND_MODULES = [
-    "gramcast.cli.info_cmd",
+    "gramcast.cli.doctor_cmd",
+    # Plug-ins from the server and training packages: the SDK never imports them otherwise.
+    "gramcast.server.cli",
 ]
 
 

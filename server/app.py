@@ -1,0 +1,165 @@
+"""The gramcast server: static web client + websocket signaling + WebRTC media, in one process."""
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import mimetypes
+import signal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.contrib.media import MediaRelay
+from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+from gramcast.server import ice, protocol
+from gramcast.server.rooms import Participant, RoomRegistry
+from gramcast.server.signaling import SignalingConnection
+from gramcast.server.tokens import load_secret
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+WS_PATH = "/ws"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: Shared secret for room tokens; None reads $GRAMCAST_SECRET.
+    secret: str | bytes | None = None
+    #: ICE host addresses to offer: None = aioice's choice (127.0.0.1 added where that is empty);
+    #: ["127.0.0.1"] keeps all media on loopback (tests).
+    ice_addresses: list[str] | None = None
+    max_participants_per_room: int = 8
+    join_timeout_s: float = 30.0
+    max_errors_per_connection: int = 200
+    #: Builds the per-publisher video pipeline from an avatar: an object with
+    #: ``attach(track) -> MediaStreamTrack``, ``stats() -> dict``, ``set_avatar(avatar)``, ``async close()``.
+    #: None uses ``gramcast.session.AvatarSession``.
+    pipeline_factory: Callable[[Any], Any] | None = None
+    #: Turns selfie bytes into an Avatar (None uses ``gramcast.enroll``).
+    enroll_fn: Callable[[bytes], Any] | None = None
+    static_dir: Path = field(default_factory=lambda: STATIC_DIR)
+
+
+class GramcastServer:
+    """Holds the rooms, the avatar library and every connection of one server process."""
+
+    def __init__(self, avatars: dict[str, Any], config: ServerConfig | None = None):
+        if not avatars:
+            raise ValueError("the server needs at least one avatar")
+        self.config = config or ServerConfig()
+        self.secret = load_secret(self.config.secret)
+        self.avatars: dict[str, Any] = dict(avatars)
+        self._default_avatar = next(iter(self.avatars))
+        self.rooms = RoomRegistry(self.config.max_participants_per_room)
+        self.connections: dict[str, SignalingConnection] = {}
+        self._open: set[SignalingConnection] = set()
+        self.relay = MediaRelay()
+        self._server = None
+        ice.set_host_addresses(self.config.ice_addresses if self.config.ice_addresses is not None else [])
+
+    # ------------------------------------------------------------ services for connections
+    def default_avatar_name(self) -> str:
+        return self._default_avatar
+
+    def new_peer_connection(self) -> RTCPeerConnection:
+        # No STUN/TURN: nothing outside this machine is reachable, and aiortc's default STUN
+        # server would only add a timeout to every connection.
+        return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    def make_pipeline(self, avatar):
+        if self.config.pipeline_factory is not None:
+            return self.config.pipeline_factory(avatar)
+        from gramcast.session import AvatarSession
+
+        return AvatarSession(avatar)
+
+    async def enroll_selfie(self, image: bytes, owner: str) -> str:
+        fn = self.config.enroll_fn
+        if fn is None:
+            from gramcast import enroll as fn  # noqa: PLC0415 (heavy, imported on demand)
+        avatar = await asyncio.get_running_loop().run_in_executor(None, fn, image)
+        name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"
+        self.avatars[name] = avatar
+        return name
+
+    async def broadcast(self, sender: Participant, kind: str, **fields) -> None:
+        data = protocol.encode(kind, **fields)
+        for other in self.rooms.others(sender):
+            conn = self.connections.get(other.id)
+            if conn is not None:
+                await conn.send_frame(data)
+
+    # ------------------------------------------------------------ HTTP + websocket
+    def _static_response(self, path: str) -> Response:
+        rel = "index.html" if path in ("", "/") else path.lstrip("/").split("?", 1)[0]
+        root = self.config.static_dir.resolve()
+        target = (root / rel).resolve()
+        if root not in target.parents or not target.is_file():
+            return Response(404, "Not Found", Headers([("Content-Type", "text/plain")]), b"not found\n")
+        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        body = target.read_bytes()
+        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
+                           ("Cache-Control", "no-cache")])
+        return Response(200, "OK", headers, body)
+
+    def _process_request(self, connection, request):
+        if request.path.split("?", 1)[0] == WS_PATH:
+            return None
+        return self._static_response(request.path)
+
+    async def _handle(self, ws) -> None:
+        conn = SignalingConnection(self, ws)
+        self._open.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._open.discard(conn)
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle, self.config.host, self.config.port,
+            process_request=self._process_request, max_size=protocol.MAX_MESSAGE_BYTES + 1024,
+            compression=None, close_timeout=2,
+        )
+        if self.config.port == 0:
+            self.config.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.config.port}/"
+
+    async def stop(self) -> None:
+        """Close every session (peer connections, pipelines) and the listening socket."""
+        if self._server is not None:
+            self._server.close()
+        await asyncio.gather(*(c.close() for c in list(self._open)), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        ice.set_host_addresses(None)
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM, then shut down cleanly."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread / platform
+                pass
+        print(f"gramcast server: open {self.url} (websocket {WS_PATH})", flush=True)
+        await stop.wait()
+        print("gramcast server: shutting down", flush=True)
+        await self.stop()
+
+    def stats(self) -> dict:
+        return {"rooms": self.rooms.rooms(), "participants": self.rooms.participant_count(),
+                "connections": len(self._open), "status": http.HTTPStatus.OK.phrase}

@@ -1,0 +1,249 @@
+"""One websocket = one participant: protocol messages in, peer connections and room events out.
+
+Nothing a client sends can take the server down: every message is validated by ``protocol.decode``,
+every handler runs under one error boundary that answers with an ``error`` message, and whatever a
+connection created (peer connections, avatar pipelines, relayed tracks) is released when it ends,
+however it ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+from websockets.exceptions import ConnectionClosed
+
+from gramcast.server import protocol
+from gramcast.server.protocol import ProtocolError
+from gramcast.server.rooms import Participant, RoomFullError
+from gramcast.server.tokens import TokenError, verify_token
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gramcast.server.app import GramcastServer
+
+log = logging.getLogger(__name__)
+
+
+class SignalingConnection:
+    """Serves one client for the lifetime of its websocket."""
+
+    def __init__(self, server: "GramcastServer", ws):
+        self.server = server
+        self.ws = ws
+        self.participant: Participant | None = None
+        self.publish_pc: RTCPeerConnection | None = None
+        self.subscriptions: dict[str, RTCPeerConnection] = {}
+        self.pipeline = None
+        self.errors = 0
+        self._closed = False
+
+    # ---------------------------------------------------------------- plumbing
+    async def send(self, kind: str, **fields) -> None:
+        await self.send_frame(protocol.encode(kind, **fields))
+
+    async def send_frame(self, data: bytes) -> None:
+        try:
+            await self.ws.send(data)
+        except ConnectionClosed:
+            pass
+
+    async def send_error(self, code: str, message: str, fatal: bool = False) -> None:
+        await self.send_frame(protocol.error_frame(code, message, fatal))
+
+    async def run(self) -> None:
+        cfg = self.server.config
+        try:
+            async with asyncio.timeout(cfg.join_timeout_s):
+                first = await self.ws.recv()
+            await self.handle(first)
+            async for data in self.ws:
+                await self.handle(data)
+                if self.errors > cfg.max_errors_per_connection:
+                    await self.send_error("too_many_errors", "too many bad messages; closing", fatal=True)
+                    break
+        except TimeoutError:
+            await self.send_error("join_timeout", f"send 'join' within {cfg.join_timeout_s:g} s", fatal=True)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.close()
+
+    async def handle(self, data) -> None:
+        try:
+            msg = protocol.decode(data)
+            handler = getattr(self, f"on_{msg.type}")
+            if msg.type != "join" and self.participant is None:
+                raise ProtocolError("not_joined", "send 'join' first")
+            await handler(msg)
+        except ProtocolError as exc:
+            self.errors += 1
+            await self.send_error(exc.code, str(exc))
+        except (TokenError, RoomFullError) as exc:
+            self.errors += 1
+            await self.send_error("join_refused", str(exc), fatal=True)
+            await self.ws.close()
+        except ConnectionClosed:
+            raise
+        except Exception as exc:  # one bad session must never take the server down
+            self.errors += 1
+            log.exception("error while handling a message")
+            await self.send_error("internal", f"{type(exc).__name__}: {exc}")
+
+    # ---------------------------------------------------------------- messages
+    async def on_join(self, msg) -> None:
+        if self.participant is not None:
+            raise ProtocolError("already_joined", "this connection has already joined a room")
+        grant = verify_token(self.server.secret, msg["token"], room=msg["room"])
+        avatar_name = msg.get("avatar") or self.server.default_avatar_name()
+        if avatar_name not in self.server.avatars:
+            raise ProtocolError("unknown_avatar", f"no avatar {avatar_name!r} on this server; "
+                                                  f"available: {sorted(self.server.avatars)}")
+        p = self.server.rooms.join(grant.room, grant.name, avatar_name, bool(msg.get("preview", False)))
+        self.participant = p
+        self.server.connections[p.id] = self
+        others = self.server.rooms.others(p)
+        await self.send("joined", participant=p.id, room=p.room, peers=[o.describe() for o in others])
+        await self.server.broadcast(p, "peer", event="joined", participant=p.id, name=p.name)
+
+    async def on_offer(self, msg) -> None:
+        if msg["sdp_type"] != "offer":
+            raise ProtocolError("bad_field", "'offer' needs sdp_type 'offer'")
+        target = msg.get("target")
+        if target is None:
+            answer = await self._publish(msg["sdp"])
+        else:
+            answer = await self._subscribe(target, msg["sdp"])
+        fields = {"target": target} if target is not None else {}
+        await self.send("answer", sdp=answer.sdp, sdp_type=answer.type, **fields)
+
+    async def on_ice(self, msg) -> None:
+        pc = self.publish_pc
+        if pc is None or pc.remoteDescription is None:
+            raise ProtocolError("no_connection", "send an offer before ICE candidates")
+        text = msg["candidate"].removeprefix("candidate:")
+        if not text:
+            return  # end-of-candidates marker
+        try:
+            cand = candidate_from_sdp(text)
+        except (ValueError, IndexError) as exc:
+            raise ProtocolError("bad_field", "unparseable ICE candidate") from exc
+        cand.sdpMid = msg.get("sdp_mid")
+        cand.sdpMLineIndex = msg.get("sdp_mline_index")
+        await pc.addIceCandidate(cand)
+
+    async def on_stats(self, msg) -> None:
+        stats = self.pipeline.stats() if self.pipeline is not None else {}
+        await self.send("stats", stats=dict(stats))
+
+    async def on_leave(self, msg) -> None:
+        await self.ws.close()
+
+    async def on_enroll(self, msg) -> None:
+        name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id)
+        self.participant.avatar_name = name
+        if self.pipeline is not None:
+            self.pipeline.set_avatar(self.server.avatars[name])
+        await self.send("enrolled", avatar=name)
+
+    # ---------------------------------------------------------------- media
+    async def _publish(self, sdp: str):
+        if self.publish_pc is not None:
+            raise ProtocolError("already_publishing", "this participant already publishes")
+        p = self.participant
+        pc = self.server.new_peer_connection()
+        self.publish_pc = pc
+        relay = self.server.relay
+
+        @pc.on("track")
+        def on_track(track):
+            if track.kind == "video" and self.pipeline is None:
+                self.pipeline = self.server.make_pipeline(self.server.avatars[p.avatar_name])
+                p.media["video"] = self.pipeline.attach(track)
+                if p.preview:
+                    pc.addTrack(relay.subscribe(p.media["video"], buffered=False))
+            elif track.kind == "audio" and "audio" not in p.media:
+                p.media["audio"] = track
+                # Read the source even with no listener, or aiortc queues its frames forever.
+                p.media["audio_drain"] = asyncio.ensure_future(_drain(relay.subscribe(track)))
+
+        @pc.on("connectionstatechange")
+        async def on_state():
+            if pc.connectionState in ("failed", "closed") and not self._closed:
+                await self.ws.close()
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        if "video" not in p.media:
+            raise ProtocolError("no_video", "the publish offer must send a video track (the camera)")
+        p.publishing = True
+        await self.server.broadcast(p, "peer", event="publishing", participant=p.id, name=p.name)
+        return pc.localDescription
+
+    async def _subscribe(self, target: str, sdp: str):
+        publisher = self.server.rooms.get(self.participant.room, target)
+        if publisher is None or target == self.participant.id:
+            raise ProtocolError("unknown_target", f"no other participant {target!r} in this room")
+        if not publisher.publishing:
+            raise ProtocolError("not_publishing", f"{target!r} is not publishing yet; wait for its 'publishing' event")
+        if target in self.subscriptions:
+            await self.subscriptions.pop(target).close()
+        pc = self.server.new_peer_connection()
+        self.subscriptions[target] = pc
+        relay = self.server.relay
+        pc.addTrack(relay.subscribe(publisher.media["video"], buffered=False))
+        if "audio" in publisher.media:
+            pc.addTrack(relay.subscribe(publisher.media["audio"]))
+
+        @pc.on("connectionstatechange")
+        async def on_state():
+            if pc.connectionState == "failed":
+                await self.drop_subscription(target)
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return pc.localDescription
+
+    async def drop_subscription(self, target: str) -> None:
+        pc = self.subscriptions.pop(target, None)
+        if pc is not None:
+            await pc.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        p = self.participant
+        for target in list(self.subscriptions):
+            await self.drop_subscription(target)
+        if p is not None:
+            self.server.rooms.leave(p)
+            self.server.connections.pop(p.id, None)
+            # Others stop receiving this participant before its tracks go away.
+            for other in self.server.connections.values():
+                await other.drop_subscription(p.id)
+            drain = p.media.pop("audio_drain", None)
+            if drain is not None:
+                drain.cancel()
+            await self.server.broadcast(p, "peer", event="left", participant=p.id, name=p.name)
+        if self.publish_pc is not None:
+            await self.publish_pc.close()
+        if self.pipeline is not None:
+            await self.pipeline.close()
+        if p is not None:
+            p.media.clear()
+        try:
+            await self.ws.close()
+        except Exception:  # the socket may already be gone
+            pass
+
+
+async def _drain(track) -> None:
+    from aiortc.mediastreams import MediaStreamError
+
+    try:
+        while True:
+            await track.recv()
+    except (MediaStreamError, asyncio.CancelledError):
+        pass

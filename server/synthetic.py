@@ -1,0 +1,73 @@
+"""Synthetic media tracks with known content: for tests, benchmarks and trying a server without a camera."""
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+
+import av
+import numpy as np
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+VIDEO_CLOCK = 90000
+
+
+class ArrayVideoTrack(VideoStreamTrack):
+    """Plays a list of RGB uint8 frames (looping) at ``fps``; records each frame's send time by pts."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float = 30.0, loop: bool = True):
+        super().__init__()
+        self.frames, self.fps, self.loop = frames, fps, loop
+        self.index = 0
+        self.sent_at: dict[int, float] = {}
+        self._start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        i = self.index
+        if i >= len(self.frames) and not self.loop:
+            self.stop()
+            raise asyncio.CancelledError
+        due = self._start + i / self.fps
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame = av.VideoFrame.from_ndarray(self.frames[i % len(self.frames)], format="rgb24")
+        frame.pts = int(i * VIDEO_CLOCK / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.sent_at[frame.pts] = time.monotonic()
+        self.index += 1
+        return frame
+
+
+class SineAudioTrack(AudioStreamTrack):
+    """A 440 Hz tone, so a receiver can tell real audio from silence."""
+
+    def __init__(self, freq: float = 440.0, rate: int = 48000):
+        super().__init__()
+        self.freq, self.rate, self.samples = freq, rate, int(0.02 * rate)
+        self._t = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._t / self.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        n = np.arange(self._t, self._t + self.samples)
+        pcm = (0.3 * 32767 * np.sin(2 * math.pi * self.freq * n / self.rate)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        frame.pts = self._t
+        frame.time_base = fractions.Fraction(1, self.rate)
+        self._t += self.samples
+        return frame
+
+
+def audio_rms(frame: av.AudioFrame) -> float:
+    data = frame.to_ndarray().astype(np.float64)
+    return float(np.sqrt(np.mean(data ** 2)))

@@ -1,0 +1,127 @@
+"""Signaling messages and room tokens: valid ones pass, every kind of bad one is refused cleanly."""
+import random
+
+import msgpack
+import pytest
+
+from gramcast.server import protocol, tokens
+from gramcast.server.protocol import CLIENT_MESSAGES, ProtocolError
+
+SECRET = b"0123456789abcdef-test-secret"
+
+
+def frame(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def test_valid_client_messages_decode():
+    m = protocol.decode(frame({"v": 1, "type": "join", "token": "t", "room": "r", "preview": True}))
+    assert m.type == "join" and m["room"] == "r" and m.get("preview") is True and m.get("avatar") is None
+    m = protocol.decode(frame({"v": 1, "type": "ice", "candidate": "c", "sdp_mline_index": 0}))
+    assert m["sdp_mline_index"] == 0
+
+
+def test_server_messages_round_trip():
+    data = protocol.encode("joined", participant="p1", room="r", peers=["p2"])
+    m = protocol.decode(data, protocol.SERVER_MESSAGES)
+    assert m.fields == {"participant": "p1", "room": "r", "peers": ["p2"]}
+
+
+@pytest.mark.parametrize("obj,code", [
+    ({"v": 1, "type": "nope"}, "unknown_type"),
+    ({"v": 2, "type": "leave"}, "bad_version"),
+    ({"v": True, "type": "leave"}, "bad_version"),
+    ({"type": "leave"}, "bad_version"),
+    ({"v": 1}, "missing_type"),
+    ({"v": 1, "type": "join", "room": "r"}, "missing_field"),
+    ({"v": 1, "type": "join", "token": 5, "room": "r"}, "bad_field"),
+    ({"v": 1, "type": "join", "token": "t", "room": "r", "preview": 1}, "bad_field"),
+    ({"v": 1, "type": "ice", "candidate": "c", "sdp_mline_index": True}, "bad_field"),
+    ({"v": 1, "type": "offer", "sdp": "x" * (protocol.MAX_SIGNALING_BYTES + 1), "sdp_type": "offer"}, "too_large"),
+    ([1, 2, 3], "not_a_map"),
+])
+def test_bad_messages_are_refused_with_a_code(obj, code):
+    with pytest.raises(ProtocolError) as err:
+        protocol.decode(frame(obj))
+    assert err.value.code == code
+
+
+def test_text_frames_and_garbage_are_refused():
+    with pytest.raises(ProtocolError, match="binary"):
+        protocol.decode('{"v":1}')
+    with pytest.raises(ProtocolError) as err:
+        protocol.decode(b"\xc1\xc1\xc1")
+    assert err.value.code == "bad_msgpack"
+
+
+def test_fuzzed_frames_only_ever_raise_protocol_error():
+    rng = random.Random(1234)
+    types = list(CLIENT_MESSAGES) + ["", "x" * 300, None, 7]
+    values = [None, True, 0, -1, 2**40, 1.5, "", "s", b"b", [], [1, [2]], {}, {"a": {"b": 1}}]
+    accepted = 0
+    for i in range(4000):
+        if i % 3 == 0:
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        else:
+            obj = {"v": rng.choice([1, 1, 1, 0, "1", None]), "type": rng.choice(types)}
+            for _ in range(rng.randint(0, 5)):
+                obj[rng.choice(["token", "room", "sdp", "sdp_type", "candidate", "image", "zz"])] = rng.choice(values)
+            data = frame(obj)
+            if i % 7 == 0:
+                data = data[: rng.randint(0, len(data))]  # truncated
+        try:
+            msg = protocol.decode(data)
+        except ProtocolError:
+            continue
+        accepted += 1
+        assert msg.type in CLIENT_MESSAGES
+        for name, (typ, required) in CLIENT_MESSAGES[msg.type].items():
+            assert (name in msg.fields) or not required
+            if name in msg.fields:
+                assert isinstance(msg.fields[name], typ)
+    assert accepted > 0  # the generator does hit valid messages, so the checks above ran
+
+
+def test_token_round_trip_and_room_binding():
+    tok = tokens.mint_token(SECRET, "room-a", "Ada", ttl_s=60, now=1000.0)
+    grant = tokens.verify_token(SECRET, tok, room="room-a", now=1030.0)
+    assert grant == tokens.RoomGrant("room-a", "Ada", 1060.0)
+    with pytest.raises(tokens.TokenError, match="not 'room-b'"):
+        tokens.verify_token(SECRET, tok, room="room-b", now=1030.0)
+
+
+def test_expired_forged_and_malformed_tokens_are_refused():
+    tok = tokens.mint_token(SECRET, "r", "n", ttl_s=10, now=0.0)
+    with pytest.raises(tokens.TokenError, match="expired"):
+        tokens.verify_token(SECRET, tok, now=10.0)
+    with pytest.raises(tokens.TokenError, match="signature"):
+        tokens.verify_token(b"another-secret-of-16+bytes", tok, now=1.0)
+    body, sig = tok.split(".")
+    tampered = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + sig
+    with pytest.raises(tokens.TokenError):
+        tokens.verify_token(SECRET, tampered, now=1.0)
+    for bad in ["", "abc", "a.b.c", None, 12, "x" * 5000, "!!!.???"]:
+        with pytest.raises(tokens.TokenError):
+            tokens.verify_token(SECRET, bad, now=1.0)
+
+
+def test_short_or_missing_secret_is_refused(monkeypatch):
+    with pytest.raises(tokens.TokenError, match="16 bytes"):
+        tokens.mint_token(b"short", "r", "n")
+    monkeypatch.delenv(tokens.SECRET_ENV, raising=False)
+    with pytest.raises(tokens.TokenError, match="GRAMCAST_SECRET"):
+        tokens.load_secret()
+    monkeypatch.setenv(tokens.SECRET_ENV, "s" * 20)
+    assert tokens.load_secret() == b"s" * 20
+
+
+def test_token_command_mints_a_token_the_server_accepts(capsys, monkeypatch):
+    from gramcast.cli import main
+
+    monkeypatch.setenv(tokens.SECRET_ENV, SECRET.decode())
+    assert main(["token", "room-x", "Bob", "--ttl", "120"]) == 0
+    tok = capsys.readouterr().out.strip()
+    assert tokens.verify_token(SECRET, tok, room="room-x").name == "Bob"
+    monkeypatch.delenv(tokens.SECRET_ENV)
+    assert main(["token", "room-x", "Bob"]) == 2
+    assert "GRAMCAST_SECRET" in capsys.readouterr().err

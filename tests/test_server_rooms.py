@@ -1,0 +1,199 @@
+"""The server's signaling, rooms and media relay over real WebRTC on localhost.
+
+The avatar pipeline here is a pass-through (camera frames go out unchanged), so these tests check
+the server's plumbing on its own; tests/test_stream_e2e.py runs the real avatar pipeline.
+"""
+import asyncio
+
+import msgpack
+import numpy as np
+import pytest
+
+from gramcast.server import protocol
+from gramcast.server.app import GramcastServer, ServerConfig
+from gramcast.server.client import GramcastClient, ServerError
+from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack, audio_rms
+from gramcast.server.tokens import mint_token
+
+SECRET = b"rooms-test-secret-0123456789"
+
+
+class PassThrough:
+    """Test double for the avatar pipeline: forwards the camera track."""
+
+    def __init__(self, avatar):
+        self.avatar = avatar
+        self.closed = False
+
+    def attach(self, track):
+        return track
+
+    def stats(self):
+        return {"output_fps": 0.0}
+
+    def set_avatar(self, avatar):
+        self.avatar = avatar
+
+    async def close(self):
+        self.closed = True
+
+
+def colour_frames(rgb, n=4, size=64):
+    return [np.full((size, size, 3), rgb, np.uint8) for _ in range(n)]
+
+
+@pytest.fixture
+async def server():
+    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThrough,
+                       join_timeout_s=5.0)
+    srv = GramcastServer({"default": object()}, cfg)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+def ws_url(srv):
+    return f"ws://127.0.0.1:{srv.config.port}/ws"
+
+
+def client(srv, name, room="room1", **kw):
+    return GramcastClient(ws_url(srv), mint_token(SECRET, room, name), room, **kw)
+
+
+async def recv_mean_colour(track, n=3, timeout=10.0):
+    means = []
+    for _ in range(n):
+        frame = await asyncio.wait_for(track.recv(), timeout)
+        means.append(frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(0))
+    return np.mean(means, axis=0)
+
+
+async def test_two_participants_receive_each_other_and_audio(server):
+    async with client(server, "ann") as a, client(server, "bob") as b:
+        await a.publish(ArrayVideoTrack(colour_frames((200, 30, 30))), SineAudioTrack())
+        await b.publish(ArrayVideoTrack(colour_frames((30, 30, 200))), SineAudioTrack())
+        video_ab, audio_ab = await a.subscribe(await a.wait_for_peer())
+        video_ba, _ = await b.subscribe(await b.wait_for_peer())
+        ca, cb = await recv_mean_colour(video_ab), await recv_mean_colour(video_ba)
+        assert ca[2] > 150 and ca[0] < 80   # ann sees bob (blue)
+        assert cb[0] > 150 and cb[2] < 80   # bob sees ann (red)
+        levels = [audio_rms(await asyncio.wait_for(audio_ab.recv(), 10)) for _ in range(30)]
+        assert max(levels) > 1000  # the tone arrives, not silence
+
+
+async def test_third_joins_and_leaves_and_a_killed_peer_is_cleaned_up(server):
+    async with client(server, "ann") as a, client(server, "bob") as b:
+        await a.publish(ArrayVideoTrack(colour_frames((10, 200, 10))))
+        await b.publish(ArrayVideoTrack(colour_frames((200, 200, 10))))
+        c = client(server, "cat")
+        await c.connect()
+        await c.publish(ArrayVideoTrack(colour_frames((10, 10, 10))))
+        assert server.rooms.participant_count() == 3
+        video_ac, _ = await a.subscribe(c.participant)
+        await recv_mean_colour(video_ac, n=1)
+        # cat vanishes without a goodbye: its websocket and peer connections just drop.
+        await c.ws.close()
+        for pc in c.pcs.values():
+            await pc.close()
+        for _ in range(100):
+            if server.rooms.participant_count() == 2 and c.participant not in a.peers:
+                break
+            await asyncio.sleep(0.05)
+        assert server.rooms.participant_count() == 2
+        assert c.participant not in a.peers and c.participant not in b.peers
+        assert c.participant not in server.connections
+        # The others still see each other.
+        video_ab, _ = await a.subscribe(b.participant)
+        assert (await recv_mean_colour(video_ab))[1] > 150
+
+
+async def test_bad_tokens_are_refused(server):
+    bad = GramcastClient(ws_url(server), mint_token(SECRET, "other-room", "eve"), "room1")
+    with pytest.raises(ServerError, match="join_refused"):
+        await bad.connect()
+    await bad.close()
+    forged = GramcastClient(ws_url(server), mint_token(b"x" * 32, "room1", "eve"), "room1")
+    with pytest.raises(ServerError, match="signature"):
+        await forged.connect()
+    await forged.close()
+    assert server.rooms.participant_count() == 0
+
+
+async def test_fuzzed_signaling_leaves_server_and_other_sessions_alive(server):
+    from websockets.asyncio.client import connect
+
+    async with client(server, "ann") as a, client(server, "bob") as b:
+        await a.publish(ArrayVideoTrack(colour_frames((250, 250, 250))))
+        video, _ = await b.subscribe(await b.wait_for_peer())
+        rng = np.random.default_rng(7)
+        sent = 0
+        for round_ in range(6):
+            async with connect(ws_url(server), max_size=None, close_timeout=1) as ws:
+                for i in range(400):
+                    kind = i % 5
+                    if kind == 0:
+                        data = rng.bytes(int(rng.integers(0, 200)))
+                    elif kind == 1:
+                        data = msgpack.packb({"v": 1, "type": str(rng.choice(["offer", "ice", "join", "x"])),
+                                              "sdp": "garbage", "sdp_type": "offer", "token": "t", "room": 1})
+                    elif kind == 2:
+                        data = msgpack.packb({"v": 1, "type": "offer", "sdp": "v=0\r\nnonsense", "sdp_type": "offer"})
+                    elif kind == 3:
+                        data = "text frame"
+                    else:
+                        data = b"\x81" + b"\xff" * 50
+                    try:
+                        await ws.send(data)
+                    except Exception:
+                        break
+                    sent += 1
+            # the same bytes after a valid join, where handlers really run
+            async with client(server, f"fuzz{round_}") as f:
+                for i in range(50):
+                    await f.ws.send(msgpack.packb({"v": 1, "type": "offer", "sdp": "v=0\r\nbad",
+                                                   "sdp_type": "offer", "target": "nobody"}))
+                    await f.ws.send(msgpack.packb({"v": 1, "type": "ice", "candidate": "candidate:garbage"}))
+                await f.send("stats")
+                sent += 100
+        assert sent > 2000
+        # ann's stream still reaches bob, and the server still accepts new participants.
+        assert (await recv_mean_colour(video, n=2))[0] > 200
+        async with client(server, "late") as late:
+            assert late.participant
+        for _ in range(100):
+            if server.rooms.participant_count() == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert server.rooms.participant_count() == 2
+
+
+async def test_static_page_and_unknown_paths(server):
+    import urllib.request
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.config.port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
+
+    loop = asyncio.get_running_loop()
+    status, _ = await loop.run_in_executor(None, get, "/../../etc/passwd")
+    assert status == 404
+    status, _ = await loop.run_in_executor(None, get, "/nope.js")
+    assert status == 404
+
+
+async def test_join_timeout_closes_idle_connections():
+    from websockets.asyncio.client import connect
+
+    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThrough,
+                       join_timeout_s=0.3)
+    srv = GramcastServer({"default": object()}, cfg)
+    await srv.start()
+    try:
+        async with connect(ws_url(srv)) as ws:
+            msg = protocol.decode(await asyncio.wait_for(ws.recv(), 5), protocol.SERVER_MESSAGES)
+            assert msg.type == "error" and msg["code"] == "join_timeout" and msg["fatal"]
+    finally:
+        await srv.stop()
