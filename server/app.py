@@ -99,7 +99,8 @@ class GramcastServer:
 
     # ------------------------------------------------------------ HTTP + websocket
     def _static_response(self, path: str) -> Response:
-        rel = "index.html" if path in ("", "/") else path.lstrip("/").split("?", 1)[0]
+        path = path.split("?", 1)[0]
+        rel = "index.html" if path in ("", "/") else path.lstrip("/")
         root = self.config.static_dir.resolve()
         target = (root / rel).resolve()
         if root not in target.parents or not target.is_file():
@@ -146,8 +147,12 @@ class GramcastServer:
         ice.set_host_addresses(None)
 
     async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM, then shut down cleanly."""
+        """Start, run until SIGINT/SIGTERM, then shut down cleanly."""
         await self.start()
+        await self.run_until_signal()
+
+    async def run_until_signal(self) -> None:
+        """Serve (already started) until SIGINT/SIGTERM, then shut down cleanly."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

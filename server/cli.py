@@ -1,6 +1,11 @@
 """Server sub-commands of ``gramcast`` (registered by gramcast.cli as a plug-in module)."""
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -14,9 +19,47 @@ def register(sub) -> None:
     p.add_argument("--secret", help="shared secret (default: $GRAMCAST_SECRET)")
     p.set_defaults(func=run_token)
 
+    s = sub.add_parser(
+        "serve", help="run the headless WebRTC server and its web client",
+        description="Serve avatars to WebRTC clients. Each participant's camera drives the avatar "
+                    "they picked; everyone else in the room receives it with their audio. Prints the "
+                    "web client's URL with a join token for --room.",
+    )
+    s.add_argument("--avatar", action="append", required=True, type=Path, metavar="FILE.gca",
+                   help="an avatar participants may pick (repeat for several; the first is the default)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    s.add_argument("--room", default="demo", help="room for the printed join links (default: demo)")
+    s.add_argument("--secret", help="token secret (default: $GRAMCAST_SECRET, else a random one for this run)")
+    s.add_argument("--loopback-ice", action="store_true",
+                   help="offer only 127.0.0.1 as ICE candidate (clients on this machine only)")
+    s.set_defaults(func=run_serve)
+
 
 def run_token(args) -> int:
     from gramcast.server.tokens import load_secret, mint_token
 
     print(mint_token(load_secret(args.secret), args.room, args.name, ttl_s=args.ttl))
+    return 0
+
+
+def run_serve(args) -> int:
+    from gramcast.avatar import Avatar
+    from gramcast.server.app import GramcastServer, ServerConfig
+    from gramcast.server.tokens import SECRET_ENV, mint_token
+
+    secret = args.secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
+    avatars = {path.stem: Avatar.load(path) for path in args.avatar}
+    config = ServerConfig(host=args.host, port=args.port, secret=secret,
+                          ice_addresses=["127.0.0.1"] if args.loopback_ice else None)
+    server = GramcastServer(avatars, config)
+
+    async def main():
+        await server.start()
+        for name in ("guest1", "guest2"):
+            token = mint_token(server.secret, args.room, name, ttl_s=12 * 3600)
+            print(f"join as {name}: {server.url}?room={args.room}&token={token}", flush=True)
+        await server.run_until_signal()
+
+    asyncio.run(main())
     return 0

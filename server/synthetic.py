@@ -71,3 +71,16 @@ class SineAudioTrack(AudioStreamTrack):
 def audio_rms(frame: av.AudioFrame) -> float:
     data = frame.to_ndarray().astype(np.float64)
     return float(np.sqrt(np.mean(data ** 2)))
+
+
+def write_y4m(frames: list[np.ndarray], path, fps: int = 30) -> None:
+    """Write RGB uint8 frames as a YUV4MPEG2 file, the format Chromium's fake camera plays."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w", format="yuv4mpegpipe") as container:
+        stream = container.add_stream("rawvideo", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -178,6 +178,10 @@ async def test_static_page_and_unknown_paths(server):
             return e.code, b""
 
     loop = asyncio.get_running_loop()
+    status, body = await loop.run_in_executor(None, get, "/?room=a&token=b")
+    assert status == 200 and b"app.js" in body
+    status, body = await loop.run_in_executor(None, get, "/vendor/msgpack-3.1.3.min.js")
+    assert status == 200 and b"MessagePack" in body
     status, _ = await loop.run_in_executor(None, get, "/../../etc/passwd")
     assert status == 404
     status, _ = await loop.run_in_executor(None, get, "/nope.js")

@@ -1,0 +1,162 @@
+// gramcast web client: join a room, publish camera + mic, show everyone's avatars.
+// Signaling messages are msgpack maps (see gramcast/server/protocol.py for the full list).
+"use strict";
+
+const PROTOCOL_VERSION = 1;
+const $ = (id) => document.getElementById(id);
+const state = {
+  ws: null, me: null, camera: null, publishPc: null,
+  subscriptions: new Map(),       // participant id -> {pc, tile}
+  pendingAnswers: new Map(),      // target ("" = publish) -> resolve
+  framesDecoded: {},              // participant id (or "preview") -> count, for tests and stats
+  lastStats: null, events: [],
+};
+window.gramcast = state;
+
+function status(text) { $("status").textContent = text; state.events.push(text); }
+
+function send(type, fields = {}) {
+  state.ws.send(MessagePack.encode({ v: PROTOCOL_VERSION, type, ...fields }));
+}
+
+async function gatheringComplete(pc) {
+  // aiortc does not trickle ICE: send the offer only when all candidates are in it.
+  if (pc.iceGatheringState === "complete") return;
+  await new Promise((resolve) => {
+    const check = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", check); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+async function negotiate(pc, target) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await gatheringComplete(pc);
+  const answered = new Promise((resolve) => state.pendingAnswers.set(target || "", resolve));
+  const fields = { sdp: pc.localDescription.sdp, sdp_type: "offer" };
+  if (target) fields.target = target;
+  send("offer", fields);
+  const answer = await answered;
+  await pc.setRemoteDescription({ type: answer.sdp_type, sdp: answer.sdp });
+}
+
+function addTile(id, label) {
+  const fig = document.createElement("figure");
+  fig.className = "tile"; fig.id = `tile-${id}`;
+  const video = document.createElement("video");
+  video.autoplay = true; video.playsInline = true;
+  const cap = document.createElement("figcaption"); cap.textContent = label;
+  fig.append(video, cap); $("tiles").append(fig);
+  return { fig, video };
+}
+
+async function publish(preview) {
+  state.camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  $("camera").srcObject = state.camera;
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  state.publishPc = pc;
+  const [video] = state.camera.getVideoTracks();
+  pc.addTransceiver(video, { direction: preview ? "sendrecv" : "sendonly", streams: [state.camera] });
+  for (const audio of state.camera.getAudioTracks()) pc.addTransceiver(audio, { direction: "sendonly" });
+  pc.ontrack = (ev) => {
+    if (ev.track.kind === "video") $("preview-video").srcObject = new MediaStream([ev.track]);
+  };
+  await negotiate(pc, null);
+}
+
+async function subscribe(pid, name) {
+  if (state.subscriptions.has(pid)) return;
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const tile = addTile(pid, name);
+  state.subscriptions.set(pid, { pc, tile });
+  const stream = new MediaStream();
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.ontrack = (ev) => { stream.addTrack(ev.track); tile.video.srcObject = stream; };
+  await negotiate(pc, pid);
+}
+
+function unsubscribe(pid) {
+  const sub = state.subscriptions.get(pid);
+  if (!sub) return;
+  sub.pc.close(); sub.tile.fig.remove(); state.subscriptions.delete(pid);
+}
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case "joined":
+      state.me = msg.participant;
+      status(`Joined room ${msg.room} as ${msg.participant}.`);
+      await publish($("preview").checked);
+      status(`Publishing in room ${msg.room}.`);
+      for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name);
+      break;
+    case "answer": {
+      const resolve = state.pendingAnswers.get(msg.target || "");
+      state.pendingAnswers.delete(msg.target || "");
+      if (resolve) resolve(msg);
+      break;
+    }
+    case "peer":
+      if (msg.event === "publishing") subscribe(msg.participant, msg.name);
+      if (msg.event === "left") unsubscribe(msg.participant);
+      status(`${msg.name} ${msg.event}.`);
+      break;
+    case "stats": state.lastStats = msg.stats; break;
+    case "enrolled": status(`Enrolled a new avatar (${msg.avatar}).`); break;
+    case "error": status(`Server error ${msg.code}: ${msg.message}`); break;
+  }
+}
+
+async function collectStats() {
+  const all = [["preview", state.publishPc], ...[...state.subscriptions].map(([k, v]) => [k, v.pc])];
+  for (const [id, pc] of all) {
+    if (!pc) continue;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") state.framesDecoded[id] = s.framesDecoded || 0;
+    });
+  }
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) send("stats");
+  $("stats").textContent = JSON.stringify({ framesDecoded: state.framesDecoded, server: state.lastStats }, null, 1);
+}
+
+function join(ev) {
+  ev.preventDefault();
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  state.ws = ws;
+  ws.onopen = () => send("join", { token: $("token").value.trim(), room: $("room").value.trim(), preview: $("preview").checked });
+  ws.onmessage = (e) => onMessage(MessagePack.decode(new Uint8Array(e.data))).catch((err) => status(`Error: ${err}`));
+  ws.onclose = () => { status("Disconnected."); leave(); };
+  $("join").disabled = true; $("leave").disabled = false; $("selfie").disabled = false;
+  state.statsTimer = setInterval(collectStats, 1000);
+}
+
+function leave() {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) { send("leave"); state.ws.close(); }
+  for (const pid of [...state.subscriptions.keys()]) unsubscribe(pid);
+  if (state.publishPc) state.publishPc.close();
+  if (state.camera) state.camera.getTracks().forEach((t) => t.stop());
+  state.publishPc = null; state.camera = null;
+  clearInterval(state.statsTimer);
+  $("join").disabled = false; $("leave").disabled = true; $("selfie").disabled = true;
+}
+
+async function takeSelfie() {
+  const video = $("camera");
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+  status("Enrolling your selfie (this takes a few seconds)...");
+  send("enroll", { image: new Uint8Array(await blob.arrayBuffer()) });
+}
+
+const params = new URLSearchParams(location.search);
+$("room").value = params.get("room") || "";
+$("token").value = params.get("token") || "";
+$("join-form").addEventListener("submit", join);
+$("leave").addEventListener("click", leave);
+$("selfie").addEventListener("click", () => takeSelfie().catch((err) => status(`Error: ${err}`)));
+if (params.get("autojoin") === "1" && $("room").value && $("token").value) $("join").click();

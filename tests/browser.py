@@ -1,0 +1,39 @@
+"""Headless Chromium (Debian's package) driven by Playwright, for end-to-end tests of the web client."""
+from __future__ import annotations
+
+import shutil
+from contextlib import asynccontextmanager
+
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream=fps=30",
+    "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise RuntimeError("Chromium is not installed: `make test` installs Debian's `chromium` "
+                           "(apt-get install -y chromium); the browser tests need it")
+    return path
+
+
+@asynccontextmanager
+async def chromium_page(fake_camera_y4m=None):
+    from playwright.async_api import async_playwright
+
+    args = list(CHROMIUM_FLAGS)
+    if fake_camera_y4m is not None:
+        args.append(f"--use-file-for-fake-video-capture={fake_camera_y4m}")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path(), args=args, headless=True)
+        try:
+            page = await browser.new_page()
+            page.console_lines = []
+            page.on("console", lambda m: page.console_lines.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: page.console_lines.append(f"pageerror: {e}"))
+            yield page
+        finally:
+            await browser.close()

@@ -1,0 +1,49 @@
+"""The web client in a real headless Chromium: it joins, publishes its fake camera, and decodes the
+other participant's video. The avatar pipeline is the pass-through test double here;
+tests/test_stream_e2e.py checks the browser with the real avatar pipeline."""
+import asyncio
+
+import numpy as np
+
+from browser import chromium_page
+from gramcast.server.app import GramcastServer, ServerConfig
+from gramcast.server.client import GramcastClient
+from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack, write_y4m
+from gramcast.server.tokens import mint_token
+from test_server_rooms import SECRET, PassThrough
+
+
+async def test_web_client_joins_publishes_and_decodes(tmp_path):
+    cam = tmp_path / "camera.y4m"
+    write_y4m([np.full((240, 320, 3), (40, 220, 40), np.uint8)] * 30, cam)
+    cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThrough)
+    server = GramcastServer({"default": object()}, cfg)
+    await server.start()
+    try:
+        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
+                                  mint_token(SECRET, "web", "py"), "web") as py:
+            await py.publish(ArrayVideoTrack([np.full((64, 64, 3), (220, 40, 40), np.uint8)] * 4),
+                             SineAudioTrack())
+            async with chromium_page(cam) as page:
+                token = mint_token(SECRET, "web", "browser")
+                await page.goto(f"{server.url}?room=web&token={token}&autojoin=1")
+                try:
+                    await page.wait_for_function("window.gramcast && window.gramcast.me", timeout=15000)
+                except Exception:
+                    raise AssertionError(f"page did not join: {page.console_lines} "
+                                         f"{await page.evaluate('window.gramcast && window.gramcast.events')}")
+                browser_pid = await page.evaluate("window.gramcast.me")
+                # The browser decodes the Python participant's stream...
+                await page.wait_for_function(
+                    f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+                # ...and the Python participant receives the browser's camera (green) through the server.
+                video, _ = await py.subscribe(browser_pid)
+                frame = await asyncio.wait_for(video.recv(), 15)
+                for _ in range(5):
+                    frame = await asyncio.wait_for(video.recv(), 15)
+                mean = frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(0)
+                assert mean[1] > 150 and mean[0] < 100, mean
+                # Preview (own stream back) is decoded as well.
+                await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5", timeout=20000)
+    finally:
+        await server.stop()
