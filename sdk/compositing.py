@@ -1,0 +1,104 @@
+"""Placing the rendered avatar in the output video frame.
+
+The renderer draws the avatar as an aligned crop (the enrollment template at the tracked yaw/pitch).
+Roll, scale and position of the head are not rendered in 3D: the crop is warped into the frame by a
+2D similarity so the avatar sits where the head was, then composited over a background.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def similarity_matrix(scale: float, angle: float, src_center, dst_center) -> np.ndarray:
+    """2x3 matrix mapping source pixels to destination pixels: ``dst = s * R(angle) (src - c_src) + c_dst``.
+
+    ``angle`` is in radians and turns clockwise on screen (image y points down), matching a head
+    that rolls towards its right shoulder as seen by the camera when positive.
+    """
+    c, s = math.cos(angle) * scale, math.sin(angle) * scale
+    rot = np.array([[c, -s], [s, c]])
+    src = np.asarray(src_center, dtype=np.float64)
+    dst = np.asarray(dst_center, dtype=np.float64)
+    return np.concatenate([rot, (dst - rot @ src)[:, None]], axis=1)
+
+
+def over(fg_rgb: np.ndarray, alpha: np.ndarray, bg_rgb: np.ndarray) -> np.ndarray:
+    """Straight-alpha "over": (H,W,3) uint8/float fg, (H,W) or (H,W,1) alpha in [0,1], (H,W,3) bg -> uint8."""
+    a = alpha[..., None] if alpha.ndim == 2 else alpha
+    out = fg_rgb.astype(np.float32) * a + bg_rgb.astype(np.float32) * (1.0 - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def place_rgba(bg_rgb: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Warp a straight-alpha image by ``matrix`` (dst <- src, 2x3) and composite it over ``bg_rgb``.
+
+    bg_rgb: (H, W, 3) uint8; rgb: (h, w, 3) uint8; alpha: (h, w) float in [0, 1].
+    """
+    h, w = bg_rgb.shape[:2]
+    # Warp premultiplied colour so the avatar's transparent fringe does not bleed dark edges.
+    premult = np.concatenate([rgb.astype(np.float32) * alpha[..., None], alpha[..., None]], axis=-1)
+    warped = cv2.warpAffine(premult, matrix.astype(np.float64), (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    a = np.clip(warped[..., 3:4], 0.0, 1.0)
+    out = warped[..., :3] + bg_rgb.astype(np.float32) * (1.0 - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def make_background(kind: str, size_wh: tuple[int, int], camera_rgb: np.ndarray | None = None,
+                    color=(24, 24, 28), image: np.ndarray | None = None) -> np.ndarray:
+    """The frame behind the avatar: ``color``, ``blur`` (the camera frame, heavily blurred) or ``image``."""
+    w, h = size_wh
+    if kind == "color":
+        return np.broadcast_to(np.asarray(color, np.uint8), (h, w, 3)).copy()
+    if kind == "blur":
+        if camera_rgb is None:
+            raise ValueError("the blur background needs the camera frame")
+        small = cv2.resize(camera_rgb, (max(w // 8, 1), max(h // 8, 1)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), 3)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if kind == "image":
+        if image is None:
+            raise ValueError("the image background needs SessionConfig.background_image")
+        return cv2.resize(np.asarray(image, np.uint8)[..., :3], (w, h), interpolation=cv2.INTER_AREA)
+    raise ValueError(f"unknown background {kind!r}; use 'color', 'blur' or 'image'")
+
+
+class AvatarFrameProcessor:
+    """Camera frame -> tracked pose -> cached avatar render -> placed in the output frame."""
+
+    def __init__(self, avatar, config, tracker=None, renderer=None):
+        from gramcast.avatar import Renderer
+        from gramcast.face import HeadTracker
+
+        self.config = config
+        self.tracker = tracker or HeadTracker()
+        self.renderer = renderer or Renderer(avatar, device=config.device, backend=config.backend)
+
+    def set_avatar(self, avatar) -> None:
+        from gramcast.avatar import Renderer
+
+        self.renderer = Renderer(avatar, device=self.config.device, backend=self.config.backend)
+
+    def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        tracked = self.tracker.update(rgb, timestamp)
+        t1 = time.perf_counter()
+        res = cfg.avatar_resolution
+        avatar_rgb, avatar_alpha = self.renderer.render_rgba(tracked.yaw_pitch, res)
+        t2 = time.perf_counter()
+        out_w, out_h = cfg.size_for((rgb.shape[1], rgb.shape[0]))
+        bg = make_background(cfg.background, (out_w, out_h), rgb, cfg.background_color, cfg.background_image)
+        # frame pixels -> output pixels, then crop pixels -> frame pixels
+        to_out = np.diag([out_w / rgb.shape[1], out_h / rgb.shape[0], 1.0])
+        frame_from_crop = np.vstack([tracked.frame_from_crop(res), [0.0, 0.0, 1.0]])
+        matrix = (to_out @ frame_from_crop)[:2]
+        out = place_rgba(bg, avatar_rgb, avatar_alpha, matrix)
+        t3 = time.perf_counter()
+        return out, {"tracking_ms": (t1 - t0) * 1e3, "render_ms": (t2 - t1) * 1e3,
+                     "compose_ms": (t3 - t2) * 1e3, "face_found": tracked.face_found}

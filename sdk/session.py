@@ -1,0 +1,261 @@
+"""AvatarSession: a participant's camera track in, their avatar's video track out.
+
+Usable from any aiortc application::
+
+    session = AvatarSession(avatar)                 # or AvatarSession(avatar, SessionConfig(...))
+    pc.addTrack(session.attach(remote_camera_track))
+    ...
+    print(session.stats())
+    await session.close()
+
+Per camera frame the session tracks the head, renders the avatar at that pose and places it in the
+output frame (``gramcast.compositing``). The work runs in a worker thread, never on the event loop.
+When the worker is busy, newer camera frames are dropped rather than queued, so latency stays flat
+when rendering falls behind; the output keeps the camera frames' timestamps, so audio relayed from
+the same participant stays in sync.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Output sizes (width, height) WebRTC apps commonly negotiate, plus square ones.
+OUTPUT_PRESETS: dict[str, tuple[int, int]] = {
+    "180p": (320, 180), "240p": (320, 240), "360p": (640, 360), "480p": (640, 480),
+    "540p": (960, 540), "720p": (1280, 720),
+    "square256": (256, 256), "square512": (512, 512),
+}
+
+
+@dataclass
+class SessionConfig:
+    """How the avatar video looks and how fast it may go."""
+
+    #: A preset name from OUTPUT_PRESETS or (width, height); None = the camera's own size.
+    output_size: str | tuple[int, int] | None = "480p"
+    #: Side of the square avatar render before it is placed in the frame.
+    avatar_resolution: int = 256
+    #: "color" (a flat colour), "blur" (the blurred camera frame) or "image".
+    background: str = "color"
+    background_color: tuple[int, int, int] = (24, 24, 28)
+    background_image: np.ndarray | None = None
+    #: Frames per second the output never exceeds (camera frames beyond it are dropped).
+    max_fps: float = 30.0
+    #: Torch device or "auto" for the renderer; "onnx" backend where installed.
+    device: str = "auto"
+    backend: str = "torch"
+
+    def size_for(self, camera_wh: tuple[int, int]) -> tuple[int, int]:
+        if self.output_size is None:
+            return camera_wh
+        if isinstance(self.output_size, str):
+            try:
+                return OUTPUT_PRESETS[self.output_size]
+            except KeyError:
+                raise ValueError(f"unknown output size {self.output_size!r}; presets: {sorted(OUTPUT_PRESETS)}") from None
+        w, h = self.output_size
+        return int(w), int(h)
+
+
+class FrameProcessor(Protocol):
+    """Turns one camera frame into one output frame (runs in the worker thread)."""
+
+    def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
+        """rgb: (H, W, 3) uint8. Returns the output (H', W', 3) uint8 and timings/flags
+        (``tracking_ms``, ``render_ms``, ``compose_ms``, ``face_found``)."""
+
+    def set_avatar(self, avatar) -> None: ...
+
+
+class _Rate:
+    """Events per second over a sliding window."""
+
+    def __init__(self, window_s: float = 2.0):
+        self.window_s = window_s
+        self.times: deque[float] = deque()
+
+    def tick(self, now: float) -> None:
+        self.times.append(now)
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+
+    def rate(self, now: float) -> float:
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+        return len(self.times) / self.window_s
+
+
+@dataclass
+class SessionStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_dropped: int = 0
+    faces_lost: int = 0
+    tracking_ms: float = 0.0
+    render_ms: float = 0.0
+    compose_ms: float = 0.0
+    encode_ms: float = 0.0
+    #: Camera frame received -> its avatar frame handed to the sender (+ last encode time).
+    latency_ms: float = 0.0
+    _in_rate: _Rate = field(default_factory=_Rate, repr=False)
+    _out_rate: _Rate = field(default_factory=_Rate, repr=False)
+
+    def as_dict(self) -> dict[str, float]:
+        now = time.monotonic()
+        d = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        d["input_fps"] = self._in_rate.rate(now)
+        d["output_fps"] = self._out_rate.rate(now)
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _ewma(old: float, new: float, k: float = 0.2) -> float:
+    return new if old == 0.0 else (1 - k) * old + k * new
+
+
+class AvatarSession:
+    """Renders ``avatar`` at the head pose tracked in an incoming aiortc video track."""
+
+    def __init__(self, avatar, config: SessionConfig | None = None,
+                 processor: FrameProcessor | None = None,
+                 executor: concurrent.futures.Executor | None = None):
+        self.config = config or SessionConfig()
+        self.avatar = avatar
+        self._processor = processor
+        self._own_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gramcast-render")
+        self._stats = SessionStats()
+        self._input = None
+        self._output = None
+        self._task: asyncio.Task | None = None
+        self._latest = None
+        self._new_frame = asyncio.Event()
+        self._ended = False
+        self._face_found = True
+
+    # -------------------------------------------------------------- public API
+    def attach(self, track):
+        """Start consuming ``track`` (camera); returns the avatar ``MediaStreamTrack`` to send."""
+        if self._input is not None:
+            raise RuntimeError("this session is already attached to a camera track")
+        from gramcast.session_track import AvatarVideoTrack
+
+        self._input = track
+        self._output = AvatarVideoTrack(self)
+        self._task = asyncio.ensure_future(self._pump())
+        return self._output
+
+    def stats(self) -> dict[str, float]:
+        return self._stats.as_dict()
+
+    def set_avatar(self, avatar) -> None:
+        """Switch to another avatar from the next frame on."""
+        self.avatar = avatar
+        if self._processor is not None:
+            self._processor.set_avatar(avatar)
+
+    async def close(self) -> None:
+        self._ended = True
+        self._new_frame.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._output is not None:
+            self._output.stop()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -------------------------------------------------------------- internals
+    @property
+    def processor(self) -> FrameProcessor:
+        if self._processor is None:
+            from gramcast.compositing import AvatarFrameProcessor
+
+            self._processor = AvatarFrameProcessor(self.avatar, self.config)
+        return self._processor
+
+    async def _pump(self) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        loop = asyncio.get_running_loop()
+        busy: asyncio.Future | None = None
+        last_start = 0.0
+        min_interval = 1.0 / self.config.max_fps if self.config.max_fps > 0 else 0.0
+        try:
+            while True:
+                frame = await self._input.recv()
+                now = time.monotonic()
+                self._stats.frames_in += 1
+                self._stats._in_rate.tick(now)
+                if (busy is not None and not busy.done()) or now - last_start < min_interval * 0.9:
+                    self._stats.frames_dropped += 1
+                    continue
+                last_start = now
+                busy = loop.run_in_executor(self._executor, self._work, frame, now)
+                busy.add_done_callback(self._publish)
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        except Exception:  # a broken camera stream ends this session only
+            log.exception("avatar session stopped")
+        finally:
+            self._ended = True
+            self._new_frame.set()
+
+    def _work(self, frame, arrived: float):
+        import av
+
+        rgb = frame.to_ndarray(format="rgb24")
+        out, info = self.processor.process(rgb, float(frame.time) if frame.time is not None else arrived)
+        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24")
+        video.pts, video.time_base = frame.pts, frame.time_base
+        return video, info, arrived
+
+    def _publish(self, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            log.error("rendering a frame failed: %r", fut.exception())
+            return
+        video, info, arrived = fut.result()
+        s = self._stats
+        for key in ("tracking_ms", "render_ms", "compose_ms"):
+            if key in info:
+                setattr(s, key, _ewma(getattr(s, key), float(info[key])))
+        found = bool(info.get("face_found", True))
+        if self._face_found and not found:
+            s.faces_lost += 1
+        self._face_found = found
+        self._latest = (video, arrived)
+        self._new_frame.set()
+
+    async def next_frame(self):
+        """The newest avatar frame not yet sent (waits for one). Used by the output track."""
+        from aiortc.mediastreams import MediaStreamError
+
+        while self._latest is None:
+            if self._ended:
+                raise MediaStreamError
+            self._new_frame.clear()
+            await self._new_frame.wait()
+        video, arrived = self._latest
+        self._latest = None
+        now = time.monotonic()
+        s = self._stats
+        s.frames_out += 1
+        s._out_rate.tick(now)
+        s.latency_ms = _ewma(s.latency_ms, (now - arrived) * 1000.0 + s.encode_ms)
+        return video
+
+    def record_encode(self, ms: float) -> None:
+        self._stats.encode_ms = _ewma(self._stats.encode_ms, ms)
