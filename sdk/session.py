@@ -53,6 +53,9 @@ class SessionConfig:
     #: Torch device or "auto" for the renderer; "onnx" backend where installed.
     device: str = "auto"
     backend: str = "torch"
+    #: Copy this many top rows of the camera frame into the output (0 = off). For measuring
+    #: glass-to-glass latency with frame counters stamped into the camera (bench/stream.py).
+    passthrough_rows: int = 0
 
     def size_for(self, camera_wh: tuple[int, int]) -> tuple[int, int]:
         if self.output_size is None:
@@ -217,6 +220,12 @@ class AvatarSession:
 
         rgb = frame.to_ndarray(format="rgb24")
         out, info = self.processor.process(rgb, float(frame.time) if frame.time is not None else arrived)
+        rows = self.config.passthrough_rows
+        if rows:
+            import cv2
+
+            out = out.copy()
+            out[:rows] = cv2.resize(rgb[:rows], (out.shape[1], rows), interpolation=cv2.INTER_NEAREST)
         video = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24")
         video.pts, video.time_base = frame.pts, frame.time_base
         return video, info, arrived

@@ -84,3 +84,31 @@ def write_y4m(frames: list[np.ndarray], path, fps: int = 30) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+STAMP_BITS = 32
+STAMP_ROWS = 16
+
+
+def stamp_frame(rgb: np.ndarray, counter: int) -> np.ndarray:
+    """Write ``counter`` as 32 black/white blocks across the top 16 rows (survives VP8/H264)."""
+    out = rgb.copy()
+    w = out.shape[1]
+    for bit in range(STAMP_BITS):
+        x0, x1 = bit * w // STAMP_BITS, (bit + 1) * w // STAMP_BITS
+        out[:STAMP_ROWS, x0:x1] = 255 if (counter >> bit) & 1 else 0
+    return out
+
+
+def read_stamp(rgb: np.ndarray) -> int | None:
+    """Inverse of ``stamp_frame``; None when the strip does not look like a stamp."""
+    w = rgb.shape[1]
+    value = 0
+    for bit in range(STAMP_BITS):
+        x0, x1 = bit * w // STAMP_BITS, (bit + 1) * w // STAMP_BITS
+        # the block's core only: codecs smear the edges
+        core = rgb[3:STAMP_ROWS - 3, x0 + (x1 - x0) // 4: x1 - (x1 - x0) // 4].astype(np.float32).mean()
+        if 70 < core < 185:
+            return None
+        value |= int(core >= 128) << bit
+    return value

@@ -201,3 +201,22 @@ async def test_join_timeout_closes_idle_connections():
             assert msg.type == "error" and msg["code"] == "join_timeout" and msg["fatal"]
     finally:
         await srv.stop()
+
+
+async def test_frame_stamps_survive_the_codec_and_give_latency(server):
+    from gramcast.server.synthetic import read_stamp, stamp_frame
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (240, 320, 3), dtype=np.uint8)
+    frames = [stamp_frame(base, i) for i in range(90)]
+    async with client(server, "ann") as a, client(server, "bob") as b:
+        cam = ArrayVideoTrack(frames, fps=30)
+        await a.publish(cam)
+        video, _ = await b.subscribe(await b.wait_for_peer())
+        seen = []
+        for _ in range(20):
+            frame = await asyncio.wait_for(video.recv(), 10)
+            counter = read_stamp(frame.to_ndarray(format="rgb24"))
+            assert counter is not None and 0 <= counter < cam.index
+            seen.append(counter)
+        assert seen == sorted(seen) and len(set(seen)) >= 15
