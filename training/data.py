@@ -1,0 +1,118 @@
+"""Training data: aligned face crops with their poses, and the pose distribution to render from.
+
+A dataset is a folder written by ``gramcast prepare-faces`` (see ``gramcast.face.dataset`` for the
+layout). Images are decoded once into a uint8 tensor in memory (a prepared LFW at 128² is ~480 MB;
+use ``max_images`` or a smaller size for quick runs). Sampling is driven by an explicit
+``torch.Generator`` so that every step's batch is reproducible.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MANIFEST = "poses.json"
+
+
+@dataclass
+class FaceRecord:
+    image: str      # path relative to the dataset root
+    yaw: float
+    pitch: float
+    person: str = ""
+
+
+def read_manifest(root: Path) -> list[FaceRecord]:
+    """Records of a prepared dataset folder (``poses.json``: {"items": [{image, yaw, pitch, person}]})."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: prepare the folder with `gramcast prepare-faces SRC {root}`")
+    data = json.loads(path.read_text())
+    items = data["items"] if isinstance(data, dict) else data
+    return [FaceRecord(image=it["image"], yaw=float(it["yaw"]), pitch=float(it["pitch"]),
+                       person=str(it.get("person", ""))) for it in items]
+
+
+def _decode(path: Path, resolution: int) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read training image {path}")
+    if bgr.shape[0] != resolution or bgr.shape[1] != resolution:
+        bgr = cv2.resize(bgr, (resolution, resolution), interpolation=cv2.INTER_AREA)
+    return bgr[..., ::-1].copy()
+
+
+class FaceDataset:
+    """All images of a prepared folder at ``resolution``, with their (yaw, pitch)."""
+
+    def __init__(self, root: Path, resolution: int, max_images: int | None = None,
+                 people: set[str] | None = None):
+        self.root = Path(root)
+        records = read_manifest(self.root)
+        if people is not None:
+            records = [r for r in records if r.person in people]
+        if max_images is not None:
+            records = records[:max_images]
+        if not records:
+            raise ValueError(f"no usable images in {self.root}")
+        self.records = records
+        self.images = torch.from_numpy(np.stack([_decode(self.root / r.image, resolution) for r in records]))
+        self.images = self.images.permute(0, 3, 1, 2).contiguous()  # (N, 3, R, R) uint8
+        self.poses = torch.tensor([[r.yaw, r.pitch] for r in records], dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, batch: int, generator: torch.Generator, flip: bool = True,
+               device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch: images (B, 3, R, R) in [-1, 1] and poses (B, 2).
+
+        A horizontal flip mirrors the viewpoint too: yaw changes sign, pitch stays.
+        """
+        idx = torch.randint(len(self), (batch,), generator=generator)
+        imgs = self.images[idx].float().div(127.5).sub(1.0)
+        poses = self.poses[idx].clone()
+        if flip:
+            mask = torch.rand(batch, generator=generator) < 0.5
+            imgs[mask] = imgs[mask].flip(-1)
+            poses[mask, 0] = -poses[mask, 0]
+        return imgs.to(device), poses.to(device)
+
+
+class PoseSampler:
+    """Camera poses for the generator, drawn from the dataset's own pose distribution.
+
+    Resamples the measured poses (mirrored half of the time, as the data is augmented) and adds a
+    little Gaussian jitter so the generator also sees the poses in between.
+    """
+
+    def __init__(self, poses: torch.Tensor, jitter: float = 0.02, mirror: bool = True):
+        self.poses = poses.float()
+        self.jitter, self.mirror = jitter, mirror
+
+    def sample(self, batch: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
+        idx = torch.randint(len(self.poses), (batch,), generator=generator)
+        poses = self.poses[idx].clone()
+        if self.mirror:
+            sign = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
+            poses[:, 0] *= sign
+        poses += self.jitter * torch.randn(poses.shape, generator=generator)
+        return poses.to(device)
+
+    def stats(self) -> dict[str, float]:
+        p = self.poses
+        return {"yaw_mean": float(p[:, 0].mean()), "yaw_std": float(p[:, 0].std()),
+                "pitch_mean": float(p[:, 1].mean()), "pitch_std": float(p[:, 1].std())}
+
+
+def resize_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, R, R) with area averaging (for D inputs at another size)."""
+    if images.shape[-1] == resolution:
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="area")

@@ -1,0 +1,52 @@
+"""Training-state checkpoints: everything needed to continue a run exactly.
+
+Files are written atomically (temp file + rename) and read with ``torch.load(weights_only=True)``,
+so a checkpoint can hold tensors, numbers, strings, lists and dicts but never runs code on load.
+Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+FORMAT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_state(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``run_dir/state.pt``; ``state`` holds state_dicts, the step and the config."""
+    path = Path(run_dir) / STATE_FILE
+    atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
+    return path
+
+
+def load_state(run_dir: Path, map_location="cpu") -> dict[str, Any] | None:
+    """The saved state, or None when the run has none yet."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if state.get("format_version") != FORMAT_VERSION:
+        raise RuntimeError(f"{path} has training-state format {state.get('format_version')!r}; "
+                           f"this gramcast reads {FORMAT_VERSION}. Start a new run directory.")
+    return state

@@ -1,0 +1,174 @@
+"""The training loop every stage shares: progress, logging, checkpoints, resume, clean interruption.
+
+A stage supplies the maths (``Stage.train_step``) and its state; the ``Trainer`` supplies the rest.
+Each step draws its randomness from a generator seeded by (seed, step, rank), so a resumed run
+repeats exactly what an uninterrupted one would have done.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from gramcast.training.engine.checkpoint import load_state, save_state
+from gramcast.training.engine.distributed import DistInfo, all_reduce_mean
+
+log = logging.getLogger(__name__)
+
+
+class Stage(Protocol):
+    """What the trainer needs from a training stage."""
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step; returns scalars to log (already averaged over ranks or local)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def log_images(self, writer, step: int) -> None:
+        """Optional: add image grids to TensorBoard."""
+
+    def export(self, run_dir: Path) -> None:
+        """Write the stage's product (e.g. the EMA generator) into run_dir."""
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1000
+    checkpoint_every: int = 500
+    log_every: int = 10
+    image_every: int = 500
+    progress: bool = True
+
+
+def step_generator(seed: int, step: int, rank: int, device="cpu") -> torch.Generator:
+    """The random stream of one step on one rank: independent of how the run was split up."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+    return g
+
+
+class _ScalarLog:
+    """TensorBoard when it is installed, else JSON lines (the bare GPU machine has no tensorboard)."""
+
+    def __init__(self, run_dir: Path):
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+        except Exception as exc:  # ImportError, or tensorboard's own import errors
+            log.warning("TensorBoard unavailable (%s); logging scalars to %s", exc, run_dir / "scalars.jsonl")
+        self.jsonl = open(run_dir / "scalars.jsonl", "a")
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.flush()
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Trainer:
+    def __init__(self, stage: Stage, run_dir: Path, loop: LoopConfig, dist_info: DistInfo,
+                 config_record: dict | None = None):
+        self.stage, self.run_dir, self.loop, self.dist = stage, Path(run_dir), loop, dist_info
+        self.config_record = config_record or {}
+        self.step = 0
+        self._stop_requested = False
+        self.interrupted = False
+
+    # ------------------------------------------------------------------ state
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_state(self.run_dir, {"step": self.step, "stage": self.stage.state_dict(),
+                                      "config": json.dumps(self.config_record),
+                                      "torch_rng": torch.get_rng_state()})
+            self.stage.export(self.run_dir)
+
+    def resume(self) -> bool:
+        state = load_state(self.run_dir, map_location=self.dist.device)
+        if state is None:
+            return False
+        saved_cfg = json.loads(state.get("config", "{}"))
+        if self.config_record and saved_cfg and saved_cfg != self.config_record:
+            changed = sorted(k for k in set(saved_cfg) | set(self.config_record)
+                             if saved_cfg.get(k) != self.config_record.get(k))
+            log.warning("resuming with a changed configuration: %s", ", ".join(changed))
+        self.stage.load_state_dict(state["stage"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def _should_stop(self) -> bool:
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.dist.device)
+        if self.dist.distributed:
+            flag = all_reduce_mean(flag, self.dist)
+        return bool(flag.item() > 0)
+
+    def run(self) -> int:
+        """Train up to ``loop.steps``; returns the step reached. Saves on interruption."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            (self.run_dir / "config.json").write_text(json.dumps(self.config_record, indent=2))
+        logger = _ScalarLog(self.run_dir) if self.dist.is_main else None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        bar = None
+        if self.dist.is_main and self.loop.progress:
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(total=self.loop.steps, initial=self.step, desc="train", dynamic_ncols=True)
+            except ImportError:
+                bar = None
+        t_last = time.perf_counter()
+        try:
+            while self.step < self.loop.steps:
+                scalars = self.stage.train_step(self.step)
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                if logger is not None and (self.step % self.loop.log_every == 0 or self.step == 1):
+                    now = time.perf_counter()
+                    scalars = {**scalars, "perf/sec_per_step": (now - t_last) / (1 if self.step == 1 else self.loop.log_every)}
+                    t_last = now
+                    logger.scalars(self.step, scalars)
+                    if bar is not None:
+                        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(scalars.items())[:4]})
+                    elif self.step % (self.loop.log_every * 10) == 0:
+                        print(f"step {self.step}/{self.loop.steps} " +
+                              " ".join(f"{k}={v:.4g}" for k, v in scalars.items()), flush=True)
+                if logger is not None and logger.writer is not None and self.step % self.loop.image_every == 0:
+                    self.stage.log_images(logger.writer, self.step)
+                if self.step % self.loop.checkpoint_every == 0:
+                    self.save()
+                if self._should_stop():
+                    self.interrupted = True
+                    break
+            self.save()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            if bar is not None:
+                bar.close()
+            if logger is not None:
+                logger.close()
+        return self.step

@@ -1,0 +1,97 @@
+"""A StyleGAN2-style residual discriminator that also regresses the camera pose (as GRAM's does).
+
+The pose head lets the GAN loss see the viewpoint: the generator is penalised when the image it
+renders at pose p does not look like it was taken from p, which keeps the learned geometry honest.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EqualConv2d(nn.Conv2d):
+    """Conv with equalised learning rate: weights ~ N(0, 1) scaled at run time (StyleGAN)."""
+
+    def __init__(self, cin: int, cout: int, k: int, **kw):
+        super().__init__(cin, cout, k, padding=k // 2, **kw)
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self.scale = 1.0 / math.sqrt(cin * k * k)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
+
+
+class EqualLinear(nn.Linear):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout)
+        nn.init.normal_(self.weight)
+        nn.init.zeros_(self.bias)
+        self.scale = 1.0 / math.sqrt(cin)
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+def _act(x):
+    return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convs and a 2x average-pool, with a 1x1 residual path (scaled by 1/sqrt 2)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv0 = EqualConv2d(cin, cin, 3)
+        self.conv1 = EqualConv2d(cin, cout, 3)
+        self.skip = EqualConv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        y = _act(self.conv0(x))
+        y = F.avg_pool2d(_act(self.conv1(y)), 2)
+        s = F.avg_pool2d(self.skip(x), 2)
+        return (y + s) / math.sqrt(2.0)
+
+
+def _minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
+    b, c, h, w = x.shape
+    g = min(group, b)
+    while b % g:
+        g -= 1
+    y = x.reshape(g, -1, c, h, w)
+    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (b/g,)
+    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], dim=1)
+
+
+class PoseDiscriminator(nn.Module):
+    """images (B, 3, R, R) in [-1, 1] -> (logits (B,), pose (B, 2) as yaw, pitch in radians)."""
+
+    def __init__(self, resolution: int, channel_base: int = 4096, channel_max: int = 256):
+        super().__init__()
+        if resolution < 8 or resolution & (resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+        ch = lambda res: min(channel_base // res, channel_max)
+        self.from_rgb = EqualConv2d(3, ch(resolution), 1)
+        blocks, res = [], resolution
+        while res > 4:
+            blocks.append(DiscriminatorBlock(ch(res), ch(res // 2)))
+            res //= 2
+        self.blocks = nn.ModuleList(blocks)
+        c4 = ch(4)
+        self.conv = EqualConv2d(c4 + 1, c4, 3)
+        self.fc = EqualLinear(c4 * 16, c4)
+        self.out = EqualLinear(c4, 1 + 2)
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _act(self.from_rgb(img))
+        for block in self.blocks:
+            x = block(x)
+        x = _act(self.conv(_minibatch_stddev(x)))
+        x = _act(self.fc(x.flatten(1)))
+        out = self.out(x)
+        return out[:, 0], out[:, 1:]
