@@ -37,7 +37,7 @@ SCENE_HALF_EXTENT = 0.12
 __all__ = [
     "FOV_DEG", "CAMERA_RADIUS", "RAY_NEAR", "RAY_FAR", "BACKGROUND_Z", "SCENE_HALF_EXTENT",
     "Pose", "as_pose_tensor", "pose_to_c2w", "c2w_to_pose", "camera_position", "focal_length",
-    "intrinsics", "pixel_grid", "generate_rays", "world_to_camera", "project_points",
+    "intrinsics", "pixel_grid", "generate_rays", "rays_through_pixels", "world_to_camera", "project_points",
 ]
 
 
@@ -134,17 +134,29 @@ def generate_rays(
     c2w: ``(B, 4, 4)``. Returns ``origins, directions``, each ``(B, H, W, 3)``; directions are unit
     length, so a point at depth ``t`` is ``origin + t * direction``.
     """
-    f = focal_length(height, fov_deg)
     uv = pixel_grid(height, width, device=c2w.device, dtype=c2w.dtype)
+    return rays_through_pixels(c2w, uv, height, width, fov_deg)
+
+
+def rays_through_pixels(
+    c2w: Tensor, uv: Tensor, height: int, width: int, fov_deg: float = FOV_DEG
+) -> tuple[Tensor, Tensor]:
+    """Rays through arbitrary (sub-)pixel positions of an ``height`` x ``width`` image.
+
+    c2w: ``(B, 4, 4)``; uv: ``(..., 2)`` pixel coordinates (``pixel_grid`` convention).
+    Returns origins and unit directions ``(B, ..., 3)``.
+    """
+    f = focal_length(height, fov_deg)
+    uv = uv.to(device=c2w.device, dtype=c2w.dtype)
     dirs_cam = torch.stack(
-        [(uv[..., 0] - width / 2.0) / f, -(uv[..., 1] - height / 2.0) / f,
-         -torch.ones_like(uv[..., 0])],
+        [(uv[..., 0] - width / 2.0) / f, -(uv[..., 1] - height / 2.0) / f, -torch.ones_like(uv[..., 0])],
         dim=-1,
     )
     dirs_cam = dirs_cam / dirs_cam.norm(dim=-1, keepdim=True)
-    rot = c2w[:, :3, :3]
-    directions = torch.einsum("bij,hwj->bhwi", rot, dirs_cam)
-    origins = c2w[:, None, None, :3, 3].expand_as(directions)
+    lead = uv.shape[:-1]
+    directions = torch.einsum("bij,nj->bni", c2w[:, :3, :3], dirs_cam.reshape(-1, 3))
+    directions = directions.reshape(c2w.shape[0], *lead, 3)
+    origins = c2w[:, :3, 3].reshape(c2w.shape[0], *([1] * len(lead)), 3).expand_as(directions)
     return origins, directions
 
 

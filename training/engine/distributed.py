@@ -62,3 +62,17 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+def parameter_spread(modules, info: DistInfo) -> float:
+    """Largest difference between ranks of any parameter tensor's sum (0.0 when in sync).
+
+    DDP keeps replicas identical; this makes that checkable (and catches a desynchronised run).
+    """
+    if not info.distributed:
+        return 0.0
+    sums = torch.stack([p.detach().double().sum() for m in modules for p in m.parameters()]).to(info.device)
+    gathered = [torch.empty_like(sums) for _ in range(info.world_size)]
+    dist.all_gather(gathered, sums)
+    stacked = torch.stack(gathered)
+    return float((stacked.max(0).values - stacked.min(0).values).max())

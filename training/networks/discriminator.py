@@ -11,34 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class EqualConv2d(nn.Conv2d):
-    """Conv with equalised learning rate: weights ~ N(0, 1) scaled at run time (StyleGAN)."""
-
-    def __init__(self, cin: int, cout: int, k: int, **kw):
-        super().__init__(cin, cout, k, padding=k // 2, **kw)
-        nn.init.normal_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        self.scale = 1.0 / math.sqrt(cin * k * k)
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
-
-
-class EqualLinear(nn.Linear):
-    def __init__(self, cin: int, cout: int):
-        super().__init__(cin, cout)
-        nn.init.normal_(self.weight)
-        nn.init.zeros_(self.bias)
-        self.scale = 1.0 / math.sqrt(cin)
-
-    def forward(self, x):
-        return F.linear(x, self.weight * self.scale, self.bias)
-
-
-def _act(x):
-    return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
+from gramcast.model.layers import EqualConv2d, EqualLinear, lrelu as _act
 
 
 class DiscriminatorBlock(nn.Module):

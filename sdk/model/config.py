@@ -1,0 +1,79 @@
+"""Sizes of the efficient GRAM generator, with presets from a CPU-test toy to the paper's model."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class GRAMConfig:
+    #: Output image side in pixels.
+    resolution: int = 64
+    #: Radiance manifolds; the last one is the background plane (GRAM's FFHQ setup: 24).
+    num_manifolds: int = 24
+    #: Scalar levels of the iso-surfaces. At initialisation s(x) = |x - center|, so these are the
+    #: radii of concentric shells around ``sphere_center`` (the face lies on the near caps).
+    level_min: float = 0.40
+    level_max: float = 0.62
+    sphere_center: tuple[float, float, float] = (0.0, 0.0, -0.5)
+    manifold_width: int = 64
+    manifold_depth: int = 3
+    z_dim: int = 256
+    w_dim: int = 256
+    mapping_layers: int = 4
+    #: Tri-plane side and channels per plane.
+    plane_resolution: int = 64
+    plane_channels: int = 16
+    channel_base: int = 4096
+    channel_max: int = 256
+    decoder_hidden: int = 64
+    #: Half-extent of the cube the tri-planes cover (world units); wide enough for the background
+    #: plane seen at |yaw| <= 0.6.
+    plane_extent: float = 0.3
+    #: Samples of s(x) per ray when searching for level crossings.
+    samples_per_ray: int = 48
+    #: Intersections are computed at resolution / lowres_factor and upsampled (paper: 4).
+    lowres_factor: int = 4
+
+    @classmethod
+    def preset(cls, name: str) -> "GRAMConfig":
+        presets = {
+            # trains on 2 CPU cores in tests
+            "tiny": cls(resolution=64, num_manifolds=12, manifold_width=32, manifold_depth=2, z_dim=64,
+                        w_dim=64, mapping_layers=2, plane_resolution=32, plane_channels=8,
+                        channel_base=512, channel_max=64, decoder_hidden=32, samples_per_ray=32),
+            # what one lent GPU trains in about an hour
+            "small": cls(resolution=128, num_manifolds=24, z_dim=256, w_dim=256, mapping_layers=4,
+                         plane_resolution=128, plane_channels=16, channel_base=8192, channel_max=256,
+                         decoder_hidden=64, samples_per_ray=48),
+            # the paper's sizes (256², 24 manifolds, 512-d latents, 256² x 32 tri-planes)
+            "paper": cls(resolution=256, num_manifolds=24, z_dim=512, w_dim=512, mapping_layers=8,
+                         plane_resolution=256, plane_channels=32, channel_base=32768, channel_max=512,
+                         decoder_hidden=64, samples_per_ray=64),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown GRAM preset {name!r}; choose from {sorted(presets)}")
+        return presets[name]
+
+    def levels(self) -> list[float]:
+        """The N-1 iso-levels of the scalar field (the N-th manifold is the background plane)."""
+        n = self.num_manifolds - 1
+        if n == 1:
+            return [self.level_min]
+        step = (self.level_max - self.level_min) / (n - 1)
+        return [self.level_min + i * step for i in range(n)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sphere_center"] = list(self.sphere_center)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GRAMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GRAM config fields {unknown}")
+        d = dict(d)
+        if "sphere_center" in d:
+            d["sphere_center"] = tuple(d["sphere_center"])
+        return cls(**d)

@@ -1,0 +1,35 @@
+"""Tri-plane sampling and the radiance decoder m: features at x -> (colour, opacity), view-independent."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, extent: float) -> torch.Tensor:
+    """Mean of the features bilinearly sampled from the xy, xz and yz planes.
+
+    planes: (B, 3, C, R, R); points: (B, M, 3) in world units, the planes covering [-extent, extent]^3.
+    Returns (B, M, C). Points outside the cube get zero features.
+    """
+    b, _, c, r, _ = planes.shape
+    p = points / extent
+    coords = torch.stack([p[..., [0, 1]], p[..., [0, 2]], p[..., [1, 2]]], dim=1)  # (B, 3, M, 2)
+    feats = F.grid_sample(planes.reshape(b * 3, c, r, r), coords.reshape(b * 3, 1, -1, 2),
+                          mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*3, C, 1, M)
+    return feats.reshape(b, 3, c, -1).mean(1).permute(0, 2, 1)
+
+
+class RadianceDecoder(nn.Module):
+    """features (..., C) -> rgb (..., 3) in [-1, 1] and alpha (...) in [0, 1]."""
+
+    def __init__(self, in_channels: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_channels, hidden), nn.Softplus(), nn.Linear(hidden, hidden),
+                                 nn.Softplus(), nn.Linear(hidden, 4))
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(feats)
+        rgb = torch.sigmoid(out[..., :3]) * 2.0 - 1.0
+        alpha = torch.sigmoid(out[..., 3])
+        return rgb, alpha

@@ -1,0 +1,1 @@
+"""Training stages: each turns data into one model the product uses."""
