@@ -116,7 +116,7 @@ def test_save_load_round_trip(tiny, tmp_path):
     ws = tiny.sample_ws(1, seed=9)
     with torch.no_grad():
         assert torch.equal(tiny.render(ws, (0.1, 0.0)).rgb, loaded.render(ws, (0.1, 0.0)).rgb)
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]  # no temp file left
 
 
 def test_bad_checkpoints_say_what_is_wrong(tiny, tmp_path):

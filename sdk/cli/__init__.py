@@ -16,6 +16,7 @@ from gramcast.errors import GramcastError
 
 COMMAND_MODULES = [
     "gramcast.cli.doctor_cmd",
+    "gramcast.cli.demo_cmd",
     # Plug-ins from the server and training packages: the SDK never imports them otherwise.
     "gramcast.server.cli",
 ]

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from gramcast.errors import CheckpointError, OutputPathError
+from gramcast.errors import CheckpointError
 
 FORMAT_VERSION = 1
 KIND = "gramcast.gram-generator"
@@ -31,22 +29,13 @@ def model_id(state: dict[str, torch.Tensor]) -> str:
 def save_model(model, path: str | Path) -> None:
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OutputPathError(f"cannot write {path}: folder {path.parent} does not exist")
+    from gramcast.media_io import atomic_output
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": KIND, "format_version": str(FORMAT_VERSION),
             "config": json.dumps(model.config.to_dict()), "model_id": model_id(state)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except PermissionError as exc:
-        raise OutputPathError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
 
 
 def read_header(path: str | Path) -> dict:

@@ -1,0 +1,70 @@
+"""Writing outputs atomically (temp file in the same folder, then rename): images, animations, any file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gramcast.errors import OutputPathError
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [-1, 1] -> (H, W, 3) uint8."""
+    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+@contextmanager
+def atomic_output(path: str | Path):
+    """Yields a temp path beside ``path``; renames it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputPathError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise OutputPathError(f"cannot write {path}: folder {path.parent} is read-only")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for secrets, not outputs
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_image(path: str | Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_output(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format=(Path(path).suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
+
+
+def save_animation(path: str | Path, frames: list[np.ndarray], fps: float = 25.0) -> None:
+    """GIF (Pillow) or MP4/WebM (PyAV), chosen by the file suffix."""
+    suffix = Path(path).suffix.lower()
+    with atomic_output(path) as tmp:
+        if suffix == ".gif":
+            from PIL import Image
+
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=int(1000 / fps), loop=0)
+        elif suffix in (".mp4", ".webm"):
+            import av
+
+            with av.open(str(tmp), "w", format=suffix.lstrip(".")) as out:
+                stream = out.add_stream("libx264" if suffix == ".mp4" else "libvpx", rate=int(fps))
+                h, w = frames[0].shape[:2]
+                stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+                for f in frames:
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: h - h % 2, : w - w % 2]), format="rgb24")
+                    out.mux(stream.encode(frame))
+                out.mux(stream.encode())
+        else:
+            raise OutputPathError(f"unsupported animation format {suffix!r}: use .gif, .mp4 or .webm")
