@@ -7,10 +7,13 @@ from torch import nn
 
 
 def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, extent: float) -> torch.Tensor:
-    """Mean of the features bilinearly sampled from the xy, xz and yz planes.
+    """Mean of the features bilinearly sampled from the xy, xz and yz planes (EG3D's aggregation).
 
-    planes: (B, 3, C, R, R); points: (B, M, 3) in world units, the planes covering [-extent, extent]^3.
-    Returns (B, M, C). Points outside the cube get zero features.
+    planes: (B, 3, C, R, R) in the order xy, xz, yz; plane k's grid x axis is the first named world
+    axis, its y axis the second. points: (B, M, 3) in world units; the planes cover the scene box
+    [-extent, extent]^3, so coordinates are divided by ``extent`` to reach grid_sample's [-1, 1]
+    (align_corners=False: the box edges are the outer texel edges). Returns (B, M, C). Points outside
+    the box get zero features (and then the decoder's constant output).
     """
     b, _, c, r, _ = planes.shape
     p = points / extent
@@ -21,7 +24,10 @@ def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, extent: float) 
 
 
 class RadianceDecoder(nn.Module):
-    """features (..., C) -> rgb (..., 3) in [-1, 1] and alpha (...) in [0, 1]."""
+    """m: features (..., C) -> rgb (..., 3) in [-1, 1] and alpha (...) in [0, 1]; view-independent.
+
+    A small softplus MLP as in EG3D; sigmoids bound the outputs (rgb is rescaled to [-1, 1]).
+    """
 
     def __init__(self, in_channels: int, hidden: int = 64):
         super().__init__()

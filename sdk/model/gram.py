@@ -1,12 +1,15 @@
 """GRAMModel: the efficient GRAM generator (paper Sec. 3.1) in one module with one obvious call.
 
-    model = GRAMModel.from_config(GRAMConfig.preset("tiny"))
+    model = GRAMModel.from_config("tiny")
     ws = model.sample_ws(2, seed=0)                        # (2, num_ws, w_dim)
     out = model.render(ws, [(0.0, 0.0), (0.3, 0.1)])       # RenderOutput, rgb (2, 3, 64, 64)
+
+Pipeline: w+ --Ψ--> tri-planes; camera rays --manifold field--> N intersections per pixel (found at
+1/4 resolution and upsampled); tri-plane features at the intersections --m--> colour and opacity;
+front-to-back compositing. The manifolds do not depend on the identity: only the planes do.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -15,10 +18,10 @@ from torch import Tensor, nn
 from gramcast import camera
 from gramcast.model.config import GRAMConfig
 from gramcast.model.decoder import RadianceDecoder, sample_triplanes
-from gramcast.model.intersection import (intersect_levels, intersect_plane_z, lowres_pixel_positions,
-                                         upsample_hits)
+from gramcast.model.intersection import (DEFAULT_CHUNK_POINTS, intersect_lowres_upsampled,
+                                         intersect_plane_z)
 from gramcast.model.manifold import ManifoldPredictor
-from gramcast.model.renderers import RenderOutput, composite, normals_from_alpha
+from gramcast.model.renderers import RenderOutput, composite, normal_map, opacity_gradient
 from gramcast.model.triplane import MappingNetwork, TriplaneSynthesis
 
 
@@ -26,106 +29,147 @@ class GRAMModel(nn.Module):
     def __init__(self, config: GRAMConfig):
         super().__init__()
         self.config = config
-        self.manifold = ManifoldPredictor(config.manifold_width, config.manifold_depth, config.sphere_center)
+        self.manifold = ManifoldPredictor(config.levels(), config.manifold_width, config.manifold_depth,
+                                          config.sphere_center)
         self.synthesis = TriplaneSynthesis(config.w_dim, config.plane_resolution, config.plane_channels,
                                            config.channel_base, config.channel_max)
         self.mapping = MappingNetwork(config.z_dim, config.w_dim, config.mapping_layers)
         self.decoder = RadianceDecoder(config.plane_channels, config.decoder_hidden)
-        self.register_buffer("levels", torch.tensor(config.levels(), dtype=torch.float32))
 
     @classmethod
     def from_config(cls, config: GRAMConfig | str) -> "GRAMModel":
+        """A freshly initialised model from a config or a preset name ("tiny", "small", "paper")."""
         return cls(GRAMConfig.preset(config) if isinstance(config, str) else config)
 
     @property
     def num_ws(self) -> int:
+        """Number of w vectors in a w+ code (one per modulated layer of Ψ)."""
         return self.synthesis.num_ws
 
+    @property
+    def device(self) -> torch.device:
+        return self.manifold.levels.device
+
+    # ------------------------------------------------------------------ latents and planes
     def to_wplus(self, ws: Tensor) -> Tensor:
-        """w (B, w_dim) or w+ (B, num_ws, w_dim) -> w+ (the same w for every layer)."""
+        """w ``(B, w_dim)`` or w+ ``(B, num_ws, w_dim)`` -> w+ (the same w for every layer)."""
         return ws[:, None, :].expand(-1, self.num_ws, -1) if ws.ndim == 2 else ws
 
     def sample_ws(self, batch: int, seed: int | None = None, generator: torch.Generator | None = None,
                   truncation: float = 1.0) -> Tensor:
-        """Latents for ``batch`` random identities, deterministic given ``seed`` or ``generator``."""
+        """w+ ``(batch, num_ws, w_dim)`` of random identities, deterministic given ``seed`` or ``generator``
+        (a CPU generator; z is drawn on the CPU so a seed means the same identity on every device).
+        ``truncation`` < 1 pulls w towards the tracked mean (the truncation trick)."""
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        dev = self.levels.device
-        z = torch.randn(batch, self.config.z_dim, generator=generator).to(dev)
-        return self.to_wplus(self.mapping(z, truncation))
+        z = torch.randn(batch, self.config.z_dim, generator=generator).to(self.device)
+        return self.to_wplus(self.mapping(z, truncation, update_w_avg=False))
 
-    def synthesize_planes(self, ws: Tensor) -> Tensor:
-        """w (B, w_dim) or w+ (B, num_ws, w_dim) -> tri-planes (B, 3, C, R, R)."""
-        return self.synthesis(self.to_wplus(ws))
+    def synthesize_planes(self, ws: Tensor, noise_mode: str = "const",
+                          generator: torch.Generator | None = None) -> Tensor:
+        """w ``(B, w_dim)`` or w+ ``(B, num_ws, w_dim)`` -> tri-planes ``(B, 3, C, R, R)``."""
+        return self.synthesis(self.to_wplus(ws), noise_mode, generator)
 
-    def radiance(self, planes: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-        """Colour and opacity of one identity at world points: (B, M, 3) -> rgb (B, M, 3), alpha (B, M)."""
-        feats = sample_triplanes(planes, points, self.config.plane_extent)
-        return self.decoder(feats)
+    # ------------------------------------------------------------------ geometry and radiance
+    def radiance(self, planes: Tensor, points: Tensor,
+                 chunk_points: int = DEFAULT_CHUNK_POINTS) -> tuple[Tensor, Tensor]:
+        """Colour and opacity of the identities ``planes`` ``(B, 3, C, R, R)`` at world points ``(B, M, 3)``:
+        rgb ``(B, M, 3)`` in [-1, 1], alpha ``(B, M)`` in [0, 1]. Chunked over points without grad."""
+        if torch.is_grad_enabled() or points.shape[1] <= chunk_points:
+            return self.decoder(sample_triplanes(planes, points, self.config.plane_extent))
+        parts = [self.decoder(sample_triplanes(planes, p, self.config.plane_extent))
+                 for p in points.split(chunk_points, dim=1)]
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
 
-    def intersect(self, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Hits of rays (..., 3) with all manifolds: points (..., N, 3), depth (..., N), valid (..., N).
+    def intersect(self, origins: Tensor, directions: Tensor, lowres_factor: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+        """Hits of rays with all N manifolds: points ``(B, N, *S, 3)``, depth and valid ``(B, N, *S)``.
 
-        The first N-1 are iso-surfaces of the manifold field, the last the background plane.
+        origins, directions: ``(B, *S, 3)``, unit directions. Layers 0..N-2 are the iso-surfaces of
+        the manifold field, layer N-1 the background plane (analytic, exact at every ray).
+        ``lowres_factor`` > 1 needs image grids ``(B, H, W, 3)``: the field is searched on
+        1/factor of the rays and the hits upsampled (the paper's scheme); 1 searches every ray.
         """
         cfg = self.config
-        pts, t, valid = intersect_levels(self.manifold, origins, directions, self.levels,
-                                         camera.RAY_NEAR, camera.RAY_FAR, cfg.samples_per_ray)
-        bp, bt, bv = intersect_plane_z(origins, directions, camera.BACKGROUND_Z)
-        return (torch.cat([pts, bp[..., None, :]], -2), torch.cat([t, bt[..., None]], -1),
-                torch.cat([valid, bv[..., None]], -1))
+        # Geometry in full precision even under autocast: level spacing (~0.01) is near bf16's
+        # resolution at the field's values (~0.5), which would make hits jump between samples.
+        with torch.autocast(origins.device.type, enabled=False):
+            dtype = torch.float64 if self.manifold.out.weight.dtype == torch.float64 else torch.float32
+            origins, directions = origins.to(dtype), directions.to(dtype)
+            pts, t, valid = intersect_lowres_upsampled(
+                self.manifold, origins, directions, self.manifold.levels, lowres_factor,
+                camera.RAY_NEAR, camera.RAY_FAR, cfg.samples_per_ray)
+        bp, bt, bv = intersect_plane_z(origins, directions, self.manifold.background_z)
+        return (torch.cat([pts, bp.unsqueeze(1)], 1), torch.cat([t, bt.unsqueeze(1)], 1),
+                torch.cat([valid, bv.unsqueeze(1)], 1))
 
+    # ------------------------------------------------------------------ rendering
     def render(self, ws: Tensor, pose, resolution: int | None = None, lowres_factor: int | None = None,
                with_normals: bool = False, background=None) -> RenderOutput:
-        """Render identities ``ws`` (B, num_ws, w_dim) or (B, w_dim) at poses (B, 2) (or one pose for all).
+        """Render identities ``ws`` (w+ ``(B, num_ws, w_dim)`` or w ``(B, w_dim)``) at ``pose``.
 
-        Intersections are found at resolution / lowres_factor (1 = dense, full resolution) and
-        upsampled bilinearly, as in the paper. ``background`` is an optional RGB in [-1, 1] behind
-        everything (the background manifold usually covers the whole frame).
+        pose: anything ``camera.as_pose_tensor`` takes; ``(B, 2)``, or one pose for every identity,
+        or B poses of one identity. ``resolution`` defaults to the config's, ``lowres_factor`` too
+        (1 = dense intersections). ``background``: optional RGB in [-1, 1] behind everything (the
+        background manifold usually covers the frame). ``with_normals`` adds the eq. 9 normal map.
         """
+        return self.render_planes(self.synthesize_planes(ws), pose, resolution, lowres_factor,
+                                  with_normals, background)
+
+    def render_planes(self, planes: Tensor, pose, resolution: int | None = None, lowres_factor: int | None = None,
+                      with_normals: bool = False, background=None) -> RenderOutput:
+        """``render`` from already synthesised tri-planes ``(B, 3, C, R, R)`` (one identity, many frames)."""
         cfg = self.config
         res = resolution or cfg.resolution
         factor = cfg.lowres_factor if lowres_factor is None else lowres_factor
-        b = ws.shape[0]
-        poses = camera.as_pose_tensor(pose, device=ws.device, dtype=ws.dtype)
-        if poses.shape[0] == 1 and b > 1:
-            poses = poses.expand(b, 2)
-        if poses.shape[0] != b:
-            raise ValueError(f"{poses.shape[0]} poses for {b} latents")
-        c2w = camera.pose_to_c2w(poses)
-        if factor <= 1:
-            origins, dirs = camera.generate_rays(c2w, res, res)
-            points, _, valid = self.intersect(origins, dirs)
+        poses = camera.as_pose_tensor(pose, device=planes.device, dtype=planes.dtype)
+        b = max(planes.shape[0], poses.shape[0])
+        if planes.shape[0] not in (1, b) or poses.shape[0] not in (1, b):
+            raise ValueError(f"{poses.shape[0]} poses for {planes.shape[0]} identities: give one pose, "
+                             "one identity, or as many of each")
+        planes, poses = planes.expand(b, *planes.shape[1:]), poses.expand(b, 2)
+        origins, dirs = camera.generate_rays(camera.pose_to_c2w(poses), res, res)    # (B, H, W, 3)
+        points, depth, valid = self.intersect(origins, dirs, lowres_factor=factor)   # (B, N, H, W, ...)
+        shape = points.shape
+        if with_normals and not torch.is_grad_enabled():
+            # Inference: opacity gradients chunk by chunk, keeping no graph.
+            rgb, alpha, grad = self._radiance_and_gradient(planes, points.reshape(b, -1, 3))
+            grad = grad.reshape(shape)
         else:
-            uv = lowres_pixel_positions(res, res, factor, device=ws.device, dtype=ws.dtype)
-            o_lr, d_lr = camera.rays_through_pixels(c2w, uv, res, res)
-            p_lr, _, v_lr = self.intersect(o_lr, d_lr)
-            points, valid = upsample_hits(p_lr, v_lr, res, res)
-            origins = c2w[:, None, None, :3, 3].expand(b, res, res, 3)
-        if with_normals and not points.requires_grad:
-            points = points.detach().requires_grad_(True)
-        with torch.enable_grad() if with_normals else nullcontext():
-            planes = self.synthesize_planes(ws)
-            n = points.shape[-2]
+            if with_normals and not points.requires_grad:
+                points = points.detach().requires_grad_(True)
             rgb, alpha = self.radiance(planes, points.reshape(b, -1, 3))
-            rgb, alpha = rgb.reshape(b, res, res, n, 3), alpha.reshape(b, res, res, n)
-            depth = (points - origins[..., None, :]).norm(dim=-1)
-            out_rgb, total, out_depth, weights = composite(rgb, alpha, depth, valid, background)
-            normal = None
-            if with_normals:
-                normal = normals_from_alpha(alpha, points, weights, create_graph=torch.is_grad_enabled() and self.training)
-                normal = normal.permute(0, 3, 1, 2)
-        return RenderOutput(rgb=out_rgb.permute(0, 3, 1, 2), alpha=total[:, None], depth=out_depth[:, None],
-                            normal=normal)
+        rgb, alpha = rgb.reshape(shape), alpha.reshape(shape[:-1])
+        if with_normals and torch.is_grad_enabled():
+            grad = opacity_gradient(alpha, points, create_graph=True)
+        comp = composite(rgb, alpha, depth, valid, background)
+        normal = normal_map(grad, comp.weights).permute(0, 3, 1, 2) if with_normals else None
+        return RenderOutput(rgb=comp.rgb.permute(0, 3, 1, 2), alpha=comp.alpha[:, None],
+                            depth=comp.depth[:, None], normal=normal)
+
+    def _radiance_and_gradient(self, planes: Tensor, points: Tensor,
+                               chunk_points: int = DEFAULT_CHUNK_POINTS // 4) -> tuple[Tensor, Tensor, Tensor]:
+        """rgb ``(B, M, 3)``, alpha ``(B, M)`` and ∂alpha/∂x ``(B, M, 3)`` without keeping a graph."""
+        rgbs, alphas, grads = [], [], []
+        for p in points.split(chunk_points, dim=1):
+            with torch.enable_grad():
+                p = p.detach().requires_grad_(True)
+                rgb, alpha = self.decoder(sample_triplanes(planes.detach(), p, self.config.plane_extent))
+                (g,) = torch.autograd.grad(alpha.sum(), p)
+            rgbs.append(rgb.detach())
+            alphas.append(alpha.detach())
+            grads.append(g)
+        return torch.cat(rgbs, 1), torch.cat(alphas, 1), torch.cat(grads, 1)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> None:
+        """Write a safetensors checkpoint atomically (see ``gramcast.model.checkpoint``)."""
         from gramcast.model.checkpoint import save_model
 
         save_model(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "GRAMModel":
+        """Load and validate a checkpoint; raises CheckpointError saying what is wrong."""
         from gramcast.model.checkpoint import load_model
 
         return load_model(path, device)

@@ -14,6 +14,8 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate: x (..., cin) -> (..., cout)."""
+
     def __init__(self, cin: int, cout: int, bias_init: float = 0.0, lr_mul: float = 1.0):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
@@ -26,6 +28,8 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
+    """Conv with equalised learning rate: (B, cin, H, W) -> (B, cout, H, W) ("same" padding)."""
+
     def __init__(self, cin: int, cout: int, k: int, bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
@@ -40,7 +44,10 @@ class EqualConv2d(nn.Module):
 class ModulatedConv2d(nn.Module):
     """Conv whose weights are scaled per sample by a style from w (StyleGAN2), optionally demodulated.
 
-    x: (B, Cin, H, W), w: (B, w_dim) -> (B, Cout, H, W).
+    x: (B, Cin, H, W), w: (B, w_dim) -> (B, Cout, H, W). Demodulation rescales each sample's kernel
+    to unit norm per output channel, which keeps activations at unit variance without instance
+    normalisation (StyleGAN2's fix for the "droplet" artefacts). The affine bias starts at 1 so the
+    styles start as identity scales.
     """
 
     def __init__(self, cin: int, cout: int, k: int, w_dim: int, demodulate: bool = True):
