@@ -54,7 +54,8 @@ def params_of(run_dir: Path) -> dict:
 
 def test_tiny_run_trains_and_exports_a_loadable_generator(dataset, tmp_path):
     out = tmp_path / "run"
-    assert run(["--data", str(dataset), "--out", str(out), "--steps", "30", "--checkpoint-every", "10"]) == 0
+    assert run(["--data", str(dataset), "--out", str(out), "--steps", "30", "--checkpoint-every", "10",
+                "--image-every", "30"]) == 0
     logs = [json.loads(line) for line in (out / "scalars.jsonl").read_text().splitlines()]
     assert len(logs) == 30 and all(np.isfinite(v) for row in logs for v in row.values())
     # The discriminator learns to separate real from generated images on this small real set.
@@ -65,7 +66,12 @@ def test_tiny_run_trains_and_exports_a_loadable_generator(dataset, tmp_path):
     g = GRAMModel.load(out / "generator_ema.safetensors")
     img = g.render(g.sample_ws(1, seed=0), (0.2, 0.0)).rgb
     assert img.shape[-1] == 64 and torch.isfinite(img).all()
-    assert (out / "tb").is_dir()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert "samples/yaw_sweep" in events.Tags()["images"]          # the multi-yaw grid
+    assert {"loss/D", "loss/G", "eval/psnr_mv"} <= set(events.Tags()["scalars"])
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path):

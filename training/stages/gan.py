@@ -208,3 +208,7 @@ class GANStage:
         r = grid.shape[-1]
         grid = grid.reshape(n, len(yaws), 3, r, r).permute(2, 0, 3, 1, 4).reshape(3, n * r, len(yaws) * r)
         writer.add_image("samples/yaw_sweep", (grid.clamp(-1, 1) + 1) / 2, step)
+        from gramcast.training.evaluation import multiview_consistency
+
+        for key, value in multiview_consistency(self.G_ema, ws).items():
+            writer.add_scalar(f"eval/{key}", value, step)
