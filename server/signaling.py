@@ -221,7 +221,7 @@ class SignalingConnection:
             self.server.rooms.leave(p)
             self.server.connections.pop(p.id, None)
             # Others stop receiving this participant before its tracks go away.
-            for other in self.server.connections.values():
+            for other in list(self.server.connections.values()):  # others may leave meanwhile
                 await other.drop_subscription(p.id)
             drain = p.media.pop("audio_drain", None)
             if drain is not None:

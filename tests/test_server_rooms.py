@@ -220,3 +220,27 @@ async def test_frame_stamps_survive_the_codec_and_give_latency(server):
             assert counter is not None and 0 <= counter < cam.index
             seen.append(counter)
         assert seen == sorted(seen) and len(set(seen)) >= 15
+
+
+async def test_many_peers_vanishing_at_once_are_all_cleaned_up(server):
+    created = []
+    make = server.new_peer_connection
+    server.new_peer_connection = lambda: created.append(make()) or created[-1]
+    clients = [client(server, f"c{i}") for i in range(5)]
+    for c in clients:
+        await c.connect()
+        await c.publish(ArrayVideoTrack(colour_frames((100, 100, 100))))
+    for a in clients:  # a full mesh, so each departure has subscriptions to tear down elsewhere
+        for b in clients:
+            if a is not b:
+                await a.subscribe(b.participant)
+    await asyncio.gather(*(c.ws.close() for c in clients))  # all drop at the same moment
+    for c in clients:
+        for pc in c.pcs.values():
+            await pc.close()
+    for _ in range(100):
+        if not server.connections and all(pc.connectionState == "closed" for pc in created):
+            break
+        await asyncio.sleep(0.05)
+    assert server.rooms.participant_count() == 0 and not server.connections
+    assert created and all(pc.connectionState == "closed" for pc in created)
