@@ -1,0 +1,107 @@
+"""Loading user images robustly: whatever a selfie file is, we get RGB uint8 or a clear error.
+
+Handles EXIF orientation, grayscale, palette, CMYK, 16-bit and alpha images (alpha is composited
+over white, as a viewer would show it), downscales huge images, and refuses decompression bombs,
+truncated, empty or non-image files with an ``InvalidImageError`` that says what to do.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from gramcast.errors import InvalidImageError
+
+#: Larger images are downscaled (longest side) on load: a face needs far fewer pixels.
+MAX_SIDE = 4096
+#: Images with more pixels than this are refused before decoding (decompression-bomb guard).
+MAX_PIXELS = 200_000_000
+
+
+def _describe(src) -> str:
+    if isinstance(src, (str, Path)):
+        return str(src)
+    if isinstance(src, (bytes, bytearray)):
+        return f"<{len(src)} bytes>"
+    return f"<{type(src).__name__}>"
+
+
+def load_image(src, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Decode ``src`` (path, bytes, PIL image or array) to an ``(H, W, 3)`` uint8 RGB array."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    name = _describe(src)
+    if isinstance(src, np.ndarray):
+        return _from_array(src, name)
+    if isinstance(src, Image.Image):
+        img = src
+    else:
+        try:
+            data = Path(src).read_bytes() if isinstance(src, (str, Path)) else bytes(src)
+        except FileNotFoundError:
+            raise InvalidImageError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise InvalidImageError(f"{name} is a folder, not an image file") from None
+        except OSError as exc:
+            raise InvalidImageError(f"{name}: cannot read ({exc.strerror})") from None
+        if not data:
+            raise InvalidImageError(f"{name} is empty: export the photo again as JPEG or PNG")
+        try:
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise InvalidImageError(f"{name} is {img.width}x{img.height} pixels, beyond the "
+                                        f"{MAX_PIXELS // 1_000_000} megapixel limit: downscale it first")
+            img.load()
+        except InvalidImageError:
+            raise
+        except UnidentifiedImageError:
+            raise InvalidImageError(f"{name} is not an image gramcast can read: use JPEG, PNG or WebP") from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise InvalidImageError(f"{name} is damaged or truncated ({exc}): export the photo again") from None
+    try:
+        img = ImageOps.exif_transpose(img)  # phones store rotation as a tag, not in the pixels
+    except Exception:  # a broken EXIF block must not lose an otherwise good photo
+        pass
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return _to_rgb(img, name)
+
+
+def _to_rgb(img, name: str) -> np.ndarray:
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, CMYK, YCbCr, 1, F ...
+    arr = np.asarray(img)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.size == 0:
+        raise InvalidImageError(f"{name}: unsupported image layout {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidImageError(f"{name}: an image array is (H, W, 3) RGB or (H, W, 4) RGBA, got {arr.shape}")
+    if arr.dtype == np.uint16:
+        arr = (arr.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating) or arr.min() < 0 or arr.max() > 1:
+            raise InvalidImageError(f"{name}: arrays are uint8, uint16 or float in [0, 1]; got {arr.dtype}")
+        arr = (arr * 255.0 + 0.5).astype(np.uint8)
+    if arr.shape[2] == 4:
+        a = arr[..., 3:4].astype(np.float32) / 255.0
+        arr = np.clip(arr[..., :3] * a + 255.0 * (1 - a) + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
