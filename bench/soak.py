@@ -22,27 +22,10 @@ import numpy as np
 
 from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient
-from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack
+from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack
 from gramcast.server.tokens import mint_token
 
 SECRET = b"bench-soak-secret-0123456789ab"
-
-
-class PassThrough:
-    def __init__(self, avatar):
-        pass
-
-    def attach(self, track):
-        return track
-
-    def stats(self):
-        return {}
-
-    def set_avatar(self, avatar):
-        pass
-
-    async def close(self):
-        pass
 
 
 def rss_mb() -> float:
@@ -60,7 +43,7 @@ def slope_per_minute(ts: list[float], ys: list[float]) -> float:
 
 async def soak(minutes: float, sample_s: float = 5.0) -> dict:
     server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
-                                                               pipeline_factory=PassThrough))
+                                                               pipeline_factory=PassThroughPipeline))
     await server.start()
     url = f"ws://127.0.0.1:{server.config.port}/ws"
     frames = [np.random.default_rng(i).integers(0, 255, (240, 320, 3), dtype=np.uint8) for i in range(8)]

@@ -112,3 +112,27 @@ def read_stamp(rgb: np.ndarray) -> int | None:
             return None
         value |= int(core >= 128) << bit
     return value
+
+
+class PassThroughPipeline:
+    """A video pipeline that forwards the camera unchanged (the shape of ``AvatarSession``).
+
+    For exercising the server's plumbing (signaling, peer connections, relays, clean-up) on its own,
+    in tests and in bench/soak.py, without rendering.
+    """
+
+    def __init__(self, avatar):
+        self.avatar = avatar
+        self.closed = False
+
+    def attach(self, track):
+        return track
+
+    def stats(self) -> dict:
+        return {}
+
+    def set_avatar(self, avatar) -> None:
+        self.avatar = avatar
+
+    async def close(self) -> None:
+        self.closed = True

@@ -10,13 +10,14 @@ from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient
 from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack, write_y4m
 from gramcast.server.tokens import mint_token
-from test_server_rooms import SECRET, PassThrough
+from gramcast.server.synthetic import PassThroughPipeline
+from test_server_rooms import SECRET
 
 
 async def test_web_client_joins_publishes_and_decodes(tmp_path):
     cam = tmp_path / "camera.y4m"
     write_y4m([np.full((240, 320, 3), (40, 220, 40), np.uint8)] * 30, cam)
-    cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThrough)
+    cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline)
     server = GramcastServer({"default": object()}, cfg)
     await server.start()
     try:

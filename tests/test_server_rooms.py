@@ -12,30 +12,10 @@ import pytest
 from gramcast.server import protocol
 from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient, ServerError
-from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack, audio_rms
+from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack, audio_rms
 from gramcast.server.tokens import mint_token
 
 SECRET = b"rooms-test-secret-0123456789"
-
-
-class PassThrough:
-    """Test double for the avatar pipeline: forwards the camera track."""
-
-    def __init__(self, avatar):
-        self.avatar = avatar
-        self.closed = False
-
-    def attach(self, track):
-        return track
-
-    def stats(self):
-        return {"output_fps": 0.0}
-
-    def set_avatar(self, avatar):
-        self.avatar = avatar
-
-    async def close(self):
-        self.closed = True
 
 
 def colour_frames(rgb, n=4, size=64):
@@ -44,7 +24,7 @@ def colour_frames(rgb, n=4, size=64):
 
 @pytest.fixture
 async def server():
-    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThrough,
+    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline,
                        join_timeout_s=5.0)
     srv = GramcastServer({"default": object()}, cfg)
     await srv.start()
@@ -191,7 +171,7 @@ async def test_static_page_and_unknown_paths(server):
 async def test_join_timeout_closes_idle_connections():
     from websockets.asyncio.client import connect
 
-    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThrough,
+    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline,
                        join_timeout_s=0.3)
     srv = GramcastServer({"default": object()}, cfg)
     await srv.start()
