@@ -108,6 +108,10 @@ async def soak(minutes: float, sample_s: float = 5.0) -> dict:
         tasks.append(len(asyncio.all_tasks()))
         print(f"t={ts[-1]:6.0f}s rss={mem[-1]:7.1f} MB tasks={tasks[-1]:4d} participants={server.rooms.participant_count()} "
               f"guests={churn.count} frames={received['video']}", flush=True)
+    from collections import Counter
+
+    live = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())
+    print("live tasks by coroutine:", dict(live.most_common(8)), flush=True)
     churner.cancel()
     for d in drains:
         d.cancel()
@@ -120,7 +124,8 @@ async def soak(minutes: float, sample_s: float = 5.0) -> dict:
             "rss_mb_first": mem[0] if mem else None, "rss_mb_last": mem[-1] if mem else None,
             "rss_slope_mb_per_min_second_half": slope_per_minute(ts[half:], mem[half:]),
             "tasks_slope_per_min_second_half": slope_per_minute(ts[half:], tasks[half:]),
-            "tasks_first": tasks[0] if tasks else None, "tasks_last": tasks[-1] if tasks else None}
+            "tasks_first": tasks[0] if tasks else None, "tasks_last": tasks[-1] if tasks else None,
+            "live_tasks_at_end": dict(live.most_common(8))}
 
 
 def main() -> int:
