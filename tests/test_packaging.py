@@ -16,7 +16,8 @@ def test_wheel_maps_the_three_folders_onto_gramcast(tmp_path):
     for required in ["gramcast/__init__.py", "gramcast/camera.py", "gramcast/model/gram.py",
                      "gramcast/server/app.py", "gramcast/server/static/index.html",
                      "gramcast/server/static/vendor/msgpack-3.1.3.min.js", "gramcast/training/cli.py",
-                     "gramcast/training/stages/gan.py"]:
+                     "gramcast/training/stages/gan.py", "gramcast/face/assets/reference_face.npz",
+                     "gramcast/assets/sample_portrait.png"]:
         assert required in names, required
     assert not [n for n in names if n.startswith(("sdk/", "server/", "training/", "tests/"))]
     entry = next(n for n in names if n.endswith("entry_points.txt"))

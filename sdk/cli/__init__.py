@@ -17,6 +17,7 @@ from gramcast.errors import GramcastError
 COMMAND_MODULES = [
     "gramcast.cli.doctor_cmd",
     "gramcast.cli.demo_cmd",
+    "gramcast.cli.face_cmd",
     # Plug-ins from the server and training packages: the SDK never imports them otherwise.
     "gramcast.server.cli",
 ]

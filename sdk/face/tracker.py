@@ -1,0 +1,128 @@
+"""Live head tracking: mediapipe in tracking mode -> pose fit -> One-Euro smoothing -> face-lost policy."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from gramcast.face.filters import OneEuroConfig, OneEuroFilter
+from gramcast.face.landmarks import DetectedFace, FaceMesh
+from gramcast.face.pose import HeadPose, estimate_pose
+from gramcast.face.reference import ReferenceFace, load_reference
+
+__all__ = ["TrackerConfig", "TrackedHead", "HeadTracker"]
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """angles / placement: One-Euro parameters for (yaw, pitch, roll) in radians and for the crop's
+    centre and log-size in frame heights (a head moves ~0.3 frame heights/s where it turns ~1 rad/s).
+    hold_s: how long the last pose is held after the face is lost; ease_s: how long it then takes to
+    ease back to frontal. max_faces: faces detected per frame (the tracker follows one of them)."""
+
+    angles: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=5.0))
+    placement: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=40.0))
+    hold_s: float = 0.5
+    ease_s: float = 1.0
+    max_faces: int = 2
+    max_fit_error: float = 0.3
+
+
+@dataclass(frozen=True)
+class TrackedHead:
+    """One frame's answer: smoothed pose, confidence in [0, 1] (1 = a tight fit, 0 = no face) and the
+    frame's timestamp (seconds)."""
+
+    pose: HeadPose
+    confidence: float
+    timestamp: float
+    face_found: bool
+
+    @property
+    def yaw_pitch(self) -> tuple[float, float]:
+        return self.pose.yaw_pitch
+
+    def frame_from_crop(self, size: int) -> np.ndarray:
+        return self.pose.frame_from_crop(size)
+
+
+def _frame_to_rgb(frame) -> tuple[np.ndarray, float | None]:
+    if isinstance(frame, np.ndarray):
+        return frame, None
+    to_ndarray = getattr(frame, "to_ndarray", None)
+    if to_ndarray is None:
+        raise TypeError(f"HeadTracker.update takes an RGB uint8 array or an av.VideoFrame, not {type(frame).__name__}")
+    return to_ndarray(format="rgb24"), frame.time
+
+
+class HeadTracker:
+    """Per video frame: the smoothed head pose of one followed face.
+
+    ``update(frame, timestamp=None)``: frame is ``(H, W, 3)`` RGB uint8 or an ``av.VideoFrame``;
+    timestamps default to the frame's own time, else the monotonic clock. Not thread-safe.
+    """
+
+    def __init__(self, config: TrackerConfig = TrackerConfig(), reference: ReferenceFace | None = None,
+                 mesh: FaceMesh | None = None):
+        self.config = config
+        self.reference = reference or load_reference()
+        self._mesh = mesh or FaceMesh(static=False, max_faces=config.max_faces)
+        self._angles = OneEuroFilter(config.angles)
+        self._placement = OneEuroFilter(config.placement)
+        self._last: HeadPose | None = None          # last smoothed pose while the face was visible
+        self._last_seen: float | None = None
+        self._last_centre: np.ndarray | None = None
+        self.faces_lost = 0                          # times the followed face disappeared
+        self._lost_counted = False
+
+    def _choose(self, faces: list[DetectedFace]) -> DetectedFace | None:
+        if not faces:
+            return None
+        if self._last_centre is None or len(faces) == 1:
+            return faces[0]
+        return min(faces, key=lambda f: float(np.linalg.norm(f.center - self._last_centre)))
+
+    def update(self, frame, timestamp: float | None = None) -> TrackedHead:
+        rgb, frame_time = _frame_to_rgb(frame)
+        t = timestamp if timestamp is not None else (frame_time if frame_time is not None else time.monotonic())
+        h = float(rgb.shape[0])
+        face = self._choose(self._mesh.detect(rgb))
+        if face is not None:
+            raw = estimate_pose(face, self.reference)
+            if self._last_seen is not None and t - self._last_seen > self.config.hold_s:
+                self._angles.reset()                 # reacquired after a gap: no blending with stale state
+                self._placement.reset()
+            a = self._angles([raw.yaw, raw.pitch, raw.roll], t)
+            p = self._placement([raw.center[0] / h, raw.center[1] / h, math.log(max(raw.crop_size, 1e-6) / h)], t)
+            pose = replace(raw, yaw=a[0], pitch=a[1], roll=a[2], center=(p[0] * h, p[1] * h),
+                           crop_size=math.exp(p[2]) * h)
+            self._last, self._last_seen, self._last_centre = pose, t, face.center
+            self._lost_counted = False
+            conf = float(np.clip(1.0 - raw.fit_error / self.config.max_fit_error, 0.0, 1.0))
+            return TrackedHead(pose, conf, t, True)
+        if self._last is None:
+            pose = HeadPose(center=(rgb.shape[1] / 2.0, h / 2.0), crop_size=0.9 * min(rgb.shape[:2]))
+            return TrackedHead(pose, 0.0, t, False)
+        if not self._lost_counted:
+            self.faces_lost += 1
+            self._lost_counted = True
+        return TrackedHead(self._eased(t), 0.0, t, False)
+
+    def _eased(self, t: float) -> HeadPose:
+        assert self._last is not None and self._last_seen is not None
+        gone = t - self._last_seen - self.config.hold_s
+        w = float(np.clip(gone / max(self.config.ease_s, 1e-6), 0.0, 1.0))
+        w = w * w * (3 - 2 * w)                        # smoothstep: no jolt at either end
+        k = 1.0 - w
+        return replace(self._last, yaw=self._last.yaw * k, pitch=self._last.pitch * k, roll=self._last.roll * k)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,249 @@
+"""gramcast.face on real photographs: known answers for mirror, roll, scale/shift, PnP and tracking.
+
+Photos: tests/data/faces (London set, CC BY 4.0, see CREDITS.md) and the bundled NASA portrait.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gramcast.errors import FaceNotFoundError, FaceTooSmallError, InvalidImageError, MultipleFacesError
+from gramcast.face import (
+    FaceMesh, HeadTracker, OneEuroConfig, OneEuroFilter, TrackerConfig, detect_and_align, foreground_matte,
+    load_reference,
+)
+from gramcast.face.geometry import rotation_from_pose, rotation_to_pose, umeyama
+from gramcast.face.landmarks import DetectedFace
+from gramcast.face.pose import estimate_pose
+from gramcast.images import load_image
+
+DATA = Path(__file__).parent / "data" / "faces"
+SAMPLE = Path(__file__).resolve().parents[1] / "sdk" / "assets" / "sample_portrait.png"
+PHOTOS = [SAMPLE, DATA / "london_neutral_001_03.jpg", DATA / "london_smiling_001_08.jpg"]
+DEG = math.pi / 180
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    with FaceMesh(static=True) as m:
+        yield m
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.stem)
+def test_mirrored_photo_negates_yaw_and_roll_keeps_pitch(mesh, path):
+    img = load_image(path)
+    a = detect_and_align(img, mesh=mesh).pose
+    b = detect_and_align(np.ascontiguousarray(img[:, ::-1]), mesh=mesh).pose
+    # tolerance: landmark noise between the two detections, about 1 degree on these photos
+    assert abs(a.yaw + b.yaw) < 2.0 * DEG
+    assert abs(a.roll + b.roll) < 2.0 * DEG
+    assert abs(a.pitch - b.pitch) < 2.0 * DEG
+
+
+@pytest.mark.parametrize("angle", [-20.0, 10.0, 25.0])
+def test_in_plane_rotation_gives_that_roll(mesh, angle):
+    img = load_image(PHOTOS[1])
+    base = detect_and_align(img, mesh=mesh).pose
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)   # positive = counter-clockwise on screen
+    rotated = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    pose = detect_and_align(rotated, mesh=mesh).pose
+    assert abs(math.degrees(pose.roll - base.roll) - angle) < 2.0
+    assert abs(pose.yaw - base.yaw) < 2.0 * DEG
+
+
+def test_scaled_and_shifted_photo_gives_the_same_aligned_crop(mesh):
+    img = load_image(PHOTOS[1])
+    a = detect_and_align(img, mesh=mesh)
+    m = np.array([[0.8, 0.0, 70.0], [0.0, 0.8, 30.0]])
+    moved = cv2.warpAffine(img, m, (640, 600), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    b = detect_and_align(moved, mesh=mesh)
+    inner = slice(32, 224)      # the face; the border differs by construction (replicated vs. reflected)
+    diff = np.abs(a.crop[inner, inner].astype(float) - b.crop[inner, inner].astype(float))
+    assert diff.mean() < 6.0, diff.mean()         # ~1 px of landmark jitter on a 256 crop
+    assert np.allclose(b.pose.crop_size, 0.8 * a.pose.crop_size, rtol=0.03)
+    expected_centre = m[:, :2] @ np.array(a.pose.center) + m[:, 2]
+    assert np.linalg.norm(np.array(b.pose.center) - expected_centre) < 3.0
+
+
+def _synthetic_face(yaw, pitch, roll, scale=900.0, t=(320.0, -240.0, 0.0)):
+    ref = load_reference()
+    rot = rotation_from_pose(yaw, pitch, roll)
+    return DetectedFace(scale * ref.points @ rot.T + np.array(t)), ref
+
+
+@pytest.mark.parametrize("yaw,pitch,roll", [(0.0, 0.0, 0.0), (0.4, -0.1, 0.05), (-0.6, 0.3, -0.2)])
+def test_pose_fit_recovers_a_known_rotation(yaw, pitch, roll):
+    face, ref = _synthetic_face(yaw, pitch, roll)
+    pose = estimate_pose(face, ref)
+    assert pose.yaw == pytest.approx(yaw, abs=1e-6)
+    assert pose.pitch == pytest.approx(pitch, abs=1e-6)
+    # roll comes from the 2D placement fit: exact for a frontal view, close (perspective) when turned
+    assert pose.roll == pytest.approx(roll, abs=0.5 * DEG)
+    noisy = DetectedFace(face.points + np.random.default_rng(0).normal(0, 1.5, face.points.shape))
+    pose_n = estimate_pose(noisy, ref)
+    assert abs(pose_n.yaw - yaw) < 1.0 * DEG and abs(pose_n.pitch - pitch) < 1.0 * DEG
+
+
+def test_rotation_pose_round_trip_and_umeyama_known_similarity():
+    rng = np.random.default_rng(1)
+    for yaw, pitch in rng.uniform(-1.0, 1.0, (20, 2)):
+        assert rotation_to_pose(rotation_from_pose(yaw, pitch, 0.3)) == pytest.approx((yaw, pitch), abs=1e-9)
+    src = rng.normal(size=(50, 3))
+    rot = rotation_from_pose(0.3, -0.2, 0.1)
+    s, r, t, rms = umeyama(src, 2.5 * src @ rot.T + [1, 2, 3])
+    assert s == pytest.approx(2.5) and np.allclose(r, rot) and np.allclose(t, [1, 2, 3]) and rms < 1e-9
+
+
+def test_reference_face_is_symmetric_and_frames_the_crop():
+    ref = load_reference()
+    mirrored = ref.points[ref.mirror] * np.array([-1.0, 1.0, 1.0])
+    assert np.abs(mirrored - ref.points).max() < 1e-9
+    tpl = ref.template(256)
+    assert tpl[0, 1] == pytest.approx(tpl[1, 1]) and tpl[0, 0] + tpl[1, 0] == pytest.approx(256.0)
+    # FFHQ-style framing: eyes a quarter of the crop apart, nose below the eyes, inside the scene depth
+    assert 0.22 < (tpl[1, 0] - tpl[0, 0]) / 256 < 0.28
+    assert ref.points[:, 2].max() < 0.12 and ref.meta["images"] >= 100
+
+
+def test_errors_for_faceless_multiple_and_tiny_faces(mesh):
+    with pytest.raises(FaceNotFoundError, match="no face"):
+        detect_and_align(np.full((300, 300, 3), 200, np.uint8), mesh=mesh)
+    a, b = load_image(DATA / "london_neutral_002_03.jpg"), load_image(DATA / "london_neutral_003_03.jpg")
+    with pytest.raises(MultipleFacesError, match="2 faces"):
+        detect_and_align(np.hstack([a, b]), mesh=mesh)
+    small = cv2.resize(a, (128, 128), interpolation=cv2.INTER_AREA)
+    with pytest.raises(FaceTooSmallError, match="between the eyes"):
+        detect_and_align(np.pad(small, ((100, 100), (100, 100), (0, 0)), mode="edge"), mesh=mesh)
+
+
+def test_grayscale_and_exif_rotated_photos_are_converted(tmp_path, mesh):
+    from PIL import Image
+
+    rgb = load_image(PHOTOS[1])
+    upright = detect_and_align(rgb, mesh=mesh).pose
+    gray = Image.fromarray(rgb).convert("L")
+    gray.save(tmp_path / "gray.png")
+    assert abs(detect_and_align(load_image(tmp_path / "gray.png"), mesh=mesh).pose.yaw - upright.yaw) < 2 * DEG
+    # stored rotated 90 degrees clockwise, with EXIF orientation 8 saying "rotate back to view"
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.ascontiguousarray(np.rot90(rgb, -1))).save(tmp_path / "exif.jpg", exif=exif, quality=95)
+    pose = detect_and_align(load_image(tmp_path / "exif.jpg"), mesh=mesh).pose
+    assert abs(pose.roll - upright.roll) < 2 * DEG
+
+
+def test_matte_separates_person_from_studio_background():
+    img = load_image(PHOTOS[1])
+    matte = foreground_matte(img)
+    assert matte.shape == img.shape[:2]
+    assert matte[230:290, 230:290].mean() > 0.9          # the face
+    assert matte[:40, :40].mean() < 0.1 and matte[:40, -40:].mean() < 0.1   # grey backdrop
+
+
+def test_one_euro_filter_smooths_rest_and_follows_motion():
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / 30.0
+    f = OneEuroFilter(OneEuroConfig(min_cutoff=1.0, beta=0.5))
+    noisy = 0.02 * rng.normal(size=200)
+    out = np.array([f([x], ti)[0] for x, ti in zip(noisy, t)])
+    assert out[50:].std() < 0.35 * noisy[50:].std()
+    # a fast ramp: the adaptive cutoff keeps the lag small compared with a fixed 1 Hz low-pass
+    ramp = 2.0 * t
+    lag_adaptive = ramp[-1] - [OneEuroFilter(OneEuroConfig(1.0, 0.5))(x, ti) for x, ti in zip(ramp, t)][-1]
+    slow = OneEuroFilter(OneEuroConfig(1.0, 0.0))
+    lag_fixed = ramp[-1] - [slow(x, ti) for x, ti in zip(ramp, t)][-1]
+    assert abs(float(lag_adaptive)) < 0.2 * abs(float(lag_fixed))
+
+
+def _frame_from_portrait(portrait, roll_deg, scale, centre, size=(640, 480)):
+    h, w = portrait.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), roll_deg, scale)
+    m[:, 2] += np.array(centre) - np.array([w / 2, h / 2])
+    return cv2.warpAffine(portrait, m, size, borderMode=cv2.BORDER_CONSTANT, borderValue=(200, 200, 200)), m
+
+
+def test_tracker_follows_a_known_roll_scale_translation_path():
+    portrait = load_image(PHOTOS[1])
+    n = 60
+    path = [(15.0 * math.sin(2 * math.pi * i / n), 0.7 + 0.15 * math.sin(2 * math.pi * i / n + 1.0),
+             (320 + 60 * math.sin(2 * math.pi * i / n), 240 + 30 * math.cos(2 * math.pi * i / n)))
+            for i in range(n)]
+    with FaceMesh(static=True) as still:
+        base = detect_and_align(portrait, mesh=still).pose
+    with HeadTracker() as tracker:   # default smoothing: its lag is part of what is tested
+        for i, (roll, scale, centre) in enumerate(path):
+            frame, m = _frame_from_portrait(portrait, roll, scale, centre)
+            out = tracker.update(frame, timestamp=i / 25.0)
+            assert out.face_found and out.confidence > 0.3
+            if i < 5:
+                continue
+            assert abs(math.degrees(out.pose.roll - base.roll) - roll) < 3.0, (i, out.pose)
+            expected_centre = m[:, :2] @ np.array(base.center) + m[:, 2]
+            assert np.linalg.norm(np.array(out.pose.center) - expected_centre) < 8.0, i
+            assert out.pose.crop_size == pytest.approx(scale * base.crop_size, rel=0.06)
+
+
+def test_tracker_static_jitter_and_face_lost_policy():
+    portrait = load_image(PHOTOS[0])
+    frame, _ = _frame_from_portrait(portrait, 0.0, 0.8, (320, 240))
+    rng = np.random.default_rng(0)
+    poses = []
+    with HeadTracker(TrackerConfig(hold_s=0.5, ease_s=1.0)) as tracker:
+        for i in range(40):   # camera noise: the landmarks jitter, the smoothed pose must not
+            noisy = np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
+            poses.append(tracker.update(noisy, timestamp=i / 25.0).pose)
+        angles = np.degrees([[p.yaw, p.pitch, p.roll] for p in poses[10:]])
+        assert angles.std(axis=0).max() < 0.3, angles.std(axis=0)
+        assert np.std([p.center for p in poses[10:]], axis=0).max() < 0.5
+        last = poses[-1]
+        blank = np.full_like(frame, 200)
+        t0 = 39 / 25.0
+        held = tracker.update(blank, timestamp=t0 + 0.3)
+        assert not held.face_found and held.confidence == 0.0
+        assert held.pose.yaw == pytest.approx(last.yaw) and held.pose.center == last.center
+        half = tracker.update(blank, timestamp=t0 + 1.0)
+        assert 0.0 < abs(half.pose.yaw) < abs(last.yaw) or last.yaw == 0.0
+        gone = tracker.update(blank, timestamp=t0 + 2.0)
+        assert gone.pose.yaw == 0.0 and gone.pose.pitch == 0.0 and gone.pose.roll == 0.0
+        assert tracker.faces_lost == 1
+
+
+def test_tracker_keeps_following_the_same_face_when_another_appears():
+    a, b = load_image(DATA / "london_neutral_002_03.jpg"), load_image(DATA / "london_neutral_003_03.jpg")
+    only_a, _ = _frame_from_portrait(a, 0.0, 0.6, (170, 240))
+    b_frame, _ = _frame_from_portrait(b, 0.0, 0.6, (470, 240))
+    both = only_a.copy()
+    both[:, 320:] = b_frame[:, 320:]
+    with HeadTracker() as tracker:
+        for i in range(5):
+            first = tracker.update(only_a, timestamp=i / 25.0)
+        for i in range(5, 15):
+            out = tracker.update(both, timestamp=i / 25.0)
+            assert out.face_found and out.pose.center[0] < 320, out.pose.center
+
+
+def test_prepare_faces_writes_a_dataset_and_lists_what_it_skipped(tmp_path):
+    from gramcast.cli import main
+
+    src = tmp_path / "src"
+    (src / "alice").mkdir(parents=True)
+    for p in PHOTOS[1:]:
+        (src / "alice" / p.name).write_bytes(p.read_bytes())
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cv2.imwrite(str(src / "wall.png"), np.full((200, 200, 3), 90, np.uint8))
+    assert main(["prepare-faces", str(src), str(tmp_path / "out"), "--size", "128"]) == 0
+    data = json.loads((tmp_path / "out" / "poses.json").read_text())
+    assert len(data["items"]) == 2 and {i["person"] for i in data["items"]} == {"alice"}
+    for item in data["items"]:
+        crop = load_image(tmp_path / "out" / item["image"])
+        assert crop.shape == (128, 128, 3) and abs(item["yaw"]) < 0.3
+    skipped = {s["file"]: s["reason"] for s in json.loads((tmp_path / "out" / "skipped.json").read_text())["skipped"]}
+    assert skipped["broken.jpg"].startswith("InvalidImageError")
+    assert skipped["wall.png"].startswith("FaceNotFoundError")
+    assert InvalidImageError  # the typed error named in the listing
