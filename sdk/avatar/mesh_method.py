@@ -1,0 +1,172 @@
+"""Enrollment method ``mesh``: needs no learned prior (the baseline the learned method must beat).
+
+The person's dense face mesh (mediapipe, frontalised into the canonical frame by a similarity fit to
+the reference face) gives the surface; a head-shaped proxy (an ellipsoid fitted to the mesh) extends
+it smoothly over hair, ears and neck. That surface becomes the avatar's one manifold: every texel
+takes the input photo's colour where the input camera sees it, opacity from the person matte.
+Texels the photo does not see are filled from their mirror texel (facial symmetry), then by
+inpainting, so turning the head never opens holes.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from gramcast import camera
+from gramcast.avatar.avatar import Avatar, now_iso
+from gramcast.avatar.bake import grid_xy
+from gramcast.avatar.renderer import RenderSettings, render_cache
+from gramcast.face.alignment import AlignedFace
+from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
+from gramcast.face.reference import ReferenceFace, load_reference, project_world
+
+__all__ = ["MeshConfig", "enroll_mesh", "surface_heights"]
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Grid sizes and extent (world half-side) of the baked surface and texture; visibility test
+    tolerances (depth in world units, minimum cosine between the surface normal and the view)."""
+
+    geometry_resolution: int = 128
+    texture_resolution: int = 512
+    extent: float = 0.14
+    depth_tolerance: float = 0.006
+    min_facing: float = 0.15
+
+
+def world_landmarks(aligned: AlignedFace, ref: ReferenceFace) -> np.ndarray:
+    """The person's landmarks ``(468, 3)`` in world units, frontalised (head rotation removed)."""
+    s, r, t, _ = umeyama(aligned.landmarks, ref.points)
+    return s * aligned.landmarks @ r.T + t
+
+
+def _grid_index(xy: np.ndarray, g: int, extent: float) -> np.ndarray:
+    """World (x, y) -> continuous grid (column, row)."""
+    col = (xy[:, 0] + extent) / (2 * extent) * (g - 1)
+    row = (extent - xy[:, 1]) / (2 * extent) * (g - 1)
+    return np.stack([col, row], axis=1)
+
+
+def surface_heights(points: np.ndarray, g: int, extent: float) -> np.ndarray:
+    """Height field ``(G, G)`` of a head: ellipsoid proxy + the mesh's own relief inside the face."""
+    xy = grid_xy(g, extent).numpy().astype(np.float64)
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    rx = 1.2 * np.abs(x).max()
+    yc = 0.5 * (y.min() + y.max()) + 0.25 * (y.max() - y.min())      # the skull reaches above the brow
+    ry = (yc - y.min()) * 1.08
+
+    def bulge(px, py):
+        return np.sqrt(np.clip(1.0 - (px / rx) ** 2 - ((py - yc) / ry) ** 2, 0.0, None))
+
+    a = np.stack([np.ones_like(x), bulge(x, y)], axis=1)
+    (zc, rz), *_ = np.linalg.lstsq(a, z, rcond=None)
+    rz = max(rz, 0.02)
+    proxy = zc + rz * bulge(xy[..., 0], xy[..., 1])
+    # the face's relief: residuals splatted on the grid and spread by normalised convolution
+    resid = z - (zc + rz * bulge(x, y))
+    idx = np.rint(_grid_index(points[:, :2], g, extent)).astype(int).clip(0, g - 1)
+    num, den = np.zeros((g, g)), np.zeros((g, g))
+    np.add.at(num, (idx[:, 1], idx[:, 0]), resid)
+    np.add.at(den, (idx[:, 1], idx[:, 0]), 1.0)
+    sigma = 1.5 * g / 128
+    relief = cv2.GaussianBlur(num, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(den, (0, 0), sigma), 1e-9)
+    wide = cv2.GaussianBlur(num, (0, 0), 4 * sigma) / np.maximum(cv2.GaussianBlur(den, (0, 0), 4 * sigma), 1e-9)
+    covered = cv2.GaussianBlur(den, (0, 0), sigma) > 1e-3
+    relief = np.where(covered, relief, wide)
+    hull = np.zeros((g, g), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(_grid_index(points[:, :2], g, extent)).astype(np.int32)), 1)
+    outside = cv2.distanceTransform((1 - hull).astype(np.uint8), cv2.DIST_L2, 5)
+    fade = np.exp(-((outside / (6 * g / 128)) ** 2))
+    h = proxy + fade * relief
+    h = cv2.GaussianBlur(h, (0, 0), 0.75 * g / 128)
+    return np.clip(h, camera.BACKGROUND_Z + 0.01, camera.SCENE_HALF_EXTENT - 0.005).astype(np.float32)
+
+
+def _normals(h: np.ndarray, extent: float) -> np.ndarray:
+    """Unit normals ``(G, G, 3)`` of a height field (towards +z)."""
+    step = 2 * extent / (h.shape[0] - 1)
+    dz_dx = np.gradient(h, step, axis=1)
+    dz_dy = -np.gradient(h, step, axis=0)          # rows run towards -y
+    n = np.stack([-dz_dx, -dz_dy, np.ones_like(h)], axis=-1)
+    return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
+def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = MeshConfig(),
+                reference: ReferenceFace | None = None) -> Avatar:
+    """aligned: the aligned crop ``(S, S, 3)`` with its landmarks and pose; matte ``(S, S)`` in [0, 1]."""
+    ref = reference or load_reference()
+    g, t, e = config.geometry_resolution, config.texture_resolution, config.extent
+    size = aligned.size
+    pts = world_landmarks(aligned, ref)
+    heights = surface_heights(pts, g, e)
+    yaw, pitch = aligned.pose.yaw, aligned.pose.pitch
+    # crop pixels of the world seen from the input pose: projection, then the small 2D correction
+    crop_px = np.stack([aligned.landmarks[:, 0], -aligned.landmarks[:, 1]], axis=1)
+    correction = similarity_2d(project_world(pts, size, yaw, pitch), crop_px)
+    # texel positions on the surface
+    h_t = cv2.resize(heights, (t, t), interpolation=cv2.INTER_LINEAR)
+    txy = grid_xy(t, e).numpy().astype(np.float64)
+    world = np.concatenate([txy, h_t[..., None].astype(np.float64)], axis=-1).reshape(-1, 3)
+    proj = project_world(world, size, yaw, pitch)                              # (T*T, 2) render pixels
+    uv = apply_affine(correction, proj).reshape(t, t, 2).astype(np.float32)
+    map_x, map_y = uv[..., 0] - 0.5, uv[..., 1] - 0.5
+    colour = cv2.remap(aligned.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.remap(matte.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=0.0)
+    # visibility from the input camera: in the image, facing it, and not hidden behind the surface
+    in_image = (uv[..., 0] >= 0) & (uv[..., 0] <= size) & (uv[..., 1] >= 0) & (uv[..., 1] <= size)
+    cam = camera.camera_position(torch.tensor([yaw]), torch.tensor([pitch]))[0].numpy()
+    to_cam = cam - world
+    dist = np.linalg.norm(to_cam, axis=1)
+    normals = cv2.resize(_normals(heights, e), (t, t), interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
+    facing = (normals * to_cam).sum(1) / dist / np.linalg.norm(normals, axis=1) > config.min_facing
+    depth_img = _depth_from(heights, e, (yaw, pitch), size)
+    seen_depth = cv2.remap(depth_img, proj[:, 0].reshape(t, t).astype(np.float32) - 0.5,
+                           proj[:, 1].reshape(t, t).astype(np.float32) - 0.5, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).reshape(-1)
+    unoccluded = dist <= seen_depth + config.depth_tolerance
+    seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
+    colour, alpha, seen = _fill_unseen(colour, alpha, seen, heights, t)
+    rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
+    textures = torch.cat([rgb, torch.from_numpy(alpha)[None].float()], 0)[None]
+    meta = {"method": "mesh", "model_id": "none (prior-free)", "created": now_iso(),
+            "input_pose": {"yaw": yaw, "pitch": pitch, "roll": aligned.pose.roll},
+            "crop_size": size, "seen_fraction": float(seen.mean())}
+    return Avatar(torch.from_numpy(heights)[None], textures, e, meta)
+
+
+def _depth_from(heights: np.ndarray, extent: float, pose, size: int) -> np.ndarray:
+    """Distance map ``(S, S)`` of the opaque surface seen from ``pose`` (inf where nothing is hit)."""
+    h = torch.from_numpy(heights)[None, None].float()
+    tex = torch.ones(1, 4, 2, 2)
+    _, alpha, depth = render_cache(h, tex, extent, torch.tensor([pose], dtype=torch.float32), size,
+                                   RenderSettings(lowres_factor=2, steps=48, refine=3))
+    d = depth[0, 0].numpy()
+    return np.where(alpha[0, 0].numpy() > 0.5, d, np.float32(1e3)).astype(np.float32)
+
+
+def _fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, heights: np.ndarray, t: int):
+    """Mirror texels across x = 0, then inpaint what is left (inside the head's footprint)."""
+    mirror = seen[:, ::-1] & ~seen
+    colour = np.where(mirror[..., None], colour[:, ::-1], colour)
+    alpha = np.where(mirror, alpha[:, ::-1], alpha)
+    known = seen | mirror
+    missing = (~known).astype(np.uint8)
+    if missing.any():
+        small = 256 if t > 256 else t
+        # inpaint at a modest size (Telea is O(pixels x radius²)), then bring the fill back up
+        c_small = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
+        m_small = cv2.resize(missing, (small, small), interpolation=cv2.INTER_NEAREST)
+        a_small = cv2.resize((alpha * 255).astype(np.uint8), (small, small), interpolation=cv2.INTER_AREA)
+        filled = cv2.resize(cv2.inpaint(c_small, m_small, 5, cv2.INPAINT_TELEA), (t, t), interpolation=cv2.INTER_LINEAR)
+        a_fill = cv2.resize(cv2.inpaint(a_small, m_small, 5, cv2.INPAINT_TELEA), (t, t),
+                            interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        colour = np.where(missing[..., None] > 0, filled, colour)
+        alpha = np.where(missing > 0, a_fill, alpha)
+    return colour, alpha.astype(np.float32), known

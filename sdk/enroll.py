@@ -1,0 +1,44 @@
+"""``gramcast.enroll``: one portrait -> ``Avatar``.
+
+align (gramcast.face) -> pose -> person matte -> the method's inversion -> bake.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gramcast.errors import GramcastError
+
+__all__ = ["enroll", "METHODS"]
+
+METHODS = ("mesh", "graminverter")
+
+
+def enroll(image, method: str = "mesh", crop_size: int = 512, device: str = "auto", **options):
+    """Enroll an avatar from one portrait (a path, bytes, PIL image or ``(H, W, 3)`` uint8 array).
+
+    method ``"mesh"``: the prior-free baseline (works without trained weights).
+    ``"graminverter"``: the paper's learned inversion (needs trained weights).
+    Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``InvalidImageError``
+    with what to do.
+    """
+    from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
+    from gramcast.face.alignment import detect_and_align
+    from gramcast.face.matte import Matting
+    from gramcast.images import load_image
+
+    if method not in METHODS:
+        raise GramcastError(f"unknown enrollment method {method!r}: choose one of {', '.join(METHODS)}")
+    source = str(image) if isinstance(image, (str, Path)) else "the image"
+    rgb = image if isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8 else load_image(image)
+    aligned = detect_and_align(rgb, size=crop_size, source=source)
+    with Matting() as matting:
+        matte = matting(aligned.crop)
+    if method == "graminverter":
+        raise GramcastError("the graminverter method needs trained encoder and detail weights, which this "
+                            "install does not have yet: use --method mesh (train them with gramcast-train)")
+    avatar = enroll_mesh(aligned, matte, MeshConfig(**options))
+    avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
+                        "source": Path(source).name if source != "the image" else "array"})
+    return avatar
