@@ -1,10 +1,34 @@
 """gramcast: one selfie in, a 3D-consistent avatar out, streamed into video calls.
 
-The top-level API grows as the parts land; every name here is importable with only torch and numpy
-installed (mediapipe and aiortc are imported where they are used).
+    import gramcast
+    avatar = gramcast.enroll("me.jpg")                  # align, invert, bake
+    avatar.save("me.gca")
+    rgb = gramcast.Renderer(gramcast.Avatar.load("me.gca")).render([(0.3, 0.0)], 256).rgb
+
+Every name here is importable with only torch and numpy installed (mediapipe and aiortc are
+imported where they are used).
 """
 from gramcast.camera import Pose
 
 __version__ = "0.1.0"
 
-__all__ = ["Pose", "__version__"]
+__all__ = ["Pose", "Avatar", "Renderer", "enroll", "AvatarSession", "SessionConfig", "__version__"]
+
+
+def enroll(image, method: str = "mesh", **options):
+    """One portrait -> ``Avatar``; see ``gramcast.enrollment.enroll``."""
+    from gramcast.enrollment import enroll as _enroll
+
+    return _enroll(image, method=method, **options)
+
+
+def __getattr__(name):
+    if name in ("Avatar", "Renderer"):
+        from gramcast import avatar
+
+        return getattr(avatar, name)
+    if name in ("AvatarSession", "SessionConfig"):
+        from gramcast import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'gramcast' has no attribute {name!r}")

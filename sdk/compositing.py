@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from gramcast.face.geometry import to_index_matrix
+
 
 def similarity_matrix(scale: float, angle: float, src_center, dst_center) -> np.ndarray:
     """2x3 matrix mapping source pixels to destination pixels: ``dst = s * R(angle) (src - c_src) + c_dst``.
@@ -98,7 +100,7 @@ class AvatarFrameProcessor:
         to_out = np.diag([out_w / rgb.shape[1], out_h / rgb.shape[0], 1.0])
         frame_from_crop = np.vstack([tracked.frame_from_crop(res), [0.0, 0.0, 1.0]])
         matrix = (to_out @ frame_from_crop)[:2]
-        out = place_rgba(bg, avatar_rgb, avatar_alpha, matrix)
+        out = place_rgba(bg, avatar_rgb, avatar_alpha, to_index_matrix(matrix))
         t3 = time.perf_counter()
         return out, {"tracking_ms": (t1 - t0) * 1e3, "render_ms": (t2 - t1) * 1e3,
                      "compose_ms": (t3 - t2) * 1e3, "face_found": tracked.face_found}

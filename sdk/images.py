@@ -7,6 +7,7 @@ truncated, empty or non-image files with an ``InvalidImageError`` that says what
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +49,16 @@ def load_image(src, max_side: int = MAX_SIDE) -> np.ndarray:
         if not data:
             raise InvalidImageError(f"{name} is empty: export the photo again as JPEG or PNG")
         try:
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise InvalidImageError(f"{name} is {img.width}x{img.height} pixels, beyond the "
-                                        f"{MAX_PIXELS // 1_000_000} megapixel limit: downscale it first")
-            img.load()
+            with warnings.catch_warnings():
+                # our own MAX_PIXELS guard replaces Pillow's decompression-bomb warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+                if img.width * img.height > MAX_PIXELS:
+                    raise InvalidImageError(f"{name} is {img.width}x{img.height} pixels, beyond the "
+                                            f"{MAX_PIXELS // 1_000_000} megapixel limit: downscale it first")
+                if img.format == "JPEG" and max(img.size) > max_side:
+                    img.draft(img.mode, (max_side, max_side))   # decode at 1/2..1/8 scale: fast, small
+                img.load()
         except InvalidImageError:
             raise
         except UnidentifiedImageError:

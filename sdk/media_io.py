@@ -17,14 +17,22 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-@contextmanager
-def atomic_output(path: str | Path):
-    """Yields a temp path beside ``path``; renames it over ``path`` only if the block succeeds."""
+def check_output_path(path: str | Path) -> None:
+    """Raise ``OutputPathError`` unless a file can be created at ``path`` (call before slow work)."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"cannot write {path}: it is a folder; give a file name")
     if not path.parent.is_dir():
         raise OutputPathError(f"cannot write {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise OutputPathError(f"cannot write {path}: folder {path.parent} is read-only")
+
+
+@contextmanager
+def atomic_output(path: str | Path):
+    """Yields a temp path beside ``path``; renames it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    check_output_path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:

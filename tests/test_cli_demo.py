@@ -8,24 +8,28 @@ from gramcast.errors import OutputPathError
 from gramcast.media_io import save_animation, save_image
 
 
-def test_demo_writes_a_turntable_and_a_frontal_view(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "out"), "--frames", "4"]) == 0
-    gif = Image.open(tmp_path / "out" / "turntable.gif")
+def test_demo_enrolls_the_sample_and_writes_a_turntable(tmp_path, capsys):
+    from gramcast.avatar import Avatar
+
+    assert main(["demo", "--out", str(tmp_path / "out"), "--frames", "4", "--size", "64"]) == 0
+    assert Avatar.load(tmp_path / "out" / "avatar.gca").meta["method"] == "mesh"
+    gif = Image.open(tmp_path / "out" / "orbit.gif")
     assert gif.n_frames == 4 and gif.size == (64, 64)
     frames = []
     for i in range(4):
         gif.seek(i)
         frames.append(np.asarray(gif.convert("RGB"), dtype=np.int16))
     assert np.abs(frames[1] - frames[0]).mean() > 0.1  # the views differ as the camera turns
-    assert "turntable.gif" in capsys.readouterr().out
+    assert Image.open(tmp_path / "out" / "frontal.png").size == (512, 512)
+    assert "gramcast serve --avatar" in capsys.readouterr().out
 
 
-def test_demo_with_a_bad_checkpoint_fails_with_one_line(tmp_path, capsys):
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(b"not a checkpoint")
-    assert main(["demo", "--out", str(tmp_path / "o"), "--checkpoint", str(bad)]) == 2
+def test_demo_with_a_faceless_image_fails_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "wall.png"
+    Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(bad)
+    assert main(["demo", "--out", str(tmp_path / "o"), "--image", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a readable safetensors checkpoint" in err[0]
+    assert len(err) == 1 and "no face found" in err[0]
 
 
 def test_outputs_into_missing_folders_or_unknown_formats_are_refused(tmp_path):

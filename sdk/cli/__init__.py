@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "gramcast.cli.doctor_cmd",
     "gramcast.cli.demo_cmd",
     "gramcast.cli.face_cmd",
+    "gramcast.cli.avatar_cmd",
     # Plug-ins from the server and training packages: the SDK never imports them otherwise.
     "gramcast.server.cli",
 ]

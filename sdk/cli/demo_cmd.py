@@ -1,43 +1,41 @@
-"""``gramcast demo``: the main job of the quickstart, as far as the product reaches today."""
+"""``gramcast demo``: the quickstart's main job — enroll the bundled sample portrait and render it."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
+
+SAMPLE_PORTRAIT = Path(__file__).resolve().parents[1] / "assets" / "sample_portrait.png"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="render the GRAM generator as a turntable into a folder",
-                       description="Render a sample identity of the GRAM generator at several yaws "
-                                   "(a turntable GIF and a frontal PNG). Uses the generator shipped in "
-                                   "the package when there is one, else a randomly initialised model.")
+    p = sub.add_parser("demo", help="enroll the bundled sample portrait and render a turntable",
+                       description="Enroll the bundled sample portrait (NASA, public domain) or --image, "
+                                   "then write OUT/avatar.gca, OUT/orbit.gif and OUT/frontal.png. "
+                                   "`gramcast serve --avatar OUT/avatar.gca` then streams it.")
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (created; default: out)")
-    p.add_argument("--checkpoint", type=Path, help="a generator checkpoint (.safetensors) to render")
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image", default=str(SAMPLE_PORTRAIT), help="portrait to enroll (default: the bundled sample)")
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--size", type=int, default=256)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
-    from gramcast.media_io import save_animation, save_image, to_uint8
-    from gramcast.model import GRAMConfig, GRAMModel
+    from gramcast.avatar import Renderer
+    from gramcast.cli.avatar_cmd import composite_over, orbit_poses
+    from gramcast.enrollment import enroll
+    from gramcast.media_io import save_animation, save_image
 
-    if args.checkpoint:
-        model, source = GRAMModel.load(args.checkpoint), str(args.checkpoint)
-    else:
-        torch.manual_seed(args.seed)
-        model, source = GRAMModel.from_config(GRAMConfig.preset("tiny")).eval(), "random-init tiny model (no trained weights ship yet)"
     args.out.mkdir(parents=True, exist_ok=True)
-    ws = model.sample_ws(1, seed=args.seed)
-    frames = []
-    with torch.no_grad():
-        for i in tqdm(range(args.frames), desc="render", unit="frame"):
-            yaw = 0.5 * math.sin(2 * math.pi * i / args.frames)
-            frames.append(to_uint8(model.render(ws, (yaw, 0.0)).rgb[0]))
-        frontal = to_uint8(model.render(ws, (0.0, 0.0)).rgb[0])
-    save_image(args.out / "frontal.png", frontal)
-    save_animation(args.out / "turntable.gif", frames, fps=12)
-    print(f"rendered {source}: {args.out / 'turntable.gif'}, {args.out / 'frontal.png'}")
+    avatar = enroll(args.image)
+    avatar.save(args.out / "avatar.gca")
+    renderer = Renderer(avatar)
+    white = (255, 255, 255)
+    frames = [composite_over(*renderer.render_rgba(p, args.size), white)
+              for p in tqdm(orbit_poses(args.frames, 0.5, 0.15), desc="orbit", unit="frame")]
+    save_animation(args.out / "orbit.gif", frames, fps=24)
+    save_image(args.out / "frontal.png", composite_over(*renderer.render_rgba((0.0, 0.0), 512), white))
+    print(f"enrolled {Path(args.image).name}: {args.out / 'avatar.gca'}, {args.out / 'orbit.gif'}, "
+          f"{args.out / 'frontal.png'}")
+    print(f"stream it: gramcast serve --avatar {args.out / 'avatar.gca'}")
     return 0

@@ -1,0 +1,136 @@
+"""``gramcast enroll | info | render | orbit``: avatars from the command line."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def register(sub) -> None:
+    e = sub.add_parser("enroll", help="enroll an avatar (.gca) from one portrait",
+                       description="Align the face in IMAGE, estimate its pose, cut out the person and bake "
+                                   "an avatar file. Exactly one face must be visible (at least 40 px between "
+                                   "the eyes).")
+    e.add_argument("image", help="portrait photo (JPEG, PNG, WebP, ...)")
+    e.add_argument("-o", "--out", type=Path, required=True, help="avatar file to write (.gca)")
+    e.add_argument("--method", default="mesh", choices=("mesh", "graminverter"),
+                   help="mesh: prior-free baseline (default); graminverter: the learned method (needs trained weights)")
+    e.add_argument("--crop-size", type=int, default=512, choices=(256, 512), help="aligned crop size (default 512)")
+    e.set_defaults(func=run_enroll)
+
+    i = sub.add_parser("info", help="describe an avatar file", description="Print the metadata of a .gca file.")
+    i.add_argument("avatar", type=Path)
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=run_info)
+
+    r = sub.add_parser("render", help="render an avatar at one head pose",
+                       description="Render AVATAR at yaw/pitch (radians; yaw > 0 turns the camera to the "
+                                   "avatar's left, so the nose moves to the image left).")
+    r.add_argument("avatar", type=Path)
+    r.add_argument("--yaw", type=float, default=0.0)
+    r.add_argument("--pitch", type=float, default=0.0)
+    r.add_argument("--size", type=int, default=512)
+    r.add_argument("--background", default="white",
+                   help="white, black, a hex colour like #204060, or 'none' for a transparent PNG")
+    r.add_argument("-o", "--out", type=Path, required=True, help="image to write (.png, .jpg)")
+    r.set_defaults(func=run_render)
+
+    o = sub.add_parser("orbit", help="render a turntable animation of an avatar",
+                       description="Turn the camera around AVATAR and write a GIF, MP4 or WebM.")
+    o.add_argument("avatar", type=Path)
+    o.add_argument("-o", "--out", type=Path, required=True, help="animation to write (.gif, .mp4, .webm)")
+    o.add_argument("--frames", type=int, default=48)
+    o.add_argument("--size", type=int, default=256)
+    o.add_argument("--yaw", type=float, default=0.5, help="largest yaw (radians, default 0.5)")
+    o.add_argument("--pitch", type=float, default=0.15, help="largest pitch (radians, default 0.15)")
+    o.add_argument("--fps", type=float, default=24.0)
+    o.add_argument("--background", default="white")
+    o.set_defaults(func=run_orbit)
+
+
+def parse_colour(text: str):
+    from gramcast.errors import GramcastError
+
+    named = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128),
+             "green": (0, 177, 64)}
+    if text.lower() in named:
+        return named[text.lower()]
+    if text.lower() == "none":
+        return None
+    t = text.lstrip("#")
+    if len(t) == 6:
+        try:
+            return tuple(int(t[k:k + 2], 16) for k in (0, 2, 4))
+        except ValueError:
+            pass
+    raise GramcastError(f"unknown background {text!r}: use white, black, grey, green, none or #RRGGBB")
+
+
+def composite_over(rgb, alpha, colour):
+    import numpy as np
+
+    if colour is None:
+        return np.concatenate([rgb, np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)[..., None]], axis=-1)
+    bg = np.asarray(colour, np.float32)
+    return np.clip(rgb * alpha[..., None] + bg * (1 - alpha[..., None]) + 0.5, 0, 255).astype(np.uint8)
+
+
+def run_enroll(args) -> int:
+    import time
+
+    from gramcast.enrollment import enroll
+    from gramcast.media_io import check_output_path
+
+    check_output_path(args.out)               # fail before the slow part, not after it
+    t0 = time.perf_counter()
+    avatar = enroll(args.image, method=args.method, crop_size=args.crop_size)
+    avatar.save(args.out)
+    pose = avatar.meta.get("input_pose", {})
+    print(f"enrolled {args.image} -> {args.out} ({args.method}, {time.perf_counter() - t0:.1f} s; "
+          f"photo pose yaw {math.degrees(pose.get('yaw', 0)):+.1f} deg, pitch {math.degrees(pose.get('pitch', 0)):+.1f} deg)")
+    return 0
+
+
+def run_info(args) -> int:
+    from gramcast.avatar import Avatar
+
+    info = Avatar.load(args.avatar).describe()
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k:20s} {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    return 0
+
+
+def run_render(args) -> int:
+    from gramcast.avatar import Avatar, Renderer
+    from gramcast.media_io import check_output_path, save_image
+
+    colour = parse_colour(args.background)
+    check_output_path(args.out)
+    rgb, alpha = Renderer(Avatar.load(args.avatar)).render_rgba((args.yaw, args.pitch), args.size)
+    save_image(args.out, composite_over(rgb, alpha, colour))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def orbit_poses(frames: int, max_yaw: float, max_pitch: float) -> list[tuple[float, float]]:
+    return [(max_yaw * math.sin(2 * math.pi * i / frames), max_pitch * math.sin(4 * math.pi * i / frames))
+            for i in range(frames)]
+
+
+def run_orbit(args) -> int:
+    from tqdm import tqdm
+
+    from gramcast.avatar import Avatar, Renderer
+    from gramcast.media_io import check_output_path, save_animation
+
+    colour = parse_colour(args.background) or (255, 255, 255)
+    check_output_path(args.out)
+    renderer = Renderer(Avatar.load(args.avatar))
+    frames = [composite_over(*renderer.render_rgba(p, args.size), colour)
+              for p in tqdm(orbit_poses(args.frames, args.yaw, args.pitch), desc="orbit", unit="frame")]
+    save_animation(args.out, frames, fps=args.fps)
+    print(f"wrote {args.out} ({len(frames)} frames)")
+    return 0

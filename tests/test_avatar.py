@@ -1,0 +1,315 @@
+"""The avatar cache: height-field math with known answers, compositing of known layers, parity with
+the full model, the .gca file and its failure modes, enrollment end to end, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gramcast import camera
+from gramcast.avatar import Avatar, Renderer, bake_model
+from gramcast.avatar.bake import grid_xy
+from gramcast.avatar.heightfield import intersect_heightfields
+from gramcast.avatar.renderer import RenderSettings, render_cache
+from gramcast.cli import main
+from gramcast.errors import (
+    AvatarFormatError, FaceNotFoundError, FaceTooSmallError, InvalidImageError, MultipleFacesError, OutputPathError,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sdk" / "assets" / "sample_portrait.png"
+FACES = Path(__file__).parent / "data" / "faces"
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(4.0 / ((a - b) ** 2).mean()))
+
+
+def _frontal_rays(res=16, pose=(0.0, 0.0)):
+    o, d = camera.generate_rays(camera.pose_to_c2w([pose]), res, res)
+    return o.reshape(1, -1, 3), d.reshape(1, -1, 3)
+
+
+def test_rays_hit_a_plane_and_a_tilted_plane_where_algebra_says():
+    g, e = 65, 0.2
+    xy = grid_xy(g, e).double()
+    heights = torch.stack([torch.full((g, g), 0.03, dtype=torch.float64), 0.3 * xy[..., 0] - 0.02])[:, None]
+    o, d = _frontal_rays(pose=(0.3, -0.1))
+    o, d = o.double(), d.double()
+    pts, t, valid = intersect_heightfields(o, d, heights, e, 0.85, 1.15, steps=24, refine=2)
+    assert valid.all()
+    t_plane = (o[..., 2] - 0.03) / -d[..., 2]                         # o_z + t d_z = 0.03
+    t_tilt = (o[..., 2] - 0.3 * o[..., 0] + 0.02) / (0.3 * d[..., 0] - d[..., 2])
+    assert torch.allclose(t[:, 0], t_plane, atol=1e-9)
+    assert torch.allclose(t[:, 1], t_tilt, atol=1e-9)          # linear in x: bilinear lookup is exact
+
+
+def test_rays_hit_a_sphere_cap_within_the_curvature_bound():
+    g, e, r, zc = 257, 0.12, 0.3, -0.2
+    xy = grid_xy(g, e).double()
+    h = (zc + torch.sqrt(r ** 2 - (xy ** 2).sum(-1)))[None, None]
+    o, d = _frontal_rays(pose=(0.4, 0.2))
+    o, d = o.double(), d.double()
+    _, t, valid = intersect_heightfields(o, d, h, e, 0.85, 1.15, steps=32, refine=3)
+    # analytic ray/sphere: |o + t d - c|^2 = r^2, nearer root
+    c = torch.tensor([0.0, 0.0, zc], dtype=torch.float64)
+    oc = o - c
+    bq = (oc * d).sum(-1)
+    disc = bq ** 2 - ((oc ** 2).sum(-1) - r ** 2)
+    t_true = -bq - torch.sqrt(disc)
+    hit = valid[:, 0]
+    assert hit.float().mean() > 0.9
+    # grid spacing 1e-3: bilinear interpolation error of the cap ~ spacing^2 / (8 r)
+    assert (t[:, 0][hit] - t_true[hit]).abs().max() < 2e-5
+
+
+def test_compositing_of_two_known_layers_in_any_order():
+    g, t = 9, 4
+    near = torch.full((g, g), 0.05)
+    far = torch.full((g, g), -0.05)
+    red = torch.tensor([1.0, -1.0, -1.0, 0.5])[:, None, None].expand(4, t, t)      # alpha 0.5
+    blue = torch.tensor([-1.0, -1.0, 1.0, 1.0])[:, None, None].expand(4, t, t)     # opaque
+    pose = torch.tensor([[0.0, 0.0]])
+    settings = RenderSettings(lowres_factor=1, steps=16, refine=1)
+    for order in ((0, 1), (1, 0)):
+        hs = torch.stack([(near, far)[i] for i in order])[:, None]
+        tx = torch.stack([(red, blue)[i] for i in order])
+        rgb, alpha, depth = render_cache(hs, tx, 0.2, pose, 8, settings)
+        expect = 0.5 * torch.tensor([1.0, -1.0, -1.0]) + 0.5 * torch.tensor([-1.0, -1.0, 1.0])
+        assert torch.allclose(rgb[0, :, 4, 4], expect, atol=1e-5)
+        assert alpha[0, 0, 4, 4].item() == pytest.approx(1.0)
+        # the centre ray runs along -z from z = 1: depths 0.95 and 1.05, weights 0.5 and 0.5
+        assert depth[0, 0, 4, 4].item() == pytest.approx(1.0, abs=2e-3)
+
+
+def test_baked_model_renders_like_the_full_model():
+    from gramcast.model import GRAMModel
+
+    torch.manual_seed(0)
+    model = GRAMModel.from_config("tiny").eval()
+    with torch.no_grad():   # bend the manifolds and strengthen colours so the test has texture
+        torch.nn.init.normal_(model.manifold.out.weight, std=0.01)
+        for p in model.decoder.parameters():
+            p.mul_(3.0)
+    ws = model.sample_ws(1, seed=3)
+    avatar = bake_model(model, ws, geometry_resolution=128, texture_resolution=256)
+    renderer = Renderer(avatar, device="cpu")
+    for yaw in (0.0, 0.4, -0.4):
+        with torch.no_grad():
+            full = model.render(ws, (yaw, 0.0), resolution=64)
+        cached = renderer.render([(yaw, 0.0)], 64)
+        assert psnr(cached.rgb, full.rgb) >= 35.0, yaw
+
+
+# ---------------------------------------------------------------- the .gca file
+def _tiny_avatar():
+    g = torch.linspace(0, 1, 8)
+    return Avatar(heights=torch.zeros(2, 8, 8) + g[:, None] * 0.01,
+                  textures=torch.rand(2, 4, 16, 16, generator=torch.Generator().manual_seed(0)),
+                  extent=0.14, meta={"method": "test", "note": "ünïcode"})
+
+
+def test_gca_round_trip_and_atomic_save(tmp_path):
+    a = _tiny_avatar()
+    a.save(tmp_path / "a.gca")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.gca"]
+    b = Avatar.load(tmp_path / "a.gca")
+    assert torch.allclose(a.heights, b.heights, atol=1e-4) and torch.allclose(a.textures, b.textures, atol=1e-3)
+    assert b.meta == a.meta and b.extent == a.extent
+
+
+def _rewrite(tmp_path, **header_changes):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    src = tmp_path / "a.gca"
+    _tiny_avatar().save(src)
+    with safe_open(str(src), "pt") as fh:
+        header = dict(fh.metadata())
+    header.update(header_changes)
+    header = {k: v for k, v in header.items() if v is not None}
+    out = tmp_path / "b.gca"
+    save_file(load_file(str(src)), str(out), metadata=header)
+    return out
+
+
+@pytest.mark.parametrize("case,match", [
+    ("truncated", "truncated, corrupt"), ("foreign", "truncated, corrupt"), ("empty", "truncated, corrupt"),
+    ("checkpoint", "not a gramcast avatar"), ("future", "upgrade gramcast"), ("camera", "camera conventions"),
+    ("missing", "does not exist"), ("nan", "non-finite"),
+])
+def test_bad_avatar_files_say_what_is_wrong(tmp_path, case, match):
+    good = tmp_path / "a.gca"
+    _tiny_avatar().save(good)
+    path = tmp_path / "bad.gca"
+    if case == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "foreign":
+        path.write_bytes(SAMPLE.read_bytes())
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "checkpoint":
+        path = _rewrite(tmp_path, format="gramcast-checkpoint")
+    elif case == "future":
+        path = _rewrite(tmp_path, format_version="99")
+    elif case == "camera":
+        path = _rewrite(tmp_path, camera=json.dumps({**json.loads(_rewrite(tmp_path) and "{}"), "fov_deg": 18.0}))
+    elif case == "missing":
+        path = tmp_path / "nothing.gca"
+    elif case == "nan":
+        from safetensors.torch import save_file
+
+        a = _tiny_avatar()
+        t = a.textures.half()
+        t[0, 0, 0, 0] = float("nan")
+        from safetensors import safe_open
+
+        with safe_open(str(good), "pt") as fh:
+            save_file({"heights": a.heights.half(), "textures": t}, str(path), metadata=fh.metadata())
+    with pytest.raises(AvatarFormatError, match=match):
+        Avatar.load(path)
+    assert main(["info", str(path)]) == 2
+
+
+# ---------------------------------------------------------------- enrollment
+@pytest.fixture(scope="module")
+def sample_avatar():
+    import gramcast
+
+    return gramcast.enroll(SAMPLE)
+
+
+def test_enrolled_avatar_reproduces_the_photo_at_its_own_pose(sample_avatar):
+    import cv2
+
+    from gramcast.face import detect_and_align, foreground_matte
+    from gramcast.face.alignment import warp_to_crop
+    from gramcast.images import load_image
+
+    photo = detect_and_align(load_image(SAMPLE), size=256)
+    matte = foreground_matte(photo.crop) > 0.5
+    pose = sample_avatar.meta["input_pose"]
+    rgb, alpha = Renderer(sample_avatar).render_rgba((pose["yaw"], pose["pitch"]), 256)
+    # the render is in the canonical frame: align it the way the photo was aligned, then compare
+    canvas = (rgb * alpha[..., None] + 128 * (1 - alpha[..., None])).astype(np.uint8)
+    render = detect_and_align(canvas, size=256, min_eye_distance=20)
+    rgb_a = render.crop
+    alpha_a = warp_to_crop(alpha, render.crop_from_image, 256)
+    inner = cv2.erode((matte & (alpha_a > 0.99)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert inner.mean() > 0.3
+    err = (rgb_a.astype(float) - photo.crop.astype(float))[inner]
+    p = 10 * math.log10(255.0 ** 2 / (err ** 2).mean())
+    # limits: landmark jitter between the two alignments (~1 px), texture resampling, fp16 storage
+    assert p > 22.0, p
+
+
+def test_turning_the_avatar_opens_no_holes_and_turns_the_face(sample_avatar):
+    from gramcast.face import FaceMesh, detect_and_align, load_reference
+    from gramcast.face.reference import project_world
+
+    renderer = Renderer(sample_avatar)
+    ref = load_reference()
+    yaws = []
+    with FaceMesh(static=True) as mesh:
+        for yaw, pitch in [(-0.5, 0.0), (-0.25, 0.0), (0.25, 0.0), (0.5, 0.0), (0.0, 0.3), (0.0, -0.3)]:
+            rgb, alpha = renderer.render_rgba((yaw, pitch), 256)
+            # every landmark of the face, seen from that pose, lands on opaque avatar
+            px = np.clip(np.rint(project_world(ref.points, 256, yaw, pitch)).astype(int), 0, 255)
+            assert alpha[px[:, 1], px[:, 0]].mean() > 0.97, (yaw, pitch)
+            canvas = (rgb * alpha[..., None] + 255 * (1 - alpha[..., None])).astype(np.uint8)
+            if pitch == 0.0:
+                yaws.append(detect_and_align(canvas, mesh=mesh, min_eye_distance=20).pose.yaw)
+    assert yaws == sorted(yaws) and yaws[0] < -0.2 and yaws[-1] > 0.2, yaws
+
+
+@pytest.mark.parametrize("case,error", [
+    ("corrupt", InvalidImageError), ("empty", InvalidImageError), ("faceless", FaceNotFoundError),
+    ("two", MultipleFacesError), ("tiny", FaceTooSmallError),
+])
+def test_enroll_rejects_bad_photos_and_writes_nothing(tmp_path, case, error, capsys):
+    import cv2
+
+    from gramcast.images import load_image
+
+    path = tmp_path / f"{case}.png"
+    if case == "corrupt":
+        path.write_bytes(SAMPLE.read_bytes()[:2000])
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "faceless":
+        cv2.imwrite(str(path), np.full((400, 400, 3), 180, np.uint8))
+    elif case == "two":
+        a, b = load_image(FACES / "london_neutral_002_03.jpg"), load_image(FACES / "london_neutral_003_03.jpg")
+        cv2.imwrite(str(path), cv2.cvtColor(np.hstack([a, b]), cv2.COLOR_RGB2BGR))
+    elif case == "tiny":
+        small = cv2.resize(load_image(FACES / "london_neutral_001_03.jpg"), (200, 200), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(path), cv2.cvtColor(np.pad(small, ((150, 150), (150, 150), (0, 0)), mode="edge"), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out" / "me.gca"
+    out.parent.mkdir()
+    import gramcast
+
+    with pytest.raises(error):
+        gramcast.enroll(path)
+    assert main(["enroll", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gramcast enroll: error:")
+    assert list(out.parent.iterdir()) == []
+
+
+def test_enroll_a_huge_photo(tmp_path):
+    """12000x12000: decoded once, reduced to the 4096 px working size, enrolled."""
+    import cv2
+
+    from gramcast.images import load_image
+
+    face = load_image(FACES / "london_neutral_001_03.jpg")
+    big = cv2.resize(face, (12000, 12000), interpolation=cv2.INTER_LINEAR)
+    path = tmp_path / "huge.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70])
+    del big
+    import gramcast
+
+    avatar = gramcast.enroll(path)
+    assert avatar.meta["source_size"] == [4096, 4096]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_read_only_output_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["enroll", str(SAMPLE), "-o", str(ro / "me.gca")]) == 2
+    finally:
+        ro.chmod(0o700)
+
+
+def test_output_path_errors_before_any_work(tmp_path):
+    with pytest.raises(OutputPathError, match="does not exist"):
+        _tiny_avatar().save(tmp_path / "missing" / "a.gca")
+    assert main(["enroll", str(SAMPLE), "-o", str(tmp_path / "missing" / "me.gca")]) == 2
+    assert main(["enroll", str(SAMPLE), "-o", str(tmp_path)]) == 2         # a folder, not a file
+
+
+def test_cli_enroll_info_render_orbit(tmp_path, capsys):
+    from PIL import Image
+
+    gca = tmp_path / "me.gca"
+    assert main(["enroll", str(SAMPLE), "-o", str(gca)]) == 0
+    assert main(["info", str(gca), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert info["method"] == "mesh" and info["format_version"] == 1 and info["layers"] == 1
+    assert main(["render", str(gca), "--yaw", "0.3", "--size", "128", "--background", "none",
+                 "-o", str(tmp_path / "r.png")]) == 0
+    im = Image.open(tmp_path / "r.png")
+    assert im.mode == "RGBA" and im.size == (128, 128)
+    a = np.asarray(im)[..., 3]
+    assert a[64, 64] == 255 and a[0, 0] == 0            # the face is opaque, the corner transparent
+    assert main(["orbit", str(gca), "--frames", "6", "--size", "64", "-o", str(tmp_path / "o.gif")]) == 0
+    assert Image.open(tmp_path / "o.gif").n_frames == 6
+    assert main(["render", str(gca), "--background", "mauve", "-o", str(tmp_path / "x.png")]) == 2
