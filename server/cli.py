@@ -44,13 +44,7 @@ def run_token(args) -> int:
 
 
 def run_serve(args) -> int:
-    try:
-        from gramcast.avatar import Avatar
-    except ImportError:
-        from gramcast.errors import GramcastError
-
-        raise GramcastError("this build has no avatar renderer yet (gramcast.avatar); "
-                            "`gramcast serve` needs it to render the avatars it streams") from None
+    from gramcast.avatar import Avatar
     from gramcast.server.app import GramcastServer, ServerConfig
     from gramcast.server.tokens import SECRET_ENV, mint_token
 

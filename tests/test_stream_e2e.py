@@ -1,0 +1,162 @@
+"""The product loop end to end on localhost, with the real avatar pipeline:
+
+camera (a real person, re-rendered along a known head-yaw path) -> aiortc client -> server (tracking,
+cached avatar render, placement) -> WebRTC -> another client, whose received avatar frames are
+measured with gramcast.face; the same through `gramcast serve` and through a real headless Chromium.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gramcast.server.app import GramcastServer, ServerConfig
+from gramcast.server.client import GramcastClient
+from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack, audio_rms, read_stamp, stamp_frame, write_y4m
+from gramcast.server.tokens import mint_token
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sdk" / "assets" / "sample_portrait.png"
+PERSON = Path(__file__).parent / "data" / "faces" / "london_neutral_001_03.jpg"
+SECRET = b"stream-e2e-secret-0123456789"
+YAW_PATH = [-0.35] * 20 + [0.0] * 20 + [0.35] * 20     # camera frames, 10 fps: 2 s per pose
+
+
+@pytest.fixture(scope="module")
+def avatars(tmp_path_factory):
+    import gramcast
+
+    sample = gramcast.enroll(SAMPLE)
+    path = tmp_path_factory.mktemp("avatars") / "sample.gca"
+    sample.save(path)
+    return {"sample": sample, "path": path, "person": gramcast.enroll(PERSON)}
+
+
+def camera_frames(person_avatar, yaws, size=(480, 360)):
+    """The person's head turning: renders placed in a camera frame, each stamped with its index."""
+    from gramcast import Renderer
+    from gramcast.compositing import place_rgba
+
+    renderer = Renderer(person_avatar)
+    w, h = size
+    cache = {}
+    frames = []
+    for i, yaw in enumerate(yaws):
+        if yaw not in cache:
+            rgb, alpha = renderer.render_rgba((yaw, 0.0), 256)
+            k = 1.1
+            m = np.array([[k, 0, w / 2 - 128 * k], [0, k, h / 2 + 10 - 128 * k]])
+            cache[yaw] = place_rgba(np.full((h, w, 3), 110, np.uint8), rgb, alpha, m)
+        frames.append(stamp_frame(cache[yaw], i))
+    return frames
+
+
+def measured_yaw(rgb):
+    from gramcast.errors import GramcastError
+    from gramcast.face import detect_and_align
+
+    try:
+        return detect_and_align(rgb, size=256, min_eye_distance=15).pose.yaw
+    except GramcastError:
+        return None
+
+
+def real_pipeline(avatar):
+    from gramcast.session import AvatarSession, SessionConfig
+
+    return AvatarSession(avatar, SessionConfig(output_size="480p", passthrough_rows=16, max_fps=15))
+
+
+async def test_received_avatar_turns_with_the_camera_head_and_audio_arrives(avatars):
+    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=real_pipeline)
+    server = GramcastServer({"sample": avatars["sample"]}, cfg)
+    await server.start()
+    url = f"ws://127.0.0.1:{server.config.port}/ws"
+    try:
+        async with GramcastClient(url, mint_token(SECRET, "r", "ann"), "r") as ann, \
+                GramcastClient(url, mint_token(SECRET, "r", "bob"), "r") as bob:
+            await ann.publish(ArrayVideoTrack(camera_frames(avatars["person"], YAW_PATH), fps=10, loop=True),
+                              SineAudioTrack())
+            video, audio = await bob.subscribe(await bob.wait_for_peer())
+            by_yaw: dict[float, list[float]] = {}
+            received = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while loop.time() < deadline and (len(by_yaw) < 3 or min(len(v) for v in by_yaw.values()) < 3):
+                frame = await asyncio.wait_for(video.recv(), 20)
+                received += 1
+                rgb = frame.to_ndarray(format="rgb24")
+                stamp = read_stamp(rgb)
+                if stamp is None or stamp >= len(YAW_PATH) or received % 2:
+                    continue
+                yaw = await loop.run_in_executor(None, measured_yaw, rgb)
+                if yaw is not None:
+                    by_yaw.setdefault(YAW_PATH[stamp], []).append(yaw)
+            assert len(by_yaw) == 3, {k: len(v) for k, v in by_yaw.items()}
+            med = {k: float(np.median(v)) for k, v in by_yaw.items()}
+            print("received", received, "median yaw by camera yaw", med)
+            # sign and ordering of the path (the tracker eases between poses, so compare medians)
+            assert med[-0.35] < -0.1 < med[0.0] - 0.05 and med[0.0] + 0.05 < 0.1 < med[0.35], med
+            levels = [audio_rms(await asyncio.wait_for(audio.recv(), 10)) for _ in range(30)]
+            assert max(levels) > 1000
+            stats = await ann.request_stats()
+            assert stats, stats
+    finally:
+        await server.stop()
+
+
+async def test_gramcast_serve_runs_headless_and_stops_cleanly_on_sigterm(avatars):
+    env = {**os.environ, "GRAMCAST_SECRET": SECRET.decode()}
+    proc = subprocess.Popen([sys.executable, "-m", "gramcast.cli", "serve", "--avatar", str(avatars["path"]),
+                             "--port", "0", "--loopback-ice", "--room", "demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 60)
+        m = re.search(r"(http://[^/]+)/\?room=demo&token=(\S+)", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        ws_url = m.group(1).replace("http://", "ws://") + "/ws"
+        async with GramcastClient(ws_url, m.group(2), "demo") as guest:
+            assert guest.participant
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_chromium_joins_and_decodes_the_avatar_of_its_own_camera(avatars, tmp_path):
+    from browser import chromium_page
+
+    cam = tmp_path / "camera.y4m"
+    write_y4m(camera_frames(avatars["person"], [0.2] * 30, size=(480, 360)), cam, fps=15)
+    cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=real_pipeline)
+    server = GramcastServer({"sample": avatars["sample"]}, cfg)
+    await server.start()
+    try:
+        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
+                                  mint_token(SECRET, "web", "py"), "web") as py:
+            async with chromium_page(cam) as page:
+                token = mint_token(SECRET, "web", "browser")
+                await page.goto(f"{server.url}?room=web&token={token}&autojoin=1")
+                await page.wait_for_function("window.gramcast && window.gramcast.me", timeout=20000)
+                browser_pid = await page.evaluate("window.gramcast.me")
+                # the page decodes its own avatar (preview) rendered from its fake camera
+                await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5", timeout=40000)
+                video, _ = await py.subscribe(browser_pid)
+                loop = asyncio.get_running_loop()
+                yaw = None
+                for _ in range(40):
+                    rgb = (await asyncio.wait_for(video.recv(), 20)).to_ndarray(format="rgb24")
+                    yaw = await loop.run_in_executor(None, measured_yaw, rgb)
+                    if yaw is not None:
+                        break
+                assert yaw is not None, "no face in the avatar frames the browser's camera produced"
+    finally:
+        await server.stop()
