@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
+# Enroll the bundled sample portrait, write a turntable, then stream it (Ctrl-C stops the server).
 demo: install
 	$(BIN)/gramcast demo --out out
+	$(BIN)/gramcast serve --avatar out/avatar.gca
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 system-deps:

@@ -39,16 +39,29 @@ def over(fg_rgb: np.ndarray, alpha: np.ndarray, bg_rgb: np.ndarray) -> np.ndarra
 def place_rgba(bg_rgb: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Warp a straight-alpha image by ``matrix`` (dst <- src, 2x3) and composite it over ``bg_rgb``.
 
-    bg_rgb: (H, W, 3) uint8; rgb: (h, w, 3) uint8; alpha: (h, w) float in [0, 1].
+    bg_rgb: (H, W, 3) uint8; rgb: (h, w, 3) uint8; alpha: (h, w) float in [0, 1]. Only the frame's
+    rectangle that the warped image covers is touched (the avatar is a fraction of the frame).
     """
     h, w = bg_rgb.shape[:2]
+    sh, sw = alpha.shape[:2]
+    m = np.asarray(matrix, np.float64)
+    corners = np.array([[0, 0], [sw, 0], [0, sh], [sw, sh]], np.float64) @ m[:, :2].T + m[:, 2]
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    out = bg_rgb.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    shifted = m.copy()
+    shifted[:, 2] -= (x0, y0)
     # Warp premultiplied colour so the avatar's transparent fringe does not bleed dark edges.
     premult = np.concatenate([rgb.astype(np.float32) * alpha[..., None], alpha[..., None]], axis=-1)
-    warped = cv2.warpAffine(premult, matrix.astype(np.float64), (w, h), flags=cv2.INTER_LINEAR,
+    warped = cv2.warpAffine(premult, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     a = np.clip(warped[..., 3:4], 0.0, 1.0)
-    out = warped[..., :3] + bg_rgb.astype(np.float32) * (1.0 - a)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    roi = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(np.rint(warped[..., :3] + roi * (1.0 - a)), 0, 255).astype(np.uint8)
+    return out
 
 
 def make_background(kind: str, size_wh: tuple[int, int], camera_rgb: np.ndarray | None = None,
