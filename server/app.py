@@ -85,7 +85,12 @@ class GramcastServer:
         fn = self.config.enroll_fn
         if fn is None:
             from gramcast import enroll as fn  # noqa: PLC0415 (heavy, imported on demand)
-        avatar = await asyncio.get_running_loop().run_in_executor(None, fn, image)
+        from gramcast.errors import GramcastError
+
+        try:
+            avatar = await asyncio.get_running_loop().run_in_executor(None, fn, image)
+        except GramcastError as exc:  # the selfie's fault: tell the participant what to change
+            raise protocol.ProtocolError("enroll_failed", str(exc)) from None
         name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"
         self.avatars[name] = avatar
         return name

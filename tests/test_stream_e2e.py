@@ -160,3 +160,27 @@ async def test_chromium_joins_and_decodes_the_avatar_of_its_own_camera(avatars, 
                 assert yaw is not None, "no face in the avatar frames the browser's camera produced"
     finally:
         await server.stop()
+
+
+async def test_enroll_a_selfie_over_signaling_and_refuse_a_faceless_one(avatars):
+    from gramcast.server.client import ServerError
+
+    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=real_pipeline)
+    server = GramcastServer({"sample": avatars["sample"]}, cfg)
+    await server.start()
+    try:
+        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws", mint_token(SECRET, "e", "eve"), "e") as eve:
+            name = await eve.enroll(PERSON.read_bytes())
+            assert name in server.avatars and server.avatars[name].meta["method"] == "mesh"
+            import cv2
+
+            ok, wall = cv2.imencode(".jpg", np.full((300, 300, 3), 128, np.uint8))
+            with pytest.raises(ServerError) as info:
+                await eve.enroll(wall.tobytes())
+            assert info.value.code == "enroll_failed" and "no face" in str(info.value)
+            with pytest.raises(ServerError):
+                await eve.enroll(b"\x00garbage")
+            # the session is still alive after the refusals
+            assert await eve.enroll(PERSON.read_bytes()) in server.avatars
+    finally:
+        await server.stop()
