@@ -15,16 +15,19 @@ __all__ = ["enroll", "METHODS"]
 METHODS = ("mesh", "graminverter")
 
 
-def enroll(image, method: str = "mesh", crop_size: int = 512, device: str = "auto", **options):
+def enroll(image, method: str = "mesh", crop_size: int = 512, device: str = "auto",
+           min_eye_distance: float | None = None, **options):
     """Enroll an avatar from one portrait (a path, bytes, PIL image or ``(H, W, 3)`` uint8 array).
 
     method ``"mesh"``: the prior-free baseline (works without trained weights).
     ``"graminverter"``: the paper's learned inversion (needs trained weights).
+    ``min_eye_distance``: smallest face accepted (pixels between the eyes; default
+    ``gramcast.face.MIN_EYE_DISTANCE_PX``).
     Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``InvalidImageError``
     with what to do.
     """
     from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
-    from gramcast.face.alignment import detect_and_align
+    from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
     from gramcast.face.matte import Matting
     from gramcast.images import load_image
 
@@ -32,7 +35,8 @@ def enroll(image, method: str = "mesh", crop_size: int = 512, device: str = "aut
         raise GramcastError(f"unknown enrollment method {method!r}: choose one of {', '.join(METHODS)}")
     source = str(image) if isinstance(image, (str, Path)) else "the image"
     rgb = image if isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8 else load_image(image)
-    aligned = detect_and_align(rgb, size=crop_size, source=source)
+    aligned = detect_and_align(rgb, size=crop_size, source=source,
+                               min_eye_distance=MIN_EYE_DISTANCE_PX if min_eye_distance is None else min_eye_distance)
     with Matting() as matting:
         matte = matting(aligned.crop)
     if method == "graminverter":

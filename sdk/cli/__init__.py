@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "gramcast.cli.avatar_cmd",
     # Plug-ins from the server and training packages: the SDK never imports them otherwise.
     "gramcast.server.cli",
+    "gramcast.training.evaluate_cmd",
 ]
 
 

@@ -1,0 +1,249 @@
+"""Compare enrollment methods on real portraits (``gramcast evaluate``).
+
+For every portrait: input-view fidelity (PSNR / SSIM / LPIPS / identity between the photo's aligned
+crop and the avatar rendered at the photo's pose, re-aligned the same way), novel-view identity
+(ID_nv: the photo vs renders at yaw ±0.4) and multi-view consistency (PSNR_mv / SSIM_mv: a view
+depth-warped into its neighbour, the yaw protocol of GRAMInverter's Sec. 4). For people with several
+photos: enroll from the first, render at the pose of each other photo and compare identities
+(``id_xpose``), and the mirror check for the same pair (render at the mirrored pose vs the mirrored photo).
+LPIPS and identity need their weights (``gramcast.training.pretrained``); without them they are null.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gramcast.errors import GramcastError
+
+__all__ = ["ssim", "evaluate_methods", "EvalConfig", "find_portraits"]
+
+MV_YAW_PAIRS = ((-0.3, -0.2), (-0.1, 0.0), (0.0, 0.1), (0.2, 0.3))
+NOVEL_YAWS = (-0.4, 0.4)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    methods: tuple[str, ...] = ("mesh",)
+    resolution: int = 256
+    max_portraits: int | None = None
+    strip_yaws: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
+    #: evaluation sets (e.g. LFW, ~40 px between the eyes) go below the enrollment floor
+    min_eye_distance: float = 20.0
+
+
+def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """SSIM (Wang et al. 2004; 11-tap Gaussian, sigma 1.5) of images ``(3, H, W)`` in [0, 1], averaged
+    over ``mask`` ``(H, W)``. The map covers the windows that fit inside the image (5 px border dropped)."""
+    a, b = a[None].double(), b[None].double()
+    g = _gaussian().to(a)
+    win = (g[:, None] * g[None, :])[None, None].expand(3, 1, -1, -1)
+    blur = lambda x: F.conv2d(x, win, groups=3)  # noqa: E731
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a ** 2
+    var_b = blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    m = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    m = m.mean(1)[0]
+    if mask is not None:
+        mask = mask[5:-5, 5:-5]
+        return float(m[mask].mean()) if mask.any() else math.nan
+    return float(m.mean())
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    err = (a.astype(np.float64) - b.astype(np.float64))[mask]
+    return float(10 * math.log10(255.0 ** 2 / max(float((err ** 2).mean()), 1e-12))) if err.size else math.nan
+
+
+def find_portraits(root: Path) -> list[tuple[str, list[Path]]]:
+    """``[(person, [photos...])]``: each sub-folder is a person; loose files are people of their own."""
+    from gramcast.face.prepare import IMAGE_SUFFIXES
+
+    people = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir():
+            photos = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            if photos:
+                people.append((p.name, photos))
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            people.append((p.stem, [p]))
+    return people
+
+
+class _Metrics:
+    """LPIPS and identity, when their weights are installed (else None, once explained)."""
+
+    def __init__(self):
+        self.lpips = self.arcface = None
+        self.notes: list[str] = []
+        try:
+            from gramcast.training.pretrained import load_arcface, load_lpips
+
+            self.lpips = load_lpips()
+            self.arcface = load_arcface()
+        except (ImportError, GramcastError) as exc:
+            self.notes.append(str(exc))
+
+    def lpips_distance(self, a: np.ndarray, b: np.ndarray) -> float | None:
+        if self.lpips is None:
+            return None
+        t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
+        with torch.no_grad():
+            return float(self.lpips(t(a), t(b)).mean())
+
+    def identity(self, a: np.ndarray, b: np.ndarray) -> float | None:
+        """Cosine similarity of two aligned crops (gramcast's 256² template)."""
+        if self.arcface is None:
+            return None
+        ea, eb = self.arcface.embed_aligned([a, b])
+        return float((ea * eb).sum())
+
+
+def _canvas(rgb: np.ndarray, alpha: np.ndarray, grey: int = 128) -> np.ndarray:
+    return (rgb * alpha[..., None] + grey * (1 - alpha[..., None])).astype(np.uint8)
+
+
+def _align(image: np.ndarray, size: int):
+    from gramcast.face import detect_and_align
+
+    return detect_and_align(image, size=size, min_eye_distance=15)
+
+
+def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metrics, res: int) -> dict:
+    from gramcast.avatar import Renderer
+    from gramcast.face.alignment import warp_to_crop
+    from gramcast.training.evaluation import warp_to_target
+
+    renderer = Renderer(avatar, device="cpu")
+    pose = avatar.meta.get("input_pose", {"yaw": photo_aligned.pose.yaw, "pitch": photo_aligned.pose.pitch})
+    rgb, alpha = renderer.render_rgba((pose["yaw"], pose["pitch"]), res)
+    row: dict = {}
+    try:
+        again = _align(_canvas(rgb, alpha), res)
+        a_alpha = warp_to_crop(alpha, again.crop_from_image, res)
+        mask = (matte > 0.5) & (a_alpha > 0.99)
+        row["psnr"] = _psnr(again.crop, photo_aligned.crop, mask)
+        row["ssim"] = ssim(torch.from_numpy(again.crop).permute(2, 0, 1) / 255.0,
+                           torch.from_numpy(photo_aligned.crop).permute(2, 0, 1) / 255.0, torch.from_numpy(mask))
+        row["lpips"] = metrics.lpips_distance(again.crop, photo_aligned.crop)
+        row["id"] = metrics.identity(again.crop, photo_aligned.crop)
+    except GramcastError:
+        row.update(psnr=None, ssim=None, lpips=None, id=None, note="no face found in the input-view render")
+    ids = []
+    for yaw in NOVEL_YAWS:
+        nrgb, nalpha = renderer.render_rgba((yaw, 0.0), res)
+        try:
+            ids.append(metrics.identity(_align(_canvas(nrgb, nalpha), res).crop, photo_aligned.crop))
+        except GramcastError:
+            ids.append(None)
+    row["id_nv"] = float(np.mean(ids)) if ids and all(i is not None for i in ids) else None
+    ps, ss = [], []
+    for a, b in MV_YAW_PAIRS:
+        src, tgt = renderer.render([(a, 0.0)], res), renderer.render([(b, 0.0)], res)
+        warped, vis = warp_to_target(src.rgb, src.depth, tgt.depth, (a, 0.0), (b, 0.0))
+        m = (vis & (tgt.alpha > 0.99) & (src.alpha.mean() > 0))[0, 0]
+        w8 = ((warped[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+        t8 = ((tgt.rgb[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+        ps.append(_psnr(w8, t8, m.numpy()))
+        ss.append(ssim(torch.from_numpy(w8).permute(2, 0, 1) / 255, torch.from_numpy(t8).permute(2, 0, 1) / 255, m))
+    row["psnr_mv"], row["ssim_mv"] = float(np.nanmean(ps)), float(np.nanmean(ss))
+    return row
+
+
+def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
+    """Run every method on every portrait under ``root``; write results.json, results.md, contact_sheet.png."""
+    from tqdm import tqdm
+
+    from gramcast.avatar import Renderer
+    from gramcast.enrollment import enroll
+    from gramcast.face import foreground_matte
+    from gramcast.images import load_image
+    from gramcast.media_io import atomic_output, save_image
+
+    people = find_portraits(root)
+    if not people:
+        raise GramcastError(f"no portraits under {root}: give a folder of photos, or one sub-folder per person")
+    if config.max_portraits:
+        people = people[: config.max_portraits]
+    metrics = _Metrics()
+    results: dict = {"root": str(root), "methods": {}, "notes": metrics.notes}
+    strips = []
+    for method in config.methods:
+        rows, xpose, t_enroll = [], [], []
+        for person, photos in tqdm(people, desc=f"evaluate {method}", unit="person", disable=not progress):
+            try:
+                first = load_image(photos[0])
+                aligned = _align(first, config.resolution)
+                t0 = time.perf_counter()
+                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance)
+                t_enroll.append(time.perf_counter() - t0)
+            except GramcastError as exc:
+                rows.append({"person": person, "photo": photos[0].name, "error": str(exc)})
+                continue
+            row = {"person": person, "photo": photos[0].name}
+            row.update(evaluate_portrait(avatar, aligned, foreground_matte(aligned.crop), metrics, config.resolution))
+            rows.append(row)
+            renderer = Renderer(avatar, device="cpu")
+            strips.append(np.hstack([_canvas(*renderer.render_rgba((y, 0.0), 128), grey=255)
+                                     for y in config.strip_yaws]))
+            for other in photos[1:]:
+                try:
+                    target = _align(load_image(other), config.resolution)
+                    p = target.pose
+                    view = _align(_canvas(*renderer.render_rgba((p.yaw, p.pitch), config.resolution)), config.resolution)
+                    mirror_target = _align(np.ascontiguousarray(load_image(other)[:, ::-1]), config.resolution)
+                    mview = _align(_canvas(*renderer.render_rgba((-p.yaw, p.pitch), config.resolution)), config.resolution)
+                except GramcastError:
+                    continue
+                xpose.append({"person": person, "source": photos[0].name, "target": other.name,
+                              "yaw": p.yaw, "pitch": p.pitch,
+                              "id_xpose": metrics.identity(view.crop, target.crop),
+                              "id_xpose_mirror": metrics.identity(mview.crop, mirror_target.crop)})
+        keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv"]
+        means = {}
+        for k in keys:
+            vals = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
+            means[k] = float(np.mean(vals)) if vals else None
+        for k in ("id_xpose", "id_xpose_mirror"):
+            vals = [r[k] for r in xpose if r.get(k) is not None]
+            means[k] = float(np.mean(vals)) if vals else None
+        means["enroll_s"] = float(np.mean(t_enroll)) if t_enroll else None
+        means["portraits"] = sum(1 for r in rows if "error" not in r)
+        means["failed"] = sum(1 for r in rows if "error" in r)
+        results["methods"][method] = {"means": means, "portraits": rows, "cross_pose": xpose}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
+    with atomic_output(out / "results.md") as tmp:
+        tmp.write_text(markdown_table(results))
+    if strips:
+        save_image(out / "contact_sheet.png", np.vstack(strips[:40]))
+    return results
+
+
+def markdown_table(results: dict) -> str:
+    cols = ["portraits", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "id_xpose",
+            "id_xpose_mirror", "enroll_s"]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for method, r in results["methods"].items():
+        cells = []
+        for c in cols:
+            v = r["means"].get(c)
+            cells.append("–" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.3f}"))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    notes = "".join(f"\n- {n}" for n in results.get("notes", []))
+    return "\n".join(lines) + ("\n\nNotes:" + notes if notes else "") + "\n"
