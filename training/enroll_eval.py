@@ -90,13 +90,16 @@ class _Metrics:
     def __init__(self):
         self.lpips = self.arcface = None
         self.notes: list[str] = []
-        try:
-            from gramcast.training.pretrained import load_arcface, load_lpips
+        from gramcast.training.pretrained import LPIPS, ArcFaceEmbedder
 
-            self.lpips = load_lpips()
-            self.arcface = load_arcface()
-        except (ImportError, GramcastError) as exc:
-            self.notes.append(str(exc))
+        try:
+            self.lpips = LPIPS().eval()
+        except GramcastError as exc:
+            self.notes.append(f"LPIPS skipped: {exc}")
+        try:
+            self.arcface = ArcFaceEmbedder()
+        except GramcastError as exc:
+            self.notes.append(f"identity skipped: {exc}")
 
     def lpips_distance(self, a: np.ndarray, b: np.ndarray) -> float | None:
         if self.lpips is None:
@@ -109,7 +112,7 @@ class _Metrics:
         """Cosine similarity of two aligned crops (gramcast's 256² template)."""
         if self.arcface is None:
             return None
-        ea, eb = self.arcface.embed_aligned([a, b])
+        ea, eb = self.arcface.embed_crops(np.stack([a, b]))
         return float((ea * eb).sum())
 
 

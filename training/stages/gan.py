@@ -8,6 +8,8 @@ predictor 2e-5, discriminator 1e-3, Adam betas (0, 0.99).
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +23,12 @@ from gramcast.training.data import FaceDataset, PoseSampler
 from gramcast.training.engine.distributed import DistInfo, all_reduce_mean, parameter_spread
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.losses import discriminator_loss, generator_loss, pose_loss, r1_penalty
+from gramcast.training.metrics import (HOW_TO_GET, INCEPTION_SHA1, REAL_STATS_FILE, InceptionFeatures,
+                                       find_inception_weights, generator_fid_kid, real_features)
 from gramcast.training.networks.discriminator import PoseDiscriminator
 
 GENERATOR_FILE = "generator_ema.safetensors"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,13 +52,26 @@ class GANConfig:
     seed: int = 0
     amp: bool = True               # bf16 autocast on CUDA; ignored on CPU
     max_images: int | None = None
+    #: FID/KID of G_ema against the training set every this many steps (0: never), on rank 0, when
+    #: the Inception weight is installed (`gramcast-train fetch-inception`). Returned with that
+    #: step's scalars, so make it a multiple of the trainer's log interval (the CLI does).
+    eval_every: int = 1000
+    fid_samples: int = 10_000      # generated images per evaluation
+    fid_real_images: int | None = 10_000  # real images (a fixed random subset; None: all)
+    fid_batch: int = 32
+    kid_subset_size: int = 1000
+    inception_path: str | None = None     # else $GRAMCAST_INCEPTION, else ~/.cache/gramcast/
+    inception_sha1: str | None = INCEPTION_SHA1
 
     @classmethod
     def preset(cls, name: str) -> "GANConfig":
         presets = {
-            "tiny": cls(model_preset="tiny", batch_size=4, d_channel_base=1024, d_channel_max=64),
-            "small": cls(model_preset="small", batch_size=32, d_channel_base=8192, d_channel_max=256),
-            "paper": cls(model_preset="paper", batch_size=8, d_channel_base=16384, d_channel_max=512),
+            "tiny": cls(model_preset="tiny", batch_size=4, d_channel_base=1024, d_channel_max=64,
+                        eval_every=100, fid_samples=64, fid_real_images=256, fid_batch=16),
+            "small": cls(model_preset="small", batch_size=32, d_channel_base=8192, d_channel_max=256,
+                         eval_every=2000, fid_samples=2000, fid_real_images=5000),
+            "paper": cls(model_preset="paper", batch_size=8, d_channel_base=16384, d_channel_max=512,
+                         eval_every=5000, fid_samples=10_000, fid_real_images=10_000),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
@@ -78,8 +96,9 @@ class _RenderForward(nn.Module):
 
 
 class GANStage:
-    def __init__(self, cfg: GANConfig, data_dir: Path, dist: DistInfo):
+    def __init__(self, cfg: GANConfig, data_dir: Path, dist: DistInfo, run_dir: Path | None = None):
         self.cfg, self.dist = cfg, dist
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         dev = dist.device
         mcfg = GRAMConfig.preset(cfg.model_preset)
         for k, v in cfg.model_overrides.items():
@@ -105,6 +124,14 @@ class GANStage:
             self.G_forward = DDP(self.G_forward, device_ids=ids)
             self.D_forward = DDP(self.D, device_ids=ids)
         self.images_seen = 0
+        self._inception: InceptionFeatures | None = None
+        self._real_features: torch.Tensor | None = None
+        self._inception_path = None
+        if cfg.eval_every and dist.is_main:
+            self._inception_path = find_inception_weights(cfg.inception_path)
+            if self._inception_path is None:
+                log.warning("FID/KID evaluation skipped: no Inception weight installed; enable it with: %s",
+                            HOW_TO_GET)
 
     def _autocast(self):
         if self.cfg.amp and self.dist.device.type == "cuda":
@@ -163,7 +190,31 @@ class GANStage:
         out = {k: float(all_reduce_mean(v.detach(), self.dist)) for k, v in scalars.items()}
         if self.dist.distributed:
             out["dist/param_spread"] = parameter_spread([self.G, self.D], self.dist)
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self._inception_path is not None:
+            out.update({f"eval/{k}": v for k, v in self.evaluate_fid().items()})
         return out
+
+    @torch.no_grad()
+    def evaluate_fid(self) -> dict[str, float]:
+        """FID and KID of G_ema (fixed latents and poses, so evaluations compare) vs the training set."""
+        cfg, dev = self.cfg, self.dist.device
+        t0 = time.perf_counter()
+        if self._inception is None:
+            self._inception = InceptionFeatures(self._inception_path, device=dev, batch_size=cfg.fid_batch,
+                                                expected_sha1=cfg.inception_sha1)
+        if self._real_features is None:
+            cache = self.run_dir / REAL_STATS_FILE if self.run_dir is not None else None
+            self._real_features = real_features(self.data, self._inception, cfg.fid_real_images, cache)
+        g = torch.Generator().manual_seed(0x5EED + cfg.seed)
+
+        def generate(n: int) -> torch.Tensor:
+            z = torch.randn(n, self.G.config.z_dim, generator=g).to(dev)
+            poses = self.poses.sample(n, g, device=dev)
+            return self.G_ema.render(self.G_ema.mapping(z), poses).rgb.float()
+
+        res = generator_fid_kid(generate, self.data, self._inception, cfg.fid_samples, batch_size=cfg.fid_batch,
+                                kid_subset_size=cfg.kid_subset_size, real=self._real_features)
+        return {"fid": res["fid"], "kid": res["kid"], "fid_seconds": time.perf_counter() - t0}
 
     @torch.no_grad()
     def _update_ema(self) -> None:
