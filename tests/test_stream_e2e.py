@@ -158,6 +158,13 @@ async def test_chromium_joins_and_decodes_the_avatar_of_its_own_camera(avatars, 
                     if yaw is not None:
                         break
                 assert yaw is not None, "no face in the avatar frames the browser's camera produced"
+                # the page's selfie button enrolls a new avatar from the camera and switches to it
+                before = set(server.avatars)
+                await page.click("#selfie")
+                await page.wait_for_function(
+                    "document.getElementById('status').textContent.includes('Enrolled')", timeout=60000)
+                new = set(server.avatars) - before
+                assert len(new) == 1 and server.avatars[new.pop()].meta["method"] == "mesh"
     finally:
         await server.stop()
 
