@@ -69,7 +69,20 @@ def _import_mediapipe():
     return mp
 
 
-class FaceMesh:
+class Closeable:
+    """``with`` support for objects holding a native graph: ``__exit__`` calls ``close()``."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FaceMesh(Closeable):
     """mediapipe face mesh in still-image mode (enrollment, datasets) or tracking mode (video).
 
     Not thread-safe: give each thread its own instance.
@@ -99,9 +112,3 @@ class FaceMesh:
 
     def close(self) -> None:
         self._mesh.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

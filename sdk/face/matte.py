@@ -6,12 +6,12 @@ import os
 
 import numpy as np
 
-from gramcast.face.landmarks import _import_mediapipe
+from gramcast.face.landmarks import Closeable, _import_mediapipe
 
 __all__ = ["Matting", "foreground_matte"]
 
 
-class Matting:
+class Matting(Closeable):
     """Person-vs-background matte. ``landscape=True`` selects the 144x256 model meant for video frames.
 
     Not thread-safe: give each thread its own instance.
@@ -30,12 +30,6 @@ class Matting:
 
     def close(self) -> None:
         self._seg.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def foreground_matte(rgb: np.ndarray, landscape: bool | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gramcast.face.filters import OneEuroConfig, OneEuroFilter
-from gramcast.face.landmarks import DetectedFace, FaceMesh
+from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh
 from gramcast.face.pose import HeadPose, estimate_pose
 from gramcast.face.reference import ReferenceFace, load_reference
 
@@ -57,7 +57,7 @@ def _frame_to_rgb(frame) -> tuple[np.ndarray, float | None]:
     return to_ndarray(format="rgb24"), frame.time
 
 
-class HeadTracker:
+class HeadTracker(Closeable):
     """Per video frame: the smoothed head pose of one followed face.
 
     ``update(frame, timestamp=None)``: frame is ``(H, W, 3)`` RGB uint8 or an ``av.VideoFrame``;
@@ -120,9 +120,3 @@ class HeadTracker:
 
     def close(self) -> None:
         self._mesh.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
