@@ -68,6 +68,10 @@ def surface_heights(points: np.ndarray, g: int, extent: float) -> np.ndarray:
     (zc, rz), *_ = np.linalg.lstsq(a, z, rcond=None)
     rz = max(rz, 0.02)
     proxy = zc + rz * bulge(xy[..., 0], xy[..., 1])
+    # the neck: a vertical half-cylinder under the jaw, so turning does not show a cliff at the chin
+    neck_rx = 0.62 * rx
+    neck = zc + 0.55 * rz * np.sqrt(np.clip(1.0 - (xy[..., 0] / neck_rx) ** 2, 0.0, None))
+    proxy = np.where(xy[..., 1] < yc, np.maximum(proxy, neck), proxy)
     # the face's relief: residuals splatted on the grid and spread by normalised convolution
     resid = z - (zc + rz * bulge(x, y))
     idx = np.rint(_grid_index(points[:, :2], g, extent)).astype(int).clip(0, g - 1)
