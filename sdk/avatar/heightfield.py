@@ -10,6 +10,9 @@ from positive (in front of the surface, seen from a camera at +z) to negative. `
 ``steps`` depths in [near, far]; the first bracketing interval is refined by ``refine`` regula-falsi
 steps. The error after refinement is bounded by the height field's curvature along the ray over
 the final bracket, well below a texel for the smooth surfaces the cache holds.
+
+Everything here traces to ONNX with the TorchScript exporter (``gramcast.avatar.onnx_export``): static
+loops only, no in-place writes, no data-dependent shapes.
 """
 from __future__ import annotations
 
@@ -17,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["sample_grid", "intersect_heightfields", "sample_textures"]
+__all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "sample_textures"]
+
+
+def grid_coordinates(xy: Tensor, extent: float) -> Tensor:
+    """World ``(..., 2)`` (x, y) -> ``grid_sample`` coordinates: x -> width, y -> height; grid_sample's
+    +y is down the rows and row 0 of our grids is y = +extent (image-like storage)."""
+    return xy * torch.tensor([1.0 / extent, -1.0 / extent], dtype=xy.dtype, device=xy.device)
 
 
 def sample_grid(grids: Tensor, xy: Tensor, extent: float) -> Tensor:
@@ -26,10 +35,57 @@ def sample_grid(grids: Tensor, xy: Tensor, extent: float) -> Tensor:
     grids: ``(L, C, G, G)``; xy: ``(L, M, 2)`` world coordinates for each layer. Returns ``(L, C, M)``.
     Outside the square the border value is repeated.
     """
-    g = (xy / extent).unsqueeze(2)                                  # (L, M, 1, 2): x -> width, y -> height
-    # grid_sample's +y is down the rows; row 0 of our grids is y = +extent (image-like storage)
-    g = torch.stack([g[..., 0], -g[..., 1]], dim=-1)
+    g = grid_coordinates(xy, extent).unsqueeze(2)                                  # (L, M, 1, 2)
     return F.grid_sample(grids, g, mode="bilinear", padding_mode="border", align_corners=True).squeeze(-1)
+
+
+def _select(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``where(mask, a, b)`` for finite values and a 0/1 float mask, by arithmetic (exact: a * 1 + b * 0
+    is a); ``torch.where`` is several times slower on CPU."""
+    return a * mask + b * (1.0 - mask)
+
+
+def intersect_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
+                     near: float, far: float, steps: int = 32, refine: int = 2) -> tuple[Tensor, Tensor, Tensor]:
+    """``intersect_heightfields`` with the layers first: points ``(L, B, N, 3)``, depths and valid
+    ``(L, B, N)`` (the layout the renderer works in)."""
+    b, n, _ = origins.shape
+    nl = heights.shape[0]
+    dtype = origins.dtype
+    ts = torch.linspace(near, far, steps, device=origins.device, dtype=dtype)
+    # the search samples (B, K, N): grid coordinates and z straight from the rays (no (B, K, N, 3) points)
+    g0 = grid_coordinates(origins[..., :2], extent)[:, None]
+    g = g0 + ts[:, None, None] * grid_coordinates(directions[..., :2], extent)[:, None]
+    z = origins[:, None, :, 2] + ts[:, None] * directions[:, None, :, 2]
+    # every layer at the same samples: the layers are the channels of one lookup (weights found once)
+    h = F.grid_sample(heights.reshape(1, nl, *heights.shape[2:]), g.reshape(1, -1, 1, 2), mode="bilinear",
+                      padding_mode="border", align_corners=True)
+    f = z - h.reshape(nl, b, steps, n)                                                   # (L, B, K, N)
+    in_front = f >= 0
+    cross = (in_front[:, :, :-1] & ~in_front[:, :, 1:]).to(dtype)                  # (L, B, K-1, N)
+    # the first crossing k scores steps - k, no crossing 0: a max reduction over k is several times
+    # faster than argmax over a middle axis
+    score = (cross * (steps - torch.arange(steps - 1, device=origins.device, dtype=dtype))[:, None]).amax(dim=2)
+    any_cross = score > 0                                                            # (L, B, N)
+    k = ((steps - score) * any_cross.to(dtype)).long()                              # 0 where none
+    f0 = f.gather(2, k[:, :, None]).squeeze(2)
+    f1 = f.gather(2, k[:, :, None] + 1).squeeze(2)
+    t0, t1 = ts[k], ts[k + 1]
+    o, d = origins[None], directions[None]                                           # (1, B, N, 3)
+    for it in range(refine + 1):
+        diff = f0 - f1
+        ok = (diff.abs() > 1e-12).to(dtype)
+        t = t0 + (t1 - t0) * (f0 / _select(ok, diff, torch.ones_like(diff))).clamp(0.0, 1.0)
+        if it == refine:
+            break
+        p = o + t[..., None] * d
+        ft = p[..., 2] - sample_grid(heights, p[..., :2].reshape(nl, -1, 2), extent).reshape(nl, b, n)
+        in_front = (ft >= 0).to(dtype)
+        t0, f0, t1, f1 = (_select(in_front, t, t0), _select(in_front, ft, f0),
+                          _select(in_front, t1, t), _select(in_front, f1, ft))
+    p = o + t[..., None] * d
+    inside = (p[..., 0].abs() <= extent) & (p[..., 1].abs() <= extent)
+    return p, t, any_cross & inside
 
 
 def intersect_heightfields(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
@@ -40,35 +96,8 @@ def intersect_heightfields(origins: Tensor, directions: Tensor, heights: Tensor,
     Returns points ``(B, L, N, 3)``, depths ``(B, L, N)`` and valid ``(B, L, N)`` (a crossing inside
     [near, far] whose (x, y) lies inside the grid's square).
     """
-    b, n, _ = origins.shape
-    nl = heights.shape[0]
-    ts = torch.linspace(near, far, steps, device=origins.device, dtype=origins.dtype)
-    pts = origins[:, None] + ts[None, :, None, None] * directions[:, None]          # (B, K, N, 3)
-    flat = pts.reshape(1, -1, 3).expand(nl, -1, 3)
-    h = sample_grid(heights, flat[..., :2], extent).reshape(nl, b, steps, n)
-    f = pts[..., 2].unsqueeze(0) - h                                                 # (L, B, K, N)
-    cross = (f[:, :, :-1] >= 0) & (f[:, :, 1:] < 0)
-    any_cross = cross.any(dim=2)                                                     # (L, B, N)
-    k = cross.to(torch.uint8).argmax(dim=2, keepdim=True)                            # first crossing
-    f0 = f.gather(2, k).squeeze(2)
-    f1 = f.gather(2, k + 1).squeeze(2)
-    t0, t1 = ts[k.squeeze(2)], ts[k.squeeze(2) + 1]
-    o = origins[None].expand(nl, -1, -1, -1)                                         # (L, B, N, 3)
-    d = directions[None].expand(nl, -1, -1, -1)
-    for _ in range(refine + 1):
-        denom = torch.where((f0 - f1).abs() > 1e-12, f0 - f1, torch.ones_like(f0))
-        t = t0 + (t1 - t0) * (f0 / denom).clamp(0.0, 1.0)
-        if _ == refine:
-            break
-        p = o + t[..., None] * d
-        ft = p[..., 2] - sample_grid(heights, p[..., :2].reshape(nl, -1, 2), extent).reshape(nl, b, n)
-        in_front = ft >= 0
-        t0, f0 = torch.where(in_front, t, t0), torch.where(in_front, ft, f0)
-        t1, f1 = torch.where(in_front, t1, t), torch.where(in_front, f1, ft)
-    p = o + t[..., None] * d
-    inside = (p[..., 0].abs() <= extent) & (p[..., 1].abs() <= extent)
-    valid = any_cross & inside
-    return p.permute(1, 0, 2, 3), t.permute(1, 0, 2), valid.permute(1, 0, 2)
+    p, t, valid = intersect_layers(origins, directions, heights, extent, near, far, steps, refine)
+    return p.transpose(0, 1), t.transpose(0, 1), valid.transpose(0, 1)
 
 
 def sample_textures(textures: Tensor, points: Tensor, extent: float) -> tuple[Tensor, Tensor]:

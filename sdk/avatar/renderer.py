@@ -3,6 +3,11 @@
 Per frame: rays on a grid at 1/``lowres_factor`` of the output resolution are intersected with the
 cached height fields, the hit points are upsampled bilinearly to every pixel, the textures are
 sampled there and the layers composited front to back (paper eq. 3).
+
+``render_cache`` is the one code path of the torch and the ONNX back ends (``onnx_export`` traces it):
+static loops over the layers, no sort/scatter/in-place writes, no data-dependent shapes. It works
+layers first, ``(L, [C,] B, H, W)``, so that every per-layer lookup is one batched ``grid_sample``
+and no layout copies are needed between the steps.
 """
 from __future__ import annotations
 
@@ -10,16 +15,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
-from gramcast.avatar.heightfield import intersect_heightfields, sample_textures
+from gramcast.avatar.heightfield import intersect_layers
 from gramcast.device import resolve_device
-from gramcast.model.intersection import coarse_rays, upsample_hits
-from gramcast.model.renderers import composite
+from gramcast.model.intersection import lowres_pixel_positions
 
-__all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings"]
+__all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
+           "upsample_layer_hits"]
+
+
+#: CPU renders go in chunks of frames of at most this many layer-pixels (layers x height x width).
+CPU_CHUNK_LAYER_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -41,30 +51,99 @@ class RenderResult:
     depth: Tensor
 
 
+def composite_layers(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Front-to-back compositing (paper eq. 3) of a small, static number of layers, export-friendly.
+
+    Layers first: alpha, depth, valid ``(L, *S)``, rgb ``(L, C, *S)``. Returns rgb ``(C, *S)``, alpha and
+    depth ``(*S)``: the results of ``gramcast.model.renderers.composite`` (layers in depth order along
+    every ray, ties in layer order, invalid layers contributing nothing), to float rounding.
+
+    No sort, gather or scatter: the transmittance in front of layer i, prod (1 - a_j) over the layers
+    j in front of it, is built from one depth comparison per pair of layers. The loop over i is
+    unrolled (L is the avatar's layer count, fixed when traced); step i compares layer i with all
+    later layers at once, finishes T_i and passes i's factor on to the later layers.
+    """
+    nl = alpha.shape[0]
+    dtype = alpha.dtype
+    vf = valid.to(dtype)
+    a = alpha * vf
+    t = depth * vf                  # invalid layers have a = 0: their depth and order do not matter
+    if nl == 1:
+        return rgb[0] * a, a[0], (a[0] * t[0]) / a[0].clamp_min(1e-8)
+    one = torch.ones((), dtype=dtype, device=alpha.device)
+    pending: Tensor | None = None          # (L - i, *S): products so far of the layers not yet finished
+    total = out_rgb = depth_sum = None
+    # In-place steps only on arrays made in the same step (fewer fresh arrays per frame; each costs page
+    # faults on CPU). 1 - x is computed as -x + 1: the same float.
+    for i in range(nl):
+        if i < nl - 1:
+            later_first = (t[i + 1:] < t[i]).to(dtype)         # ties keep the layer order: i first
+            own = torch.addcmul(one, a[i + 1:], later_first, value=-1.0).prod(0)    # 1 - a_j where j is in front
+            w = own if pending is None else own.mul_(pending[0])
+            passed = later_first.neg_().add_(1.0).mul_(a[i]).neg_().add_(1.0)      # 1 - a_i where i is in front
+            pending = passed if pending is None else passed.mul_(pending[1:])
+        else:
+            w = pending[0]
+        w = w * a[i]                                                                # T_i a_i
+        if total is None:
+            total, out_rgb, depth_sum = w, rgb[i] * w, w * t[i]
+        else:
+            total = total + w
+            out_rgb = torch.addcmul(out_rgb, rgb[i], w)
+            depth_sum = torch.addcmul(depth_sum, w, t[i])
+    return out_rgb, total, depth_sum / total.clamp_min(1e-8)
+
+
+def upsample_layer_hits(points: Tensor, valid: Tensor, size: tuple[int, int], height: int, width: int,
+                        threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """``gramcast.model.intersection.upsample_hits`` in the renderer's layout: coarse hits
+    ``(L, B, h*w, 3)`` / ``(L, B, h*w)`` -> points ``(L, 3, B, H, W)`` (channels first) and valid
+    ``(L, B, H, W)``. Same values at the valid pixels; invalid pixels hold some point (unused). One
+    interpolation for all layers, coordinates and validity together."""
+    nl, b = valid.shape[:2]
+    vf = valid.to(points.dtype)[:, None]                                   # (L, 1, B, N)
+    coarse = torch.cat([points.permute(0, 3, 1, 2) * vf, vf], 1)           # (L, 4, B, N)
+    up = F.interpolate(coarse.reshape(nl, 4 * b, *size), size=(height, width), mode="bilinear",
+                       align_corners=True).reshape(nl, 4, b, height, width)
+    cover = up[:, 3]
+    # >= threshold where valid: dividing by the clamped cover is upsample_hits' division there
+    return up[:, :3] / cover.clamp_min(threshold).unsqueeze(1), cover >= threshold
+
+
 def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor, resolution: int,
                  settings: RenderSettings = RenderSettings()) -> tuple[Tensor, Tensor, Tensor]:
     """heights ``(L, 1, G, G)``, textures ``(L, 4, T, T)``, poses ``(B, 2)`` -> rgb ``(B, 3, H, W)``,
-    alpha and depth ``(B, 1, H, W)``."""
+    alpha and depth ``(B, 1, H, W)``.
+
+    The one code path of both back ends: the ONNX model is this function traced.
+    """
     b = poses.shape[0]
-    origins, dirs = camera.generate_rays(camera.pose_to_c2w(poses), resolution, resolution)   # (B, H, W, 3)
-    factor = max(1, settings.lowres_factor)
-    if factor > 1:
-        o_lr, d_lr = coarse_rays(origins, dirs, factor)
-    else:
-        o_lr, d_lr = origins, dirs
-    h, w = o_lr.shape[1:3]
-    margin = 0.02  # the background layer sits exactly at the far bound when seen frontally
-    pts, _, valid = intersect_heightfields(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
-                                           camera.RAY_NEAR - margin, camera.RAY_FAR + margin,
-                                           settings.steps, settings.refine)
     nl = heights.shape[0]
-    pts, valid = pts.reshape(b, nl, h, w, 3), valid.reshape(b, nl, h, w)
+    c2w = camera.pose_to_c2w(poses)
+    factor = max(1, settings.lowres_factor)
+    if factor > 1:   # the coarse rays directly (exact, where interpolating the full-resolution rays is not)
+        uv = lowres_pixel_positions(resolution, resolution, factor, device=poses.device, dtype=poses.dtype)
+    else:
+        uv = camera.pixel_grid(resolution, resolution, device=poses.device, dtype=poses.dtype)
+    h, w = uv.shape[:2]
+    o_lr, d_lr = camera.rays_through_pixels(c2w, uv, resolution, resolution)    # (B, h, w, 3)
+    margin = 0.02  # the background layer sits exactly at the far bound when seen frontally
+    pts, _, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
+                                     camera.RAY_NEAR - margin, camera.RAY_FAR + margin,
+                                     settings.steps, settings.refine)           # (L, B, N, 3), (L, B, N)
     if factor > 1:
-        pts, valid = upsample_hits(pts, valid, resolution, resolution)
-    depth = (pts - origins.unsqueeze(1)).square().sum(-1).sqrt()
-    rgb, alpha = sample_textures(textures, pts, extent)
-    comp = composite(rgb, alpha, depth, valid)
-    return comp.rgb.permute(0, 3, 1, 2), comp.alpha[:, None], comp.depth[:, None]
+        xyz, valid = upsample_layer_hits(pts, valid, (h, w), resolution, resolution)
+    else:
+        xyz, valid = pts.permute(0, 3, 1, 2).reshape(nl, 3, b, h, w), valid.reshape(nl, b, h, w)
+    centre = c2w[:, :3, 3].transpose(0, 1)[:, :, None, None]                   # (3, B, 1, 1): every ray's origin
+    depth = (xyz - centre).square_().sum(1).sqrt_()                              # (L, B, H, W)
+    # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
+    grid = torch.stack([xyz[:, 0] * (1.0 / extent), xyz[:, 1] * (-1.0 / extent)], -1)   # grid_coordinates
+    grid = grid.reshape(nl, b * resolution, resolution, 2)
+    rgba = F.grid_sample(textures, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    rgba = rgba.reshape(nl, 4, b, resolution, resolution)
+    rgb, alpha, depth = composite_layers(rgba[:, :3], rgba[:, 3], depth, valid)
+    return rgb.transpose(0, 1).contiguous(), alpha.unsqueeze(1), depth.unsqueeze(1)
 
 
 class CachedRenderModule(nn.Module):
@@ -86,8 +165,9 @@ class Renderer:
     """``Renderer(avatar).render(poses, resolution)``: batched renders of a cached avatar.
 
     backend ``"torch"`` (CPU or CUDA, ``device="auto"``) or ``"onnx"`` (onnxruntime; CUDA provider
-    where ``onnxruntime-gpu`` is installed). Thread-safe for concurrent ``render`` calls on the torch
-    back end (no state changes after construction).
+    where ``onnxruntime-gpu`` is installed, unless ``device="cpu"``; the model is ``render_cache``
+    exported per resolution on first use, see ``gramcast.avatar.onnx_export``). Both back ends run the
+    same code. Thread-safe for concurrent ``render`` calls.
     """
 
     def __init__(self, avatar: Avatar, device: str | torch.device = "auto", backend: str = "torch",
@@ -97,9 +177,14 @@ class Renderer:
         self.avatar = avatar
         self.backend = backend
         self.settings = settings
+        self.requested_device = device
         self.device = resolve_device(device)
         self._modules: dict[int, CachedRenderModule] = {}
-        self._sessions: dict[int, object] = {}
+        self._onnx = None            # gramcast.avatar.onnx_export.OnnxRenderer, made on first onnx render
+        if backend == "onnx":
+            from gramcast.avatar.onnx_export import require_onnxruntime
+
+            require_onnxruntime()    # a clear error now, not at the first frame
 
     def _module(self, resolution: int) -> CachedRenderModule:
         mod = self._modules.get(resolution)
@@ -117,8 +202,17 @@ class Renderer:
 
             rgb, alpha, depth = run_onnx(self, p.numpy(), resolution)
             return RenderResult(torch.from_numpy(rgb), torch.from_numpy(alpha), torch.from_numpy(depth))
-        rgb, alpha, depth = self._module(resolution)(p.to(self.device))
-        return RenderResult(rgb, alpha, depth)
+        mod = self._module(resolution)
+        p = p.to(self.device)
+        chunk = p.shape[0]
+        if self.device.type == "cpu":
+            # a frame's temporaries are ~60 arrays of layers x pixels: big batches leave the caches and
+            # make the allocator map fresh pages for every array; frames in chunks ran up to 2x faster
+            chunk = max(1, CPU_CHUNK_LAYER_PIXELS // (self.avatar.num_layers * resolution * resolution))
+        if chunk >= p.shape[0]:
+            return RenderResult(*mod(p))
+        parts = [mod(c) for c in p.split(chunk)]
+        return RenderResult(*(torch.cat(x) for x in zip(*parts)))
 
     def render_rgba(self, yaw_pitch, resolution: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """One frame as straight (not premultiplied) colour ``(H, W, 3)`` uint8 and alpha ``(H, W)`` float32."""

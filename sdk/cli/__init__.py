@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "gramcast.cli.demo_cmd",
     "gramcast.cli.face_cmd",
     "gramcast.cli.avatar_cmd",
+    "gramcast.cli.onnx_cmd",
     # Plug-ins from the server and training packages: the SDK never imports them otherwise.
     "gramcast.server.cli",
     "gramcast.training.evaluate_cmd",

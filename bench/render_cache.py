@@ -1,0 +1,263 @@
+"""The cached avatar renderer against the full GRAM model, torch against onnxruntime, in one run.
+
+    python bench/render_cache.py [--sizes 256 512] [--batches 1 8] [--threads N] [--device auto]
+                                 [--tune-malloc] [--quick] [--json out.json]
+
+Avatars: the sample portrait enrolled with the mesh method (1 layer; its enrollment is timed, first call
+with model loading and a warm call), and bakes of a ``tiny`` and a ``small`` preset GRAMModel (12 and 24
+layers; random weights: the speed does not depend on them). For every avatar, output size and batch:
+
+  * ``torch``: ``Renderer(avatar).render(poses, size)`` (``render_cache``),
+  * ``onnx``: the same function exported to ONNX and run by onnxruntime (``OnnxRenderer``),
+  * ``full``: for the bakes, ``GRAMModel.render(ws, poses, size)`` of the model that was baked (tri-plane
+    synthesis, ray/manifold intersections at 1/4 resolution, the decoder at every hit, compositing),
+
+as frames per second: the batch over the fastest of the repeated calls (the figure least disturbed by other
+processes on a shared machine; the median is printed beside it), with the ratios cached vs full model and
+onnx vs torch from those. Each measurement repeats its call until ``--repeats`` calls or ``--budget``
+seconds, whichever comes first (at least one call, two for the full model, after a warm-up call). CPU runs use
+``--threads`` intra-op threads for torch and onnxruntime alike (default: torch's default); CUDA runs are
+added where a GPU is available. Goals checked at the end: >= 30 frames/s at 256² for one stream (batch 1,
+the enrolled avatar) on the CPU, and the cached renderer >= 50x faster than the full model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sdk" / "assets" / "sample_portrait.png"
+GOAL_FPS_256 = 30.0
+GOAL_SPEEDUP = 50.0
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def tune_malloc() -> bool:
+    """glibc: serve blocks up to 32 MB from the heap and keep up to 256 MB of freed heap (no return to the
+    OS), so the renderer's per-frame arrays reuse resident pages instead of faulting fresh ones in. What a
+    serving process can do at start (or with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:
+    glibc.malloc.trim_threshold=268435456)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 32 << 20) and libc.mallopt(-1, 256 << 20))  # M_MMAP_ / M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+def time_calls(fn, dev: torch.device, repeats: int, budget_s: float, warmup: bool = True) -> dict:
+    """Median and best seconds of one call of ``fn``."""
+    if warmup:
+        fn()
+        _sync(dev)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(times), "best_s": min(times), "calls": len(times)}
+
+
+def poses_for(batch: int) -> np.ndarray:
+    yaw = np.linspace(-0.4, 0.4, batch) if batch > 1 else np.array([0.2])
+    return np.stack([yaw, 0.1 * np.ones_like(yaw)], -1).astype(np.float32)
+
+
+def make_avatars() -> tuple[list[dict], dict]:
+    """The enrolled sample (timed) and the tiny/small bakes with their models."""
+    import gramcast
+    from gramcast.avatar import bake_model
+    from gramcast.model import GRAMModel
+
+    t = time.perf_counter()
+    enrolled = gramcast.enroll(SAMPLE, device="cpu")
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    enrolled = gramcast.enroll(SAMPLE, device="cpu")
+    warm = time.perf_counter() - t
+    enroll = {"method": "mesh", "image": SAMPLE.name, "first_call_s": round(first, 2), "warm_s": round(warm, 2),
+              "layers": enrolled.num_layers, "texture_resolution": enrolled.texture_resolution}
+    avatars = [{"name": "enrolled (mesh)", "avatar": enrolled, "model": None, "ws": None}]
+    for preset in ("tiny", "small"):
+        torch.manual_seed(0)
+        model = GRAMModel.from_config(preset).eval().requires_grad_(False)
+        ws = model.sample_ws(1, seed=0)
+        t = time.perf_counter()
+        avatar = bake_model(model, ws)                               # geometry 128², textures 256²
+        avatars.append({"name": f"{preset} bake", "avatar": avatar, "model": model, "ws": ws, "preset": preset,
+                        "bake_s": round(time.perf_counter() - t, 2)})
+    return avatars, enroll
+
+
+def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
+    from gramcast.avatar import Renderer
+    from gramcast.avatar.onnx_export import OnnxRenderer, default_providers
+
+    rows = []
+    onnx_providers = default_providers(dev)
+    if dev.type == "cuda" and onnx_providers[0] != "CUDAExecutionProvider":
+        onnx_providers = None                     # no CUDA onnxruntime: the CPU numbers stand for it
+    for entry in avatars:
+        avatar = entry["avatar"]
+        torch_r = Renderer(avatar, device=dev)
+        onnx_r = OnnxRenderer(avatar, providers=onnx_providers, threads=args.threads) if onnx_providers else None
+        model = entry["model"].to(dev) if entry["model"] is not None else None
+        ws = entry["ws"].to(dev) if entry["ws"] is not None else None
+        for res in args.sizes:
+            export_s = None
+            if onnx_r is not None:
+                t = time.perf_counter()
+                onnx_r.session(res)
+                export_s = time.perf_counter() - t
+            for batch in args.batches:
+                p = poses_for(batch)
+                pt = torch.from_numpy(p)
+                row = {"device": str(dev), "avatar": entry["name"], "layers": avatar.num_layers,
+                       "resolution": res, "batch": batch}
+                tt = time_calls(lambda: torch_r.render(pt, res), dev, args.repeats, args.budget)
+                row["torch_fps"] = batch / tt["best_s"]
+                row["torch_median_fps"] = batch / tt["median_s"]
+                if onnx_r is not None:
+                    to = time_calls(lambda: onnx_r.render(p, res), torch.device("cpu"), args.repeats, args.budget)
+                    row["onnx_fps"] = batch / to["best_s"]
+                    row["onnx_median_fps"] = batch / to["median_s"]
+                    row["onnx_over_torch"] = row["onnx_fps"] / row["torch_fps"]
+                    row["onnx_export_and_session_s"] = round(export_s, 2)
+                if model is not None:
+                    def full():
+                        with torch.no_grad():
+                            model.render(ws, pt.to(dev), resolution=res)
+                    # one call of the full model takes seconds: no warm-up call beyond the first size
+                    tf = time_calls(full, dev, max(2, args.repeats // 4), args.budget,
+                                    warmup=(res == args.sizes[0] and batch == args.batches[0]))
+                    row["full_fps"] = batch / tf["best_s"]
+                    row["full_median_fps"] = batch / tf["median_s"]
+                    row["cached_over_full"] = row["torch_fps"] / row["full_fps"]
+                rows.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+                print_row(rows[-1])
+        if model is not None:
+            entry["model"].to("cpu")
+    return rows
+
+
+HEADER = (f"{'device':>6} {'avatar':>16} {'L':>3} {'size':>5} {'batch':>5} | {'torch fps':>9} {'(median)':>8} "
+          f"{'onnx fps':>9} {'(median)':>8} {'onnx/torch':>10} | {'full fps':>9} {'(median)':>8} {'cached/full':>11}")
+
+
+def print_row(r: dict) -> None:
+    def f(key, fmt, suffix=""):
+        return format(r[key], fmt) + suffix if key in r else "-"
+    print(f"{r['device']:>6} {r['avatar']:>16} {r['layers']:>3} {r['resolution']:>5} {r['batch']:>5} | "
+          f"{f('torch_fps', '.1f'):>9} {f('torch_median_fps', '.1f'):>8} {f('onnx_fps', '.1f'):>9} "
+          f"{f('onnx_median_fps', '.1f'):>8} {f('onnx_over_torch', '.2f', 'x'):>10} | "
+          f"{f('full_fps', '.2f'):>9} {f('full_median_fps', '.2f'):>8} {f('cached_over_full', '.0f', 'x'):>11}",
+          flush=True)
+
+
+def goals(rows: list[dict]) -> dict:
+    cpu = [r for r in rows if r["device"] == "cpu"]
+    stream = [r for r in cpu if r["avatar"].startswith("enrolled") and r["resolution"] == 256 and r["batch"] == 1]
+    speedups = [r["cached_over_full"] for r in rows if "cached_over_full" in r]
+    out = {}
+    if stream:
+        out["cpu_fps_256_one_stream"] = stream[0]["torch_fps"]
+        out["cpu_fps_256_one_stream_goal_met"] = stream[0]["torch_fps"] >= GOAL_FPS_256
+    bakes_256 = [r for r in cpu if "bake" in r["avatar"] and r["resolution"] == 256 and r["batch"] == 1]
+    for r in bakes_256:
+        out[f"cpu_fps_256_{r['avatar'].split()[0]}_bake"] = r["torch_fps"]
+    if speedups:
+        out["min_cached_over_full"] = min(speedups)
+        out["cached_over_full_goal_met"] = min(speedups) >= GOAL_SPEEDUP
+    # the product case: an enrolled one-layer avatar against rendering the smallest full model
+    for r in stream:
+        full = [f for f in cpu if f["avatar"] == "tiny bake" and f["resolution"] == 256 and f["batch"] == 1
+                and "full_fps" in f]
+        if full:
+            out["enrolled_over_full_tiny_256"] = r["torch_fps"] / full[0]["full_fps"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--repeats", type=int, default=20, help="calls per measurement at most (default 20)")
+    ap.add_argument("--budget", type=float, default=2.0, help="seconds per measurement at most (default 2)")
+    ap.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: torch's)")
+    ap.add_argument("--device", default="auto", help="auto: the CPU, and CUDA too where available; or cpu / cuda")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and a shorter budget (about a minute)")
+    ap.add_argument("--tune-malloc", action="store_true",
+                    help="keep freed memory resident in glibc's heap (see tune_malloc); the default allocator "
+                         "returns big blocks to the OS and every frame faults them in again")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    malloc_tuned = tune_malloc() if args.tune_malloc else False
+    if args.quick:
+        args.repeats, args.budget = 5, 0.5
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = args.threads or torch.get_num_threads()
+    devices = [torch.device("cpu")]
+    if args.device in ("auto", "cuda") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here: CPU only")
+    if args.device == "cuda" and torch.cuda.is_available():
+        devices = [torch.device("cuda")]
+
+    import onnxruntime as ort
+
+    torch.set_grad_enabled(False)
+    t0 = time.perf_counter()
+    avatars, enroll = make_avatars()
+    print(f"torch {torch.__version__}, {args.threads} CPU threads ({platform.processor() or platform.machine()}), "
+          f"onnxruntime {ort.__version__} {ort.get_available_providers()}, "
+          f"repeats <= {args.repeats} / {args.budget:.1f} s per measurement, "
+          f"malloc {'tuned' if malloc_tuned else 'default'}")
+    print(f"enrollment (mesh method, {SAMPLE.name}): first call {enroll['first_call_s']:.2f} s "
+          f"(loading the face and matting models included), warm call {enroll['warm_s']:.2f} s")
+    print("bakes: " + ", ".join(f"{a['name']} {a['avatar'].num_layers} layers in {a['bake_s']:.1f} s"
+                                for a in avatars if "bake_s" in a))
+    print(HEADER)
+    rows = []
+    for dev in devices:
+        rows += bench_device(dev, avatars, args)
+    g = goals(rows)
+    if "cpu_fps_256_one_stream" in g:
+        print(f"goal: >= {GOAL_FPS_256:.0f} frames/s at 256² for one stream on the CPU ({args.threads} thread(s)): "
+              f"{g['cpu_fps_256_one_stream']:.1f} ({'met' if g['cpu_fps_256_one_stream_goal_met'] else 'NOT met'}); "
+              "multi-layer bakes: " + ", ".join(f"{k.split('_')[3]} {v:.1f}" for k, v in g.items() if k.endswith("_bake")))
+    if "min_cached_over_full" in g:
+        print(f"goal: cached >= {GOAL_SPEEDUP:.0f}x faster than the full model: smallest ratio "
+              f"{g['min_cached_over_full']:.0f}x ({'met' if g['cached_over_full_goal_met'] else 'NOT met'})")
+    if "enrolled_over_full_tiny_256" in g:
+        print(f"enrolled 1-layer avatar vs the full tiny model at 256², batch 1: {g['enrolled_over_full_tiny_256']:.0f}x")
+    result = {"benchmark": "render_cache", "torch": torch.__version__, "onnxruntime": ort.__version__,
+              "threads": args.threads, "repeats": args.repeats, "budget_s": args.budget, "quick": args.quick,
+              "malloc_tuned": malloc_tuned,
+              "enrollment": enroll, "bakes": {a["name"]: a["bake_s"] for a in avatars if "bake_s" in a},
+              "rows": rows, "goals": g, "wall_s": round(time.perf_counter() - t0, 1)}
+    print(f"total {result['wall_s']:.0f} s")
+    print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

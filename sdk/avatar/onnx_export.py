@@ -1,0 +1,287 @@
+"""The cached renderer as an ONNX model, and the onnxruntime back end of ``Renderer``.
+
+``export_onnx(avatar, "me.onnx", resolution=256)`` writes ``render_cache`` traced by torch's TorchScript
+exporter (``dynamo=False``, opset 17) for one output resolution, the avatar's height fields and textures
+inside as constants:
+
+* input ``poses``: ``(batch, 2)`` float32, (yaw, pitch) in radians (``gramcast.camera`` conventions);
+* outputs ``rgb`` ``(batch, 3, H, W)`` in [-1, 1] premultiplied by alpha, ``alpha`` and ``depth``
+  ``(batch, 1, H, W)``; the batch axis is dynamic.
+
+The torch back end runs the same function, so the two agree to float rounding (tests/test_avatar_onnx.py
+states the bound). The model's ``metadata_props`` say what it is: ``format`` (``gramcast-avatar-onnx``),
+``format_version``, ``resolution``, ``settings``, ``layers``, ``extent``, ``camera`` and the avatar's
+``avatar_format``/``avatar_format_version``/``meta`` (JSON where structured).
+
+``OnnxRenderer`` renders with onnxruntime (CUDAExecutionProvider first where ``onnxruntime-gpu`` provides
+it, else CPU), one cached InferenceSession per resolution, exported into memory on first use.
+``Renderer(avatar, backend="onnx")`` uses it through ``run_onnx``.
+
+Exporting needs neither the ``onnx`` nor the ``onnxscript`` package: where ``onnx`` is not installed,
+the one exporter step that imports it (adding onnxscript custom functions, of which this model has
+none) is skipped.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gramcast.avatar.avatar import FORMAT_NAME as AVATAR_FORMAT_NAME
+from gramcast.avatar.avatar import FORMAT_VERSION as AVATAR_FORMAT_VERSION
+from gramcast.avatar.avatar import Avatar, camera_conventions
+from gramcast.avatar.renderer import CachedRenderModule, RenderSettings
+from gramcast.errors import GramcastError
+
+__all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "FORMAT_NAME",
+           "FORMAT_VERSION", "OPSET", "INPUT_NAMES", "OUTPUT_NAMES"]
+
+FORMAT_NAME = "gramcast-avatar-onnx"
+FORMAT_VERSION = 1
+OPSET = 17                       # GridSample (bilinear, border, align_corners) needs 16
+INPUT_NAMES = ["poses"]
+OUTPUT_NAMES = ["rgb", "alpha", "depth"]
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
+
+_EXPORT_LOCK = threading.Lock()   # the exporter keeps global state; one export at a time
+_SESSION_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------- export
+def _check_resolution(resolution) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise GramcastError(f"resolution must be a whole number of pixels, got {resolution!r}")
+    if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
+        raise GramcastError(f"resolution {resolution} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels")
+    return int(resolution)
+
+
+@contextlib.contextmanager
+def _exporter_without_onnx_package():
+    """The TorchScript exporter imports ``onnx`` for one step only: inserting onnxscript custom
+    functions into the model (it parses and re-serialises the model even when there are none). Our
+    graph has only standard ops, so where ``onnx`` is absent that step is the identity."""
+    if importlib.util.find_spec("onnx") is not None:
+        yield
+        return
+    try:
+        from torch.onnx._internal.torchscript_exporter import onnx_proto_utils
+    except ImportError:   # another torch layout: let the exporter say what it needs
+        yield
+        return
+    original = getattr(onnx_proto_utils, "_add_onnxscript_fn", None)
+    if original is None:
+        yield
+        return
+    onnx_proto_utils._add_onnxscript_fn = lambda model_bytes, custom_opsets: model_bytes
+    try:
+        yield
+    finally:
+        onnx_proto_utils._add_onnxscript_fn = original
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def add_metadata(model_bytes: bytes, props: dict[str, str]) -> bytes:
+    """Append ``metadata_props`` entries (ModelProto field 14, StringStringEntryProto key = 1, value = 2)
+    to a serialised ONNX model. Protobuf merges concatenated messages and appends repeated fields, so
+    this is the model with these entries added (no ``onnx`` package needed)."""
+    extra = b"".join(
+        _length_delimited(14, _length_delimited(1, str(k).encode()) + _length_delimited(2, str(v).encode()))
+        for k, v in props.items())
+    return model_bytes + extra
+
+
+def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings) -> dict[str, str]:
+    from gramcast import __version__
+
+    return {
+        "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "gramcast_version": __version__,
+        "resolution": str(resolution), "layers": str(avatar.num_layers), "extent": repr(float(avatar.extent)),
+        "settings": json.dumps({"lowres_factor": settings.lowres_factor, "steps": settings.steps,
+                                "refine": settings.refine}),
+        "camera": json.dumps(camera_conventions()),
+        "inputs": "poses (batch, 2) float32: yaw, pitch in radians",
+        "outputs": "rgb (batch, 3, H, W) in [-1, 1] premultiplied by alpha; alpha, depth (batch, 1, H, W)",
+        "avatar_format": AVATAR_FORMAT_NAME, "avatar_format_version": str(AVATAR_FORMAT_VERSION),
+        "meta": json.dumps(avatar.meta, ensure_ascii=False, default=str),
+    }
+
+
+def export_onnx_bytes(avatar: Avatar, resolution: int = 256, settings: RenderSettings = RenderSettings()) -> bytes:
+    """The serialised ONNX model of ``avatar`` rendered at ``resolution`` x ``resolution`` (see the module doc)."""
+    resolution = _check_resolution(resolution)
+    module = CachedRenderModule(avatar, resolution, settings).eval()
+    example = torch.zeros(2, 2)
+    example[1] = torch.tensor([0.3, -0.1])
+    buf = io.BytesIO()
+    with _EXPORT_LOCK, _exporter_without_onnx_package(), warnings.catch_warnings(), torch.no_grad():
+        # tracer notes on constants (camera grids, the layer count) are expected: all are static
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        try:
+            torch.onnx.export(module, (example,), buf, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                              dynamic_axes={name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES},
+                              opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        except Exception as exc:
+            raise GramcastError(f"ONNX export failed ({type(exc).__name__}: {exc}); this torch "
+                                f"({torch.__version__}) may lack the TorchScript exporter") from exc
+    return add_metadata(buf.getvalue(), model_metadata(avatar, resolution, settings))
+
+
+def export_onnx(avatar: Avatar, path: str | Path, resolution: int = 256,
+                settings: RenderSettings = RenderSettings()) -> Path:
+    """Write ``avatar``'s renderer at ``resolution`` to ``path`` (atomically: a reader never sees a
+    half-written file). Returns the path."""
+    from gramcast.media_io import atomic_output
+
+    path = Path(path)
+    with atomic_output(path) as tmp:        # checks the folder before any work
+        tmp.write_bytes(export_onnx_bytes(avatar, resolution, settings))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ onnxruntime
+def require_onnxruntime():
+    """The ``onnxruntime`` module, or a ``GramcastError`` that says how to get it."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise GramcastError("the onnx back end needs onnxruntime: pip install onnxruntime "
+                            "(or onnxruntime-gpu for CUDA), or use backend='torch'") from exc
+    return onnxruntime
+
+
+def default_providers(device: str | torch.device | None = "auto") -> list[str]:
+    """CUDAExecutionProvider first where onnxruntime has it (unless ``device`` asks for the CPU), then CPU."""
+    ort = require_onnxruntime()
+    available = ort.get_available_providers()
+    want_cuda = device is None or str(device) == "auto" or torch.device(device).type == "cuda"
+    providers = ["CUDAExecutionProvider"] if want_cuda and "CUDAExecutionProvider" in available else []
+    return providers + ["CPUExecutionProvider"]
+
+
+def read_metadata(session) -> dict[str, str]:
+    """The ``metadata_props`` of a loaded model (an ``InferenceSession``)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+class OnnxRenderer:
+    """onnxruntime renders of one avatar.
+
+    ``OnnxRenderer(avatar).render(poses, resolution)`` -> numpy ``(rgb, alpha, depth)``; one session per
+    resolution, exported into memory on first use and kept. ``OnnxRenderer.from_file("me.onnx")`` serves
+    an exported file (its one resolution). ``threads``: onnxruntime's intra-op threads (default: its own
+    choice, the physical cores). Thread-safe: sessions are built once under a lock and onnxruntime
+    sessions may run concurrently.
+    """
+
+    def __init__(self, avatar: Avatar | None = None, settings: RenderSettings = RenderSettings(),
+                 device: str | torch.device | None = "auto", providers: list[str] | None = None,
+                 threads: int | None = None):
+        self.ort = require_onnxruntime()
+        self.avatar = avatar
+        self.settings = settings
+        self.providers = list(providers) if providers else default_providers(device)
+        self.threads = threads
+        self._sessions: dict[int, object] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str | torch.device | None = "auto",
+                  providers: list[str] | None = None, threads: int | None = None) -> "OnnxRenderer":
+        path = Path(path)
+        if not path.is_file():
+            raise GramcastError(f"ONNX model {path} does not exist: write one with `gramcast export-onnx AVATAR.gca -o {path}`")
+        r = cls(None, device=device, providers=providers, threads=threads)
+        try:
+            session = r._new_session(path.read_bytes())
+        except GramcastError:
+            raise
+        except Exception as exc:
+            raise GramcastError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
+        meta = read_metadata(session)
+        if meta.get("format") != FORMAT_NAME:
+            raise GramcastError(f"{path} is an ONNX model but not a gramcast avatar renderer "
+                                f"(format {meta.get('format')!r}); export one with `gramcast export-onnx`")
+        r._sessions[int(meta["resolution"])] = session
+        return r
+
+    def _new_session(self, model: bytes):
+        opts = self.ort.SessionOptions()
+        opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+        opts.log_severity_level = 3          # no per-node placement chatter
+        return self.ort.InferenceSession(model, sess_options=opts, providers=self.providers)
+
+    @property
+    def resolutions(self) -> list[int]:
+        return sorted(self._sessions)
+
+    def session(self, resolution: int):
+        """The InferenceSession for ``resolution`` (exported and built on first use)."""
+        s = self._sessions.get(resolution)
+        if s is not None:
+            return s
+        if self.avatar is None:
+            raise GramcastError(f"this ONNX model renders at {self.resolutions} pixels only, not {resolution}: "
+                                f"export one at {resolution} (`gramcast export-onnx --resolution {resolution}`)")
+        resolution = _check_resolution(resolution)
+        with _SESSION_LOCK:
+            s = self._sessions.get(resolution)
+            if s is None:
+                s = self._new_session(export_onnx_bytes(self.avatar, resolution, self.settings))
+                self._sessions[resolution] = s
+        return s
+
+    def render(self, poses, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """poses: ``(B, 2)`` (yaw, pitch) in radians (or one pair). Returns float32 rgb ``(B, 3, H, W)``
+        (premultiplied), alpha and depth ``(B, 1, H, W)``. ``resolution`` may be left out for a model
+        loaded from a file."""
+        if resolution is None:
+            if len(self._sessions) != 1 or self.avatar is not None:
+                raise GramcastError("give the resolution to render at")
+            resolution = self.resolutions[0]
+        p = np.ascontiguousarray(np.asarray(poses, dtype=np.float32))
+        if p.ndim == 1:
+            p = p[None]
+        if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] < 1:
+            raise ValueError(f"a pose is (yaw, pitch) in radians; got shape {p.shape}")
+        rgb, alpha, depth = self.session(resolution).run(OUTPUT_NAMES, {INPUT_NAMES[0]: p})
+        return rgb, alpha, depth
+
+
+def run_onnx(renderer, poses: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Renderer.render`` on the onnx back end: the renderer's ``OnnxRenderer`` (made on first use,
+    on the renderer's device) renders ``poses`` ``(B, 2)`` float32 at ``resolution``."""
+    onnx = getattr(renderer, "_onnx", None)
+    if onnx is None:
+        with _SESSION_LOCK:
+            onnx = getattr(renderer, "_onnx", None)
+            if onnx is None:
+                onnx = OnnxRenderer(renderer.avatar, renderer.settings,
+                                    device=getattr(renderer, "requested_device", "auto"))
+                renderer._onnx = onnx
+    return onnx.render(poses, resolution)
