@@ -247,3 +247,23 @@ def test_prepare_faces_writes_a_dataset_and_lists_what_it_skipped(tmp_path):
     assert skipped["broken.jpg"].startswith("InvalidImageError")
     assert skipped["wall.png"].startswith("FaceNotFoundError")
     assert InvalidImageError  # the typed error named in the listing
+
+
+def test_tracker_takes_av_video_frames_and_their_timestamps():
+    import fractions
+
+    import av
+
+    portrait = load_image(PHOTOS[1])
+    frame_rgb, _ = _frame_from_portrait(portrait, 10.0, 0.7, (320, 240))
+    with FaceMesh(static=True) as still:
+        expected = detect_and_align(frame_rgb, mesh=still).pose
+    with HeadTracker() as tracker:
+        for i in range(3):
+            vf = av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")
+            vf.pts, vf.time_base = i * 3000, fractions.Fraction(1, 90000)
+            out = tracker.update(vf)
+        assert out.timestamp == pytest.approx(2 * 3000 / 90000)
+        assert out.face_found and abs(out.pose.roll - expected.roll) < 2 * DEG
+    with pytest.raises(TypeError, match="RGB uint8 array or an av.VideoFrame"):
+        HeadTracker().update("not a frame")
