@@ -94,6 +94,9 @@ def test_baked_model_renders_like_the_full_model():
     model = GRAMModel.from_config("tiny").eval()
     with torch.no_grad():   # bend the manifolds and strengthen colours so the test has texture
         torch.nn.init.normal_(model.manifold.out.weight, std=0.01)
+        # push the outermost shell's cap in front of the rays' near bound, as trained fields do:
+        # the cache must not show what the model's own rays never reach
+        model.manifold.out.bias.fill_(-0.012)
         for p in model.decoder.parameters():
             p.mul_(3.0)
     ws = model.sample_ws(1, seed=3)
@@ -103,7 +106,10 @@ def test_baked_model_renders_like_the_full_model():
         with torch.no_grad():
             full = model.render(ws, (yaw, 0.0), resolution=64)
         cached = renderer.render([(yaw, 0.0)], 64)
-        assert psnr(cached.rgb, full.rgb) >= 35.0, yaw
+        p = psnr(cached.rgb, full.rgb)
+        assert p >= 35.0, yaw
+        if yaw == 0.0:   # head-on, rays run along the grid's columns: only texture resampling remains
+            assert p >= 55.0, p
 
 
 # ---------------------------------------------------------------- the .gca file

@@ -127,9 +127,11 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
         uv = camera.pixel_grid(resolution, resolution, device=poses.device, dtype=poses.dtype)
     h, w = uv.shape[:2]
     o_lr, d_lr = camera.rays_through_pixels(c2w, uv, resolution, resolution)    # (B, h, w, 3)
-    margin = 0.02  # the background layer sits exactly at the far bound when seen frontally
+    # The near bound is the model's own (a manifold cap in front of it is not part of the model's image);
+    # the far bound gets a margin: the background layer sits exactly on it when seen frontally.
+    margin = 0.02
     pts, _, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
-                                     camera.RAY_NEAR - margin, camera.RAY_FAR + margin,
+                                     camera.RAY_NEAR, camera.RAY_FAR + margin,
                                      settings.steps, settings.refine)           # (L, B, N, 3), (L, B, N)
     if factor > 1:
         xyz, valid = upsample_layer_hits(pts, valid, (h, w), resolution, resolution)
