@@ -3,7 +3,12 @@
 Samples the process's resident memory and its number of asyncio tasks every few seconds and prints
 the least-squares slope of each over the run (flat = no leak), plus JSON.
 
-    python bench/soak.py [--minutes 10] [--json out.json]
+    python bench/soak.py [--minutes 10] [--quick-leave 0.3] [--json out.json]
+
+At the end the churn stops (the guest in progress finishes its visit), the rooms go back to the two
+steady sessions, and after a short settle the live asyncio tasks, RTCPeerConnection and aioice
+Connection objects are compared with a baseline taken before the churn began: whatever is left over
+("leaked_*") is what the departed guests left behind, independent of when the samples fell.
 
 The video pipeline is a pass-through of the camera (the server's own plumbing: signaling, peer
 connections, relays, cleanup); the avatar renderer is measured by bench/render_cache.py.
@@ -12,14 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import sys
 import time
 from pathlib import Path
 
+from collections import Counter
+
 import numpy as np
 
+from gramcast.server import ice
 from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient
 from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack
@@ -35,13 +44,28 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def live_rtc_objects() -> dict:
+    """Live RTCPeerConnection and aioice Connection objects (after a collection)."""
+    import aioice.ice
+    from aiortc import RTCPeerConnection
+
+    gc.collect()
+    objs = gc.get_objects()
+    return {"peer_connections": sum(issubclass(type(o), RTCPeerConnection) for o in objs),
+            "ice_connections": sum(issubclass(type(o), aioice.ice.Connection) for o in objs)}
+
+
 def slope_per_minute(ts: list[float], ys: list[float]) -> float:
     if len(ts) < 3:
         return float("nan")
     return float(np.polyfit(np.asarray(ts) / 60.0, np.asarray(ys), 1)[0])
 
 
-async def soak(minutes: float, sample_s: float = 5.0) -> dict:
+def task_counts() -> "Counter[str]":
+    return Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())
+
+
+async def soak(minutes: float, sample_s: float = 5.0, quick_leave: float = 0.0, settle_s: float = 3.0) -> dict:
     server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
                                                                pipeline_factory=PassThroughPipeline))
     await server.start()
@@ -71,11 +95,15 @@ async def soak(minutes: float, sample_s: float = 5.0) -> dict:
 
     drains = [asyncio.create_task(drain(v, "video")) for *_, v, _a in steady]
     drains += [asyncio.create_task(drain(a, "audio")) for *_, a in steady if a is not None]
+    await asyncio.sleep(settle_s)
+    baseline_tasks, baseline_objects = task_counts(), live_rtc_objects()
+    stop = asyncio.Event()
 
     async def churn():
         rng = random.Random(0)
+        quick = random.Random(1)  # separate, so that quick_leave=0 replays the same guests as before
         n = 0
-        while True:
+        while not stop.is_set():
             room = rng.choice(["soak-a", "soak-b"])
             c = client(room, f"guest{n}")
             n += 1
@@ -84,7 +112,10 @@ async def soak(minutes: float, sample_s: float = 5.0) -> dict:
                 await c.publish(ArrayVideoTrack(frames[:2]))
                 peer = next(p for p in c.peers if c.peers[p].get("publishing"))
                 v, _ = await c.subscribe(peer)
-                for _ in range(rng.randint(5, 30)):
+                stay = rng.randint(5, 30)
+                if quick_leave and quick.random() < quick_leave:
+                    stay = 0  # leaves right after negotiating, while ICE/DTLS may still be coming up
+                for _ in range(stay):
                     await asyncio.wait_for(v.recv(), 5)
             except Exception:
                 pass
@@ -92,8 +123,8 @@ async def soak(minutes: float, sample_s: float = 5.0) -> dict:
                 await c.close()                       # polite leave
             else:
                 await c.ws.close()                    # vanishes: pcs dropped without a word
-                for pc in c.pcs.values():
-                    await pc.close()
+                for pc in list(c.pcs.values()):       # (this process's client side closes them fully)
+                    await ice.close_peer_connection(pc)
             await asyncio.sleep(rng.uniform(0.2, 1.0))
             churn.count = n
 
@@ -108,11 +139,22 @@ async def soak(minutes: float, sample_s: float = 5.0) -> dict:
         tasks.append(len(asyncio.all_tasks()))
         print(f"t={ts[-1]:6.0f}s rss={mem[-1]:7.1f} MB tasks={tasks[-1]:4d} participants={server.rooms.participant_count()} "
               f"guests={churn.count} frames={received['video']}", flush=True)
-    from collections import Counter
-
-    live = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())
+    live = task_counts()
     print("live tasks by coroutine:", dict(live.most_common(8)), flush=True)
-    churner.cancel()
+    stop.set()
+    await churner
+    for _ in range(100):
+        if server.rooms.participant_count() == 4:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(settle_s)
+    rss_settled = rss_mb()
+    settled_tasks, settled_objects = task_counts(), live_rtc_objects()
+    leaked_tasks = settled_tasks - baseline_tasks
+    leaked_objects = {k: settled_objects[k] - baseline_objects[k] for k in settled_objects}
+    print(f"after the churn stopped and settled: participants={server.rooms.participant_count()} "
+          f"tasks {sum(baseline_tasks.values())} -> {sum(settled_tasks.values())}, objects {baseline_objects} -> "
+          f"{settled_objects}; leaked tasks: {dict(leaked_tasks.most_common(8))}", flush=True)
     for d in drains:
         d.cancel()
     for pub, sub, *_ in steady:
@@ -125,15 +167,23 @@ async def soak(minutes: float, sample_s: float = 5.0) -> dict:
             "rss_slope_mb_per_min_second_half": slope_per_minute(ts[half:], mem[half:]),
             "tasks_slope_per_min_second_half": slope_per_minute(ts[half:], tasks[half:]),
             "tasks_first": tasks[0] if tasks else None, "tasks_last": tasks[-1] if tasks else None,
-            "live_tasks_at_end": dict(live.most_common(8))}
+            "live_tasks_at_end": dict(live.most_common(8)), "quick_leave": quick_leave,
+            "rss_mb_settled": rss_settled,
+            "tasks_baseline": sum(baseline_tasks.values()), "tasks_settled": sum(settled_tasks.values()),
+            "leaked_tasks": sum(leaked_tasks.values()), "leaked_tasks_by_coroutine": dict(leaked_tasks.most_common(8)),
+            "objects_baseline": baseline_objects, "objects_settled": settled_objects,
+            "leaked_peer_connections": leaked_objects["peer_connections"],
+            "leaked_ice_connections": leaked_objects["ice_connections"]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--quick-leave", type=float, default=0.0, metavar="FRACTION",
+                    help="fraction of guests that leave right after negotiating instead of after 5-30 frames")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    result = asyncio.run(soak(args.minutes))
+    result = asyncio.run(soak(args.minutes, quick_leave=args.quick_leave))
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -13,8 +13,11 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import connect
 
-from gramcast.server import protocol
+from gramcast.server import ice, protocol
 from gramcast.server.protocol import SERVER_MESSAGES, CLIENT_MESSAGES
+
+# aioice 0.13 can start a consent task on an already closed ICE connection; see gramcast.server.ice.
+ice.fix_consent_after_close()
 
 
 class ServerError(Exception):
@@ -37,6 +40,7 @@ class GramcastClient:
         self._answers: dict[str | None, asyncio.Future] = {}
         self._replies: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
+        self._closing: set[asyncio.Task] = set()  # peer connections being closed in the background
 
     async def __aenter__(self) -> "GramcastClient":
         await self.connect()
@@ -77,6 +81,7 @@ class GramcastClient:
                 if msg.type == "peer":
                     if msg["event"] == "left":
                         self.peers.pop(msg["participant"], None)
+                        self._forget(msg["participant"])  # the server has closed its side
                     else:
                         self.peers[msg["participant"]] = {"participant": msg["participant"], "name": msg["name"],
                                                           "publishing": msg["event"] == "publishing"}
@@ -97,6 +102,25 @@ class GramcastClient:
                 if not fut.done():
                     fut.set_exception(ConnectionError(f"signaling connection closed ({exc!r})"))
 
+    def _add_pc(self, key: str | None, pc: RTCPeerConnection) -> None:
+        self.pcs = {**self.pcs, key: pc}
+
+        @pc.on("connectionstatechange")
+        def on_state():
+            if pc.connectionState == "failed":
+                self._forget(key, pc)
+
+    def _forget(self, key: str | None, pc: RTCPeerConnection | None = None) -> None:
+        """Close the peer connection for ``key`` (``pc`` only if that is still the one) in the background."""
+        current = self.pcs.get(key)
+        if current is None or (pc is not None and current is not pc):
+            return
+        # Rebind instead of mutating, so that a caller iterating ``pcs`` is not disturbed.
+        self.pcs = {k: v for k, v in self.pcs.items() if k != key}
+        task = asyncio.ensure_future(_close_pc(current))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _negotiate(self, pc: RTCPeerConnection, target: str | None) -> None:
         await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers ICE here
         fut = asyncio.get_running_loop().create_future()
@@ -108,8 +132,10 @@ class GramcastClient:
 
     async def publish(self, video_track, audio_track=None) -> None:
         """Send the camera (and microphone); with ``preview`` the own avatar comes back as ``preview_track``."""
+        if None in self.pcs:
+            raise RuntimeError("this client already publishes")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pcs[None] = pc
+        self._add_pc(None, pc)
         got_preview = asyncio.get_running_loop().create_future()
 
         @pc.on("track")
@@ -135,8 +161,12 @@ class GramcastClient:
 
     async def subscribe(self, target: str, timeout: float = 10.0):
         """Receive ``target``'s avatar video and audio. Returns ``(video_track, audio_track | None)``."""
+        old = self.pcs.get(target)
+        if old is not None:  # re-subscribing replaces the previous connection
+            self.pcs = {k: v for k, v in self.pcs.items() if k != target}
+            await _close_pc(old)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pcs[target] = pc
+        self._add_pc(target, pc)
         tracks: dict[str, Any] = {}
         pc.on("track", lambda t: tracks.setdefault(t.kind, t))
         pc.addTransceiver("video", direction="recvonly")
@@ -155,10 +185,19 @@ class GramcastClient:
         return (await asyncio.wait_for(fut, timeout))["avatar"]
 
     async def close(self) -> None:
-        for pc in self.pcs.values():
-            await pc.close()
-        self.pcs.clear()
+        pcs, self.pcs = list(self.pcs.values()), {}
+        for pc in pcs:
+            await _close_pc(pc)
+        if self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
         if self.ws is not None:
             await self.ws.close()
         if self._reader is not None:
             self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+async def _close_pc(pc: RTCPeerConnection) -> None:
+    # Not just pc.close(): aiortc can leave RTCP loops, decoder threads and received tracks that
+    # never end behind a connection closed while it was coming up (see gramcast.server.ice).
+    await ice.close_peer_connection(pc)

@@ -12,10 +12,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
-from gramcast.server import protocol
+from gramcast.server import ice, protocol
 from gramcast.server.protocol import ProtocolError
 from gramcast.server.rooms import Participant, RoomFullError
 from gramcast.server.tokens import TokenError, verify_token
@@ -24,6 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from gramcast.server.app import GramcastServer
 
 log = logging.getLogger(__name__)
+
+# aioice 0.13 can start a consent task on an already closed ICE connection; see gramcast.server.ice.
+ice.fix_consent_after_close()
 
 
 class SignalingConnection:
@@ -36,6 +42,10 @@ class SignalingConnection:
         self.publish_pc: RTCPeerConnection | None = None
         self.subscriptions: dict[str, RTCPeerConnection] = {}
         self.pipeline = None
+        #: Relays this participant's tracks to its subscribers. One per publisher, not one per
+        #: server: a MediaRelay keeps an entry per source track until a worker has read that
+        #: source to its end, so entries of sources nobody started reading would stay for ever.
+        self.relay = MediaRelay()
         self.errors = 0
         self._closed = False
 
@@ -44,6 +54,10 @@ class SignalingConnection:
         await self.send_frame(protocol.encode(kind, **fields))
 
     async def send_frame(self, data: bytes) -> None:
+        if self.ws.state is not State.OPEN:
+            # websockets would wait up to close_timeout for the peer's TCP close on every send to
+            # a closing socket, keeping this participant in its room meanwhile; drop it instead.
+            return
         try:
             await self.ws.send(data)
         except ConnectionClosed:
@@ -154,13 +168,13 @@ class SignalingConnection:
         p = self.participant
         pc = self.server.new_peer_connection()
         self.publish_pc = pc
-        relay = self.server.relay
+        relay = self.relay
 
         @pc.on("track")
         def on_track(track):
             if track.kind == "video" and self.pipeline is None:
                 self.pipeline = self.server.make_pipeline(self.server.avatars[p.avatar_name])
-                p.media["video"] = self.pipeline.attach(track)
+                p.media["video"] = Yuv420Track(self.pipeline.attach(track))
                 if p.preview:
                     pc.addTrack(relay.subscribe(p.media["video"], buffered=False))
             elif track.kind == "audio" and "audio" not in p.media:
@@ -187,28 +201,39 @@ class SignalingConnection:
             raise ProtocolError("unknown_target", f"no other participant {target!r} in this room")
         if not publisher.publishing:
             raise ProtocolError("not_publishing", f"{target!r} is not publishing yet; wait for its 'publishing' event")
-        if target in self.subscriptions:
-            await self.subscriptions.pop(target).close()
+        owner = self.server.connections.get(target)
+        if owner is None or "video" not in publisher.media:
+            raise ProtocolError("unknown_target", f"{target!r} is leaving")
+        await self.drop_subscription(target)
         pc = self.server.new_peer_connection()
         self.subscriptions[target] = pc
-        relay = self.server.relay
+        relay = owner.relay
         pc.addTrack(relay.subscribe(publisher.media["video"], buffered=False))
         if "audio" in publisher.media:
             pc.addTrack(relay.subscribe(publisher.media["audio"]))
 
         @pc.on("connectionstatechange")
         async def on_state():
-            if pc.connectionState == "failed":
+            if pc.connectionState == "failed" and self.subscriptions.get(target) is pc:
                 await self.drop_subscription(target)
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            if owner._closed or self._closed:  # a close() ran meanwhile and missed this pc
+                raise ProtocolError("unknown_target", f"{target!r} left")
+        except BaseException:
+            if self.subscriptions.get(target) is pc:
+                await self.drop_subscription(target)
+            else:
+                await ice.close_peer_connection(pc)
+            raise
         return pc.localDescription
 
     async def drop_subscription(self, target: str) -> None:
         pc = self.subscriptions.pop(target, None)
         if pc is not None:
-            await pc.close()
+            await ice.close_peer_connection(pc)  # its senders stop their relay proxies
 
     async def close(self) -> None:
         if self._closed:
@@ -226,9 +251,12 @@ class SignalingConnection:
             drain = p.media.pop("audio_drain", None)
             if drain is not None:
                 drain.cancel()
+                await asyncio.gather(drain, return_exceptions=True)
             await self.server.broadcast(p, "peer", event="left", participant=p.id, name=p.name)
         if self.publish_pc is not None:
-            await self.publish_pc.close()
+            # Also ends its received tracks, which aiortc leaves live when DTLS was not up yet:
+            # the relay workers and the pipeline reading them would wait for ever (see ice.py).
+            await ice.close_peer_connection(self.publish_pc)
         if self.pipeline is not None:
             await self.pipeline.close()
         if p is not None:
@@ -239,6 +267,36 @@ class SignalingConnection:
             pass
 
 
+class Yuv420Track(MediaStreamTrack):
+    """The source's video frames in yuv420p, converted once per frame in a worker thread.
+
+    MediaRelay hands the same frame object to every consumer (the preview, each subscriber), and
+    aiortc's VP8/H264 encoders each call ``frame.reformat(format="yuv420p")`` in their own executor
+    thread. PyAV caches one VideoReformatter on the frame, so two encoders reformatting the same
+    frame at once hang or crash the process (seen with the avatar pipeline's rgb24 frames and a
+    preview plus a subscriber). Frames already in yuv420p (a decoded camera) pass unchanged, and
+    the encoders then skip their own conversion.
+    """
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack):
+        super().__init__()
+        self.source = source
+
+    async def recv(self):
+        frame = await self.source.recv()
+        if frame.format.name != "yuv420p":
+            frame = await asyncio.get_running_loop().run_in_executor(None, _to_yuv420p, frame)
+        return frame
+
+
+def _to_yuv420p(frame):
+    out = frame.reformat(format="yuv420p")
+    out.pts, out.time_base = frame.pts, frame.time_base
+    return out
+
+
 async def _drain(track) -> None:
     from aiortc.mediastreams import MediaStreamError
 
@@ -247,3 +305,5 @@ async def _drain(track) -> None:
             await track.recv()
     except (MediaStreamError, asyncio.CancelledError):
         pass
+    finally:
+        track.stop()  # unregister this relay proxy
