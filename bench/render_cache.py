@@ -23,12 +23,13 @@ the enrolled avatar) on the CPU, and the cached renderer >= 50x faster than the 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _report import emit
 
 import numpy as np
 import torch
@@ -253,9 +254,7 @@ def main(argv=None) -> int:
               "enrollment": enroll, "bakes": {a["name"]: a["bake_s"] for a in avatars if "bake_s" in a},
               "rows": rows, "goals": g, "wall_s": round(time.perf_counter() - t0, 1)}
     print(f"total {result['wall_s']:.0f} s")
-    print(json.dumps(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit(result, args.json, indent=2)
     return 0
 
 

@@ -17,12 +17,13 @@ sees growth past the process's earlier peak).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _report import emit
 
 import torch
 
@@ -202,9 +203,7 @@ def main(argv=None) -> int:
               "factor": args.factor, "threads": torch.get_num_threads(), "repeats": args.repeats,
               "synthesis_ms": round(synth_ms, 2), "memory_method": fast["memory_method"] + (" (glibc mmap threshold fixed)" if fixed_malloc else ""), "config": cfg.to_dict(),
               "rows": rows, "training_rows": train_rows}
-    print(json.dumps(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit(result, args.json, indent=2)
     return 0
 
 

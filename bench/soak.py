@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import random
 import sys
 import time
 from pathlib import Path
+
+from _report import emit
 
 from collections import Counter
 
@@ -184,9 +185,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     result = asyncio.run(soak(args.minutes, quick_leave=args.quick_leave))
-    print(json.dumps(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit(result, args.json, indent=2)
     return 0
 
 

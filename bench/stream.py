@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _report import emit
 
 import numpy as np
 
@@ -148,9 +149,7 @@ def main() -> None:
         server.join(10)
     ok = [r["sessions"] for r in results["runs"] if r["min_fps"] >= 24.0]
     results["sessions_at_25fps"] = max(ok) if ok else 0
-    print(json.dumps(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    emit(results, args.json, indent=1)
 
 
 if __name__ == "__main__":

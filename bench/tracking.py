@@ -8,11 +8,12 @@ Frames are a real portrait placed in 640x480 and 1280x720 frames, moving slightl
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
 from pathlib import Path
+
+from _report import emit
 
 import cv2
 import numpy as np
@@ -69,9 +70,7 @@ def main() -> None:
     results["align_still_512px_to_256_ms"] = 1e3 * float(np.median(times))
     for k, v in results.items():
         print(f"{k:32s} {v:8.2f}" if isinstance(v, float) else f"{k:32s} {v}")
-    print(json.dumps(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    emit(results, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ __all__ = ["enroll", "METHODS"]
 METHODS = ("mesh", "graminverter")
 
 
-def enroll(image, method: str = "mesh", crop_size: int = 512, device: str = "auto",
+def enroll(image, method: str = "mesh", crop_size: int = 512,
            min_eye_distance: float | None = None, **options):
     """Enroll an avatar from one portrait (a path, bytes, PIL image or ``(H, W, 3)`` uint8 array).
 

@@ -164,7 +164,9 @@ def test_bad_avatar_files_say_what_is_wrong(tmp_path, case, match):
     elif case == "future":
         path = _rewrite(tmp_path, format_version="99")
     elif case == "camera":
-        path = _rewrite(tmp_path, camera=json.dumps({**json.loads(_rewrite(tmp_path) and "{}"), "fov_deg": 18.0}))
+        from gramcast.avatar.avatar import camera_conventions
+
+        path = _rewrite(tmp_path, camera=json.dumps({**camera_conventions(), "fov_deg": 18.0}))
     elif case == "missing":
         path = tmp_path / "nothing.gca"
     elif case == "nan":

@@ -15,16 +15,14 @@ import gc
 
 import aioice.ice
 import numpy as np
-import pytest
 from aiortc import RTCPeerConnection
 
 from gramcast.server import ice
-from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient
-from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack
+from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack
 from gramcast.server.tokens import mint_token
+from test_server_rooms import SECRET, server  # noqa: F401 (the same pass-through server fixture)
 
-SECRET = b"cleanup-test-secret-0123456789"
 CYCLES = 6
 
 
@@ -49,16 +47,6 @@ async def wait_until(cond, timeout=10.0):
     while not cond() and loop.time() < end:
         await asyncio.sleep(0.05)
     return cond()
-
-
-@pytest.fixture
-async def server():
-    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline,
-                       join_timeout_s=5.0)
-    srv = GramcastServer({"default": object()}, cfg)
-    await srv.start()
-    yield srv
-    await srv.stop()
 
 
 async def guest_visit(srv, viewer, host_id, i):

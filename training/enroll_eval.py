@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +117,9 @@ class _Metrics:
 
 
 def _canvas(rgb: np.ndarray, alpha: np.ndarray, grey: int = 128) -> np.ndarray:
-    return (rgb * alpha[..., None] + grey * (1 - alpha[..., None])).astype(np.uint8)
+    from gramcast.cli.avatar_cmd import composite_over
+
+    return composite_over(rgb, alpha, (grey, grey, grey))
 
 
 def _align(image: np.ndarray, size: int):

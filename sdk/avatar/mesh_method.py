@@ -9,7 +9,7 @@ inpainting, so turning the head never opens holes.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -24,8 +24,6 @@ from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "enroll_mesh", "surface_heights"]
-
-from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

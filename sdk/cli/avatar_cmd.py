@@ -71,8 +71,9 @@ def composite_over(rgb, alpha, colour):
 
     if colour is None:
         return np.concatenate([rgb, np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)[..., None]], axis=-1)
-    bg = np.asarray(colour, np.float32)
-    return np.clip(rgb * alpha[..., None] + bg * (1 - alpha[..., None]) + 0.5, 0, 255).astype(np.uint8)
+    from gramcast.compositing import over
+
+    return over(rgb, alpha, np.broadcast_to(np.asarray(colour, np.uint8), rgb.shape))
 
 
 def run_enroll(args) -> int:

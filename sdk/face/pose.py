@@ -1,7 +1,6 @@
 """Head pose from dense 3D landmarks fitted to the frontal reference face (Umeyama)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +60,3 @@ def estimate_pose(face: DetectedFace, reference: ReferenceFace | None = None) ->
     return HeadPose(yaw=yaw, pitch=pitch, roll=roll, center=(float(centre[0]), float(centre[1])),
                     crop_size=k * PLACEMENT_CROP, fit_error=float(rms / max(eye_dist_ref, 1e-9)))
 
-
-def pose_angles_deg(pose: HeadPose) -> tuple[float, float, float]:
-    return tuple(math.degrees(a) for a in (pose.yaw, pose.pitch, pose.roll))

@@ -7,7 +7,6 @@ format ``gramcast.training.data`` reads. ``person`` is the photo's first sub-fol
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +103,3 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 256, min_eye_dis
             Path(tmp).write_text(json.dumps(obj, indent=1))
     return report
 
-
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1)))
