@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--size", type=int, help="resize crops to this side (default: keep)")
     pack.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     pack.set_defaults(func=run_pack)
+    from gramcast.training import detail_cmd, encoder_cmd
+
+    encoder_cmd.register(sub)   # encoder, tune: the general inversion stage (paper Sec. 3.2)
+    detail_cmd.register(sub)    # detail: the detail manifolds reconstructor (Sec. 3.3-3.4)
     return parser
 
 
