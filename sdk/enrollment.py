@@ -16,11 +16,13 @@ METHODS = ("mesh", "graminverter")
 
 
 def enroll(image, method: str = "mesh", crop_size: int = 512,
-           min_eye_distance: float | None = None, **options):
+           min_eye_distance: float | None = None, weights=None, device="auto", **options):
     """Enroll an avatar from one portrait (a path, bytes, PIL image or ``(H, W, 3)`` uint8 array).
 
     method ``"mesh"``: the prior-free baseline (works without trained weights).
-    ``"graminverter"``: the paper's learned inversion (needs trained weights).
+    ``"graminverter"``: the paper's learned inversion (needs a trained inverter bundle: ``weights``, else
+    ``$GRAMCAST_INVERTER``, the packaged one or the user cache; see ``gramcast.avatar.graminverter``).
+    ``options``: fields of the method's config (``MeshConfig`` / ``InverterConfig``).
     ``min_eye_distance``: smallest face accepted (pixels between the eyes; default
     ``gramcast.face.MIN_EYE_DISTANCE_PX``).
     Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``InvalidImageError``
@@ -40,9 +42,11 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     with Matting() as matting:
         matte = matting(aligned.crop)
     if method == "graminverter":
-        raise GramcastError("the graminverter method needs trained encoder and detail weights, which this "
-                            "install does not have yet: use --method mesh (train them with gramcast-train)")
-    avatar = enroll_mesh(aligned, matte, MeshConfig(**options))
+        from gramcast.avatar.graminverter import InverterConfig, enroll_graminverter
+
+        avatar = enroll_graminverter(aligned, matte, weights, InverterConfig(**options), device=device)
+    else:
+        avatar = enroll_mesh(aligned, matte, MeshConfig(**options))
     avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
                         "source": Path(source).name if source != "the image" else "array"})
     return avatar

@@ -62,11 +62,39 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--size", type=int, help="resize crops to this side (default: keep)")
     pack.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     pack.set_defaults(func=run_pack)
+    export = sub.add_parser("export-inverter", help="bundle generator + encoder + detail into one file for enrollment",
+                            description="Write the three trained networks of GRAMInverter as one bundle that "
+                                        "`gramcast enroll --method graminverter --weights FILE` reads.")
+    export.add_argument("--generator", type=Path, required=True,
+                        help="tuned generator (tune run's generator_tuned.safetensors; or the GAN's)")
+    export.add_argument("--encoder", type=Path, required=True, help="encoder run's encoder.safetensors")
+    export.add_argument("--detail", type=Path, required=True, help="detail run's detail.safetensors")
+    export.add_argument("-o", "--out", type=Path, required=True, help="bundle to write (.safetensors)")
+    export.set_defaults(func=run_export_inverter)
     from gramcast.training import detail_cmd, encoder_cmd
 
     encoder_cmd.register(sub)   # encoder, tune: the general inversion stage (paper Sec. 3.2)
     detail_cmd.register(sub)    # detail: the detail manifolds reconstructor (Sec. 3.3-3.4)
     return parser
+
+
+def run_export_inverter(args) -> int:
+    import datetime
+
+    from gramcast.avatar.graminverter import load_inverter, save_inverter
+    from gramcast.model import GRAMModel
+    from gramcast.model.detail import DetailReconstructor
+    from gramcast.model.encoder import GRAMEncoder
+
+    generator = GRAMModel.load(args.generator, device="cpu")
+    encoder = GRAMEncoder.load(args.encoder, device="cpu")
+    detail = DetailReconstructor.load(args.detail, device="cpu")
+    meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "runs": {"generator": str(args.generator), "encoder": str(args.encoder), "detail": str(args.detail)}}
+    save_inverter(args.out, generator, encoder, detail, meta)
+    load_inverter(args.out, device="cpu")  # what we wrote must read back
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)", flush=True)
+    return 0
 
 
 def run_pack(args) -> int:

@@ -36,6 +36,8 @@ class EvalConfig:
     strip_yaws: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
     #: evaluation sets (e.g. LFW, ~40 px between the eyes) go below the enrollment floor
     min_eye_distance: float = 20.0
+    #: GRAMInverter bundle for the graminverter method (None: the installed one)
+    weights: Path | None = None
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -189,12 +191,20 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
     strips = []
     for method in config.methods:
         rows, xpose, t_enroll = [], [], []
+        weights = config.weights
+        if method == "graminverter":  # load the networks once, not per portrait
+            from gramcast.avatar.graminverter import HOW_TO_TRAIN, find_inverter, load_inverter
+
+            found = find_inverter(config.weights)
+            if found is None:
+                raise GramcastError(f"the graminverter method needs trained weights: {HOW_TO_TRAIN}")
+            weights = load_inverter(found)
         for person, photos in tqdm(people, desc=f"evaluate {method}", unit="person", disable=not progress):
             try:
                 first = load_image(photos[0])
                 aligned = _align(first, config.resolution)
                 t0 = time.perf_counter()
-                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance)
+                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, weights=weights)
                 t_enroll.append(time.perf_counter() - t0)
             except GramcastError as exc:
                 rows.append({"person": person, "photo": photos[0].name, "error": str(exc)})

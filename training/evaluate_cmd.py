@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--methods", default="mesh", help="comma-separated: mesh,graminverter (default mesh)")
     p.add_argument("--out", type=Path, default=Path("."), help="output folder (default: current folder)")
     p.add_argument("--max", type=int, help="evaluate at most this many people")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="GRAMInverter bundle for the graminverter method (default: the installed one)")
     p.set_defaults(func=run)
 
 
@@ -25,7 +27,8 @@ def run(args) -> int:
     if not args.dir.is_dir():
         raise GramcastError(f"{args.dir} is not a folder of portraits")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    results = evaluate_methods(args.dir, args.out, EvalConfig(methods=methods, max_portraits=args.max))
+    results = evaluate_methods(args.dir, args.out, EvalConfig(methods=methods, max_portraits=args.max,
+                                                                      weights=args.weights))
     print(markdown_table(results))
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'contact_sheet.png'}")
     return 0

@@ -15,6 +15,10 @@ def register(sub) -> None:
     e.add_argument("-o", "--out", type=Path, required=True, help="avatar file to write (.gca)")
     e.add_argument("--method", default="mesh", choices=("mesh", "graminverter"),
                    help="mesh: prior-free baseline (default); graminverter: the learned method (needs trained weights)")
+    e.add_argument("--weights", type=Path, default=None,
+                   help="GRAMInverter bundle for --method graminverter (default: $GRAMCAST_INVERTER, the packaged "
+                        "one, or ~/.cache/gramcast/graminverter.safetensors)")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda (graminverter only)")
     e.add_argument("--crop-size", type=int, default=512, choices=(256, 512), help="aligned crop size (default 512)")
     e.set_defaults(func=run_enroll)
 
@@ -84,7 +88,8 @@ def run_enroll(args) -> int:
 
     check_output_path(args.out)               # fail before the slow part, not after it
     t0 = time.perf_counter()
-    avatar = enroll(args.image, method=args.method, crop_size=args.crop_size)
+    avatar = enroll(args.image, method=args.method, crop_size=args.crop_size, weights=args.weights,
+                    device=args.device)
     avatar.save(args.out)
     pose = avatar.meta.get("input_pose", {})
     print(f"enrolled {args.image} -> {args.out} ({args.method}, {time.perf_counter() - t0:.1f} s; "

@@ -1,0 +1,239 @@
+"""Enrollment method ``graminverter``: the paper's learned inversion (GRAMInverter, Sec. 3.2-3.3).
+
+    aligned crop Î, input pose θ̂ --encoder--> w+ --generator--> coarse render I_w(θ̂)
+    (Î, Î - I_w, θ̂) --detail reconstructor--> detail maps (one per manifold)
+    generator planes + detail maps --bake--> Avatar (same cache, same render cost as any avatar)
+
+The three networks travel as one *inverter bundle*: a safetensors file (no pickle) whose tensors are
+prefixed ``generator.``, ``encoder.`` and ``detail.``, with each network's configuration, a format
+version and content hashes in its header. ``gramcast-train export-inverter`` writes it from a
+finished training run; ``find_inverter`` looks for it (explicit path, ``$GRAMCAST_INVERTER``, the
+package's ``assets/graminverter.safetensors``, then ``~/.cache/gramcast/graminverter.safetensors``).
+
+The person matte removes the background: the background manifold is made transparent, and every
+texel whose point projects outside the matte at the input view loses its opacity (one view's
+silhouette bounds the person's 3D extent: no point of the person projects outside it).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gramcast import camera
+from gramcast.errors import CheckpointError, GramcastError
+
+__all__ = ["Inverter", "InverterConfig", "find_inverter", "save_inverter", "load_inverter",
+           "enroll_graminverter", "BUNDLE_KIND", "BUNDLE_VERSION", "BUNDLE_NAME", "HOW_TO_TRAIN"]
+
+BUNDLE_KIND = "gramcast.graminverter-bundle"
+BUNDLE_VERSION = 1
+BUNDLE_NAME = "graminverter.safetensors"
+HOW_TO_TRAIN = ("train them with `gramcast-train gan`, `encoder`, `tune` and `detail`, then "
+                "`gramcast-train export-inverter RUNS... -o graminverter.safetensors`, and pass the file "
+                "(--weights, or $GRAMCAST_INVERTER); or use --method mesh")
+_PARTS = ("generator", "encoder", "detail")
+
+
+@dataclass(frozen=True)
+class InverterConfig:
+    """Bake sizes (geometry and texture grids; ``None``: from the generator's sizes) and whether the
+    background manifold is dropped (the avatar is composited over the app's own background)."""
+
+    geometry_resolution: int = 128
+    texture_resolution: int | None = None
+    drop_background: bool = True
+    matte_threshold: float = 0.5
+
+
+class Inverter(torch.nn.Module):
+    """The three trained networks of GRAMInverter, ready to invert aligned crops."""
+
+    def __init__(self, generator, encoder, detail, meta: dict | None = None):
+        super().__init__()
+        self.generator, self.encoder, self.detail = generator, encoder, detail
+        self.meta = dict(meta or {})
+        self._heights_lr: Tensor | None = None
+
+    @property
+    def resolution(self) -> int:
+        return self.generator.config.resolution
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.device
+
+    def low_res_heights(self) -> Tensor:
+        """The manifolds' height grid the detail reconstructor samples (identity-independent, cached)."""
+        if self._heights_lr is None:
+            from gramcast.model.detail import manifold_height_grid
+
+            self._heights_lr = manifold_height_grid(self.generator, self.detail.config.map_resolution,
+                                                    self.detail.config.extent)[0]
+        return self._heights_lr
+
+    @torch.no_grad()
+    def invert(self, images: Tensor, poses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """images ``(B, 3, R, R)`` in [-1, 1] at the generator's resolution, poses ``(B, 2)`` ->
+        w+ ``(B, num_ws, w_dim)``, detail maps ``(B, L, C, S, S)``, coarse renders ``(B, 3, R, R)``."""
+        images, poses = images.to(self.device), poses.to(self.device)
+        ws = self.encoder(images)
+        coarse = self.generator.render(ws, poses).rgb
+        detail = self.detail(images, coarse, poses, self.low_res_heights())
+        return ws, detail, coarse
+
+
+def _to_model_input(crop: np.ndarray, resolution: int) -> Tensor:
+    """uint8 crop ``(S, S, 3)`` -> ``(1, 3, R, R)`` in [-1, 1], area-resampled as the training data is."""
+    import cv2
+
+    if crop.shape[0] != resolution:
+        crop = cv2.resize(crop, (resolution, resolution), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+
+
+# ---------------------------------------------------------------------------------------- bundle
+def save_inverter(path: str | Path, generator, encoder, detail, meta: dict | None = None) -> None:
+    """Write the three networks as one bundle, atomically."""
+    from safetensors import torch as st
+
+    from gramcast.media_io import atomic_output
+    from gramcast.model.checkpoint import model_id
+
+    state, header = {}, {"format": BUNDLE_KIND, "format_version": str(BUNDLE_VERSION),
+                         "meta": json.dumps(meta or {})}
+    for name, module in zip(_PARTS, (generator, encoder, detail)):
+        part = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        state.update({f"{name}.{k}": v for k, v in part.items()})
+        header[f"{name}_config"] = json.dumps(module.config.to_dict())
+        header[f"{name}_id"] = model_id(part)
+    with atomic_output(path) as tmp:
+        st.save_file(state, str(tmp), metadata=header)
+
+
+def _build(name: str, config: dict):
+    if name == "generator":
+        from gramcast.model.config import GRAMConfig
+        from gramcast.model.gram import GRAMModel
+
+        return GRAMModel(GRAMConfig.from_dict(config))
+    if name == "encoder":
+        from gramcast.model.encoder import EncoderConfig, GRAMEncoder
+
+        return GRAMEncoder(EncoderConfig.from_dict(config))
+    from gramcast.model.detail import DetailConfig, DetailReconstructor
+
+    return DetailReconstructor(DetailConfig.from_dict(config))
+
+
+def load_inverter(path: str | Path, device="auto") -> Inverter:
+    """Read and validate a bundle; CheckpointError says what is wrong with a bad file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from gramcast.device import resolve_device
+    from gramcast.model.checkpoint import model_id
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such inverter bundle; {HOW_TO_TRAIN}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors' own error types for cut or foreign files
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated "
+                              "or another kind of file: export it again") from None
+    if header.get("format") != BUNDLE_KIND:
+        raise CheckpointError(f"{path} is not a GRAMInverter bundle (format {header.get('format')!r}, "
+                              f"expected {BUNDLE_KIND!r}); export one with `gramcast-train export-inverter`")
+    if header.get("format_version") != str(BUNDLE_VERSION):
+        v = header.get("format_version")
+        hint = "upgrade gramcast" if str(v).isdigit() and int(v) > BUNDLE_VERSION else "export it again"
+        raise CheckpointError(f"{path} has bundle version {v!r}; this gramcast reads {BUNDLE_VERSION}: {hint}")
+    modules = []
+    for name in _PARTS:
+        part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+        try:
+            with torch.device("meta"):
+                module = _build(name, json.loads(header[f"{name}_config"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: bad {name} configuration in the header ({exc}): export it again") from None
+        if header.get(f"{name}_id") != model_id(part):
+            raise CheckpointError(f"{path}: the {name} weights do not match their content hash: the file "
+                                  "is corrupt, copy or export it again")
+        try:
+            module.load_state_dict(part, assign=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: the {name} weights do not fit its configuration ({str(exc)[:200]}); "
+                                  "export it again with this gramcast") from None
+        modules.append(module.to(resolve_device(device)).eval())
+    return Inverter(*modules, meta=json.loads(header.get("meta", "{}")))
+
+
+def find_inverter(path: str | Path | None = None) -> Path | None:
+    """An explicit path, else ``$GRAMCAST_INVERTER``, the packaged bundle, the user cache; None if none."""
+    if path is not None:
+        return Path(path)
+    candidates = []
+    if os.environ.get("GRAMCAST_INVERTER"):
+        candidates.append(Path(os.environ["GRAMCAST_INVERTER"]))
+    candidates.append(Path(__file__).resolve().parent.parent / "assets" / BUNDLE_NAME)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gramcast"
+    candidates.append(cache / BUNDLE_NAME)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+# ---------------------------------------------------------------------------------------- enrollment
+def _matte_alpha(avatar, matte: np.ndarray, pose: tuple[float, float], threshold: float) -> Tensor:
+    """Per texel ``(L, 1, T, T)``: 1 where the texel's point projects inside the matte at the input view."""
+    from gramcast.avatar.bake import grid_xy
+    from gramcast.avatar.heightfield import sample_grid
+
+    nl, t = avatar.num_layers, avatar.texture_resolution
+    txy = grid_xy(t, avatar.extent).reshape(1, -1, 2).expand(nl, -1, -1)
+    z = sample_grid(avatar.heights[:, None], txy, avatar.extent)[:, 0]                    # (L, T*T)
+    pts = torch.cat([txy, z[..., None]], -1).reshape(1, -1, 3)
+    s = matte.shape[0]
+    uv, _ = camera.project_points(pts, camera.pose_to_c2w(torch.tensor([pose])), s, s)
+    m = torch.from_numpy(matte.astype(np.float32))[None, None]
+    grid = (uv / s * 2.0 - 1.0).reshape(1, 1, -1, 2)
+    inside = torch.nn.functional.grid_sample(m, grid, align_corners=False, padding_mode="zeros")
+    return (inside.reshape(nl, 1, t, t) >= threshold).float()
+
+
+def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path | Inverter | None" = None,
+                        config: InverterConfig = InverterConfig(), device="auto",
+                        inverter: Inverter | None = None):
+    """``AlignedFace`` (+ its person matte ``(S, S)`` in [0, 1]) -> ``Avatar`` with the learned prior."""
+    from gramcast.avatar.bake import bake_model
+
+    if isinstance(weights, Inverter):
+        inverter = weights
+    if inverter is None:
+        found = find_inverter(weights)
+        if found is None:
+            raise GramcastError(f"the graminverter method needs trained weights, and none are installed: {HOW_TO_TRAIN}")
+        inverter = load_inverter(found, device)
+    pose = (float(aligned.pose.yaw), float(aligned.pose.pitch))
+    image = _to_model_input(aligned.crop, inverter.resolution)
+    ws, detail, _ = inverter.invert(image, torch.tensor([pose]))
+    g = inverter.generator.config
+    avatar = bake_model(inverter.generator, ws, geometry_resolution=config.geometry_resolution,
+                        texture_resolution=config.texture_resolution or 2 * g.plane_resolution,
+                        extent=inverter.detail.config.extent, detail=detail,
+                        model_id=inverter.meta.get("model_id", ""))
+    textures = avatar.textures.clone()
+    if config.drop_background:
+        textures[-1, 3] = 0.0
+    if matte is not None:
+        textures[:, 3:4] *= _matte_alpha(avatar, matte, pose, config.matte_threshold)
+    avatar.textures = textures
+    avatar.meta.update({"method": "graminverter", "input_pose": {"yaw": pose[0], "pitch": pose[1], "roll": float(aligned.pose.roll)},
+                        "inverter": {k: inverter.meta.get(k) for k in ("created", "runs") if k in inverter.meta}})
+    return avatar
