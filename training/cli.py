@@ -129,35 +129,16 @@ DEFAULT_STEPS = {"tiny": 200, "small": 30_000, "paper": 150_000}
 def run_gan(args) -> int:
     import dataclasses
 
-    from gramcast.training.engine.distributed import init_distributed, shutdown_distributed
-    from gramcast.training.engine.trainer import LoopConfig, Trainer
+    from gramcast.training.engine.launch import launch_stage, stage_config
     from gramcast.training.stages.gan import GANConfig, GANStage
 
-    cfg = GANConfig.preset(args.config)
+    cfg = stage_config(GANConfig, args, fid_samples=args.fid_samples, inception_path=args.inception)
     eval_every = cfg.eval_every if args.eval_every is None else max(args.eval_every, 0)
     if eval_every and eval_every % args.log_every:  # eval scalars are logged with that step's others
         eval_every = -(-eval_every // args.log_every) * args.log_every
-    cfg = dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images,
-                              batch_size=args.batch_size or cfg.batch_size, eval_every=eval_every,
-                              fid_samples=args.fid_samples or cfg.fid_samples,
-                              inception_path=args.inception or cfg.inception_path)
-    dist = init_distributed(args.device)
-    try:
-        stage = GANStage(cfg, args.data, dist, run_dir=args.out)
-        loop = LoopConfig(steps=args.steps or DEFAULT_STEPS.get(args.config, 1000),
-                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                          image_every=args.image_every, progress=not args.no_progress)
-        trainer = Trainer(stage, args.out, loop, dist,
-                          config_record={"stage": "gan", "preset": args.config, **cfg.to_dict()})
-        if args.resume and trainer.resume() and dist.is_main:
-            print(f"resumed {args.out} at step {trainer.step}", flush=True)
-        step = trainer.run()
-        if dist.is_main:
-            state = "interrupted" if trainer.interrupted else "finished"
-            print(f"{state} at step {step}; checkpoint in {args.out}", flush=True)
-        return 130 if trainer.interrupted else 0
-    finally:
-        shutdown_distributed()
+    cfg = dataclasses.replace(cfg, eval_every=eval_every)
+    return launch_stage(args, "gan", lambda dist: GANStage(cfg, args.data, dist, run_dir=args.out), cfg,
+                        DEFAULT_STEPS)
 
 
 def main(argv: list[str] | None = None) -> int:

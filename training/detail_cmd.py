@@ -30,44 +30,12 @@ def register(sub) -> None:
 
 
 def run_detail(args) -> int:
-    import dataclasses
+    from gramcast.training.engine.launch import launch_stage, stage_config
+    from gramcast.training.stages.detail import DETAIL_FILE, DetailStage, DetailStageConfig
 
-    from gramcast.errors import GramcastError
-    from gramcast.model import GRAMModel
-    from gramcast.training.engine.distributed import init_distributed, shutdown_distributed
-    from gramcast.training.engine.trainer import LoopConfig, Trainer
-    from gramcast.training.stages.detail import DetailStage, DetailStageConfig
-
-    try:
-        cfg = DetailStageConfig.preset(args.config)
-    except ValueError as exc:
-        raise GramcastError(str(exc)) from None
-    cfg = dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images,
-                              batch_size=args.batch_size or cfg.batch_size, lr=args.lr or cfg.lr)
-    dist = init_distributed(args.device)
-    try:
-        generator = GRAMModel.load(args.generator, device=dist.device)   # CheckpointError says what is wrong
-        try:
-            from gramcast.model.encoder import GRAMEncoder
-        except ImportError as exc:
-            raise GramcastError(f"cannot load the encoder: this gramcast has no encoder module ({exc})") from None
-        encoder = GRAMEncoder.load(args.encoder, device=dist.device)
-        try:
-            stage = DetailStage(cfg, args.data, dist, generator, encoder, run_dir=args.out)
-        except FileNotFoundError as exc:
-            raise GramcastError(str(exc)) from None
-        loop = LoopConfig(steps=args.steps or DEFAULT_STEPS.get(args.config, 1000),
-                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                          image_every=args.image_every, progress=not args.no_progress)
-        record = {"stage": "detail", "preset": args.config, "generator": str(args.generator),
-                  "encoder": str(args.encoder), **cfg.to_dict()}
-        trainer = Trainer(stage, args.out, loop, dist, config_record=record)
-        if args.resume and trainer.resume() and dist.is_main:
-            print(f"resumed {args.out} at step {trainer.step}", flush=True)
-        step = trainer.run()
-        if dist.is_main:
-            state = "interrupted" if trainer.interrupted else "finished"
-            print(f"{state} at step {step}; detail reconstructor in {args.out / 'detail.safetensors'}", flush=True)
-        return 130 if trainer.interrupted else 0
-    finally:
-        shutdown_distributed()
+    cfg = stage_config(DetailStageConfig, args, lr=args.lr)
+    # The stage loads the frozen generator and encoder on its device (CheckpointError says what is wrong).
+    return launch_stage(args, "detail",
+                        lambda dist: DetailStage(cfg, args.data, dist, args.generator, args.encoder, run_dir=args.out),
+                        cfg, DEFAULT_STEPS, inputs={"generator": args.generator, "encoder": args.encoder},
+                        done=f"detail reconstructor in {args.out / DETAIL_FILE}")

@@ -70,63 +70,22 @@ def _check_args(args) -> None:
         raise GramcastError(f"--data {args.data}: not a prepared dataset ({exc})") from None
 
 
-def _run(args, stage_name: str, make_stage, cfg, default_steps: dict, inputs: dict) -> int:
-    from gramcast.training.engine.distributed import init_distributed, shutdown_distributed
-    from gramcast.training.engine.trainer import LoopConfig, Trainer
-
-    dist = init_distributed(args.device)
-    try:
-        stage = make_stage(cfg, dist)
-        # The inputs' content hashes go into the record, so resuming against other files warns.
-        record = {"stage": stage_name, "preset": args.config, **cfg.to_dict(),
-                  **{f"{k}_path": str(p) for k, p in inputs.items()},
-                  **{f"{k}_id": _file_id(p) for k, p in inputs.items()}}
-        loop = LoopConfig(steps=args.steps or default_steps.get(args.config, 1000),
-                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                          image_every=args.image_every, progress=not args.no_progress)
-        trainer = Trainer(stage, args.out, loop, dist, config_record=record)
-        if args.resume and trainer.resume() and dist.is_main:
-            print(f"resumed {args.out} at step {trainer.step}", flush=True)
-        step = trainer.run()
-        if dist.is_main:
-            state = "interrupted" if trainer.interrupted else "finished"
-            print(f"{state} at step {step}; checkpoint in {args.out}", flush=True)
-        return 130 if trainer.interrupted else 0
-    finally:
-        shutdown_distributed()
-
-
-def _file_id(path) -> str | None:
-    """The content hash a gramcast checkpoint records in its header (None if it has none)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return (f.metadata() or {}).get("model_id")
-
-
 def run_encoder(args) -> int:
-    import dataclasses
-
+    from gramcast.training.engine.launch import launch_stage, stage_config
     from gramcast.training.stages.encoder import EncoderStage, EncoderStageConfig
 
     _check_args(args)
-    cfg = EncoderStageConfig.preset(args.config)
-    cfg = dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images,
-                              batch_size=args.batch_size or cfg.batch_size)
-    return _run(args, "encoder",
-                lambda c, dist: EncoderStage(c, args.generator, args.data, dist, run_dir=args.out),
-                cfg, ENCODER_STEPS, {"generator": args.generator})
+    cfg = stage_config(EncoderStageConfig, args)
+    return launch_stage(args, "encoder", lambda dist: EncoderStage(cfg, args.generator, args.data, dist, args.out),
+                        cfg, ENCODER_STEPS, inputs={"generator": args.generator})
 
 
 def run_tune(args) -> int:
-    import dataclasses
-
+    from gramcast.training.engine.launch import launch_stage, stage_config
     from gramcast.training.stages.tune import TuneStage, TuneStageConfig
 
     _check_args(args)
-    cfg = TuneStageConfig.preset(args.config)
-    cfg = dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images,
-                              batch_size=args.batch_size or cfg.batch_size)
-    return _run(args, "tune",
-                lambda c, dist: TuneStage(c, args.generator, args.encoder, args.data, dist, run_dir=args.out),
-                cfg, TUNE_STEPS, {"generator": args.generator, "encoder": args.encoder})
+    cfg = stage_config(TuneStageConfig, args)
+    make = lambda dist: TuneStage(cfg, args.generator, args.encoder, args.data, dist, run_dir=args.out)  # noqa: E731
+    return launch_stage(args, "tune", make, cfg, TUNE_STEPS,
+                        inputs={"generator": args.generator, "encoder": args.encoder})

@@ -16,6 +16,7 @@ silhouette bounds the person's 3D extent: no point of the person projects outsid
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ import torch
 from torch import Tensor
 
 from gramcast import camera
-from gramcast.errors import CheckpointError, GramcastError
+from gramcast.errors import GramcastError
+from gramcast.model.checkpoint import CheckpointFormat
 
 __all__ = ["Inverter", "InverterConfig", "find_inverter", "save_inverter", "load_inverter",
            "enroll_graminverter", "BUNDLE_KIND", "BUNDLE_VERSION", "BUNDLE_NAME", "HOW_TO_TRAIN"]
@@ -38,6 +40,9 @@ HOW_TO_TRAIN = ("train them with `gramcast-train gan`, `encoder`, `tune` and `de
                 "`gramcast-train export-inverter RUNS... -o graminverter.safetensors`, and pass the file "
                 "(--weights, or $GRAMCAST_INVERTER); or use --method mesh")
 _PARTS = ("generator", "encoder", "detail")
+BUNDLE_FORMAT = CheckpointFormat(BUNDLE_KIND, BUNDLE_VERSION, name="bundle", what="GRAMInverter bundle",
+                                 missing=f"inverter bundle; {HOW_TO_TRAIN}",
+                                 pass_instead="export one with `gramcast-train export-inverter`")
 
 
 @dataclass(frozen=True)
@@ -100,20 +105,16 @@ def _to_model_input(crop: np.ndarray, resolution: int) -> Tensor:
 # ---------------------------------------------------------------------------------------- bundle
 def save_inverter(path: str | Path, generator, encoder, detail, meta: dict | None = None) -> None:
     """Write the three networks as one bundle, atomically."""
-    from safetensors import torch as st
-
-    from gramcast.media_io import atomic_output
-    from gramcast.model.checkpoint import model_id
+    from gramcast.model.checkpoint import cpu_state, model_id, write_safetensors
 
     state, header = {}, {"format": BUNDLE_KIND, "format_version": str(BUNDLE_VERSION),
                          "meta": json.dumps(meta or {})}
     for name, module in zip(_PARTS, (generator, encoder, detail)):
-        part = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        part = cpu_state(module)
         state.update({f"{name}.{k}": v for k, v in part.items()})
         header[f"{name}_config"] = json.dumps(module.config.to_dict())
         header[f"{name}_id"] = model_id(part)
-    with atomic_output(path) as tmp:
-        st.save_file(state, str(tmp), metadata=header)
+    write_safetensors(path, state, header)
 
 
 def _build(name: str, config: dict):
@@ -133,46 +134,17 @@ def _build(name: str, config: dict):
 
 def load_inverter(path: str | Path, device="auto") -> Inverter:
     """Read and validate a bundle; CheckpointError says what is wrong with a bad file."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from gramcast.model.checkpoint import (assign_state, build_from_header, check_state, read_checkpoint_header,
+                                           read_tensors)
 
-    from gramcast.device import resolve_device
-    from gramcast.model.checkpoint import model_id
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such inverter bundle; {HOW_TO_TRAIN}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors' own error types for cut or foreign files
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated "
-                              "or another kind of file: export it again") from None
-    if header.get("format") != BUNDLE_KIND:
-        raise CheckpointError(f"{path} is not a GRAMInverter bundle (format {header.get('format')!r}, "
-                              f"expected {BUNDLE_KIND!r}); export one with `gramcast-train export-inverter`")
-    if header.get("format_version") != str(BUNDLE_VERSION):
-        v = header.get("format_version")
-        hint = "upgrade gramcast" if str(v).isdigit() and int(v) > BUNDLE_VERSION else "export it again"
-        raise CheckpointError(f"{path} has bundle version {v!r}; this gramcast reads {BUNDLE_VERSION}: {hint}")
+    header = read_checkpoint_header(path, BUNDLE_FORMAT)
+    state = read_tensors(path)
     modules = []
     for name in _PARTS:
+        module = build_from_header(path, header.get(f"{name}_config"), functools.partial(_build, name), name)
         part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-        try:
-            with torch.device("meta"):
-                module = _build(name, json.loads(header[f"{name}_config"]))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: bad {name} configuration in the header ({exc}): export it again") from None
-        if header.get(f"{name}_id") != model_id(part):
-            raise CheckpointError(f"{path}: the {name} weights do not match their content hash: the file "
-                                  "is corrupt, copy or export it again")
-        try:
-            module.load_state_dict(part, assign=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: the {name} weights do not fit its configuration ({str(exc)[:200]}); "
-                                  "export it again with this gramcast") from None
-        modules.append(module.to(resolve_device(device)).eval())
+        check_state(path, module, part, header.get(f"{name}_id"), part=name)
+        modules.append(assign_state(path, module, part, device))
     return Inverter(*modules, meta=json.loads(header.get("meta", "{}")))
 
 
@@ -218,7 +190,8 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
     if inverter is None:
         found = find_inverter(weights)
         if found is None:
-            raise GramcastError(f"the graminverter method needs trained weights, and none are installed: {HOW_TO_TRAIN}")
+            raise GramcastError("the graminverter method needs trained weights, and none are installed: "
+                                f"{HOW_TO_TRAIN}")
         inverter = load_inverter(found, device)
     pose = (float(aligned.pose.yaw), float(aligned.pose.pitch))
     image = _to_model_input(aligned.crop, inverter.resolution)
@@ -234,6 +207,7 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
     if matte is not None:
         textures[:, 3:4] *= _matte_alpha(avatar, matte, pose, config.matte_threshold)
     avatar.textures = textures
-    avatar.meta.update({"method": "graminverter", "input_pose": {"yaw": pose[0], "pitch": pose[1], "roll": float(aligned.pose.roll)},
+    input_pose = {"yaw": pose[0], "pitch": pose[1], "roll": float(aligned.pose.roll)}
+    avatar.meta.update({"method": "graminverter", "input_pose": input_pose,
                         "inverter": {k: inverter.meta.get(k) for k in ("created", "runs") if k in inverter.meta}})
     return avatar

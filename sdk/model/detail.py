@@ -20,9 +20,8 @@ Only torch and numpy (and safetensors for files) are needed here.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gramcast import camera
+from gramcast.model.checkpoint import CheckpointFormat, config_from_dict, load_checkpoint, save_checkpoint
 from gramcast.model.gram import DEFAULT_DETAIL_EXTENT
 from gramcast.model.intersection import intersect_levels
 
@@ -38,6 +38,10 @@ __all__ = ["DetailConfig", "DetailReconstructor", "grid_xy", "manifold_height_gr
 
 FORMAT_VERSION = 1
 KIND = "gramcast.detail-reconstructor"
+DETAIL_FORMAT = CheckpointFormat(
+    KIND, FORMAT_VERSION, name="detail", what="gramcast detail reconstructor",
+    missing="detail reconstructor file; train one with `gramcast-train detail` or check the path",
+    pass_instead="pass the detail run's detail.safetensors")
 
 
 # ---------------------------------------------------------------------------------------- geometry
@@ -218,12 +222,7 @@ class DetailConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DetailConfig":
         """Inverse of ``to_dict``; ValueError on unknown fields or values that cannot work."""
-        if not isinstance(d, dict):
-            raise ValueError(f"a detail config is a JSON object, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown detail config fields {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d, "detail")
 
 
 # ---------------------------------------------------------------------------------------- networks
@@ -390,68 +389,9 @@ class DetailReconstructor(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> str:
         """Write a safetensors file atomically (temp file + rename); returns the content hash."""
-        from safetensors import torch as st
-
-        from gramcast.media_io import atomic_output
-        from gramcast.model.checkpoint import model_id
-
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        mid = model_id(state)
-        meta = {"format": KIND, "format_version": str(FORMAT_VERSION),
-                "config": json.dumps(self.config.to_dict()), "model_id": mid}
-        with atomic_output(path) as tmp:
-            st.save_file(state, str(tmp), metadata=meta)
-        return mid
+        return save_checkpoint(self, path, DETAIL_FORMAT)
 
     @classmethod
     def load(cls, path: str | Path, device="auto") -> "DetailReconstructor":
         """Read and validate a file written by ``save``; CheckpointError says what is wrong."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        from gramcast.device import resolve_device
-        from gramcast.errors import CheckpointError
-        from gramcast.model.checkpoint import model_id
-
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such detail reconstructor file; train one with "
-                                  "`gramcast-train detail` or check the path")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            state = load_file(str(path))
-        except Exception as exc:  # safetensors' own error types for foreign or cut files
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be truncated "
-                                  "or another kind of file: copy or export it again") from None
-        if meta.get("format") != KIND:
-            raise CheckpointError(f"{path} is not a gramcast detail reconstructor (format {meta.get('format')!r}, "
-                                  f"expected {KIND!r}); pass the detail run's detail.safetensors")
-        version = meta.get("format_version")
-        if version != str(FORMAT_VERSION):
-            newer = str(version).isdigit() and int(version) > FORMAT_VERSION
-            hint = "upgrade gramcast to read it" if newer else "re-export it with this gramcast"
-            raise CheckpointError(f"{path} has detail format version {version!r}; this gramcast reads "
-                                  f"version {FORMAT_VERSION}: {hint}")
-        try:
-            config = DetailConfig.from_dict(json.loads(meta["config"]))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: bad detail configuration in the header ({exc}); re-export it") from None
-        with torch.device("meta"):
-            module = cls(config)   # shapes only: no memory, no random init
-        expected = module.state_dict()
-        wrong = sorted(set(expected) ^ set(state)) + [
-            k for k in sorted(set(expected) & set(state))
-            if expected[k].shape != state[k].shape or expected[k].dtype != state[k].dtype]
-        if wrong:
-            raise CheckpointError(f"{path} does not match the configuration in its header ({wrong[:3]}); it was "
-                                  "written by a different version: re-export it")
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise CheckpointError(f"{path} holds non-finite weights in {bad[:3]}: the training run diverged; "
-                                  "use an earlier checkpoint")
-        if model_id(state) != meta.get("model_id"):
-            raise CheckpointError(f"{path}: the weights do not match the content hash in the header; the file "
-                                  "is corrupt: copy or export it again")
-        module.load_state_dict(state, assign=True)
-        return module.to(resolve_device(device)).eval()
+        return load_checkpoint(path, DETAIL_FORMAT, lambda config: cls(DetailConfig.from_dict(config)), device)

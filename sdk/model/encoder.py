@@ -20,19 +20,22 @@ Only torch and numpy are needed to import and run this module (safetensors for s
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gramcast.errors import CheckpointError
+from gramcast.model.checkpoint import CheckpointFormat, config_from_dict, load_checkpoint, save_checkpoint
 
 FORMAT_VERSION = 1
 KIND = "gramcast.wplus-encoder"
+ENCODER_FORMAT = CheckpointFormat(
+    KIND, FORMAT_VERSION, name="encoder", what="gramcast w+ encoder checkpoint",
+    missing="encoder checkpoint; train one with `gramcast-train encoder` or check the path",
+    pass_instead="pass the encoder.safetensors of `gramcast-train encoder`", require_id=False)
 
 __all__ = ["EncoderConfig", "GRAMEncoder", "delta_regularizer", "wplus_to_mean", "pyramid_levels",
            "FORMAT_VERSION", "KIND"]
@@ -128,15 +131,7 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderConfig":
         """Inverse of ``to_dict``; ValueError on unknown fields or values that cannot work."""
-        if not isinstance(d, dict):
-            raise ValueError(f"an encoder config is a JSON object, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown encoder config fields {unknown}")
-        try:
-            return cls(**d)
-        except TypeError as exc:  # e.g. a list where a number belongs
-            raise ValueError(str(exc)) from None
+        return config_from_dict(cls, d, "encoder")
 
 
 def _default_split(num_ws: int) -> tuple[int, int]:
@@ -294,78 +289,13 @@ class GRAMEncoder(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> str:
         """Write a safetensors checkpoint atomically (temp file, then rename). Returns its content id."""
-        from safetensors import torch as st
-
-        from gramcast.media_io import atomic_output
-        from gramcast.model.checkpoint import model_id
-
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        mid = model_id(state)
-        meta = {"format": KIND, "format_version": str(FORMAT_VERSION), "config": json.dumps(self.config.to_dict()),
-                "model_id": mid}
-        with atomic_output(path) as tmp:
-            st.save_file(state, str(tmp), metadata=meta)
-        return mid
+        return save_checkpoint(self, path, ENCODER_FORMAT)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "GRAMEncoder":
-        """Read and validate an encoder checkpoint; eval mode on ``device``. CheckpointError says what is wrong."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        from gramcast.device import resolve_device
-        from gramcast.model.checkpoint import model_id
-
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such encoder checkpoint; train one with `gramcast-train encoder` "
-                                  "or check the path")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # safetensors' own error types for foreign or cut files
-            raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc}); it may be "
-                                  "truncated or another kind of file: copy or export it again") from None
-        if meta.get("format") != KIND:
-            raise CheckpointError(f"{path} is not a gramcast w+ encoder checkpoint (format {meta.get('format')!r}, "
-                                  f"expected {KIND!r}); pass the encoder.safetensors of `gramcast-train encoder`")
-        version = meta.get("format_version")
-        if version != str(FORMAT_VERSION):
-            newer = str(version).isdigit() and int(version) > FORMAT_VERSION
-            hint = "upgrade gramcast to read it" if newer else "re-export it with this gramcast"
-            raise CheckpointError(f"{path} has encoder format version {version!r}; this gramcast reads "
-                                  f"version {FORMAT_VERSION}: {hint}")
-        try:
-            config = EncoderConfig.from_dict(json.loads(meta["config"]))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: bad encoder configuration in the header ({exc}); the file was "
-                                  "written by another tool or version: re-export it") from None
-        with torch.device("meta"):
-            enc = cls(config)  # shapes only
-        try:
-            state = load_file(str(path))
-        except Exception as exc:
-            raise CheckpointError(f"{path}: the tensor data cannot be read ({exc}); the file is corrupt: "
-                                  "copy or export it again") from None
-        expected = enc.state_dict()
-        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        wrong = [k for k in sorted(set(expected) & set(state))
-                 if expected[k].shape != state[k].shape or expected[k].dtype != state[k].dtype]
-        if missing or extra or wrong:
-            raise CheckpointError(f"{path} does not match the configuration in its header: missing {missing[:3]}, "
-                                  f"unexpected {extra[:3]}, wrong shape/dtype {wrong[:3]}: re-export it")
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise CheckpointError(f"{path} holds non-finite weights in {bad[:3]}: the training run diverged; "
-                                  "use an earlier checkpoint")
-        if "model_id" in meta and model_id(state) != meta["model_id"]:
-            raise CheckpointError(f"{path}: the weights do not match the content hash in the header "
-                                  f"({meta['model_id']}); the file is corrupt: copy or export it again")
-        try:
-            enc.load_state_dict(state, assign=True)
-        except ValueError as exc:  # an active_deltas count this configuration cannot have
-            raise CheckpointError(f"{path}: {exc}; re-export it") from None
-        return enc.to(resolve_device(device)).eval()
+        """Read and validate an encoder checkpoint; eval mode on ``device``. CheckpointError says what is wrong
+        (also for an ``active_deltas`` count the configuration cannot have)."""
+        return load_checkpoint(path, ENCODER_FORMAT, lambda config: cls(EncoderConfig.from_dict(config)), device)
 
 
 # ---------------------------------------------------------------------- regularisers (pure maths)

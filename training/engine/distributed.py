@@ -76,3 +76,22 @@ def parameter_spread(modules, info: DistInfo) -> float:
     dist.all_gather(gathered, sums)
     stacked = torch.stack(gathered)
     return float((stacked.max(0).values - stacked.min(0).values).max())
+
+
+def wrap_ddp(module: torch.nn.Module, info: DistInfo, **kwargs) -> torch.nn.Module:
+    """``module`` inside DistributedDataParallel on this rank's device when the run is distributed,
+    else ``module`` itself. ``kwargs`` go to DDP (e.g. ``find_unused_parameters``)."""
+    if not info.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(module, device_ids=[info.device.index] if info.device.type == "cuda" else None, **kwargs)
+
+
+def reduce_scalars(scalars: dict, info: DistInfo, modules=()) -> dict[str, float]:
+    """A step's scalars (tensors or numbers) averaged over ranks, as floats; with several ranks also
+    ``dist/param_spread`` of ``modules`` (0.0 while the replicas are in sync)."""
+    out = {k: float(all_reduce_mean(torch.as_tensor(v).detach().to(info.device), info)) for k, v in scalars.items()}
+    if info.distributed:
+        out["dist/param_spread"] = parameter_spread(modules, info)
+    return out

@@ -20,21 +20,20 @@ L_depth is summed over a ray's far hits and averaged over rays.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gramcast import camera
 from gramcast.model import GRAMModel
 from gramcast.model.decoder import sample_detail_maps
 from gramcast.model.detail import DetailConfig, DetailReconstructor, manifold_height_grid
 from gramcast.training.data import FaceDataset
-from gramcast.training.engine.distributed import DistInfo, all_reduce_mean, parameter_spread
+from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights
 
@@ -75,7 +74,7 @@ def depth_regularization(detail: Tensor, points: Tensor, depth: Tensor, valid: T
 
 # ---------------------------------------------------------------------------------------- config
 @dataclass
-class DetailStageConfig:
+class DetailStageConfig(StageConfig):
     detail_preset: str = "tiny"        # DetailConfig preset, sized for the loaded generator
     detail_overrides: dict = field(default_factory=dict)
     batch_size: int = 4                # per rank
@@ -95,25 +94,13 @@ class DetailStageConfig:
     novel_pitch: float = 0.25
     #: Samples per column when finding the manifolds' low-res height grid (once, at start).
     height_samples: int = 192
-    flip: bool = True
-    seed: int = 0
-    amp: bool = True                   # bf16 autocast on CUDA; ignored on CPU
-    max_images: int | None = None
 
     @classmethod
-    def preset(cls, name: str) -> "DetailStageConfig":
+    def presets(cls) -> dict[str, "DetailStageConfig"]:
         # paper: batch 8 over 4 GPUs; the per-rank batch below times the ranks gives the global batch
-        presets = {"tiny": cls(detail_preset="tiny", batch_size=2),
-                   "small": cls(detail_preset="small", batch_size=8),
-                   "paper": cls(detail_preset="paper", batch_size=2)}
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return presets[name]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+        return {"tiny": cls(detail_preset="tiny", batch_size=2),
+                "small": cls(detail_preset="small", batch_size=8),
+                "paper": cls(detail_preset="paper", batch_size=2)}
 
 
 # ---------------------------------------------------------------------------------------- stage
@@ -153,15 +140,11 @@ class DetailStage:
         self.heights_lr = manifold_height_grid(self.G, dcfg.map_resolution, dcfg.extent, cfg.height_samples)[0]
         self.data = FaceDataset(data_dir, self.G.config.resolution, max_images=cfg.max_images)
         self.opt = torch.optim.Adam(self.R.parameters(), lr=cfg.lr, betas=cfg.betas)
-        self.R_forward: nn.Module = self.R
-        if dist.distributed:
-            self.R_forward = DDP(self.R, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.R_forward: nn.Module = wrap_ddp(self.R, dist)
         self.images_seen = 0
 
     def _autocast(self):
-        if self.cfg.amp and self.dist.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.cfg.amp, self.dist.device)
 
     @torch.no_grad()
     def coarse(self, images: Tensor, poses: Tensor) -> tuple[Tensor, Tensor, object]:
@@ -217,10 +200,7 @@ class DetailStage:
         total.backward()
         self.opt.step()
         self.images_seen += cfg.batch_size * self.dist.world_size
-        out = {k: float(all_reduce_mean(torch.as_tensor(v).detach().to(dev), self.dist)) for k, v in scalars.items()}
-        if self.dist.distributed:
-            out["dist/param_spread"] = parameter_spread([self.R], self.dist)
-        return out
+        return reduce_scalars(scalars, self.dist, [self.R])
 
     @torch.no_grad()
     def evaluate(self, images: Tensor, poses: Tensor) -> dict[str, float]:
@@ -249,15 +229,12 @@ class DetailStage:
     def log_images(self, writer, step: int, n: int = 4, yaws=(-0.4, 0.4)) -> None:
         """Rows: fixed training images; columns: input | coarse | detailed | detailed at each of ``yaws``."""
         self.R.eval()
-        n = min(n, len(self.data))
-        images = self.data.images[:n].float().div(127.5).sub(1.0).to(self.dist.device)
-        poses = self.data.poses[:n].to(self.dist.device)
+        images, poses = fixed_batch(self.data, n, self.dist.device)
+        n = images.shape[0]
         _, planes, coarse = self.coarse(images, poses)
         detail = self.R(images, coarse.rgb, poses, self.heights_lr)
         cols = [images, coarse.rgb]
         for pose in [poses] + [torch.tensor([[y, 0.0]], device=poses.device).expand(n, 2) for y in yaws]:
             cols.append(self.G.render_planes(planes, pose, detail=detail, detail_extent=self.extent).rgb)
-        r = images.shape[-1]
-        grid = torch.stack(cols, 1).permute(2, 0, 3, 1, 4).reshape(3, n * r, len(cols) * r)
-        writer.add_image("detail/input_coarse_detailed_yaws", (grid.clamp(-1, 1) + 1) / 2, step)
+        writer.add_image("detail/input_coarse_detailed_yaws", image_grid(cols), step)
         self.R.train()

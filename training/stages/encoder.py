@@ -13,17 +13,16 @@ Per-layer deltas are unlocked progressively, one every ``delta_every`` steps (e4
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gramcast.model import GRAMModel
 from gramcast.model.encoder import EncoderConfig, GRAMEncoder, delta_regularizer, wplus_to_mean
 from gramcast.training.data import FaceDataset
-from gramcast.training.engine.distributed import DistInfo, all_reduce_mean, parameter_spread
+from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights
 
@@ -31,8 +30,12 @@ ENCODER_FILE = "encoder.safetensors"
 log = logging.getLogger(__name__)
 
 
+__all__ = ["EncoderStageConfig", "EncoderStage", "learning_rate_at", "active_deltas_at", "mean_latent",
+           "image_grid", "ENCODER_FILE"]
+
+
 @dataclass
-class EncoderStageConfig:
+class EncoderStageConfig(StageConfig):
     #: Size of the encoder backbone (``EncoderConfig.for_model`` preset); the generator sets the rest.
     encoder_preset: str = "tiny"
     encoder_overrides: dict = field(default_factory=dict)
@@ -48,14 +51,10 @@ class EncoderStageConfig:
     delta_every: int = 2000
     #: z samples for the mean latent w̄ (paper: 10K).
     w_avg_samples: int = 10_000
-    flip: bool = True
-    seed: int = 0
-    amp: bool = True                 # bf16 autocast on CUDA; ignored on CPU
-    max_images: int | None = None
 
     @classmethod
-    def preset(cls, name: str) -> "EncoderStageConfig":
-        presets = {
+    def presets(cls) -> dict[str, "EncoderStageConfig"]:
+        return {
             # a few hundred CPU steps: deltas unlock quickly so the whole schedule is exercised
             "tiny": cls(encoder_preset="tiny", batch_size=4, lr_decay_step=150, delta_every=10, w_avg_samples=1000),
             # one lent GPU
@@ -63,14 +62,6 @@ class EncoderStageConfig:
             # the paper: batch 32 over 4 GPUs, 150K iterations, lr drop after 100K
             "paper": cls(encoder_preset="paper", batch_size=8, lr_decay_step=100_000, delta_every=2000),
         }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return presets[name]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 # ---------------------------------------------------------------------- schedules and w̄ (pure)
@@ -120,16 +111,11 @@ class EncoderStage:
         self.recon = (recon_loss if recon_loss is not None
                       else ReconstructionLoss.from_cache(cfg.recon_weights, device=dev)).to(dev)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr, betas=cfg.betas)
-        self.E_forward: torch.nn.Module = self.E
-        if dist.distributed:
-            ids = [dev.index] if dev.type == "cuda" else None
-            # Inactive delta heads are skipped, so some parameters get no gradient in a step.
-            self.E_forward = DDP(self.E, device_ids=ids, find_unused_parameters=True)
+        # Inactive delta heads are skipped, so some parameters get no gradient in a step.
+        self.E_forward: torch.nn.Module = wrap_ddp(self.E, dist, find_unused_parameters=True)
 
     def _autocast(self):
-        if self.cfg.amp and self.dist.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.cfg.amp, self.dist.device)
 
     def losses(self, images: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Total loss ``()`` and its (unweighted) parts for images ``(B, 3, R, R)`` at poses ``(B, 2)``."""
@@ -158,25 +144,18 @@ class EncoderStage:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        out = {k: float(all_reduce_mean(v.to(dev), self.dist)) for k, v in scalars.items()}
+        out = reduce_scalars(scalars, self.dist, [self.E])
         out.update({"train/lr": lr, "train/active_deltas": float(self.E.active_deltas)})
-        if self.dist.distributed:
-            out["dist/param_spread"] = parameter_spread([self.E], self.dist)
         return out
 
     @torch.no_grad()
     def reconstruction_error(self, n: int = 8) -> dict[str, float]:
         """L_r and its parts on the first ``n`` training images at their own poses (no flip): a fixed
         set, so values at different steps compare."""
-        images, poses = self._fixed_batch(n)
+        images, poses = fixed_batch(self.data, n, self.dist.device)
         ws = self.E(images)
         rec, parts = self.recon(self.G.render(ws, poses).rgb.float(), images)
         return {"recon": float(rec), **parts}
-
-    def _fixed_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n = min(n, len(self.data))
-        dev = self.dist.device
-        return (self.data.images[:n].float().div(127.5).sub(1.0).to(dev), self.data.poses[:n].to(dev))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -192,7 +171,7 @@ class EncoderStage:
     @torch.no_grad()
     def log_images(self, writer, step: int, n: int = 4, yaws=(-0.4, 0.4)) -> None:
         """Rows: training images; columns: input | reconstruction at its pose | two novel yaws."""
-        images, poses = self._fixed_batch(n)
+        images, poses = fixed_batch(self.data, n, self.dist.device)
         ws = self.E(images)
         cols = [images, self.G.render(ws, poses).rgb]
         for yaw in yaws:
@@ -201,10 +180,3 @@ class EncoderStage:
         for k, v in self.reconstruction_error(n).items():
             writer.add_scalar(f"eval/{k}", v, step)
 
-
-def image_grid(columns: list[torch.Tensor]) -> torch.Tensor:
-    """Columns of ``(n, 3, R, R)`` images in [-1, 1] -> one ``(3, n·R, len(columns)·R)`` image in [0, 1]."""
-    grid = torch.stack([c.float().clamp(-1, 1) for c in columns], 1)       # (n, cols, 3, R, R)
-    n, k, _, r, _ = grid.shape
-    grid = grid.permute(2, 0, 3, 1, 4).reshape(3, n * r, k * r)
-    return (grid.cpu() + 1) / 2

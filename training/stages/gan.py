@@ -10,17 +10,16 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gramcast.model import GRAMConfig, GRAMModel
 from gramcast.training.data import FaceDataset, PoseSampler
-from gramcast.training.engine.distributed import DistInfo, all_reduce_mean, parameter_spread
+from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.stage import StageConfig, autocast, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.losses import discriminator_loss, generator_loss, pose_loss, r1_penalty
 from gramcast.training.metrics import (HOW_TO_GET, INCEPTION_SHA1, REAL_STATS_FILE, InceptionFeatures,
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class GANConfig:
+class GANConfig(StageConfig):
     model_preset: str = "tiny"
     model_overrides: dict = field(default_factory=dict)
     batch_size: int = 8            # per rank
@@ -48,10 +47,6 @@ class GANConfig:
     ema_rampup: float = 0.05       # half-life <= rampup * images seen, early in training
     d_channel_base: int = 4096
     d_channel_max: int = 256
-    flip: bool = True
-    seed: int = 0
-    amp: bool = True               # bf16 autocast on CUDA; ignored on CPU
-    max_images: int | None = None
     #: FID/KID of G_ema against the training set every this many steps (0: never), on rank 0, when
     #: the Inception weight is installed (`gramcast-train fetch-inception`). Returned with that
     #: step's scalars, so make it a multiple of the trainer's log interval (the CLI does).
@@ -64,8 +59,8 @@ class GANConfig:
     inception_sha1: str | None = INCEPTION_SHA1
 
     @classmethod
-    def preset(cls, name: str) -> "GANConfig":
-        presets = {
+    def presets(cls) -> dict[str, "GANConfig"]:
+        return {
             "tiny": cls(model_preset="tiny", batch_size=4, d_channel_base=1024, d_channel_max=64,
                         eval_every=100, fid_samples=64, fid_real_images=256, fid_batch=16),
             "small": cls(model_preset="small", batch_size=32, d_channel_base=8192, d_channel_max=256,
@@ -73,14 +68,6 @@ class GANConfig:
             "paper": cls(model_preset="paper", batch_size=8, d_channel_base=16384, d_channel_max=512,
                          eval_every=5000, fid_samples=10_000, fid_real_images=10_000),
         }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return presets[name]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 class _RenderForward(nn.Module):
@@ -117,12 +104,8 @@ class GANStage:
         self.opt_G = torch.optim.Adam([{"params": rest, "lr": cfg.lr_generator},
                                        {"params": manifold, "lr": cfg.lr_manifold}], betas=cfg.betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
-        self.G_forward: nn.Module = _RenderForward(self.G)
-        self.D_forward: nn.Module = self.D
-        if dist.distributed:
-            ids = [dev.index] if dev.type == "cuda" else None
-            self.G_forward = DDP(self.G_forward, device_ids=ids)
-            self.D_forward = DDP(self.D, device_ids=ids)
+        self.G_forward: nn.Module = wrap_ddp(_RenderForward(self.G), dist)
+        self.D_forward: nn.Module = wrap_ddp(self.D, dist)
         self.images_seen = 0
         self._inception: InceptionFeatures | None = None
         self._real_features: torch.Tensor | None = None
@@ -134,9 +117,7 @@ class GANStage:
                             HOW_TO_GET)
 
     def _autocast(self):
-        if self.cfg.amp and self.dist.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.cfg.amp, self.dist.device)
 
     def _latents(self, n: int, g: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.G.config.z_dim, generator=g).to(self.dist.device)
@@ -187,9 +168,7 @@ class GANStage:
             "loss/r1": r1, "loss/pose_D": loss_pose_d, "loss/pose_G": loss_pose_g,
             "D/real_score": real_logits.mean(), "D/fake_score": fake_logits.mean(),
         }
-        out = {k: float(all_reduce_mean(v.detach(), self.dist)) for k, v in scalars.items()}
-        if self.dist.distributed:
-            out["dist/param_spread"] = parameter_spread([self.G, self.D], self.dist)
+        out = reduce_scalars(scalars, self.dist, [self.G, self.D])
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self._inception_path is not None:
             out.update({f"eval/{k}": v for k, v in self.evaluate_fid().items()})
         return out
@@ -255,10 +234,7 @@ class GANStage:
         for yaw in yaws:
             poses = torch.tensor([[yaw, 0.0]], device=self.dist.device).expand(n, 2)
             cols.append(self.G_ema.render(ws, poses).rgb)
-        grid = torch.stack(cols, 1).flatten(0, 1)  # (n * len(yaws), 3, R, R), row-major
-        r = grid.shape[-1]
-        grid = grid.reshape(n, len(yaws), 3, r, r).permute(2, 0, 3, 1, 4).reshape(3, n * r, len(yaws) * r)
-        writer.add_image("samples/yaw_sweep", (grid.clamp(-1, 1) + 1) / 2, step)
+        writer.add_image("samples/yaw_sweep", image_grid(cols), step)
         from gramcast.training.evaluation import multiview_consistency
 
         for key, value in multiview_consistency(self.G_ema, ws).items():

@@ -17,22 +17,20 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gramcast.errors import CheckpointError
 from gramcast.model import GRAMModel
 from gramcast.model.encoder import GRAMEncoder
 from gramcast.training.data import FaceDataset, PoseSampler
-from gramcast.training.engine.distributed import DistInfo, all_reduce_mean, parameter_spread
+from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights, masked_mse
-from gramcast.training.stages.encoder import image_grid
 
 TUNED_FILE = "generator_tuned.safetensors"
 log = logging.getLogger(__name__)
@@ -42,7 +40,7 @@ PTI_ALPHA, PTI_NUM_WS, PTI_W_DIM = 30.0, 18, 512
 
 
 @dataclass
-class TuneStageConfig:
+class TuneStageConfig(StageConfig):
     batch_size: int = 4              # per rank
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
@@ -52,26 +50,14 @@ class TuneStageConfig:
     locality_perceptual_weight: float = 1.0
     #: Step length from the pivot; None: PTI's 30 scaled to this generator's w+ size.
     locality_alpha: float | None = None
-    flip: bool = True
-    seed: int = 0
-    amp: bool = True                 # bf16 autocast on CUDA; ignored on CPU
-    max_images: int | None = None
 
     @classmethod
-    def preset(cls, name: str) -> "TuneStageConfig":
-        presets = {
+    def presets(cls) -> dict[str, "TuneStageConfig"]:
+        return {
             "tiny": cls(batch_size=4),
             "small": cls(batch_size=16),
             "paper": cls(batch_size=4),   # the paper: batch 16 over 4 GPUs, 100K iterations
         }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return presets[name]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 # ---------------------------------------------------------------------- locality regulariser (pure)
@@ -148,15 +134,10 @@ class TuneStage:
                       else ReconstructionLoss.from_cache(cfg.recon_weights, device=dev)).to(dev)
         params = [p for m in self.tuned for p in m.parameters()]
         self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-        self.G_forward: nn.Module = _RenderForward(self.G)
-        if dist.distributed:
-            ids = [dev.index] if dev.type == "cuda" else None
-            self.G_forward = DDP(self.G_forward, device_ids=ids)   # syncs only the trainable Ψ and m
+        self.G_forward: nn.Module = wrap_ddp(_RenderForward(self.G), dist)   # syncs only the trainable Ψ and m
 
     def _autocast(self):
-        if self.cfg.amp and self.dist.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.cfg.amp, self.dist.device)
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg, dev = self.cfg, self.dist.device
@@ -183,24 +164,16 @@ class TuneStage:
         self.opt.step()
         scalars = {"loss/total": loss.detach(), "loss/recon": rec.detach(), "loss/locality": loc.detach(),
                    **{f"recon/{k}": torch.tensor(v) for k, v in parts.items()}}
-        out = {k: float(all_reduce_mean(v.to(dev), self.dist)) for k, v in scalars.items()}
-        if self.dist.distributed:
-            out["dist/param_spread"] = parameter_spread(self.tuned, self.dist)
-        return out
+        return reduce_scalars(scalars, self.dist, self.tuned)
 
     @torch.no_grad()
     def reconstruction_error(self, n: int = 8, model: GRAMModel | None = None) -> dict[str, float]:
         """L_r and its parts of ``model`` (default: the tuned G) on the first ``n`` training images at
         their own poses, from the encoder's codes: a fixed set, so values at different steps compare."""
-        images, poses = self._fixed_batch(n)
+        images, poses = fixed_batch(self.data, n, self.dist.device)
         model = model if model is not None else self.G
         rec, parts = self.recon(model.render(self.E(images), poses).rgb.float(), images)
         return {"recon": float(rec), **parts}
-
-    def _fixed_batch(self, n: int) -> tuple[Tensor, Tensor]:
-        n = min(n, len(self.data))
-        dev = self.dist.device
-        return self.data.images[:n].float().div(127.5).sub(1.0).to(dev), self.data.poses[:n].to(dev)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -219,7 +192,7 @@ class TuneStage:
     @torch.no_grad()
     def log_images(self, writer, step: int, n: int = 4, yaws=(-0.4, 0.4)) -> None:
         """Rows: training images; columns: input | original G | tuned G at its pose | tuned G at two novel yaws."""
-        images, poses = self._fixed_batch(n)
+        images, poses = fixed_batch(self.data, n, self.dist.device)
         ws = self.E(images)
         cols = [images, self.G0.render(ws, poses).rgb, self.G.render(ws, poses).rgb]
         for yaw in yaws:

@@ -1,0 +1,82 @@
+"""Running one training stage from `gramcast-train` options: the code path every stage command shares.
+
+    cfg = stage_config(EncoderStageConfig, args)
+    return launch_stage(args, "encoder", lambda dist: EncoderStage(cfg, ..., dist, run_dir=args.out), cfg,
+                        ENCODER_STEPS, inputs={"generator": args.generator})
+
+``launch_stage`` joins the process group (torchrun) or runs as one process, builds the stage, records
+the configuration (and the input checkpoints' content ids, so resuming against other files warns),
+trains to ``--steps`` (resuming with ``--resume``), and returns the exit code: 0, or 130 when
+interrupted (the state is saved either way).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+from gramcast.errors import GramcastError
+from gramcast.training.engine.distributed import DistInfo
+
+
+def stage_config(config_cls, args, **overrides):
+    """``config_cls.preset(args.config)`` with the options every stage takes (--seed, --max-images,
+    --batch-size) and ``overrides`` applied. An override (or --batch-size) that is None or 0, i.e. an
+    option not given, keeps the preset's value. An unknown preset is a GramcastError."""
+    try:
+        cfg = config_cls.preset(args.config)
+    except ValueError as exc:
+        raise GramcastError(str(exc)) from None
+    given = {k: v for k, v in {"batch_size": args.batch_size, **overrides}.items() if v}
+    return dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images, **given)
+
+
+def file_id(path) -> str | None:
+    """The content hash a gramcast checkpoint records in its header (None if it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("model_id")
+
+
+def stage_record(stage_name: str, preset: str, cfg, inputs: dict[str, Any] | None = None) -> dict:
+    """What ``config.json`` and the resume check hold: the stage, its preset, its configuration, and
+    the path and content id of every input checkpoint."""
+    inputs = inputs or {}
+    return {"stage": stage_name, "preset": preset, **cfg.to_dict(),
+            **{f"{k}_path": str(p) for k, p in inputs.items()},
+            **{f"{k}_id": file_id(p) for k, p in inputs.items()}}
+
+
+def launch_stage(args, stage_name: str, make_stage: Callable[[DistInfo], Any], cfg, default_steps: dict[str, int],
+                 inputs: dict[str, Path] | None = None, done: str | None = None) -> int:
+    """Train the stage ``make_stage(dist)`` returns under ``args`` (the options of ``cli._common``).
+
+    ``cfg``: the stage's configuration (recorded); ``default_steps``: per preset, when --steps is not
+    given; ``inputs``: the checkpoints the stage reads, by name; ``done``: what the final line says the
+    run left (default: where the checkpoint is). A FileNotFoundError while building the stage (e.g.
+    a missing dataset) is a one-line GramcastError. Returns 0, or 130 when interrupted.
+    """
+    from gramcast.training.engine.distributed import init_distributed, shutdown_distributed
+    from gramcast.training.engine.trainer import LoopConfig, Trainer
+
+    dist = init_distributed(args.device)
+    try:
+        try:
+            stage = make_stage(dist)
+        except FileNotFoundError as exc:
+            raise GramcastError(str(exc)) from None
+        record = stage_record(stage_name, args.config, cfg, inputs)
+        loop = LoopConfig(steps=args.steps or default_steps.get(args.config, 1000),
+                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                          image_every=args.image_every, progress=not args.no_progress)
+        trainer = Trainer(stage, args.out, loop, dist, config_record=record)
+        if args.resume and trainer.resume() and dist.is_main:
+            print(f"resumed {args.out} at step {trainer.step}", flush=True)
+        step = trainer.run()
+        if dist.is_main:
+            state = "interrupted" if trainer.interrupted else "finished"
+            print(f"{state} at step {step}; {done or f'checkpoint in {args.out}'}", flush=True)
+        return 130 if trainer.interrupted else 0
+    finally:
+        shutdown_distributed()
