@@ -31,6 +31,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (after saving) once this much wall-clock time has passed, e.g. to fit a GPU lease")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="warm start from a weight snapshot (any part written by `gramcast-train snapshot`); "
+                        "ignored when --resume finds OUT/state.pt")
     p.add_argument("--eval-every", type=int, default=None,
                    help="FID/KID every N steps, rounded up to a multiple of --log-every (0: off; default: the preset's)")
     p.add_argument("--fid-samples", type=int, default=None, help="generated images per FID/KID evaluation")
@@ -62,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--size", type=int, help="resize crops to this side (default: keep)")
     pack.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     pack.set_defaults(func=run_pack)
+    snap = sub.add_parser("snapshot", help="write a run's networks (no optimiser state) as small carryable parts",
+                          description="Write the networks of RUN/state.pt without optimiser state, in bf16 by "
+                                      "default, as PREFIX-0000i-of-0000n.safetensors parts of at most --part-mib "
+                                      "each; `--init-from` on any stage command warm-starts from them.")
+    snap.add_argument("run", type=Path, help="run folder holding state.pt")
+    snap.add_argument("prefix", type=Path, help="output path prefix, e.g. carry/gan")
+    snap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    snap.add_argument("--part-mib", type=float, default=15.0, help="largest part in MiB (default 15)")
+    snap.set_defaults(func=run_snapshot)
     export = sub.add_parser("export-inverter", help="bundle generator + encoder + detail into one file for enrollment",
                             description="Write the three trained networks of GRAMInverter as one bundle that "
                                         "`gramcast enroll --method graminverter --weights FILE` reads.")
@@ -76,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     encoder_cmd.register(sub)   # encoder, tune: the general inversion stage (paper Sec. 3.2)
     detail_cmd.register(sub)    # detail: the detail manifolds reconstructor (Sec. 3.3-3.4)
     return parser
+
+
+def run_snapshot(args) -> int:
+    from gramcast.training.engine.snapshot import write_snapshot
+
+    parts = write_snapshot(args.run, args.prefix, args.dtype, args.part_mib)
+    total = sum(p.stat().st_size for p in parts) / 2**20
+    print(f"wrote {len(parts)} part(s), {total:.1f} MiB: " + " ".join(str(p) for p in parts), flush=True)
+    return 0
 
 
 def run_export_inverter(args) -> int:

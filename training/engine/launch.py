@@ -69,13 +69,22 @@ def launch_stage(args, stage_name: str, make_stage: Callable[[DistInfo], Any], c
         record = stage_record(stage_name, args.config, cfg, inputs)
         loop = LoopConfig(steps=args.steps or default_steps.get(args.config, 1000),
                           checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                          image_every=args.image_every, progress=not args.no_progress)
+                          image_every=args.image_every, progress=not args.no_progress,
+                          max_seconds=args.max_minutes * 60.0 if getattr(args, "max_minutes", None) else None)
         trainer = Trainer(stage, args.out, loop, dist, config_record=record)
-        if args.resume and trainer.resume() and dist.is_main:
+        resumed = args.resume and trainer.resume()
+        if resumed and dist.is_main:
             print(f"resumed {args.out} at step {trainer.step}", flush=True)
+        if getattr(args, "init_from", None) is not None and not resumed:
+            from gramcast.training.engine.snapshot import apply_snapshot
+
+            trainer.step = apply_snapshot(stage, args.init_from)
+            if dist.is_main:
+                print(f"warm start from {args.init_from} at step {trainer.step} (fresh optimiser state)", flush=True)
         step = trainer.run()
         if dist.is_main:
-            state = "interrupted" if trainer.interrupted else "finished"
+            state = ("interrupted" if trainer.interrupted else
+                     "stopped at the --max-minutes budget" if trainer.out_of_time else "finished")
             print(f"{state} at step {step}; {done or f'checkpoint in {args.out}'}", flush=True)
         return 130 if trainer.interrupted else 0
     finally:

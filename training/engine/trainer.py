@@ -46,6 +46,8 @@ class LoopConfig:
     log_every: int = 10
     image_every: int = 500
     progress: bool = True
+    #: Stop (saving first) once this much wall-clock time has passed: fits a run into a lease.
+    max_seconds: float | None = None
 
 
 def step_generator(seed: int, step: int, rank: int, device="cpu") -> torch.Generator:
@@ -89,6 +91,8 @@ class Trainer:
         self.step = 0
         self._stop_requested = False
         self.interrupted = False
+        #: True when the run stopped at ``loop.max_seconds`` (not an interruption: it saved and ended).
+        self.out_of_time = False
 
     # ------------------------------------------------------------------ state
     def save(self) -> None:
@@ -139,7 +143,7 @@ class Trainer:
                 bar = tqdm(total=self.loop.steps, initial=self.step, desc="train", dynamic_ncols=True)
             except ImportError:
                 bar = None
-        t_last = time.perf_counter()
+        t_last = t_start = time.perf_counter()
         try:
             while self.step < self.loop.steps:
                 scalars = self.stage.train_step(self.step)
@@ -160,8 +164,11 @@ class Trainer:
                     self.stage.log_images(logger.writer, self.step)
                 if self.step % self.loop.checkpoint_every == 0:
                     self.save()
+                if self.loop.max_seconds is not None and time.perf_counter() - t_start > self.loop.max_seconds:
+                    self.out_of_time = True
+                    self._stop_requested = True
                 if self._should_stop():
-                    self.interrupted = True
+                    self.interrupted = not self.out_of_time
                     break
             self.save()
         finally:
