@@ -8,12 +8,25 @@ received avatar frame came from: latency = received time - the time that camera 
 Everything shares this machine's cores with the server, as a real deployment would not: the
 figures are a lower bound on capacity.
 
-    python bench/stream.py [--seconds 15] [--max-sessions 4] [--json out.json]
+The camera hands out yuv420p frames, as a camera or browser does (``--camera-format rgb24`` makes
+the client's encoder convert them, as this bench did before). ``--hops FILE`` also times every hop
+of every frame (client encode, jitter buffers, decode, queueing, tracking, render, conversions,
+encode; see gramcast.server.hoptrace) and writes the medians per run. ``--baseline`` measures the
+transport as it was before the latency work (aiortc's own jitter buffer and VP8 settings, rgb24
+session output and camera; the session's scheduling and compositing stay current); ``--compare``
+measures both, alternating, so that a machine whose load varies affects both alike. Each run also
+reports the cores the server and the bench's clients used and the load average: other work on the
+machine slows every hop that needs a core.
+
+    python bench/stream.py [--seconds 15] [--max-sessions 4] [--json out.json] [--hops hops.json]
+    python bench/stream.py --compare --max-sessions 3 --json docs/bench/stream_2core.json \\
+        --hops docs/bench/stream_hops_2core.json
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import statistics
@@ -29,14 +42,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = b"bench-stream-secret-0123456789"
 
 
-def _serve(port_queue, avatar_path: str, avatar_size: int) -> None:
+def _serve(port_queue, avatar_path: str, avatar_size: int, baseline: bool, hops_path: str | None) -> None:
     from gramcast.avatar import Avatar
+    from gramcast.server import aiortc_latency, hoptrace
     from gramcast.server.app import GramcastServer, ServerConfig
     from gramcast.session import AvatarSession, SessionConfig
 
+    if baseline:
+        aiortc_latency.uninstall()
+    if hops_path:
+        hoptrace.enable("s_")
+
     def pipeline(avatar):
         return AvatarSession(avatar, SessionConfig(output_size="480p", avatar_resolution=avatar_size,
-                                                   passthrough_rows=16, max_fps=30))
+                                                   passthrough_rows=16, max_fps=30,
+                                                   output_format="rgb24" if baseline else "yuv420p",
+                                                   trace=hoptrace.mark if hops_path else None))
 
     async def main():
         server = GramcastServer({"a": Avatar.load(avatar_path)},
@@ -47,12 +68,35 @@ def _serve(port_queue, avatar_path: str, avatar_size: int) -> None:
         await server.run_until_signal()
 
     asyncio.run(main())
+    if hops_path:
+        Path(hops_path).write_text(json.dumps(hoptrace.take()))
 
 
-def camera_frames(n: int) -> list[np.ndarray]:
+class StampedFrames:
+    """``n`` camera frames cycling through ``base``, frame i stamped with ``tag << 16 | i``, made on demand.
+
+    The tag tells sessions (and runs) apart in the per-hop trace; making frames on demand keeps
+    memory flat however many sessions run (a stamp costs a copy of one frame).
+    """
+
+    def __init__(self, base: list[np.ndarray], n: int, tag: int):
+        if n >= 1 << 16:
+            raise ValueError("at most 65535 frames per session")
+        self.base, self.n, self.tag = base, n, tag
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        from gramcast.server.synthetic import stamp_frame
+
+        return stamp_frame(self.base[i % len(self.base)], (self.tag << 16) | i)
+
+
+def camera_frames() -> list[np.ndarray]:
+    """25 frames of a real person's head along a yaw sweep (unstamped)."""
     import gramcast
     from gramcast.compositing import place_rgba
-    from gramcast.server.synthetic import stamp_frame
 
     person = gramcast.enroll(ROOT / "tests" / "data" / "faces" / "london_neutral_001_03.jpg")
     renderer = gramcast.Renderer(person)
@@ -62,12 +106,14 @@ def camera_frames(n: int) -> list[np.ndarray]:
         rgb, alpha = renderer.render_rgba((yaw, 0.0), 256)
         m = np.array([[1.1, 0, 320 - 141], [0, 1.1, 250 - 141]])
         base.append(place_rgba(np.full((480, 640, 3), 110, np.uint8), rgb, alpha, m))
-    return [stamp_frame(base[i % len(base)], i) for i in range(n)]
+    return base
 
 
-async def run_sessions(port: int, sessions: int, seconds: float, frames) -> dict:
+async def run_sessions(port: int, sessions: int, seconds: float, base, run: int,
+                       camera_format: str = "yuv420p") -> dict:
+    from gramcast.server import hoptrace
     from gramcast.server.client import GramcastClient
-    from gramcast.server.synthetic import ArrayVideoTrack, read_stamp
+    from gramcast.server.synthetic import ArrayVideoTrack
     from gramcast.server.tokens import mint_token
 
     url = f"ws://127.0.0.1:{port}/ws"
@@ -78,7 +124,10 @@ async def run_sessions(port: int, sessions: int, seconds: float, frames) -> dict
         sub = GramcastClient(url, mint_token(SECRET, room, "sub"), room)
         await pub.connect()
         await sub.connect()
-        cam = ArrayVideoTrack(frames, fps=25, loop=False)
+        tag = run * 16 + s + 1
+        cam = ArrayVideoTrack(StampedFrames(base, int(25 * (seconds + 10)), tag), fps=25, loop=False,
+                              pixel_format=camera_format)
+        cam.tag = tag
         await pub.publish(cam)
         video, _ = await sub.subscribe(await sub.wait_for_peer(timeout=30), timeout=30)
         clients += [pub, sub]
@@ -87,7 +136,7 @@ async def run_sessions(port: int, sessions: int, seconds: float, frames) -> dict
     async def receive(cam, video):
         from gramcast.server.synthetic import VIDEO_CLOCK
 
-        lat, times = [], []
+        lat, times, keys = [], [], []
         end = time.monotonic() + seconds
         warm = time.monotonic() + 3.0
         while time.monotonic() < end:
@@ -96,22 +145,26 @@ async def run_sessions(port: int, sessions: int, seconds: float, frames) -> dict
             except asyncio.TimeoutError:
                 break
             now = time.monotonic()
-            idx = read_stamp(frame.to_ndarray(format="rgb24"))
-            if now < warm or idx is None:
+            key = hoptrace.stamp_key(frame)  # the counter, read from the luma rows
+            if now < warm or key is None or key >> 16 != cam.tag:
                 continue
-            sent = cam.sent_at.get(int(idx * VIDEO_CLOCK / cam.fps))
+            sent = cam.sent_at.get(int((key & 0xFFFF) * VIDEO_CLOCK / cam.fps))
             times.append(now)
             if sent is not None:
                 lat.append((now - sent) * 1e3)
+                keys.append(key)
+                hoptrace.mark_key("recv", key, now)
+                hoptrace.mark_key("cam_sent", key, sent)
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
         return {"fps": fps, "latency_ms_median": statistics.median(lat) if lat else None,
-                "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None}
+                "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None, "_keys": keys}
 
     try:
         per = await asyncio.gather(*(receive(c, v) for c, v in tracks))
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-    return {"sessions": sessions, "per_session": per,
+    keys = [p.pop("_keys") for p in per]
+    return {"sessions": sessions, "per_session": per, "_keys": keys,
             "min_fps": min(p["fps"] for p in per),
             "latency_ms_median": statistics.median([p["latency_ms_median"] for p in per if p["latency_ms_median"]] or [0])}
 
@@ -121,35 +174,139 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--max-sessions", type=int, default=4)
     ap.add_argument("--avatar-size", type=int, default=256)
+    ap.add_argument("--min-sessions", type=int, default=1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--hops", type=Path, metavar="FILE",
+                    help="also time each hop of each frame and write the per-run medians to FILE")
+    ap.add_argument("--camera-format", choices=["yuv420p", "rgb24"], default="yuv420p",
+                    help="pixel format the bench camera hands to the client's encoder")
+    ap.add_argument("--baseline", action="store_true",
+                    help="the transport as before the latency work: aiortc's own jitter buffer and "
+                         "VP8 settings, rgb24 session output, rgb24 camera (the session's scheduling "
+                         "and compositing are the current ones)")
+    ap.add_argument("--compare", action="store_true",
+                    help="measure --baseline and the current pipeline side by side: two servers, "
+                         "each session count run on the baseline and then on the current one")
     args = ap.parse_args()
     import tempfile
 
     import gramcast
+    import gramcast.server.client  # noqa: F401  installs aiortc_latency: must precede uninstall / enable
+    from gramcast.server import hoptrace
 
+    variants = ["baseline", "current"] if args.compare else ["baseline" if args.baseline else "current"]
     tmp = Path(tempfile.mkdtemp())
     gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png").save(tmp / "a.gca")
-    frames = camera_frames(int(25 * (args.seconds + 10)))
+    base = camera_frames()
+    if args.hops:
+        hoptrace.enable("c_")
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    server = ctx.Process(target=_serve, args=(q, str(tmp / "a.gca"), args.avatar_size), daemon=True)
-    server.start()
-    port = q.get(timeout=120)
-    results = {"cpu_cores": os.cpu_count(), "avatar_size": args.avatar_size, "camera_fps": 25, "runs": []}
+    servers = {}
+    for v in variants:
+        q = ctx.Queue()
+        proc = ctx.Process(target=_serve, daemon=True,
+                           args=(q, str(tmp / "a.gca"), args.avatar_size, v == "baseline",
+                                 str(tmp / f"server_hops_{v}.json") if args.hops else None))
+        proc.start()
+        servers[v] = (proc, q.get(timeout=180))
+    out = {v: {"variant": v, "camera_format": "rgb24" if v == "baseline" else args.camera_format, "runs": []}
+           for v in variants}
+    keys = {v: [] for v in variants}
+    load_before = os.getloadavg()
+    run = 0
     try:
-        for n in range(1, args.max_sessions + 1):
-            r = asyncio.run(run_sessions(port, n, args.seconds, frames))
-            results["runs"].append(r)
-            lat = r["latency_ms_median"]
-            print(f"{n} session(s): min fps {r['min_fps']:5.1f}, median glass-to-glass {lat:6.1f} ms", flush=True)
-            if r["min_fps"] < 20:
+        for n in range(args.min_sessions, args.max_sessions + 1):
+            for v in variants:
+                proc, port = servers[v]
+                _client_variant(v)
+                cpu0, t0 = (_cpu_seconds(os.getpid()), _cpu_seconds(proc.pid)), time.monotonic()
+                r = asyncio.run(run_sessions(port, n, args.seconds, base, run, out[v]["camera_format"]))
+                run += 1
+                wall = time.monotonic() - t0
+                # cores busy on average over the run (connecting and closing included)
+                r["cores_used"] = {"bench_clients": round((_cpu_seconds(os.getpid()) - cpu0[0]) / wall, 2),
+                                   "server": round((_cpu_seconds(proc.pid) - cpu0[1]) / wall, 2)}
+                r["load_average_1min"] = round(os.getloadavg()[0], 2)
+                keys[v].append(r.pop("_keys"))
+                out[v]["runs"].append(r)
+                print(f"{v:8s} {n} session(s): min fps {r['min_fps']:5.1f}, median glass-to-glass "
+                      f"{r['latency_ms_median']:6.1f} ms, cores used: server {r['cores_used']['server']:.2f}, "
+                      f"bench clients {r['cores_used']['bench_clients']:.2f}, load average "
+                      f"{r['load_average_1min']:.2f}", flush=True)
+            if out[variants[-1]]["runs"][-1]["min_fps"] < 20:
                 break
     finally:
-        server.terminate()
-        server.join(10)
-    ok = [r["sessions"] for r in results["runs"] if r["min_fps"] >= 24.0]
-    results["sessions_at_25fps"] = max(ok) if ok else 0
+        for proc, _ in servers.values():
+            proc.terminate()
+        for proc, _ in servers.values():
+            proc.join(30)
+    _client_variant("current")
+    for v in variants:
+        ok = [r["sessions"] for r in out[v]["runs"] if r["min_fps"] >= 24.0]
+        out[v]["sessions_at_25fps"] = max(ok) if ok else 0
+    main_variant = variants[-1]
+    results = {"cpu_cores": os.cpu_count(), "avatar_size": args.avatar_size, "camera_fps": 25,
+               **out[main_variant], "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    if args.compare:
+        results["baseline"] = out["baseline"]
+    if args.hops:
+        events = hoptrace.take()
+        for v in variants:
+            path = tmp / f"server_hops_{v}.json"
+            if path.exists():
+                events += [tuple(e) for e in json.loads(path.read_text())]
+            else:
+                print(f"no per-hop events from the {v} server", file=sys.stderr)
+        if os.environ.get("GRAMCAST_HOPS_RAW"):
+            Path(os.environ["GRAMCAST_HOPS_RAW"]).write_text(json.dumps(events))
+        hops = {"cpu_cores": os.cpu_count(), "avatar_size": args.avatar_size, "camera_fps": 25,
+                "hops": [{"name": n, "from": a, "to": b} for n, a, b in hoptrace.HOPS]}
+        for v in variants:
+            runs = []
+            for r, ks in zip(out[v]["runs"], keys[v]):
+                per = [hoptrace.breakdown(events, set(k)) for k in ks]
+                every = hoptrace.breakdown(events, {k for kk in ks for k in kk})
+                runs.append({"sessions": r["sessions"], "min_fps": r["min_fps"],
+                             "load_average_1min": r["load_average_1min"], "all_sessions": every,
+                             "per_session_total_ms": [p.get("total_ms") for p in per]})
+            hops[v] = {"variant": v, "camera_format": out[v]["camera_format"], "runs": runs}
+        _print_hops(hops, variants)
+        Path(args.hops).write_text(json.dumps(hops, indent=1))
     emit(results, args.json, indent=1)
+
+
+def _client_variant(variant: str) -> None:
+    """This process's aiortc as the variant's clients have it (the bench's clients are aiortc too)."""
+    from gramcast.server import aiortc_latency
+
+    if variant == "baseline":
+        aiortc_latency.uninstall()
+    else:
+        aiortc_latency.install()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _print_hops(hops: dict, variants: list[str]) -> None:
+    cols = [(v, r) for r in range(max(len(hops[v]["runs"]) for v in variants)) for v in variants
+            if r < len(hops[v]["runs"])]
+    runs = [hops[v]["runs"][r] for v, r in cols]
+    print(f"{'hop (median ms)':22s}" + "".join(f"{v[:4] + ' ' + str(r['sessions']) + 's':>10s}"
+                                               for (v, _), r in zip(cols, runs)))
+    for h in hops["hops"]:
+        cells = [r["all_sessions"]["hops_ms"].get(h["name"], {}).get("median") for r in runs]
+        print(f"{h['name']:22s}" + "".join(f"{c:10.1f}" if c is not None else f"{'-':>10s}" for c in cells))
+    for label, key in (("sum of hop medians", "sum_of_hop_medians_ms"), ("glass-to-glass", "total_ms")):
+        cells = [r["all_sessions"].get(key) for r in runs]
+        cells = [c["median"] if isinstance(c, dict) else c for c in cells]
+        print(f"{label:22s}" + "".join(f"{c:10.1f}" if c is not None else f"{'-':>10s}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ Usable from any aiortc application::
     await session.close()
 
 Per camera frame the session tracks the head, renders the avatar at that pose and places it in the
-output frame (``gramcast.compositing``). The work runs in a worker thread, never on the event loop.
-When the worker is busy, newer camera frames are dropped rather than queued, so latency stays flat
-when rendering falls behind; the output keeps the camera frames' timestamps, so audio relayed from
-the same participant stays in sync.
+output frame (``gramcast.compositing``), as a yuv420p frame ready for the encoder. The work runs in
+a worker thread, never on the event loop. When the worker is busy, newer camera frames are dropped
+rather than queued, so latency stays flat when rendering falls behind: only the newest one waits,
+in a single slot, and starts if the worker frees up within half a camera frame interval (so a
+render that runs a little long costs no frame, and waiting adds at most half an interval). The
+output keeps the camera frames' timestamps, so audio relayed from the same participant stays in
+sync.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -56,6 +59,17 @@ class SessionConfig:
     #: Copy this many top rows of the camera frame into the output (0 = off). For measuring
     #: glass-to-glass latency with frame counters stamped into the camera (bench/stream.py).
     passthrough_rows: int = 0
+    #: Pixel format of the output frames: "yuv420p" (what the video encoders take; odd sizes fall
+    #: back to rgb24) or "rgb24" (for applications that read the frames themselves).
+    output_format: str = "yuv420p"
+    #: Per-frame tracing for latency breakdowns (bench/stream.py --hops): called as
+    #: ``trace(event, image, monotonic_time)`` from the event loop and the worker thread, with the
+    #: camera frame, its RGB array or the output frame as ``image``. None (the default) = off.
+    trace: Callable[[str, Any, float], None] | None = None
+
+    def __post_init__(self):
+        if self.output_format not in ("yuv420p", "rgb24"):
+            raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {self.output_format!r}")
 
     def size_for(self, camera_wh: tuple[int, int]) -> tuple[int, int]:
         if self.output_size is None:
@@ -140,6 +154,9 @@ class AvatarSession:
         self._output = None
         self._task: asyncio.Task | None = None
         self._latest = None
+        self._busy = False
+        self._waiting = None  # (camera frame, arrival time): the newest frame waiting for the worker
+        self._camera_interval = 0.0  # seconds between camera frames (EWMA of their timestamps)
         self._new_frame = asyncio.Event()
         self._ended = False
         self._face_found = True
@@ -191,43 +208,92 @@ class AvatarSession:
     async def _pump(self) -> None:
         from aiortc.mediastreams import MediaStreamError
 
-        loop = asyncio.get_running_loop()
-        busy: asyncio.Future | None = None
-        last_start = 0.0
         min_interval = 1.0 / self.config.max_fps if self.config.max_fps > 0 else 0.0
+        last_time: float | None = None  # camera time of the last frame accepted
+        prev_time: float | None = None  # camera time of the previous frame
         try:
             while True:
                 frame = await self._input.recv()
                 now = time.monotonic()
                 self._stats.frames_in += 1
                 self._stats._in_rate.tick(now)
-                if (busy is not None and not busy.done()) or now - last_start < min_interval * 0.9:
+                # The fps cap goes by the camera's timestamps, not by arrival times: frames that
+                # arrive bunched up by network or scheduling jitter are not over the cap.
+                t = float(frame.time) if frame.time is not None else now
+                if prev_time is not None and 0.0 < t - prev_time < 1.0:
+                    self._camera_interval = _ewma(self._camera_interval, t - prev_time, 0.1)
+                prev_time = t
+                if last_time is not None and 0.0 <= t - last_time < min_interval * 0.9:
                     self._stats.frames_dropped += 1
                     continue
-                last_start = now
-                busy = loop.run_in_executor(self._executor, self._work, frame, now)
-                busy.add_done_callback(self._publish)
+                last_time = t
+                if self.config.trace is not None:
+                    self.config.trace("recv", frame, now)
+                if self._busy:
+                    # The worker is busy: this frame waits in the one slot there is, replacing an
+                    # older waiting frame (dropped, never queued), and starts when the worker is
+                    # free if that is soon enough (see _worker_free).
+                    if self._waiting is not None:
+                        self._stats.frames_dropped += 1
+                    self._waiting = (frame, now)
+                    continue
+                self._start(frame, now)
         except (MediaStreamError, asyncio.CancelledError):
             pass
         except Exception:  # a broken camera stream ends this session only
             log.exception("avatar session stopped")
         finally:
             self._ended = True
+            self._waiting = None
             self._new_frame.set()
 
-    def _work(self, frame, arrived: float):
-        import av
+    def _start(self, frame, arrived: float) -> None:
+        try:
+            busy = asyncio.get_running_loop().run_in_executor(self._executor, self._work, frame, arrived)
+        except RuntimeError:  # the executor was shut down: the session is closing
+            return
+        self._busy = True
+        busy.add_done_callback(self._publish)
+        busy.add_done_callback(self._worker_free)
 
+    def _worker_free(self, fut: asyncio.Future) -> None:
+        self._busy = False
+        waiting, self._waiting = self._waiting, None
+        if waiting is None or self._ended:
+            return
+        # A frame that waited up to half a camera interval starts now: a render that ran a little
+        # long costs no frame. One that waited longer is dropped: the next camera frame comes in
+        # under half an interval, so waiting frames never add more than that to the latency when
+        # rendering falls behind for good.
+        if time.monotonic() - waiting[1] <= 0.5 * self._camera_interval or self._camera_interval == 0.0:
+            self._start(*waiting)
+        else:
+            self._stats.frames_dropped += 1
+
+    def _work(self, frame, arrived: float):
+        t0 = time.monotonic()
         rgb = frame.to_ndarray(format="rgb24")
+        t1 = time.monotonic()
         out, info = self.processor.process(rgb, float(frame.time) if frame.time is not None else arrived)
+        t2 = time.monotonic()
         rows = self.config.passthrough_rows
         if rows:
             import cv2
 
             out = out.copy()
             out[:rows] = cv2.resize(rgb[:rows], (out.shape[1], rows), interpolation=cv2.INTER_NEAREST)
-        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24")
+        video = output_video_frame(out, self.config.output_format)
         video.pts, video.time_base = frame.pts, frame.time_base
+        trace = self.config.trace
+        if trace is not None:
+            t3 = time.monotonic()
+            trace("work_start", rgb, t0)
+            trace("rgb", rgb, t1)
+            t = t1
+            for event, key in (("tracked", "tracking_ms"), ("rendered", "render_ms"), ("composed", "compose_ms")):
+                t = min(t + float(info.get(key, 0.0)) / 1e3, t2)
+                trace(event, rgb, t)
+            trace("work_end", rgb, t3)
         return video, info, arrived
 
     def _publish(self, fut: asyncio.Future) -> None:
@@ -247,6 +313,8 @@ class AvatarSession:
         self._face_found = found
         self._latest = (video, arrived)
         self._new_frame.set()
+        if self.config.trace is not None:
+            self.config.trace("published", video, time.monotonic())
 
     async def next_frame(self):
         """The newest avatar frame not yet sent (waits for one). Used by the output track."""
@@ -264,7 +332,30 @@ class AvatarSession:
         s.frames_out += 1
         s._out_rate.tick(now)
         s.latency_ms = _ewma(s.latency_ms, (now - arrived) * 1000.0 + s.encode_ms)
+        if self.config.trace is not None:
+            self.config.trace("handed", video, now)
         return video
 
     def record_encode(self, ms: float) -> None:
         self._stats.encode_ms = _ewma(self._stats.encode_ms, ms)
+
+
+def output_video_frame(rgb: np.ndarray, pixel_format: str = "yuv420p"):
+    """An RGB (H, W, 3) uint8 array as the ``av.VideoFrame`` the session sends: yuv420p by default.
+
+    Every video encoder aiortc has (VP8, H264) wants yuv420p and would otherwise convert each frame
+    itself with libswscale (about 1.5 ms at 640x480 here, once per encoder); OpenCV's I420
+    conversion uses the same BT.601 limited-range matrix in about 0.15 ms. Odd sizes, which 4:2:0
+    cannot hold exactly, stay rgb24.
+    """
+    import av
+
+    if pixel_format not in ("yuv420p", "rgb24"):
+        raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {pixel_format!r}")
+    h, w = rgb.shape[:2]
+    if pixel_format == "rgb24" or h % 2 or w % 2:
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    import cv2
+
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420),
+                                      format="yuv420p")

@@ -13,11 +13,13 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import connect
 
-from gramcast.server import ice, protocol
+from gramcast.server import aiortc_latency, ice, protocol
 from gramcast.server.protocol import SERVER_MESSAGES, CLIENT_MESSAGES
 
 # aioice 0.13 can start a consent task on an already closed ICE connection; see gramcast.server.ice.
 ice.fix_consent_after_close()
+# aiortc 1.16 holds each received video frame one frame interval; see gramcast.server.aiortc_latency.
+aiortc_latency.install()
 
 
 class ServerError(Exception):

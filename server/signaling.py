@@ -18,7 +18,7 @@ from aiortc.sdp import candidate_from_sdp
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from gramcast.server import ice, protocol
+from gramcast.server import aiortc_latency, hoptrace, ice, protocol
 from gramcast.server.protocol import ProtocolError
 from gramcast.server.rooms import Participant, RoomFullError
 from gramcast.server.tokens import TokenError, verify_token
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # aioice 0.13 can start a consent task on an already closed ICE connection; see gramcast.server.ice.
 ice.fix_consent_after_close()
+# aiortc 1.16 holds each received video frame one frame interval and denoises before encoding;
+# see gramcast.server.aiortc_latency.
+aiortc_latency.install()
 
 
 class SignalingConnection:
@@ -274,8 +277,8 @@ class Yuv420Track(MediaStreamTrack):
     aiortc's VP8/H264 encoders each call ``frame.reformat(format="yuv420p")`` in their own executor
     thread. PyAV caches one VideoReformatter on the frame, so two encoders reformatting the same
     frame at once hang or crash the process (seen with the avatar pipeline's rgb24 frames and a
-    preview plus a subscriber). Frames already in yuv420p (a decoded camera) pass unchanged, and
-    the encoders then skip their own conversion.
+    preview plus a subscriber). Frames already in yuv420p (a decoded camera, AvatarSession's
+    output) pass unchanged, and the encoders then skip their own conversion.
     """
 
     kind = "video"
@@ -288,6 +291,8 @@ class Yuv420Track(MediaStreamTrack):
         frame = await self.source.recv()
         if frame.format.name != "yuv420p":
             frame = await asyncio.get_running_loop().run_in_executor(None, _to_yuv420p, frame)
+        if hoptrace.ENABLED:
+            hoptrace.mark("yuv", frame)
         return frame
 
 

@@ -14,11 +14,19 @@ VIDEO_CLOCK = 90000
 
 
 class ArrayVideoTrack(VideoStreamTrack):
-    """Plays a list of RGB uint8 frames (looping) at ``fps``; records each frame's send time by pts."""
+    """Plays a list of RGB uint8 frames (looping) at ``fps``; records each frame's send time by pts.
 
-    def __init__(self, frames: list[np.ndarray], fps: float = 30.0, loop: bool = True):
+    ``pixel_format="yuv420p"`` hands out each frame converted to yuv420p (even sizes only), as a
+    camera or a browser delivers them, so the sender's encoder does not convert them itself.
+    """
+
+    def __init__(self, frames: list[np.ndarray], fps: float = 30.0, loop: bool = True,
+                 pixel_format: str = "rgb24"):
         super().__init__()
+        if pixel_format not in ("rgb24", "yuv420p"):
+            raise ValueError(f"pixel_format must be 'rgb24' or 'yuv420p', not {pixel_format!r}")
         self.frames, self.fps, self.loop = frames, fps, loop
+        self.pixel_format = pixel_format
         self.index = 0
         self.sent_at: dict[int, float] = {}
         self._start: float | None = None
@@ -34,7 +42,14 @@ class ArrayVideoTrack(VideoStreamTrack):
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        frame = av.VideoFrame.from_ndarray(self.frames[i % len(self.frames)], format="rgb24")
+        rgb = self.frames[i % len(self.frames)]
+        if self.pixel_format == "yuv420p":
+            import cv2
+
+            i420 = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
+            frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        else:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = int(i * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.sent_at[frame.pts] = time.monotonic()

@@ -86,3 +86,101 @@ async def test_close_ends_the_output_track():
         raise AssertionError("the output should end after close()")
     except MediaStreamError:
         pass
+
+
+class QueueCamera:
+    """A camera track the test feeds frame by frame."""
+
+    kind = "video"
+
+    def __init__(self, frame_interval_s=1.0):
+        self.queue = asyncio.Queue()
+        self.ticks = round(frame_interval_s * 90000)   # camera timestamps (90 kHz) between frames
+
+    def push(self, i, size=16):
+        import fractions
+
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), i, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = i * self.ticks, fractions.Fraction(1, 90000)
+        self.queue.put_nowait(frame)
+
+    async def recv(self):
+        return await self.queue.get()
+
+
+class GatedProcessor:
+    """Each frame's work blocks until the test releases it."""
+
+    def __init__(self):
+        self.started = []           # first pixel value of each frame the worker took
+        self.gate = threading.Semaphore(0)
+
+    def process(self, rgb, timestamp):
+        self.started.append(int(rgb[0, 0, 0]))
+        self.gate.acquire()
+        return rgb, {"face_found": True}
+
+    def set_avatar(self, avatar):
+        pass
+
+
+async def _until(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def test_the_newest_frame_waits_for_a_busy_worker_and_older_ones_are_dropped():
+    cam, proc = QueueCamera(frame_interval_s=0.5), GatedProcessor()   # may wait up to 0.25 s
+    session = AvatarSession(object(), SessionConfig(max_fps=0), processor=proc)
+    out = session.attach(cam)
+    cam.push(10)
+    await _until(lambda: proc.started == [10])
+    for i in (11, 12, 13):              # arrive while frame 10 is being worked on
+        cam.push(i)
+    await _until(lambda: session.stats()["frames_in"] == 4)
+    proc.gate.release()                 # frame 10 done: frame 13 starts at once, with no new frame
+    first = await asyncio.wait_for(out.recv(), 5)
+    await _until(lambda: proc.started == [10, 13])
+    proc.gate.release()
+    second = await asyncio.wait_for(out.recv(), 5)
+    assert [first.pts // cam.ticks, second.pts // cam.ticks] == [10, 13]
+    assert session.stats()["frames_dropped"] == 2      # 11 and 12, replaced while waiting
+    await session.close()
+
+
+async def test_a_frame_that_waited_over_half_a_camera_interval_is_dropped():
+    cam, proc = QueueCamera(frame_interval_s=0.002), GatedProcessor()   # may wait up to 1 ms
+    session = AvatarSession(object(), SessionConfig(max_fps=0), processor=proc)
+    out = session.attach(cam)
+    cam.push(10)
+    await _until(lambda: proc.started == [10])
+    cam.push(11)
+    await _until(lambda: session.stats()["frames_in"] == 2)
+    await asyncio.sleep(0.1)            # frame 11 waits far longer than 1 ms
+    proc.gate.release()
+    first = await asyncio.wait_for(out.recv(), 5)
+    cam.push(12)                        # the next camera frame is taken up
+    await _until(lambda: proc.started == [10, 12])
+    proc.gate.release()
+    second = await asyncio.wait_for(out.recv(), 5)
+    assert [first.pts // cam.ticks, second.pts // cam.ticks] == [10, 12]
+    assert session.stats()["frames_dropped"] == 1
+    await session.close()
+
+
+async def test_output_frames_are_yuv420p_with_the_processed_content():
+    for size, fmt, want in ((16, "yuv420p", "yuv420p"), (15, "yuv420p", "rgb24"), (16, "rgb24", "rgb24")):
+        cam = QueueCamera()
+        session = AvatarSession(object(), SessionConfig(max_fps=0, output_format=fmt),
+                                processor=SlowProcessor(0.0))
+        out = session.attach(cam)
+        cam.push(40, size=size)
+        frame = await asyncio.wait_for(out.recv(), 5)
+        await session.close()
+        assert frame.format.name == want and (frame.width, frame.height) == (size, size)
+        rgb = frame.to_ndarray(format="rgb24").astype(int)
+        assert np.abs(rgb - (255 - 40)).max() <= 2      # 4:2:0 round trip of a flat colour
