@@ -1,23 +1,29 @@
 """The cached avatar renderer against the full GRAM model, torch against onnxruntime, in one run.
 
     python bench/render_cache.py [--sizes 256 512] [--batches 1 8] [--threads N] [--device auto]
-                                 [--tune-malloc] [--quick] [--json out.json]
+                                 [--tune-malloc] [--quick] [--no-enrolled] [--json docs/bench/render_cache_2core.json]
 
 Avatars: the sample portrait enrolled with the mesh method (1 layer; its enrollment is timed, first call
 with model loading and a warm call), and bakes of a ``tiny`` and a ``small`` preset GRAMModel (12 and 24
 layers; random weights: the speed does not depend on them). For every avatar, output size and batch:
 
-  * ``torch``: ``Renderer(avatar).render(poses, size)`` (``render_cache``),
-  * ``onnx``: the same function exported to ONNX and run by onnxruntime (``OnnxRenderer``),
+  * ``torch``: ``Renderer(avatar).render(poses, size)`` (``render_cache``) as shipped: for the bakes the
+    ordered O(L) compositing (their layers are checked non-crossing at load; the row's ``compositing``
+    says which path ran),
+  * ``torch general``: for the bakes, ``Renderer(avatar, compositing="general")``, the sort-free O(L²)
+    compositing, timed in the same loop as ``torch`` (calls alternate, so both see the same load),
+  * ``onnx``: the shipped path exported to ONNX and run by onnxruntime (``OnnxRenderer``),
   * ``full``: for the bakes, ``GRAMModel.render(ws, poses, size)`` of the model that was baked (tri-plane
     synthesis, ray/manifold intersections at 1/4 resolution, the decoder at every hit, compositing),
 
 as frames per second: the batch over the fastest of the repeated calls (the figure least disturbed by other
 processes on a shared machine; the median is printed beside it), with the ratios cached vs full model and
-onnx vs torch from those. Each measurement repeats its call until ``--repeats`` calls or ``--budget``
-seconds, whichever comes first (at least one call, two for the full model, after a warm-up call). CPU runs use
-``--threads`` intra-op threads for torch and onnxruntime alike (default: torch's default); CUDA runs are
-added where a GPU is available. Goals checked at the end: >= 30 frames/s at 256² for one stream (batch 1,
+onnx vs torch from those (``cached_over_full``: the shipped torch path; ``general_over_full``: the general
+path; ``ordered_over_general``: their ratio), and the compositing step alone, both paths on random arrays
+of a frame's shape (median ms per frame; ``composite_ordered_over_general``). Each measurement repeats
+its call until ``--repeats`` calls or ``--budget`` seconds, whichever comes first (at least one call, two
+for the full model, after a warm-up call). CPU runs use ``--threads`` intra-op threads for torch and
+onnxruntime alike (default: torch's default); CUDA runs are added where a GPU is available. Goals checked at the end: >= 30 frames/s at 256² for one stream (batch 1,
 the enrolled avatar) on the CPU, and the cached renderer >= 50x faster than the full model.
 """
 from __future__ import annotations
@@ -74,34 +80,79 @@ def time_calls(fn, dev: torch.device, repeats: int, budget_s: float, warmup: boo
     return {"median_s": statistics.median(times), "best_s": min(times), "calls": len(times)}
 
 
+def time_alternating(fns: dict, dev: torch.device, repeats: int, budget_s: float) -> dict:
+    """``time_calls`` for several functions at once: one warm-up call each, then rounds of one call of
+    each in turn (so a change in the machine's load hits all alike); ``budget_s`` per function."""
+    for fn in fns.values():
+        fn()
+        _sync(dev)
+    times: dict = {k: [] for k in fns}
+    start = time.perf_counter()
+    while (min(len(v) for v in times.values()) < repeats
+           and (not times[next(iter(times))] or time.perf_counter() - start < budget_s * len(fns))):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            _sync(dev)
+            times[k].append(time.perf_counter() - t)
+    return {k: {"median_s": statistics.median(v), "best_s": min(v), "calls": len(v)} for k, v in times.items()}
+
+
+def time_compositing(nl: int, batch: int, res: int, plan, dev: torch.device, args) -> dict:
+    """The compositing step alone, both paths alternating, on one chunk of frames as ``Renderer`` runs
+    it (its CPU chunking: one frame at a time for these sizes): ms per frame."""
+    from gramcast.avatar.renderer import CPU_CHUNK_LAYER_PIXELS, composite_layers, composite_ordered
+
+    frames = batch if dev.type != "cpu" else max(1, min(batch, CPU_CHUNK_LAYER_PIXELS // (nl * res * res)))
+    g = torch.Generator().manual_seed(0)
+    shape = (nl, frames, res, res)
+    rgb = (torch.rand(nl, 3, *shape[1:], generator=g) * 2 - 1).to(dev)
+    alpha, depth = torch.rand(shape, generator=g).to(dev), (0.9 + 0.2 * torch.rand(shape, generator=g)).to(dev)
+    valid = (torch.rand(shape, generator=g) > 0.1).to(dev)
+    t = time_alternating({"ordered": lambda: composite_ordered(rgb, alpha, depth, valid, plan),
+                          "general": lambda: composite_layers(rgb, alpha, depth, valid)}, dev, args.repeats,
+                         args.budget / 4)
+    out = {f"composite_{k}_ms": 1e3 * v["median_s"] / frames for k, v in t.items()}
+    out["composite_ordered_over_general"] = out["composite_general_ms"] / out["composite_ordered_ms"]
+    return out
+
+
 def poses_for(batch: int) -> np.ndarray:
     yaw = np.linspace(-0.4, 0.4, batch) if batch > 1 else np.array([0.2])
     return np.stack([yaw, 0.1 * np.ones_like(yaw)], -1).astype(np.float32)
 
 
-def make_avatars() -> tuple[list[dict], dict]:
+def make_avatars(with_enrolled: bool = True) -> tuple[list[dict], dict]:
     """The enrolled sample (timed) and the tiny/small bakes with their models."""
     import gramcast
     from gramcast.avatar import bake_model
     from gramcast.model import GRAMModel
 
-    t = time.perf_counter()
-    enrolled = gramcast.enroll(SAMPLE, device="cpu")
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    enrolled = gramcast.enroll(SAMPLE, device="cpu")
-    warm = time.perf_counter() - t
-    enroll = {"method": "mesh", "image": SAMPLE.name, "first_call_s": round(first, 2), "warm_s": round(warm, 2),
-              "layers": enrolled.num_layers, "texture_resolution": enrolled.texture_resolution}
-    avatars = [{"name": "enrolled (mesh)", "avatar": enrolled, "model": None, "ws": None}]
+    avatars, enroll = [], {}
+    if with_enrolled:
+        t = time.perf_counter()
+        enrolled = gramcast.enroll(SAMPLE, device="cpu")
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        enrolled = gramcast.enroll(SAMPLE, device="cpu")
+        warm = time.perf_counter() - t
+        enroll = {"method": "mesh", "image": SAMPLE.name, "first_call_s": round(first, 2), "warm_s": round(warm, 2),
+                  "layers": enrolled.num_layers, "texture_resolution": enrolled.texture_resolution}
+        avatars.append({"name": "enrolled (mesh)", "avatar": enrolled, "model": None, "ws": None})
     for preset in ("tiny", "small"):
         torch.manual_seed(0)
         model = GRAMModel.from_config(preset).eval().requires_grad_(False)
         ws = model.sample_ws(1, seed=0)
         t = time.perf_counter()
         avatar = bake_model(model, ws)                               # geometry 128², textures 256²
+        bake_s = time.perf_counter() - t
+        from gramcast.avatar.renderer import compositing_plan
+
+        t = time.perf_counter()
+        plan = compositing_plan(avatar)                             # what Renderer(avatar) checks at load
         avatars.append({"name": f"{preset} bake", "avatar": avatar, "model": model, "ws": ws, "preset": preset,
-                        "bake_s": round(time.perf_counter() - t, 2)})
+                        "bake_s": round(bake_s, 2), "order_check_s": round(time.perf_counter() - t, 3),
+                        "plan": plan.describe() if plan is not None else None})
     return avatars, enroll
 
 
@@ -116,6 +167,7 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
     for entry in avatars:
         avatar = entry["avatar"]
         torch_r = Renderer(avatar, device=dev)
+        general_r = Renderer(avatar, device=dev, compositing="general") if torch_r.compositing == "ordered" else None
         onnx_r = OnnxRenderer(avatar, providers=onnx_providers, threads=args.threads) if onnx_providers else None
         model = entry["model"].to(dev) if entry["model"] is not None else None
         ws = entry["ws"].to(dev) if entry["ws"] is not None else None
@@ -129,10 +181,18 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
                 p = poses_for(batch)
                 pt = torch.from_numpy(p)
                 row = {"device": str(dev), "avatar": entry["name"], "layers": avatar.num_layers,
-                       "resolution": res, "batch": batch}
-                tt = time_calls(lambda: torch_r.render(pt, res), dev, args.repeats, args.budget)
-                row["torch_fps"] = batch / tt["best_s"]
-                row["torch_median_fps"] = batch / tt["median_s"]
+                       "resolution": res, "batch": batch, "compositing": torch_r.compositing}
+                fns = {"torch": lambda: torch_r.render(pt, res)}
+                if general_r is not None:
+                    fns["torch_general"] = lambda: general_r.render(pt, res)
+                tt = time_alternating(fns, dev, args.repeats, args.budget)
+                for k, v in tt.items():
+                    row[f"{k}_fps"] = batch / v["best_s"]
+                    row[f"{k}_median_fps"] = batch / v["median_s"]
+                if general_r is not None:
+                    row["ordered_over_general"] = row["torch_fps"] / row["torch_general_fps"]
+                    row["ordered_over_general_median"] = row["torch_median_fps"] / row["torch_general_median_fps"]
+                    row.update(time_compositing(avatar.num_layers, batch, res, torch_r.plan, dev, args))
                 if onnx_r is not None:
                     to = time_calls(lambda: onnx_r.render(p, res), torch.device("cpu"), args.repeats, args.budget)
                     row["onnx_fps"] = batch / to["best_s"]
@@ -149,6 +209,9 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
                     row["full_fps"] = batch / tf["best_s"]
                     row["full_median_fps"] = batch / tf["median_s"]
                     row["cached_over_full"] = row["torch_fps"] / row["full_fps"]
+                    row["cached_over_full_median"] = row["torch_median_fps"] / row["full_median_fps"]
+                    if general_r is not None:
+                        row["general_over_full"] = row["torch_general_fps"] / row["full_fps"]
                 rows.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
                 print_row(rows[-1])
         if model is not None:
@@ -156,18 +219,22 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
     return rows
 
 
-HEADER = (f"{'device':>6} {'avatar':>16} {'L':>3} {'size':>5} {'batch':>5} | {'torch fps':>9} {'(median)':>8} "
-          f"{'onnx fps':>9} {'(median)':>8} {'onnx/torch':>10} | {'full fps':>9} {'(median)':>8} {'cached/full':>11}")
+HEADER = (f"{'device':>6} {'avatar':>16} {'L':>3} {'size':>5} {'batch':>5} {'path':>8} | {'torch fps':>9} {'(median)':>8} "
+          f"{'general':>8} {'(median)':>8} {'ord/gen':>7} | {'onnx fps':>9} {'(median)':>8} {'onnx/torch':>10} | "
+          f"{'full fps':>9} {'(median)':>8} {'cached/full':>11} {'general/full':>12} | {'composite ms: ordered':>21} {'general':>8}")
 
 
 def print_row(r: dict) -> None:
     def f(key, fmt, suffix=""):
         return format(r[key], fmt) + suffix if key in r else "-"
-    print(f"{r['device']:>6} {r['avatar']:>16} {r['layers']:>3} {r['resolution']:>5} {r['batch']:>5} | "
-          f"{f('torch_fps', '.1f'):>9} {f('torch_median_fps', '.1f'):>8} {f('onnx_fps', '.1f'):>9} "
+    print(f"{r['device']:>6} {r['avatar']:>16} {r['layers']:>3} {r['resolution']:>5} {r['batch']:>5} "
+          f"{r['compositing']:>8} | {f('torch_fps', '.1f'):>9} {f('torch_median_fps', '.1f'):>8} "
+          f"{f('torch_general_fps', '.1f'):>8} {f('torch_general_median_fps', '.1f'):>8} "
+          f"{f('ordered_over_general', '.2f', 'x'):>7} | {f('onnx_fps', '.1f'):>9} "
           f"{f('onnx_median_fps', '.1f'):>8} {f('onnx_over_torch', '.2f', 'x'):>10} | "
-          f"{f('full_fps', '.2f'):>9} {f('full_median_fps', '.2f'):>8} {f('cached_over_full', '.0f', 'x'):>11}",
-          flush=True)
+          f"{f('full_fps', '.2f'):>9} {f('full_median_fps', '.2f'):>8} {f('cached_over_full', '.0f', 'x'):>11} "
+          f"{f('general_over_full', '.0f', 'x'):>12} | {f('composite_ordered_ms', '.1f'):>21} "
+          f"{f('composite_general_ms', '.1f'):>8}", flush=True)
 
 
 def goals(rows: list[dict]) -> dict:
@@ -184,6 +251,17 @@ def goals(rows: list[dict]) -> dict:
     if speedups:
         out["min_cached_over_full"] = min(speedups)
         out["cached_over_full_goal_met"] = min(speedups) >= GOAL_SPEEDUP
+        out["cached_over_full_goal_met_in"] = [f"{r['avatar']} {r['resolution']} b{r['batch']}" for r in rows
+                                               if r.get("cached_over_full", 0) >= GOAL_SPEEDUP]
+    general = [r["general_over_full"] for r in rows if "general_over_full" in r]
+    if general:
+        out["min_general_over_full"] = min(general)
+    gains = [r["ordered_over_general"] for r in rows if "ordered_over_general" in r]
+    if gains:
+        out["ordered_over_general_range"] = [min(gains), max(gains)]
+    comp = [r["composite_ordered_over_general"] for r in rows if "composite_ordered_over_general" in r]
+    if comp:
+        out["composite_ordered_over_general_range"] = [min(comp), max(comp)]
     # the product case: an enrolled one-layer avatar against rendering the smallest full model
     for r in stream:
         full = [f for f in cpu if f["avatar"] == "tiny bake" and f["resolution"] == 256 and f["batch"] == 1
@@ -205,7 +283,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-malloc", action="store_true",
                     help="keep freed memory resident in glibc's heap (see tune_malloc); the default allocator "
                          "returns big blocks to the OS and every frame faults them in again")
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--no-enrolled", action="store_true", help="the bakes only (no enrollment, no face models)")
+    ap.add_argument("--json", type=Path, help="also write the results here (docs/bench/render_cache_2core.json)")
     args = ap.parse_args(argv)
     malloc_tuned = tune_malloc() if args.tune_malloc else False
     if args.quick:
@@ -225,14 +304,16 @@ def main(argv=None) -> int:
 
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
-    avatars, enroll = make_avatars()
+    avatars, enroll = make_avatars(not args.no_enrolled)
     print(f"torch {torch.__version__}, {args.threads} CPU threads ({platform.processor() or platform.machine()}), "
           f"onnxruntime {ort.__version__} {ort.get_available_providers()}, "
           f"repeats <= {args.repeats} / {args.budget:.1f} s per measurement, "
           f"malloc {'tuned' if malloc_tuned else 'default'}")
-    print(f"enrollment (mesh method, {SAMPLE.name}): first call {enroll['first_call_s']:.2f} s "
-          f"(loading the face and matting models included), warm call {enroll['warm_s']:.2f} s")
-    print("bakes: " + ", ".join(f"{a['name']} {a['avatar'].num_layers} layers in {a['bake_s']:.1f} s"
+    if enroll:
+        print(f"enrollment (mesh method, {SAMPLE.name}): first call {enroll['first_call_s']:.2f} s "
+              f"(loading the face and matting models included), warm call {enroll['warm_s']:.2f} s")
+    print("bakes: " + ", ".join(f"{a['name']} {a['avatar'].num_layers} layers in {a['bake_s']:.1f} s "
+                                f"(order check {a['order_check_s']:.2f} s: {a['plan'] or 'layers cross, general path'})"
                                 for a in avatars if "bake_s" in a))
     print(HEADER)
     rows = []
@@ -245,13 +326,22 @@ def main(argv=None) -> int:
               "multi-layer bakes: " + ", ".join(f"{k.split('_')[3]} {v:.1f}" for k, v in g.items() if k.endswith("_bake")))
     if "min_cached_over_full" in g:
         print(f"goal: cached >= {GOAL_SPEEDUP:.0f}x faster than the full model: smallest ratio "
-              f"{g['min_cached_over_full']:.0f}x ({'met' if g['cached_over_full_goal_met'] else 'NOT met'})")
+              f"{g['min_cached_over_full']:.0f}x ({'met' if g['cached_over_full_goal_met'] else 'NOT met'}; "
+              f"met in {', '.join(g['cached_over_full_goal_met_in']) or 'none'}); general compositing: smallest "
+              f"{g.get('min_general_over_full', float('nan')):.0f}x")
+    if "ordered_over_general_range" in g:
+        lo, hi = g["ordered_over_general_range"]
+        print(f"ordered / general compositing, whole frame: {lo:.2f}x .. {hi:.2f}x" + (
+            " ; compositing step alone: {:.1f}x .. {:.1f}x".format(*g["composite_ordered_over_general_range"])
+            if "composite_ordered_over_general_range" in g else ""))
     if "enrolled_over_full_tiny_256" in g:
         print(f"enrolled 1-layer avatar vs the full tiny model at 256², batch 1: {g['enrolled_over_full_tiny_256']:.0f}x")
     result = {"benchmark": "render_cache", "torch": torch.__version__, "onnxruntime": ort.__version__,
               "threads": args.threads, "repeats": args.repeats, "budget_s": args.budget, "quick": args.quick,
               "malloc_tuned": malloc_tuned,
               "enrollment": enroll, "bakes": {a["name"]: a["bake_s"] for a in avatars if "bake_s" in a},
+              "compositing_plans": {a["name"]: a["plan"] for a in avatars if "bake_s" in a},
+              "order_check_s": {a["name"]: a["order_check_s"] for a in avatars if "bake_s" in a},
               "rows": rows, "goals": g, "wall_s": round(time.perf_counter() - t0, 1)}
     print(f"total {result['wall_s']:.0f} s")
     emit(result, args.json, indent=2)

@@ -12,6 +12,7 @@ Bounds, onnxruntime vs torch (max abs difference over 2 poses, batch 2, 96 x 96 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -144,7 +145,20 @@ def test_onnx_matches_torch_on_the_enrolled_sample(enrolled):
 
 def test_onnx_matches_torch_on_a_baked_multilayer_model(baked):
     assert baked.num_layers > 2
+    assert Renderer(baked, device="cpu").compositing == "ordered"     # both back ends: the O(L) path
     _compare(baked, 1e-5, 1e-5)
+
+
+def test_onnx_ordered_compositing_matches_the_general_path(baked):
+    """The exported ordered path (unrolled over the fixed order, the background placed per pixel) against
+    torch's general O(L²) path, and the general path exported too."""
+    general_t = Renderer(baked, device="cpu", compositing="general").render(POSES, RES)
+    for compositing in ("auto", "general"):
+        o = Renderer(baked, device="cpu", backend="onnx", compositing=compositing).render(POSES, RES)
+        assert (o.rgb - general_t.rgb).abs().max() <= 1e-5, compositing
+        assert (o.alpha - general_t.alpha).abs().max() <= 1e-5, compositing
+        lit = general_t.alpha > 0.05
+        assert (o.depth - general_t.depth)[lit].abs().max() <= 1e-5, compositing
 
 
 # ------------------------------------------------------------------------- the file, the CLI, errors
@@ -159,6 +173,9 @@ def test_exported_file_carries_metadata_and_has_a_dynamic_batch(tmp_path, baked)
     meta = read_metadata(session)
     assert meta["format"] == FORMAT_NAME and meta["resolution"] == "64" and meta["layers"] == str(baked.num_layers)
     assert meta["avatar_format"] == "gramcast-avatar" and '"method": "model"' in meta["meta"]
+    nl = baked.num_layers
+    assert json.loads(meta["compositing"]) == {"path": "ordered", "order": list(range(nl - 2, -1, -1)),
+                                               "pivot": nl - 1}
     assert [i.name for i in session.get_inputs()] == ["poses"]
     assert [o.name for o in session.get_outputs()] == ["rgb", "alpha", "depth"]
     r = OnnxRenderer.from_file(path)

@@ -11,7 +11,10 @@ inside as constants:
 The torch back end runs the same function, so the two agree to float rounding (tests/test_avatar_onnx.py
 states the bound). The model's ``metadata_props`` say what it is: ``format`` (``gramcast-avatar-onnx``),
 ``format_version``, ``resolution``, ``settings``, ``layers``, ``extent``, ``camera`` and the avatar's
-``avatar_format``/``avatar_format_version``/``meta`` (JSON where structured).
+``avatar_format``/``avatar_format_version``/``meta`` (JSON where structured), and ``compositing``: JSON
+``{"path": "ordered" | "general" | "single", "order": [...], "pivot": ...}`` (the ordered O(L) path is
+exported where the avatar's layers are verified non-crossing, as ``Renderer`` does; ``compositing=``
+forces one, see ``gramcast.avatar.renderer.resolve_compositing``).
 
 ``OnnxRenderer`` renders with onnxruntime (CUDAExecutionProvider first where ``onnxruntime-gpu`` provides
 it, else CPU), one cached InferenceSession per resolution, exported into memory on first use.
@@ -37,7 +40,7 @@ import torch
 from gramcast.avatar.avatar import FORMAT_NAME as AVATAR_FORMAT_NAME
 from gramcast.avatar.avatar import FORMAT_VERSION as AVATAR_FORMAT_VERSION
 from gramcast.avatar.avatar import Avatar, camera_conventions
-from gramcast.avatar.renderer import CachedRenderModule, RenderSettings
+from gramcast.avatar.renderer import CachedRenderModule, CompositingPlan, RenderSettings, resolve_compositing
 from gramcast.errors import GramcastError
 
 __all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "FORMAT_NAME",
@@ -113,9 +116,11 @@ def add_metadata(model_bytes: bytes, props: dict[str, str]) -> bytes:
     return model_bytes + extra
 
 
-def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings) -> dict[str, str]:
+def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings,
+                   plan: CompositingPlan | None = None) -> dict[str, str]:
     from gramcast import __version__
 
+    path = "single" if avatar.num_layers == 1 else ("ordered" if plan is not None else "general")
     return {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "gramcast_version": __version__,
         "resolution": str(resolution), "layers": str(avatar.num_layers), "extent": repr(float(avatar.extent)),
@@ -126,13 +131,15 @@ def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings) ->
         "outputs": "rgb (batch, 3, H, W) in [-1, 1] premultiplied by alpha; alpha, depth (batch, 1, H, W)",
         "avatar_format": AVATAR_FORMAT_NAME, "avatar_format_version": str(AVATAR_FORMAT_VERSION),
         "meta": json.dumps(avatar.meta, ensure_ascii=False, default=str),
+        "compositing": json.dumps({"path": path, **(plan.describe() if plan is not None else {})}),
     }
 
 
-def export_onnx_bytes(avatar: Avatar, resolution: int = 256, settings: RenderSettings = RenderSettings()) -> bytes:
+def export_onnx_bytes(avatar: Avatar, resolution: int = 256, settings: RenderSettings = RenderSettings(),
+                      compositing="auto") -> bytes:
     """The serialised ONNX model of ``avatar`` rendered at ``resolution`` x ``resolution`` (see the module doc)."""
     resolution = _check_resolution(resolution)
-    module = CachedRenderModule(avatar, resolution, settings).eval()
+    module = CachedRenderModule(avatar, resolution, settings, compositing).eval()
     example = torch.zeros(2, 2)
     example[1] = torch.tensor([0.3, -0.1])
     buf = io.BytesIO()
@@ -148,18 +155,18 @@ def export_onnx_bytes(avatar: Avatar, resolution: int = 256, settings: RenderSet
         except Exception as exc:
             raise GramcastError(f"ONNX export failed ({type(exc).__name__}: {exc}); this torch "
                                 f"({torch.__version__}) may lack the TorchScript exporter") from exc
-    return add_metadata(buf.getvalue(), model_metadata(avatar, resolution, settings))
+    return add_metadata(buf.getvalue(), model_metadata(avatar, resolution, settings, module.plan))
 
 
 def export_onnx(avatar: Avatar, path: str | Path, resolution: int = 256,
-                settings: RenderSettings = RenderSettings()) -> Path:
+                settings: RenderSettings = RenderSettings(), compositing="auto") -> Path:
     """Write ``avatar``'s renderer at ``resolution`` to ``path`` (atomically: a reader never sees a
     half-written file). Returns the path."""
     from gramcast.media_io import atomic_output
 
     path = Path(path)
     with atomic_output(path) as tmp:        # checks the folder before any work
-        tmp.write_bytes(export_onnx_bytes(avatar, resolution, settings))
+        tmp.write_bytes(export_onnx_bytes(avatar, resolution, settings, compositing))
     return path
 
 
@@ -195,15 +202,16 @@ class OnnxRenderer:
     resolution, exported into memory on first use and kept. ``OnnxRenderer.from_file("me.onnx")`` serves
     an exported file (its one resolution). ``threads``: onnxruntime's intra-op threads (default: its own
     choice, the physical cores). Thread-safe: sessions are built once under a lock and onnxruntime
-    sessions may run concurrently.
+    sessions may run concurrently. ``compositing``: as ``Renderer``'s (checked once here).
     """
 
     def __init__(self, avatar: Avatar | None = None, settings: RenderSettings = RenderSettings(),
                  device: str | torch.device | None = "auto", providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, compositing="auto"):
         self.ort = require_onnxruntime()
         self.avatar = avatar
         self.settings = settings
+        self.plan = resolve_compositing(avatar, compositing) if avatar is not None else None
         self.providers = list(providers) if providers else default_providers(device)
         self.threads = threads
         self._sessions: dict[int, object] = {}
@@ -252,7 +260,8 @@ class OnnxRenderer:
         with _SESSION_LOCK:
             s = self._sessions.get(resolution)
             if s is None:
-                s = self._new_session(export_onnx_bytes(self.avatar, resolution, self.settings))
+                s = self._new_session(export_onnx_bytes(self.avatar, resolution, self.settings,
+                                                        self.plan or "general"))
                 self._sessions[resolution] = s
         return s
 
@@ -282,6 +291,7 @@ def run_onnx(renderer, poses: np.ndarray, resolution: int) -> tuple[np.ndarray, 
             onnx = getattr(renderer, "_onnx", None)
             if onnx is None:
                 onnx = OnnxRenderer(renderer.avatar, renderer.settings,
-                                    device=getattr(renderer, "requested_device", "auto"))
+                                    device=getattr(renderer, "requested_device", "auto"),
+                                    compositing=getattr(renderer, "plan", None) or "general")
                 renderer._onnx = onnx
     return onnx.render(poses, resolution)

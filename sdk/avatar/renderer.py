@@ -4,6 +4,13 @@ Per frame: rays on a grid at 1/``lowres_factor`` of the output resolution are in
 cached height fields, the hit points are upsampled bilinearly to every pixel, the textures are
 sampled there and the layers composited front to back (paper eq. 3).
 
+Compositing has two paths. ``composite_layers`` orders the layers per pixel by depth (O(L²) per pixel).
+``composite_ordered`` takes a fixed front-to-back order (O(L) per pixel): exact where the layers' height
+fields do not cross (``gramcast.avatar.heightfield.layer_depth_order``), as in a GRAM bake, whose
+layers are iso-surfaces of one scalar field; the background plane, which the shells' rims dip behind,
+is then the one *pivot* layer placed per pixel by a depth test. ``Renderer`` checks the avatar once
+(``compositing_plan``) and uses the ordered path where the check passes, the general one otherwise.
+
 ``render_cache`` is the one code path of the torch and the ONNX back ends (``onnx_export`` traces it):
 static loops over the layers, no sort/scatter/in-place writes, no data-dependent shapes. It works
 layers first, ``(L, [C,] B, H, W)``, so that every per-layer lookup is one batched ``grid_sample``
@@ -20,12 +27,12 @@ from torch import Tensor, nn
 
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
-from gramcast.avatar.heightfield import intersect_layers
+from gramcast.avatar.heightfield import intersect_layers, layer_depth_order
 from gramcast.device import resolve_device
 from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
-           "upsample_layer_hits"]
+           "composite_ordered", "CompositingPlan", "compositing_plan", "upsample_layer_hits"]
 
 
 #: CPU renders go in chunks of frames of at most this many layer-pixels (layers x height x width).
@@ -94,6 +101,75 @@ def composite_layers(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -
     return out_rgb, total, depth_sum / total.clamp_min(1e-8)
 
 
+@dataclass(frozen=True)
+class CompositingPlan:
+    """A fixed front-to-back ``order`` of the layers other than ``pivot`` (None: of all layers); the
+    pivot, where there is one, is placed per pixel by its depth. See ``composite_ordered``."""
+
+    order: tuple[int, ...]
+    pivot: int | None = None
+
+    def describe(self) -> dict:
+        return {"order": list(self.order), "pivot": self.pivot}
+
+
+def compositing_plan(avatar: Avatar) -> CompositingPlan | None:
+    """The ordered-compositing plan of ``avatar``, or None where its layers cross (``layer_depth_order``
+    on its heights and its textures' alpha): then only ``composite_layers`` is exact."""
+    found = layer_depth_order(avatar.heights, avatar.textures[:, 3])
+    return None if found is None else CompositingPlan(*found)
+
+
+def composite_ordered(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor,
+                      plan: CompositingPlan) -> tuple[Tensor, Tensor, Tensor]:
+    """``composite_layers`` for layers in a known front-to-back order: O(L) per pixel, no depth sort.
+
+    Same layout and results as ``composite_layers`` (to float rounding) wherever ``plan.order`` is the
+    depth order of the layers along every ray (``compositing_plan`` checks that once per avatar). The
+    transmittance is a running product, T <- T - T a (= T (1 - a)), unrolled over the static order.
+
+    With a pivot p (a layer that crosses the others: the background plane of a GRAM bake), p is in front
+    of layer i at a pixel where its depth is smaller (ties: the lower index first, as in
+    ``composite_layers``); m_i = 1 where i is in front of p. One pass over the order: layer i's weight is
+    T_i a_i (1 - a_p (1 - m_i)) (the chain's transmittance, times p's where p is in front of i), and p's
+    is a_p prod_i (1 - a_i m_i), a second running product. The total alpha is 1 - T (1 - a_p).
+    """
+    dtype = alpha.dtype
+    vf = valid.to(dtype)
+    a = alpha * vf
+    t = depth * vf                  # invalid layers have a = 0: their depth and order do not matter
+    p = plan.pivot
+    ap = keep_p = None
+    if p is not None:
+        ap = a[p]
+        keep_p = 1.0 - ap                       # (1 - a_p): the factor p puts on what is behind it
+    trans = pass_p = out_rgb = depth_sum = None
+    # In-place steps only on arrays made in this function (fewer fresh arrays per frame; see
+    # composite_layers).
+    for i in plan.order:
+        ai = a[i]
+        w = ai if trans is None else trans * ai                                  # T_i a_i (chain only)
+        trans = 1.0 - ai if trans is None else trans.sub_(w)
+        if p is not None:
+            in_front = ((t[i] <= t[p]) if i < p else (t[i] < t[p])).to(dtype)   # m_i: i in front of p
+            front_a = ai * in_front
+            pass_p = 1.0 - front_a if pass_p is None else pass_p.addcmul_(pass_p, front_a, value=-1.0)
+            w = w * torch.addcmul(keep_p, ap, in_front)                          # x (1 - a_p (1 - m_i))
+        if out_rgb is None:
+            out_rgb, depth_sum = rgb[i] * w, w * t[i]
+        else:
+            out_rgb.addcmul_(rgb[i], w)
+            depth_sum.addcmul_(w, t[i])
+    if p is not None:
+        wp = ap * pass_p
+        out_rgb.addcmul_(rgb[p], wp)
+        depth_sum.addcmul_(wp, t[p])
+        total = (trans * keep_p).neg_().add_(1.0)
+    else:
+        total = trans.neg().add_(1.0)
+    return out_rgb, total, depth_sum / total.clamp_min(1e-8)
+
+
 def upsample_layer_hits(points: Tensor, valid: Tensor, size: tuple[int, int], height: int, width: int,
                         threshold: float = 0.5) -> tuple[Tensor, Tensor]:
     """``gramcast.model.intersection.upsample_hits`` in the renderer's layout: coarse hits
@@ -111,9 +187,11 @@ def upsample_layer_hits(points: Tensor, valid: Tensor, size: tuple[int, int], he
 
 
 def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor, resolution: int,
-                 settings: RenderSettings = RenderSettings()) -> tuple[Tensor, Tensor, Tensor]:
+                 settings: RenderSettings = RenderSettings(),
+                 plan: CompositingPlan | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """heights ``(L, 1, G, G)``, textures ``(L, 4, T, T)``, poses ``(B, 2)`` -> rgb ``(B, 3, H, W)``,
-    alpha and depth ``(B, 1, H, W)``.
+    alpha and depth ``(B, 1, H, W)``. ``plan``: composite in this fixed order (``composite_ordered``;
+    the caller vouches for it, see ``compositing_plan``); None: ``composite_layers``.
 
     The one code path of both back ends: the ONNX model is this function traced.
     """
@@ -144,15 +222,42 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     grid = grid.reshape(nl, b * resolution, resolution, 2)
     rgba = F.grid_sample(textures, grid, mode="bilinear", padding_mode="border", align_corners=True)
     rgba = rgba.reshape(nl, 4, b, resolution, resolution)
-    rgb, alpha, depth = composite_layers(rgba[:, :3], rgba[:, 3], depth, valid)
+    if plan is not None and nl > 1:
+        rgb, alpha, depth = composite_ordered(rgba[:, :3], rgba[:, 3], depth, valid, plan)
+    else:
+        rgb, alpha, depth = composite_layers(rgba[:, :3], rgba[:, 3], depth, valid)
     return rgb.transpose(0, 1).contiguous(), alpha.unsqueeze(1), depth.unsqueeze(1)
 
 
-class CachedRenderModule(nn.Module):
-    """``render_cache`` with the avatar's arrays as buffers: poses ``(B, 2)`` -> (rgb, alpha, depth)."""
+COMPOSITING_MODES = ("auto", "ordered", "general")
 
-    def __init__(self, avatar: Avatar, resolution: int, settings: RenderSettings = RenderSettings()):
+
+def resolve_compositing(avatar: Avatar, compositing="auto") -> CompositingPlan | None:
+    """``"auto"``: the avatar's plan where its layers are verified non-crossing, else None (the general
+    path); ``"general"``: None; ``"ordered"``: the plan, or a ValueError where the layers cross; a
+    ``CompositingPlan``: itself (already checked by the caller). 1-layer avatars: None (nothing to order)."""
+    if isinstance(compositing, CompositingPlan):
+        return compositing if avatar.num_layers > 1 else None
+    if compositing not in COMPOSITING_MODES:
+        raise ValueError(f"unknown compositing {compositing!r}: use one of {COMPOSITING_MODES}")
+    if compositing == "general" or avatar.num_layers == 1:
+        return None
+    plan = compositing_plan(avatar)
+    if plan is None and compositing == "ordered":
+        raise ValueError("this avatar's layers cross (their heights are not ordered where they are opaque): "
+                         "ordered compositing would be wrong; use compositing='general' or 'auto'")
+    return plan
+
+
+class CachedRenderModule(nn.Module):
+    """``render_cache`` with the avatar's arrays as buffers: poses ``(B, 2)`` -> (rgb, alpha, depth).
+    ``compositing``: see ``resolve_compositing`` (the plan is fixed into the module, and so into its
+    ONNX export)."""
+
+    def __init__(self, avatar: Avatar, resolution: int, settings: RenderSettings = RenderSettings(),
+                 compositing="auto"):
         super().__init__()
+        self.plan = resolve_compositing(avatar, compositing)
         self.register_buffer("heights", avatar.heights[:, None].float().contiguous())
         self.register_buffer("textures", avatar.textures.float().contiguous())
         self.extent = float(avatar.extent)
@@ -160,7 +265,8 @@ class CachedRenderModule(nn.Module):
         self.settings = settings
 
     def forward(self, poses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return render_cache(self.heights, self.textures, self.extent, poses, self.resolution, self.settings)
+        return render_cache(self.heights, self.textures, self.extent, poses, self.resolution, self.settings,
+                            self.plan)
 
 
 class Renderer:
@@ -170,13 +276,20 @@ class Renderer:
     where ``onnxruntime-gpu`` is installed, unless ``device="cpu"``; the model is ``render_cache``
     exported per resolution on first use, see ``gramcast.avatar.onnx_export``). Both back ends run the
     same code. Thread-safe for concurrent ``render`` calls.
+
+    ``compositing``: ``"auto"`` (default) checks once here whether the avatar's layers have a fixed
+    depth order (``compositing_plan``) and composites in O(L) per pixel where they do, with the general
+    O(L²) path otherwise; ``"general"`` / ``"ordered"`` force one (``"ordered"`` raises where the layers
+    cross). ``self.compositing`` says which is used: ``"ordered"``, ``"general"`` or ``"single"`` (1 layer).
     """
 
     def __init__(self, avatar: Avatar, device: str | torch.device = "auto", backend: str = "torch",
-                 settings: RenderSettings = RenderSettings()):
+                 settings: RenderSettings = RenderSettings(), compositing="auto"):
         if backend not in ("torch", "onnx"):
             raise ValueError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
         self.avatar = avatar
+        self.plan = resolve_compositing(avatar, compositing)
+        self.compositing = "single" if avatar.num_layers == 1 else ("ordered" if self.plan else "general")
         self.backend = backend
         self.settings = settings
         self.requested_device = device
@@ -191,7 +304,8 @@ class Renderer:
     def _module(self, resolution: int) -> CachedRenderModule:
         mod = self._modules.get(resolution)
         if mod is None:
-            mod = CachedRenderModule(self.avatar, resolution, self.settings).to(self.device).eval()
+            mod = CachedRenderModule(self.avatar, resolution, self.settings,
+                                     self.plan or "general").to(self.device).eval()
             self._modules[resolution] = mod
         return mod
 
