@@ -284,6 +284,9 @@ class AvatarSession:
             out[:rows] = cv2.resize(rgb[:rows], (out.shape[1], rows), interpolation=cv2.INTER_NEAREST)
         video = output_video_frame(out, self.config.output_format)
         video.pts, video.time_base = frame.pts, frame.time_base
+        # The encoder runs behind aiortc's relay, out of the session's sight: it reports its time
+        # through the frame (gramcast.server.aiortc_latency calls this with the milliseconds).
+        video.opaque = self.record_encode
         trace = self.config.trace
         if trace is not None:
             t3 = time.monotonic()

@@ -43,6 +43,7 @@ VP8 encoder denoiser (``fast_vp8_encoder``)
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 from aiortc.codecs import vpx
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -114,6 +115,17 @@ def _open_vp8(encoder: vpx.Vp8Encoder, frame):
 
 
 def _vp8_encode_fast(self: vpx.Vp8Encoder, frame, force_keyframe: bool = False):
+    t0 = time.perf_counter()
+    try:
+        return _vp8_encode(self, frame, force_keyframe)
+    finally:
+        # A frame from an AvatarSession carries its record_encode hook: the session's encode_ms stat.
+        report = getattr(frame, "opaque", None)
+        if callable(report):
+            report((time.perf_counter() - t0) * 1000.0)
+
+
+def _vp8_encode(self: vpx.Vp8Encoder, frame, force_keyframe: bool):
     if not _on["vp8"]:
         return _original_vp8_encode(self, frame, force_keyframe)
     codec = self.codec

@@ -221,3 +221,25 @@ def test_tracing_survives_switching_the_workarounds_off_and_on():
         aiortc_latency.install()
     assert sorted((k, name) for k, name, _ in events) == [
         (100, "t_enc_end"), (100, "t_enc_start"), (101, "t_enc_end"), (101, "t_enc_start")]
+
+
+@pytest.mark.parametrize("workaround", [True, False])
+def test_the_encoder_reports_its_time_through_the_frame(workaround):
+    """A session's frames carry its record_encode hook; the VP8 encoder calls it, relay or not."""
+    from gramcast.session import output_video_frame
+
+    if workaround:
+        aiortc_latency.install()
+    else:
+        aiortc_latency.uninstall()
+    try:
+        reported = []
+        frame = output_video_frame(np.random.default_rng(3).integers(0, 255, (240, 320, 3), dtype=np.uint8))
+        frame.pts, frame.time_base = 0, fractions.Fraction(1, 90000)
+        frame.opaque = reported.append
+        payloads, _ = vpx.Vp8Encoder().encode(frame)
+        assert payloads and len(reported) == 1 and reported[0] > 0
+        plain = yuv_frame(np.zeros((120, 160, 3), np.uint8))       # no hook: nothing to call, no error
+        assert vpx.Vp8Encoder().encode(plain)[0]
+    finally:
+        aiortc_latency.install()

@@ -45,6 +45,7 @@ async def test_slow_rendering_drops_frames_and_latency_stays_flat():
     await session.close()
     stats = session.stats()
     assert "MainThread" not in proc.threads
+    assert all(f.opaque == session.record_encode for f in received)   # the encoder's way to report back
     assert stats["frames_dropped"] > 0.4 * stats["frames_in"]      # ~2 of 3 camera frames dropped
     assert 15 <= len(received) <= 40                              # ~10 fps out of a 30 fps camera
     # No backlog: the last frames are as fresh as the first ones.

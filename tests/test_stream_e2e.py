@@ -107,7 +107,8 @@ async def test_received_avatar_turns_with_the_camera_head_and_audio_arrives(avat
             levels = [audio_rms(await asyncio.wait_for(audio.recv(), 10)) for _ in range(30)]
             assert max(levels) > 1000
             stats = await ann.request_stats()
-            assert stats, stats
+            # encode time comes from the VP8 encoder itself, behind the relay
+            assert stats["frames_out"] > 0 and 0 < stats["encode_ms"] < 1000, stats
     finally:
         await server.stop()
 
