@@ -29,16 +29,20 @@ DEFAULT_MODEL_EXTENT = 0.2
 @torch.no_grad()
 def bake_model(model, ws: Tensor, geometry_resolution: int = 128, texture_resolution: int = 256,
                extent: float = DEFAULT_MODEL_EXTENT, samples: int = 192, model_id: str = "",
-               detail: Tensor | None = None, detail_extent: float | None = None) -> Avatar:
+               detail: Tensor | None = None, detail_extent: float | None = None,
+               geometry: tuple[Tensor, Tensor] | None = None) -> Avatar:
     """Bake identity ``ws`` (w+ ``(1, num_ws, w_dim)`` or w ``(1, w_dim)``) of ``model``.
 
     ``detail``: optional detail maps ``(1, L, C, S, S)`` over ``[-detail_extent, detail_extent]²``
     (default: ``extent``), baked into the textures exactly as ``model.render(..., detail=...)`` adds
     them to the features (GRAMInverter's detail manifolds cost nothing at render time).
+    ``geometry``: ``manifold_height_grid(model, geometry_resolution, extent, samples)`` computed
+    before; the manifolds do not depend on the identity, so baking many identities of one model
+    (enrollment) searches them once.
     """
     device = model.device
     planes = model.synthesize_planes(ws.to(device))
-    heights, valid = manifold_height_grid(model, geometry_resolution, extent, samples)   # (L, G, G)
+    heights, valid = geometry or manifold_height_grid(model, geometry_resolution, extent, samples)  # (L, G, G)
     geo_valid = valid.float()
     nl, t = heights.shape[0], texture_resolution
     txy = grid_xy(t, extent, device).reshape(1, -1, 2).expand(nl, -1, -1)

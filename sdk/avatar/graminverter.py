@@ -64,6 +64,7 @@ class Inverter(torch.nn.Module):
         self.generator, self.encoder, self.detail = generator, encoder, detail
         self.meta = dict(meta or {})
         self._heights_lr: Tensor | None = None
+        self._bake_geometry: dict[tuple[int, float], tuple[Tensor, Tensor]] = {}
 
     @property
     def resolution(self) -> int:
@@ -81,6 +82,15 @@ class Inverter(torch.nn.Module):
             self._heights_lr = manifold_height_grid(self.generator, self.detail.config.map_resolution,
                                                     self.detail.config.extent)[0]
         return self._heights_lr
+
+    def bake_geometry(self, resolution: int, extent: float) -> tuple[Tensor, Tensor]:
+        """The manifolds' height grids at bake resolution (identity-independent: searched once, cached)."""
+        key = (resolution, float(extent))
+        if key not in self._bake_geometry:
+            from gramcast.model.detail import manifold_height_grid
+
+            self._bake_geometry[key] = manifold_height_grid(self.generator, resolution, extent)
+        return self._bake_geometry[key]
 
     @torch.no_grad()
     def invert(self, images: Tensor, poses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -200,7 +210,8 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
     avatar = bake_model(inverter.generator, ws, geometry_resolution=config.geometry_resolution,
                         texture_resolution=config.texture_resolution or 2 * g.plane_resolution,
                         extent=inverter.detail.config.extent, detail=detail,
-                        model_id=inverter.meta.get("model_id", ""))
+                        model_id=inverter.meta.get("model_id", ""),
+                        geometry=inverter.bake_geometry(config.geometry_resolution, inverter.detail.config.extent))
     textures = avatar.textures.clone()
     if config.drop_background:
         textures[-1, 3] = 0.0
