@@ -6,6 +6,8 @@ Roll, scale and position of the head are not rendered in 3D: the crop is warped 
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import time
 from typing import Any
@@ -76,12 +78,22 @@ def place_rgba(bg_rgb: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, matrix: n
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _color_plate(w: int, h: int, color: tuple[int, int, int]) -> np.ndarray:
+    """A read-only frame of one colour: copying it is a memcpy (~0.04 ms at 640x480), while filling a
+    frame from a 3-byte pattern costs numpy ~2 ms, a tenth of a 2-core session's frame budget."""
+    plate = np.empty((h, w, 3), np.uint8)
+    plate[...] = np.asarray(color, np.uint8)
+    plate.flags.writeable = False
+    return plate
+
+
 def make_background(kind: str, size_wh: tuple[int, int], camera_rgb: np.ndarray | None = None,
                     color=(24, 24, 28), image: np.ndarray | None = None) -> np.ndarray:
     """The frame behind the avatar: ``color``, ``blur`` (the camera frame, heavily blurred) or ``image``."""
     w, h = size_wh
     if kind == "color":
-        return np.broadcast_to(np.asarray(color, np.uint8), (h, w, 3)).copy()
+        return _color_plate(int(w), int(h), tuple(int(c) for c in color)).copy()
     if kind == "blur":
         if camera_rgb is None:
             raise ValueError("the blur background needs the camera frame")
