@@ -33,6 +33,10 @@ def register(sub) -> None:
     s.add_argument("--secret", help="token secret (default: $GRAMCAST_SECRET, else a random one for this run)")
     s.add_argument("--loopback-ice", action="store_true",
                    help="offer only 127.0.0.1 as ICE candidate (clients on this machine only)")
+    s.add_argument("--enroll-method", default="mesh", choices=("mesh", "graminverter"),
+                   help="how selfies sent by participants are enrolled (default: mesh)")
+    s.add_argument("--weights", type=Path, default=None,
+                   help="GRAMInverter bundle for --enroll-method graminverter (default: the installed one)")
     s.set_defaults(func=run_serve)
 
 
@@ -43,6 +47,25 @@ def run_token(args) -> int:
     return 0
 
 
+def selfie_enroller(method: str, weights: Path | None = None):
+    """``bytes -> Avatar`` for selfies sent over signaling. The graminverter networks are loaded
+    here, once, so a missing or bad bundle stops the server at start with a clear error rather
+    than failing every participant's selfie later."""
+    import functools
+
+    from gramcast import enroll
+
+    if method == "mesh":
+        return functools.partial(enroll, method="mesh")
+    from gramcast.avatar.graminverter import HOW_TO_TRAIN, find_inverter, load_inverter
+    from gramcast.errors import GramcastError
+
+    found = find_inverter(weights)
+    if found is None:
+        raise GramcastError(f"--enroll-method graminverter needs trained weights: {HOW_TO_TRAIN}")
+    return functools.partial(enroll, method="graminverter", weights=load_inverter(found))
+
+
 def run_serve(args) -> int:
     from gramcast.avatar import Avatar
     from gramcast.server.app import GramcastServer, ServerConfig
@@ -51,7 +74,8 @@ def run_serve(args) -> int:
     secret = args.secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
     avatars = {path.stem: Avatar.load(path) for path in args.avatar}
     config = ServerConfig(host=args.host, port=args.port, secret=secret,
-                          ice_addresses=["127.0.0.1"] if args.loopback_ice else None)
+                          ice_addresses=["127.0.0.1"] if args.loopback_ice else None,
+                          enroll_fn=selfie_enroller(args.enroll_method, args.weights))
     server = GramcastServer(avatars, config)
 
     async def main():

@@ -154,3 +154,19 @@ def test_cli_enrolls_with_weights_and_fails_clearly_without(bundle, tmp_path, mo
 def test_save_inverter_refuses_unwritable_places(networks, tmp_path):
     with pytest.raises(GramcastError):
         save_inverter(tmp_path / "no" / "such" / "dir" / "b.safetensors", *networks)
+
+
+def test_server_enrolls_selfies_with_the_learned_method_or_refuses_to_start(bundle, tmp_path, monkeypatch, capsys):
+    from gramcast.cli import main
+    from gramcast.server.cli import selfie_enroller
+
+    avatar = selfie_enroller("graminverter", bundle)(SAMPLE.read_bytes())  # what a selfie over signaling gets
+    assert avatar.meta["method"] == "graminverter"
+    monkeypatch.delenv("GRAMCAST_INVERTER", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    gca = tmp_path / "a.gca"
+    avatar.save(gca)
+    capsys.readouterr()
+    code = main(["serve", "--avatar", str(gca), "--port", "0", "--enroll-method", "graminverter"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "needs trained weights" in err and len(err.splitlines()) == 1
