@@ -60,11 +60,15 @@ def project_world(points: np.ndarray, size: int, yaw: float = 0.0, pitch: float 
     """World points ``(N, 3)`` seen from pose ``(yaw, pitch)`` -> ``(N, 2)`` pixels of a size² image."""
     import torch
 
-    from gramcast.camera import pose_to_c2w, project_points
+    from gramcast.camera import focal_length, pose_to_c2w
 
-    c2w = pose_to_c2w((yaw, pitch)).double()
-    uv, _ = project_points(torch.tensor(np.asarray(points), dtype=torch.float64)[None], c2w, size, size)
-    return uv[0].numpy()
+    c2w = pose_to_c2w(torch.tensor([[yaw, pitch]], dtype=torch.float64))[0].numpy()
+    # camera.project_points in numpy: this runs per tracked frame, right after mediapipe, whose
+    # worker threads still hold the cores; a torch op there waits ~2 ms for its own thread pool.
+    cam = (np.asarray(points, np.float64) - c2w[:3, 3]) @ c2w[:3, :3]
+    f = focal_length(size)
+    depth = -cam[:, 2]
+    return np.stack([size / 2.0 + f * cam[:, 0] / depth, size / 2.0 - f * cam[:, 1] / depth], axis=1)
 
 
 @lru_cache(maxsize=16)
