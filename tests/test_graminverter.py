@@ -139,7 +139,8 @@ def test_cli_enrolls_with_weights_and_fails_clearly_without(bundle, tmp_path, mo
 
     out = tmp_path / "me.gca"
     assert main(["enroll", str(SAMPLE), "-o", str(out), "--method", "graminverter", "--weights", str(bundle),
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--refine-steps", "2"]) == 0
+    assert main(["enroll", str(SAMPLE), "-o", str(tmp_path / "m.gca"), "--refine-steps", "2"]) != 0  # mesh: no
     assert Avatar.load(out).meta["method"] == "graminverter"
     monkeypatch.delenv("GRAMCAST_INVERTER", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
@@ -170,3 +171,24 @@ def test_server_enrolls_selfies_with_the_learned_method_or_refuses_to_start(bund
     code = main(["serve", "--avatar", str(gca), "--port", "0", "--enroll-method", "graminverter"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "needs trained weights" in err and len(err.splitlines()) == 1
+
+
+def test_optional_refinement_lowers_the_input_view_error(bundle):
+    from gramcast.avatar.graminverter import _to_model_input
+    from gramcast.face import detect_and_align
+    from gramcast.images import load_image
+
+    inv = load_inverter(bundle, device="cpu")
+    aligned = detect_and_align(load_image(SAMPLE), size=256)
+    image = _to_model_input(aligned.crop, inv.resolution)
+    pose = torch.tensor([[aligned.pose.yaw, aligned.pose.pitch]])
+    params = {k: v.clone() for k, v in inv.generator.state_dict().items()}
+    with torch.no_grad():
+        ws = inv.encoder(image)
+        before = (inv.generator.render(ws, pose).rgb - image).pow(2).mean()
+    refined = inv.refine(ws, image, pose, None, steps=8, lr=0.05)
+    with torch.no_grad():
+        after = (inv.generator.render(refined, pose).rgb - image).pow(2).mean()
+    assert after < 0.95 * before, (float(before), float(after))
+    assert all(torch.equal(v, inv.generator.state_dict()[k]) for k, v in params.items())  # generator untouched
+    assert all(p.requires_grad for p in inv.generator.parameters())                    # and left as found

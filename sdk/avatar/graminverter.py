@@ -54,6 +54,10 @@ class InverterConfig:
     texture_resolution: int | None = None
     drop_background: bool = True
     matte_threshold: float = 0.5
+    #: Optional per-image refinement of the encoder's w+ (Adam steps on the input-view L2 + L1 inside
+    #: the matte) before the detail stage; 0 = the paper's single forward pass.
+    refine_steps: int = 0
+    refine_lr: float = 0.01
 
 
 class Inverter(torch.nn.Module):
@@ -93,14 +97,42 @@ class Inverter(torch.nn.Module):
         return self._bake_geometry[key]
 
     @torch.no_grad()
-    def invert(self, images: Tensor, poses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def invert(self, images: Tensor, poses: Tensor, mask: Tensor | None = None, refine_steps: int = 0,
+               refine_lr: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
         """images ``(B, 3, R, R)`` in [-1, 1] at the generator's resolution, poses ``(B, 2)`` ->
-        w+ ``(B, num_ws, w_dim)``, detail maps ``(B, L, C, S, S)``, coarse renders ``(B, 3, R, R)``."""
+        w+ ``(B, num_ws, w_dim)``, detail maps ``(B, L, C, S, S)``, coarse renders ``(B, 3, R, R)``.
+        ``refine_steps`` > 0 refines w+ against the images (``mask`` ``(B, 1, R, R)``: where to compare)."""
         images, poses = images.to(self.device), poses.to(self.device)
         ws = self.encoder(images)
+        if refine_steps > 0:
+            ws = self.refine(ws, images, poses, mask, refine_steps, refine_lr)
         coarse = self.generator.render(ws, poses).rgb
         detail = self.detail(images, coarse, poses, self.low_res_heights())
         return ws, detail, coarse
+
+    def refine(self, ws: Tensor, images: Tensor, poses: Tensor, mask: Tensor | None, steps: int,
+               lr: float = 0.01) -> Tensor:
+        """A few Adam steps on w+ ``(B, num_ws, w_dim)`` (generator frozen) lowering the input-view
+        L2 + L1 of the coarse render; returns the refined w+. A fast, optional per-image step between
+        the encoder's guess and the detail stage (GRAMInverter itself is one forward pass)."""
+        mask = torch.ones_like(images[:, :1]) if mask is None else mask.to(images)
+        frozen = [p for p in self.generator.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                ws = ws.detach().clone().requires_grad_(True)
+                opt = torch.optim.Adam([ws], lr=lr)
+                for _ in range(steps):
+                    err = (self.generator.render(ws, poses).rgb - images) * mask
+                    loss = err.pow(2).mean() + err.abs().mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return ws.detach()
 
 
 def _to_model_input(crop: np.ndarray, resolution: int) -> Tensor:
@@ -205,7 +237,11 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
         inverter = load_inverter(found, device)
     pose = (float(aligned.pose.yaw), float(aligned.pose.pitch))
     image = _to_model_input(aligned.crop, inverter.resolution)
-    ws, detail, _ = inverter.invert(image, torch.tensor([pose]))
+    mask = None
+    if matte is not None and config.refine_steps > 0:
+        mask = torch.from_numpy(matte.astype(np.float32))[None, None]
+        mask = torch.nn.functional.interpolate(mask, size=image.shape[-2:], mode="area")
+    ws, detail, _ = inverter.invert(image, torch.tensor([pose]), mask, config.refine_steps, config.refine_lr)
     g = inverter.generator.config
     avatar = bake_model(inverter.generator, ws, geometry_resolution=config.geometry_resolution,
                         texture_resolution=config.texture_resolution or 2 * g.plane_resolution,

@@ -19,6 +19,9 @@ def register(sub) -> None:
                    help="GRAMInverter bundle for --method graminverter (default: $GRAMCAST_INVERTER, the packaged "
                         "one, or ~/.cache/gramcast/graminverter.safetensors)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda (graminverter only)")
+    e.add_argument("--refine-steps", type=int, default=0,
+                   help="graminverter only: refine the encoder's latent code against the photo for N steps "
+                        "before the detail stage (slower, closer to the photo; default 0)")
     e.add_argument("--crop-size", type=int, default=512, choices=(256, 512), help="aligned crop size (default 512)")
     e.set_defaults(func=run_enroll)
 
@@ -84,12 +87,18 @@ def run_enroll(args) -> int:
     import time
 
     from gramcast.enrollment import enroll
+    from gramcast.errors import GramcastError
     from gramcast.media_io import check_output_path
 
     check_output_path(args.out)               # fail before the slow part, not after it
     t0 = time.perf_counter()
+    options = {}
+    if args.refine_steps:
+        if args.method != "graminverter":
+            raise GramcastError("--refine-steps applies to --method graminverter only")
+        options["refine_steps"] = args.refine_steps
     avatar = enroll(args.image, method=args.method, crop_size=args.crop_size, weights=args.weights,
-                    device=args.device)
+                    device=args.device, **options)
     avatar.save(args.out)
     pose = avatar.meta.get("input_pose", {})
     print(f"enrolled {args.image} -> {args.out} ({args.method}, {time.perf_counter() - t0:.1f} s; "
