@@ -57,13 +57,17 @@ def selfie_enroller(method: str, weights: Path | None = None):
 
     if method == "mesh":
         return functools.partial(enroll, method="mesh")
-    from gramcast.avatar.graminverter import HOW_TO_TRAIN, find_inverter, load_inverter
+    from gramcast.avatar.graminverter import HOW_TO_TRAIN, InverterConfig, find_inverter, load_inverter
     from gramcast.errors import GramcastError
 
     found = find_inverter(weights)
     if found is None:
         raise GramcastError(f"--enroll-method graminverter needs trained weights: {HOW_TO_TRAIN}")
-    return functools.partial(enroll, method="graminverter", weights=load_inverter(found))
+    inverter = load_inverter(found)
+    # The manifolds' height grids are the same for every selfie: search them now, not in the first call.
+    inverter.low_res_heights()
+    inverter.bake_geometry(InverterConfig().geometry_resolution, inverter.detail.config.extent)
+    return functools.partial(enroll, method="graminverter", weights=inverter)
 
 
 def run_serve(args) -> int:
