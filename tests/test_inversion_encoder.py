@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from test_training_gan import make_dataset as make_faces
 
 from gramcast.errors import CheckpointError
 from gramcast.model import GRAMConfig, GRAMModel
@@ -47,23 +48,7 @@ def small_gram_config() -> GRAMConfig:
 
 def make_dataset(folder: Path, n: int = 4, res: int = 32) -> Path:
     """Real studio portraits cropped to the face (a FaceDataset folder), poses spread over yaw."""
-    import cv2
-
-    photos = sorted((ROOT / "tests" / "data" / "faces").glob("*.jpg"))
-    assert photos, "tests/data/faces holds the shipped real photos"
-    (folder / "images").mkdir(parents=True)
-    items = []
-    for i in range(n):
-        img = cv2.imread(str(photos[i % len(photos)]))
-        h, w = img.shape[:2]
-        side = int(min(h, w) * 0.7)
-        y0, x0 = (h - side) // 2, (w - side) // 2
-        crop = cv2.resize(img[y0:y0 + side, x0:x0 + side], (res, res), interpolation=cv2.INTER_AREA)
-        name = f"images/{i:03d}.png"
-        cv2.imwrite(str(folder / name), np.ascontiguousarray(crop))
-        items.append({"image": name, "yaw": 0.1 * (i - 1.5), "pitch": 0.0, "person": str(i)})
-    (folder / "poses.json").write_text(json.dumps({"items": items}))
-    return folder
+    return make_faces(folder, n=n, res=res, yaw_step=0.1)
 
 
 @pytest.fixture(scope="module")

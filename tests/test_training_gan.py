@@ -14,8 +14,9 @@ from gramcast.training.cli import main as train_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_dataset(folder: Path, n: int = 12, res: int = 64) -> Path:
-    """Real studio portraits (frontal, pose 0) cropped to the face, plus mirrored copies."""
+def make_dataset(folder: Path, n: int = 12, res: int = 64, yaw_step: float = 0.0) -> Path:
+    """Real studio portraits cropped to the face, plus mirrored copies; recorded poses frontal, or
+    spread over yaw by ``yaw_step`` around 0 (for stages that read the poses)."""
     import cv2
 
     photos = sorted((ROOT / "tests" / "data" / "faces").glob("*.jpg"))
@@ -32,7 +33,8 @@ def make_dataset(folder: Path, n: int = 12, res: int = 64) -> Path:
             crop = crop[:, ::-1]
         name = f"images/{i:03d}.png"
         cv2.imwrite(str(folder / name), np.ascontiguousarray(crop))
-        items.append({"image": name, "yaw": 0.0, "pitch": 0.0, "person": str(i % len(photos))})
+        items.append({"image": name, "yaw": yaw_step * (i - (n - 1) / 2), "pitch": 0.0,
+                      "person": str(i % len(photos))})
     (folder / "poses.json").write_text(json.dumps({"items": items}))
     return folder
 
