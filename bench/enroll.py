@@ -9,6 +9,8 @@ depend on the identity: the first enrollment searches them (``first_*`` in the o
 reuse them. Medians of ``--repeats`` warm runs.
 
     python bench/enroll.py [--presets tiny,small] [--device auto] [--repeats 3] [--json out.json]
+    python bench/enroll.py --no-face-models ...   # networks only, from the sample resized (no mediapipe:
+                                                  # e.g. on a GPU machine whose image lacks it)
 """
 from __future__ import annotations
 
@@ -72,24 +74,14 @@ def time_graminverter(inverter, aligned, matte, device) -> dict[str, float]:
     return phases
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", default="tiny,small")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-
+def _mesh_runs(rgb, repeats: int, runs: dict):
+    """Time the mesh method (align, matte, whole enrollment); returns the sample's aligned crop and matte."""
     import gramcast
-    from gramcast.device import resolve_device
     from gramcast.face import Matting, detect_and_align
-    from gramcast.images import load_image
 
-    device = resolve_device(args.device)
-    rgb = load_image(SAMPLE)
-    runs: dict[str, list[dict[str, float]]] = {"mesh": []}
     gramcast.enroll(SAMPLE)                                   # warm-up: face models, caches
-    for _ in range(args.repeats):
+    runs["mesh"] = []
+    for _ in range(repeats):
         t0 = time.perf_counter()
         aligned = detect_and_align(rgb, size=512)
         t1 = time.perf_counter()
@@ -98,6 +90,42 @@ def main() -> None:
         t2 = time.perf_counter()
         gramcast.enroll(SAMPLE)
         runs["mesh"].append({"align": t1 - t0, "matte": t2 - t1, "enroll_total": time.perf_counter() - t2})
+    return aligned, matte
+
+
+def _unaligned(rgb):
+    """The sample as a 512² 'aligned' crop at the frontal pose with a full matte (no face models)."""
+    import types
+
+    import cv2
+    import numpy as np
+
+    crop = cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_AREA)
+    pose = types.SimpleNamespace(yaw=0.0, pitch=0.0, roll=0.0)
+    return types.SimpleNamespace(crop=crop, pose=pose), np.ones((512, 512), np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-face-models", action="store_true",
+                    help="skip mesh and alignment (no mediapipe): time the graminverter networks on the "
+                         "sample resized to a crop, frontal pose, full matte")
+    args = ap.parse_args()
+
+    from gramcast.device import resolve_device
+    from gramcast.images import load_image
+
+    device = resolve_device(args.device)
+    rgb = load_image(SAMPLE)
+    runs: dict[str, list[dict[str, float]]] = {}
+    if args.no_face_models:
+        aligned, matte = _unaligned(rgb)
+    else:
+        aligned, matte = _mesh_runs(rgb, args.repeats, runs)
     for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
         inverter = random_inverter(preset, device)
         first = time_graminverter(inverter, aligned, matte, device)   # also the warm-up

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# What a lent GPU machine should measure, in one call, with results written into $OUT.
+#
+#   OUT=$OUT bash bench/gpu_suite.sh [bench|train|all] [TRAIN_MINUTES]
+#
+#   bench  (~5 min): cached renderer vs full model on the GPU with large batches (issue: >= 1000 frames/s
+#          batched, cached >= 50x faster), the full model's render cost, graminverter enrollment time.
+#   train  (TRAIN_MINUTES, default 8): one round of the small GAN (training/scripts/gpu_round.sh) from
+#          $DATA (default data/lfw128_q75.zip, 34 MiB), warm-started from carry/gan-small-00001-of-*.safetensors
+#          when present (34 MiB: with it, carry a <= 29 MiB set, e.g. DATA=data/lfw128_q60.zip, 28 MiB).
+#          Make the sets with: gramcast-train pack-dataset data/lfw128_train data/lfw128_q75.zip --quality 75
+#   all    both, bench first.
+# What comes back (a lent machine returns at most 8 files): bench.tar.gz (JSON + logs), the snapshot
+# parts gan-small-0000i-of-0000n.safetensors (<= 15 MiB each) and train_logs.tar.gz.
+# The machine's image has torch, numpy, safetensors, opencv, tqdm, tensorboard but no mediapipe, so
+# nothing here needs the face models. Each part has its own time limit; a failing part does not stop
+# the others. Runs on a CPU too, for a smoke test:
+#   PYTHON=.venv/bin/python OUT=/tmp/gpu SIZES=64 BATCHES=1 PRESETS=tiny bash bench/gpu_suite.sh bench
+set -uo pipefail
+mode=${1:-all} minutes=${2:-8}
+PYTHON=${PYTHON:-python3}
+OUT=${OUT:?set OUT to the folder that comes back}
+work=$(mktemp -d)
+mkdir -p "$OUT" "$work/bench" "$work/train"
+if ! "$PYTHON" -c "import gramcast.training" 2>/dev/null; then
+  "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+fi
+(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null || echo "no GPU") \
+  | tee "$work/bench/gpu.txt"
+if [ "$mode" = bench ] || [ "$mode" = all ]; then
+  b="$work/bench"
+  timeout 200 "$PYTHON" bench/render_cache.py --device cuda --no-enrolled --sizes ${SIZES:-256 512} \
+    --batches ${BATCHES:-1 8 64} --budget 3 --json "$b/render_cache_gpu.json" > "$b/render_cache_gpu.log" 2>&1
+  echo "render_cache exit $?"
+  timeout 120 "$PYTHON" bench/enroll.py --no-face-models --presets ${PRESETS:-tiny,small,paper} --repeats 5 \
+    --json "$b/enroll_gpu.json" > "$b/enroll_gpu.log" 2>&1
+  echo "enroll exit $?"
+  timeout 90 "$PYTHON" bench/render_model.py --preset small --sizes ${SIZES:-128 256} --grad-sizes 128 \
+    --json "$b/render_model_gpu.json" > "$b/render_model_gpu.log" 2>&1
+  echo "render_model exit $?"
+  tail -n 25 "$b/render_cache_gpu.log"; tail -n 6 "$b/enroll_gpu.log"
+  tar czf "$OUT/bench.tar.gz" -C "$work" bench
+fi
+if [ "$mode" = train ] || [ "$mode" = all ]; then
+  init=$(ls carry/gan-small-00001-of-*.safetensors 2>/dev/null | head -n 1)
+  OUT="$work/train" PYTHON="$PYTHON" bash training/scripts/gpu_round.sh gan small "${DATA:-data/lfw128_q75.zip}" "$minutes" \
+    "$init" --eval-every 0 --checkpoint-every 500 --image-every 500 > "$work/train/train.log" 2>&1
+  echo "train exit $?"
+  mv "$work"/train/*.safetensors "$OUT"/ 2>/dev/null
+  tail -n 8 "$work/train/train.log"
+  tar czf "$OUT/train_logs.tar.gz" -C "$work" train
+fi
+rm -rf "$work"
+ls -la "$OUT"
