@@ -18,3 +18,15 @@ def test_packed_zip_reads_like_the_folder(tmp_path):
     assert (small.images.float() - ref.images.float()).abs().mean() < 4.0       # JPEG re-encoding only
     assert main(["pack-dataset", str(tmp_path / "nothing"), str(tmp_path / "x.zip")]) == 2
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_excluded_people_are_left_out_of_the_pack(tmp_path):
+    folder = make_dataset(tmp_path / "data", n=8, res=64)          # people "0".."3", two photos each
+    people = tmp_path / "validation.txt"
+    people.write_text("# held out\n1\n3\n")
+    assert main(["pack-dataset", str(folder), str(tmp_path / "train.zip"), "--quality", "95",
+                 "--exclude-people", str(people)]) == 0
+    kept = read_manifest(tmp_path / "train.zip")
+    assert sorted({r.person for r in kept}) == ["0", "2"] and len(kept) == 4
+    assert len(FaceDataset(tmp_path / "train.zip", 64)) == 4
+    assert main(["pack-dataset", str(folder), str(tmp_path / "y.zip"), "--exclude-people", str(tmp_path / "no.txt")]) == 2

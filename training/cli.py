@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("out", type=Path, help="output .zip")
     pack.add_argument("--size", type=int, help="resize crops to this side (default: keep)")
     pack.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    pack.add_argument("--exclude-people", type=Path, default=None,
+                      help="text file of person names (one per line) to leave out, e.g. "
+                           "training/splits/lfw_validation_people.txt")
     pack.set_defaults(func=run_pack)
     snap = sub.add_parser("snapshot", help="write a run's networks (no optimiser state) as small carryable parts",
                           description="Write the networks of RUN/state.pt without optimiser state, in bf16 by "
@@ -134,8 +137,14 @@ def run_pack(args) -> int:
 
     if args.out.suffix != ".zip":
         raise GramcastError(f"{args.out}: the packed dataset must be a .zip file")
+    exclude = None
+    if args.exclude_people is not None:
+        if not args.exclude_people.is_file():
+            raise GramcastError(f"--exclude-people {args.exclude_people}: no such file")
+        exclude = {line.strip() for line in args.exclude_people.read_text().splitlines()
+                   if line.strip() and not line.startswith("#")}
     try:
-        n = pack_dataset(args.src, args.out, args.size, args.quality)
+        n = pack_dataset(args.src, args.out, args.size, args.quality, exclude)
     except FileNotFoundError as exc:
         raise GramcastError(str(exc)) from None
     print(f"packed {n} crops into {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)", flush=True)

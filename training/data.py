@@ -139,14 +139,21 @@ def resize_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(images, size=(resolution, resolution), mode="area")
 
 
-def pack_dataset(src: Path, out: Path, size: int | None = None, quality: int = 90) -> int:
-    """Pack a prepared folder into one .zip (re-encoded at ``size`` and JPEG ``quality``). Returns items."""
+def pack_dataset(src: Path, out: Path, size: int | None = None, quality: int = 90,
+                 exclude_people: set[str] | None = None) -> int:
+    """Pack a prepared folder into one .zip (re-encoded at ``size`` and JPEG ``quality``), leaving out
+    the photos of ``exclude_people`` (e.g. a validation split). Returns the number of items packed."""
     import cv2
 
     from gramcast.media_io import atomic_output
 
-    records = read_manifest(src)
+    records = [r for r in read_manifest(src) if not exclude_people or r.person not in exclude_people]
     manifest = json.loads(_read_bytes(src, MANIFEST))
+    if exclude_people:
+        items = manifest["items"] if isinstance(manifest, dict) else manifest
+        kept = [it for it in items if str(it.get("person", "")) not in exclude_people]
+        manifest = {**manifest, "items": kept, "excluded_people": sorted(exclude_people)} \
+            if isinstance(manifest, dict) else kept
     with atomic_output(out) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for r in records:
