@@ -67,7 +67,7 @@ def time_graminverter(inverter, aligned, matte, device) -> dict[str, float]:
         detail = lap("detail", lambda: inverter.detail(image, coarse, poses, heights))
         g = inverter.generator.config
         extent = inverter.detail.config.extent
-        geometry = lap("bake_geometry", lambda: inverter.bake_geometry(128, extent))
+        geometry = lap("bake_geometry", lambda: inverter.height_grids(128, extent))
         avatar = lap("bake", lambda: bake_model(inverter.generator, ws, texture_resolution=2 * g.plane_resolution,
                                                 extent=extent, detail=detail, geometry=geometry))
         lap("silhouette", lambda: _matte_alpha(avatar, matte, pose, 0.5))

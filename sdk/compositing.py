@@ -7,7 +7,6 @@ Roll, scale and position of the head are not rendered in 3D: the crop is warped 
 from __future__ import annotations
 
 import functools
-
 import math
 import time
 from typing import Any

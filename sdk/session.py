@@ -68,8 +68,7 @@ class SessionConfig:
     trace: Callable[[str, Any, float], None] | None = None
 
     def __post_init__(self):
-        if self.output_format not in ("yuv420p", "rgb24"):
-            raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {self.output_format!r}")
+        _check_output_format(self.output_format)
 
     def size_for(self, camera_wh: tuple[int, int]) -> tuple[int, int]:
         if self.output_size is None:
@@ -343,6 +342,11 @@ class AvatarSession:
         self._stats.encode_ms = _ewma(self._stats.encode_ms, ms)
 
 
+def _check_output_format(pixel_format: str) -> None:
+    if pixel_format not in ("yuv420p", "rgb24"):
+        raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {pixel_format!r}")
+
+
 def output_video_frame(rgb: np.ndarray, pixel_format: str = "yuv420p"):
     """An RGB (H, W, 3) uint8 array as the ``av.VideoFrame`` the session sends: yuv420p by default.
 
@@ -353,8 +357,7 @@ def output_video_frame(rgb: np.ndarray, pixel_format: str = "yuv420p"):
     """
     import av
 
-    if pixel_format not in ("yuv420p", "rgb24"):
-        raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {pixel_format!r}")
+    _check_output_format(pixel_format)
     h, w = rgb.shape[:2]
     if pixel_format == "rgb24" or h % 2 or w % 2:
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")

@@ -57,16 +57,12 @@ def selfie_enroller(method: str, weights: Path | None = None):
 
     if method == "mesh":
         return functools.partial(enroll, method="mesh")
-    from gramcast.avatar.graminverter import HOW_TO_TRAIN, InverterConfig, find_inverter, load_inverter
-    from gramcast.errors import GramcastError
+    from gramcast.avatar.graminverter import InverterConfig, require_inverter
 
-    found = find_inverter(weights)
-    if found is None:
-        raise GramcastError(f"--enroll-method graminverter needs trained weights: {HOW_TO_TRAIN}")
-    inverter = load_inverter(found)
+    inverter = require_inverter(weights)
     # The manifolds' height grids are the same for every selfie: search them now, not in the first call.
     inverter.low_res_heights()
-    inverter.bake_geometry(InverterConfig().geometry_resolution, inverter.detail.config.extent)
+    inverter.height_grids(InverterConfig().geometry_resolution, inverter.detail.config.extent)
     return functools.partial(enroll, method="graminverter", weights=inverter)
 
 

@@ -193,12 +193,9 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
         rows, xpose, t_enroll = [], [], []
         weights = config.weights
         if method == "graminverter":  # load the networks once, not per portrait
-            from gramcast.avatar.graminverter import HOW_TO_TRAIN, find_inverter, load_inverter
+            from gramcast.avatar.graminverter import require_inverter
 
-            found = find_inverter(config.weights)
-            if found is None:
-                raise GramcastError(f"the graminverter method needs trained weights: {HOW_TO_TRAIN}")
-            weights = load_inverter(found)
+            weights = require_inverter(config.weights)
         for person, photos in tqdm(people, desc=f"evaluate {method}", unit="person", disable=not progress):
             try:
                 first = load_image(photos[0])

@@ -20,10 +20,19 @@ from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.heightfield import sample_grid
 from gramcast.model.detail import grid_xy, manifold_height_grid
 
-__all__ = ["grid_xy", "bake_model", "manifold_height_grid", "DEFAULT_MODEL_EXTENT"]
+__all__ = ["grid_xy", "bake_model", "manifold_height_grid", "texel_points", "DEFAULT_MODEL_EXTENT"]
 
 #: Half-side of the baked grids: covers the background plane seen at |yaw| <= 0.5.
 DEFAULT_MODEL_EXTENT = 0.2
+
+
+def texel_points(heights: Tensor, extent: float, resolution: int) -> Tensor:
+    """World points ``(L, T*T, 3)`` of every texel of every layer: the ``resolution``² grid over the
+    square, each at its layer's height (bilinear in ``heights`` ``(L, G, G)``)."""
+    nl = heights.shape[0]
+    txy = grid_xy(resolution, extent, heights.device).reshape(1, -1, 2).expand(nl, -1, -1)
+    th = sample_grid(heights[:, None], txy, extent)[:, 0]                                # (L, T*T)
+    return torch.cat([txy, th[..., None]], -1)
 
 
 @torch.no_grad()
@@ -45,10 +54,9 @@ def bake_model(model, ws: Tensor, geometry_resolution: int = 128, texture_resolu
     heights, valid = geometry or manifold_height_grid(model, geometry_resolution, extent, samples)  # (L, G, G)
     geo_valid = valid.float()
     nl, t = heights.shape[0], texture_resolution
-    txy = grid_xy(t, extent, device).reshape(1, -1, 2).expand(nl, -1, -1)
-    th = sample_grid(heights[:, None], txy, extent)[:, 0]                                # (L, T*T)
-    tv = sample_grid(geo_valid[:, None], txy, extent)[:, 0] > 0.999
-    points = torch.cat([txy, th[..., None]], -1).reshape(1, -1, 3)                       # layer-major
+    texels = texel_points(heights, extent, t)                                            # (L, T*T, 3)
+    tv = sample_grid(geo_valid[:, None], texels[..., :2], extent)[:, 0] > 0.999
+    points = texels.reshape(1, -1, 3)                                                    # layer-major
     if detail is not None:
         detail = detail.to(device)
     rgb, alpha = model.radiance(planes, points, detail=detail,

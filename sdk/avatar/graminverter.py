@@ -30,7 +30,7 @@ from gramcast import camera
 from gramcast.errors import GramcastError
 from gramcast.model.checkpoint import CheckpointFormat
 
-__all__ = ["Inverter", "InverterConfig", "find_inverter", "save_inverter", "load_inverter",
+__all__ = ["Inverter", "InverterConfig", "find_inverter", "require_inverter", "save_inverter", "load_inverter",
            "enroll_graminverter", "BUNDLE_KIND", "BUNDLE_VERSION", "BUNDLE_NAME", "HOW_TO_TRAIN"]
 
 BUNDLE_KIND = "gramcast.graminverter-bundle"
@@ -67,8 +67,7 @@ class Inverter(torch.nn.Module):
         super().__init__()
         self.generator, self.encoder, self.detail = generator, encoder, detail
         self.meta = dict(meta or {})
-        self._heights_lr: Tensor | None = None
-        self._bake_geometry: dict[tuple[int, float], tuple[Tensor, Tensor]] = {}
+        self._height_grids: dict[tuple[int, float], tuple[Tensor, Tensor]] = {}
 
     @property
     def resolution(self) -> int:
@@ -78,23 +77,19 @@ class Inverter(torch.nn.Module):
     def device(self) -> torch.device:
         return self.generator.device
 
-    def low_res_heights(self) -> Tensor:
-        """The manifolds' height grid the detail reconstructor samples (identity-independent, cached)."""
-        if self._heights_lr is None:
-            from gramcast.model.detail import manifold_height_grid
-
-            self._heights_lr = manifold_height_grid(self.generator, self.detail.config.map_resolution,
-                                                    self.detail.config.extent)[0]
-        return self._heights_lr
-
-    def bake_geometry(self, resolution: int, extent: float) -> tuple[Tensor, Tensor]:
-        """The manifolds' height grids at bake resolution (identity-independent: searched once, cached)."""
+    def height_grids(self, resolution: int, extent: float) -> tuple[Tensor, Tensor]:
+        """The manifolds as height fields ``(L, G, G)`` and their valid masks at ``resolution``
+        (``manifold_height_grid``). They do not depend on the identity: searched once per size, cached."""
         key = (resolution, float(extent))
-        if key not in self._bake_geometry:
+        if key not in self._height_grids:
             from gramcast.model.detail import manifold_height_grid
 
-            self._bake_geometry[key] = manifold_height_grid(self.generator, resolution, extent)
-        return self._bake_geometry[key]
+            self._height_grids[key] = manifold_height_grid(self.generator, resolution, extent)
+        return self._height_grids[key]
+
+    def low_res_heights(self) -> Tensor:
+        """The height grid the detail reconstructor samples ``(L, G_lr, G_lr)``."""
+        return self.height_grids(self.detail.config.map_resolution, self.detail.config.extent)[0]
 
     @torch.no_grad()
     def invert(self, images: Tensor, poses: Tensor, mask: Tensor | None = None, refine_steps: int = 0,
@@ -190,6 +185,18 @@ def load_inverter(path: str | Path, device="auto") -> Inverter:
     return Inverter(*modules, meta=json.loads(header.get("meta", "{}")))
 
 
+def require_inverter(weights: "str | Path | Inverter | None" = None, device="auto") -> Inverter:
+    """``weights`` itself when it is an ``Inverter``, else the bundle it names (or ``find_inverter``'s)
+    loaded on ``device``; a GramcastError saying how to get one when none is installed."""
+    if isinstance(weights, Inverter):
+        return weights
+    found = find_inverter(weights)
+    if found is None:
+        raise GramcastError("the graminverter method needs trained weights, and none are installed: "
+                            f"{HOW_TO_TRAIN}")
+    return load_inverter(found, device)
+
+
 def find_inverter(path: str | Path | None = None) -> Path | None:
     """An explicit path, else ``$GRAMCAST_INVERTER``, the packaged bundle, the user cache; None if none."""
     if path is not None:
@@ -206,13 +213,10 @@ def find_inverter(path: str | Path | None = None) -> Path | None:
 # ---------------------------------------------------------------------------------------- enrollment
 def _matte_alpha(avatar, matte: np.ndarray, pose: tuple[float, float], threshold: float) -> Tensor:
     """Per texel ``(L, 1, T, T)``: 1 where the texel's point projects inside the matte at the input view."""
-    from gramcast.avatar.bake import grid_xy
-    from gramcast.avatar.heightfield import sample_grid
+    from gramcast.avatar.bake import texel_points
 
     nl, t = avatar.num_layers, avatar.texture_resolution
-    txy = grid_xy(t, avatar.extent).reshape(1, -1, 2).expand(nl, -1, -1)
-    z = sample_grid(avatar.heights[:, None], txy, avatar.extent)[:, 0]                    # (L, T*T)
-    pts = torch.cat([txy, z[..., None]], -1).reshape(1, -1, 3)
+    pts = texel_points(avatar.heights, avatar.extent, t).reshape(1, -1, 3)
     s = matte.shape[0]
     uv, _ = camera.project_points(pts, camera.pose_to_c2w(torch.tensor([pose])), s, s)
     m = torch.from_numpy(matte.astype(np.float32))[None, None]
@@ -222,19 +226,12 @@ def _matte_alpha(avatar, matte: np.ndarray, pose: tuple[float, float], threshold
 
 
 def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path | Inverter | None" = None,
-                        config: InverterConfig = InverterConfig(), device="auto",
-                        inverter: Inverter | None = None):
-    """``AlignedFace`` (+ its person matte ``(S, S)`` in [0, 1]) -> ``Avatar`` with the learned prior."""
+                        config: InverterConfig = InverterConfig(), device="auto"):
+    """``AlignedFace`` (+ its person matte ``(S, S)`` in [0, 1]) -> ``Avatar`` with the learned prior.
+    ``weights``: a loaded ``Inverter`` (reused across calls) or a bundle path (see ``require_inverter``)."""
     from gramcast.avatar.bake import bake_model
 
-    if isinstance(weights, Inverter):
-        inverter = weights
-    if inverter is None:
-        found = find_inverter(weights)
-        if found is None:
-            raise GramcastError("the graminverter method needs trained weights, and none are installed: "
-                                f"{HOW_TO_TRAIN}")
-        inverter = load_inverter(found, device)
+    inverter = require_inverter(weights, device)
     pose = (float(aligned.pose.yaw), float(aligned.pose.pitch))
     image = _to_model_input(aligned.crop, inverter.resolution)
     mask = None
@@ -247,7 +244,7 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
                         texture_resolution=config.texture_resolution or 2 * g.plane_resolution,
                         extent=inverter.detail.config.extent, detail=detail,
                         model_id=inverter.meta.get("model_id", ""),
-                        geometry=inverter.bake_geometry(config.geometry_resolution, inverter.detail.config.extent))
+                        geometry=inverter.height_grids(config.geometry_resolution, inverter.detail.config.extent))
     textures = avatar.textures.clone()
     if config.drop_background:
         textures[-1, 3] = 0.0
