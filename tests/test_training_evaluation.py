@@ -3,7 +3,7 @@ import torch
 
 from gramcast import camera
 from gramcast.model import GRAMConfig, GRAMModel
-from gramcast.training.evaluation import multiview_consistency, psnr, warp_to_target
+from gramcast.training.evaluation import mean_pairwise_l1, multiview_consistency, psnr, sample_diversity, warp_to_target
 
 
 def render_plane(pose, h=64, w=64, z0=0.0):
@@ -42,3 +42,27 @@ def test_gram_renders_are_multiview_consistent():
     result = multiview_consistency(model, model.sample_ws(2, seed=0))
     assert result["coverage"] > 0.3
     assert result["psnr_mv"] > 25
+
+
+def test_mean_pairwise_l1_of_known_images():
+    flat = lambda v: torch.full((1, 3, 4, 4), float(v))
+    assert abs(mean_pairwise_l1(torch.cat([flat(0), flat(1)])) - 1.0) < 1e-6
+    # pairs (0, .5), (0, 1), (.5, 1): distances .5, 1, .5
+    assert abs(mean_pairwise_l1(torch.cat([flat(0), flat(0.5), flat(1)])) - 2 / 3) < 1e-6
+    assert mean_pairwise_l1(torch.cat([flat(0.3)] * 4)) == 0.0
+
+
+def test_sample_diversity_sees_a_generator_that_ignores_its_latent():
+    torch.manual_seed(0)
+    model = GRAMModel.from_config(GRAMConfig.preset("tiny")).eval()
+    real = torch.rand(6, 3, 64, 64) * 2 - 1
+    poses = torch.zeros(6, 2)
+    healthy = sample_diversity(model, real, poses, torch.Generator().manual_seed(1))
+    assert healthy["diversity_fake"] > 0
+    # collapse: every latent maps to the same w (the mapping's last layer outputs only its bias)
+    last = model.mapping.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+    collapsed = sample_diversity(model, real, poses, torch.Generator().manual_seed(1))
+    assert collapsed["diversity_fake"] < 1e-4 < healthy["diversity_fake"]
+    assert collapsed["diversity_ratio"] < 1e-3

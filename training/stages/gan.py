@@ -40,6 +40,9 @@ class GANConfig(StageConfig):
     lr_discriminator: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = 10.0
+    #: Lazy R1 (StyleGAN2): the penalty every this many steps, weighted by the interval; the double
+    #: backward it needs is a third of a CPU step.
+    r1_every: int = 1
     pose_weight: float = 30.0
     #: Supervise D's pose head on real images with their estimated poses too (ours; GRAM uses fakes).
     pose_on_real: bool = True
@@ -107,6 +110,7 @@ class GANStage:
         self.G_forward: nn.Module = wrap_ddp(_RenderForward(self.G), dist)
         self.D_forward: nn.Module = wrap_ddp(self.D, dist)
         self.images_seen = 0
+        self._last_r1 = torch.zeros((), device=dev)    # the latest R1 (lazy R1 skips steps)
         self._inception: InceptionFeatures | None = None
         self._real_features: torch.Tensor | None = None
         self._inception_path = None
@@ -133,17 +137,22 @@ class GANStage:
         self.D.requires_grad_(True)
         with torch.no_grad(), self._autocast():
             fake = self.G_forward(self._latents(b, g), fake_pose).float()
-        real = real.detach().requires_grad_(True)
+        do_r1 = cfg.r1_gamma > 0 and cfg.r1_every > 0 and step % cfg.r1_every == 0
+        real = real.detach().requires_grad_(do_r1)
         with self._autocast():
             logits, pred_pose = self.D_forward(torch.cat([real, fake]))
         logits, pred_pose = logits.float(), pred_pose.float()
         real_logits, fake_logits = logits[:b], logits[b:]
         loss_adv_d = discriminator_loss(real_logits, fake_logits)
-        r1 = r1_penalty(real_logits, real)
+        if do_r1:
+            r1 = r1_penalty(real_logits, real)
+            self._last_r1 = r1.detach()
+        else:
+            r1 = real_logits.new_zeros(())
         loss_pose_d = pose_loss(pred_pose[b:], fake_pose)
         if cfg.pose_on_real:
             loss_pose_d = loss_pose_d + pose_loss(pred_pose[:b], real_pose)
-        loss_d = loss_adv_d + 0.5 * cfg.r1_gamma * r1 + cfg.pose_weight * loss_pose_d
+        loss_d = loss_adv_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1 + cfg.pose_weight * loss_pose_d
         self.opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_D.step()
@@ -165,7 +174,7 @@ class GANStage:
         self._update_ema()
         scalars = {
             "loss/D": loss_d, "loss/G": loss_g, "loss/D_adv": loss_adv_d, "loss/G_adv": loss_adv_g,
-            "loss/r1": r1, "loss/pose_D": loss_pose_d, "loss/pose_G": loss_pose_g,
+            "loss/r1": self._last_r1, "loss/pose_D": loss_pose_d, "loss/pose_G": loss_pose_g,
             "D/real_score": real_logits.mean(), "D/fake_score": fake_logits.mean(),
         }
         out = reduce_scalars(scalars, self.dist, [self.G, self.D])
@@ -235,7 +244,10 @@ class GANStage:
             poses = torch.tensor([[yaw, 0.0]], device=self.dist.device).expand(n, 2)
             cols.append(self.G_ema.render(ws, poses).rgb)
         writer.add_image("samples/yaw_sweep", image_grid(cols), step)
-        from gramcast.training.evaluation import multiview_consistency
+        from gramcast.training.evaluation import multiview_consistency, sample_diversity
 
-        for key, value in multiview_consistency(self.G_ema, ws).items():
+        scores = multiview_consistency(self.G_ema, ws)
+        real, real_poses = self.data.sample(32, g, flip=False, device=self.dist.device)
+        scores.update(sample_diversity(self.G_ema, real, real_poses, g))
+        for key, value in scores.items():
             writer.add_scalar(f"eval/{key}", value, step)
