@@ -15,7 +15,7 @@ import torch
 
 from gramcast.avatar import Avatar, Renderer, bake_model
 from gramcast.avatar.heightfield import layer_depth_order
-from gramcast.avatar.renderer import (CompositingPlan, RenderSettings, composite_layers, composite_ordered,
+from gramcast.avatar.renderer import (CompositingPlan, RenderSettings, composite_layers, composite_ordered, layer_runs,
                                       compositing_plan, render_cache)
 
 RED, BLUE, GREEN = (1.0, -1.0, -1.0), (-1.0, -1.0, 1.0), (-1.0, 1.0, -1.0)
@@ -248,3 +248,27 @@ def test_render_cache_with_a_plan_traces_the_same_function(baked):
     b = render_cache(h, tex, baked.extent, POSES[:2], 48)
     _assert_same(a, b)
     assert math.isfinite(float(a[0].sum()))
+
+
+@pytest.mark.parametrize("order, n, runs", [
+    ((3, 2, 1, 0, 5), 3, [[3, 2, 1], [0], [5]]),
+    ((0, 1, 2, 3), 2, [[0, 1], [2, 3]]),
+    ((0, 2, 3, 4), 8, [[0], [2, 3, 4]]),           # a gap starts a new run (a run is one slice)
+    ((1, 0, 1), 8, [[1, 0], [1]]),                  # a turn too
+    ((4, 3, 2), 1, [[4], [3], [2]]),
+])
+def test_layer_runs_split_an_order_into_contiguous_slices(order, n, runs):
+    assert layer_runs(order, n) == runs
+    assert [i for r in runs for i in r] == list(order)
+
+
+@pytest.mark.parametrize("pass_pixels", [1, 48 * 48 * 2 * 3, 48 * 48 * 2 * 100])
+def test_shading_layers_in_groups_renders_what_one_pass_renders(baked, pass_pixels):
+    """The CPU path shades a few layers at a time (one, three, all of them here), the pivot apart."""
+    plan = compositing_plan(baked)
+    assert plan.pivot is not None
+    h, tex = baked.heights[:, None], baked.textures
+    one_pass = render_cache(h, tex, baked.extent, POSES[:2], 48, plan=plan)
+    grouped = render_cache(h, tex, baked.extent, POSES[:2], 48, plan=plan, pass_pixels=pass_pixels)
+    for a, b in zip(grouped, one_pass):
+        assert torch.allclose(a, b, atol=1e-6)

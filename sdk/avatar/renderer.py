@@ -12,9 +12,11 @@ is then the one *pivot* layer placed per pixel by a depth test. ``Renderer`` che
 (``compositing_plan``) and uses the ordered path where the check passes, the general one otherwise.
 
 ``render_cache`` is the one code path of the torch and the ONNX back ends (``onnx_export`` traces it):
-static loops over the layers, no sort/scatter/in-place writes, no data-dependent shapes. It works
-layers first, ``(L, [C,] B, H, W)``, so that every per-layer lookup is one batched ``grid_sample``
-and no layout copies are needed between the steps.
+static loops over the layers, no sort/scatter, no data-dependent shapes. It works layers first,
+``(L, [C,] B, H, W)``, so that a group of layers' lookups is one batched ``grid_sample`` and no layout
+copies are needed between the steps. On the CPU the ordered path shades the layers in groups just
+before compositing them (``pass_pixels``): at 256² and beyond all L layers' arrays at once leave the
+caches, and one group's stay in them. A GPU (and the ONNX export) takes every layer in one pass.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from gramcast.device import resolve_device
 from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
-           "composite_ordered", "CompositingPlan", "compositing_plan", "upsample_layer_hits"]
+           "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan", "upsample_layer_hits"]
 
 
 #: CPU renders go in chunks of frames of at most this many layer-pixels (layers x height x width).
@@ -120,6 +122,61 @@ def compositing_plan(avatar: Avatar) -> CompositingPlan | None:
     return None if found is None else CompositingPlan(*found)
 
 
+class OrderedCompositor:
+    """The running state of ``composite_ordered``: feed the layers of ``plan.order`` one at a time.
+
+    ``pivot``: the pivot layer's (rgb ``(C, *S)``, alpha, depth and valid ``(*S)``); None when the plan has
+    none. ``add`` takes the layers of ``plan.order`` the same way; ``result`` returns (rgb ``(C, *S)``,
+    alpha, depth). Holding one layer at a time lets a renderer
+    sample each layer just before it is composited, so a frame's working set is one layer, not L.
+    """
+
+    def __init__(self, plan: CompositingPlan, pivot: tuple[Tensor, Tensor, Tensor, Tensor] | None = None):
+        if (plan.pivot is None) != (pivot is None):
+            raise ValueError("give the pivot layer's samples exactly when the plan has a pivot")
+        self.p = plan.pivot
+        self.rgb_p = self.ap = self.tp = self.keep_p = None
+        if pivot is not None:
+            self.rgb_p, self.ap, self.tp = self._masked(*pivot)
+            self.keep_p = 1.0 - self.ap         # (1 - a_p): the factor p puts on what is behind it
+        self.trans = self.pass_p = self.out_rgb = self.depth_sum = None
+
+    @staticmethod
+    def _masked(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        vf = valid.to(alpha.dtype)
+        return rgb, alpha * vf, depth * vf   # invalid: a = 0, so their depth and order do not matter
+
+    def add(self, i: int, rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> None:
+        """Layer ``i`` (the next of ``plan.order``): rgb ``(C, *S)``, alpha, depth and valid ``(*S)``."""
+        rgb, a, t = self._masked(rgb, alpha, depth, valid)
+        # In-place steps only on arrays this object made (fewer fresh arrays per frame; see composite_layers).
+        trans = self.trans
+        w = a if trans is None else trans * a                                     # T_i a_i (chain only)
+        self.trans = 1.0 - a if trans is None else trans.sub_(w)
+        if self.p is not None:
+            in_front = ((t <= self.tp) if i < self.p else (t < self.tp)).to(a.dtype)  # m_i: i in front of p
+            front_a = a * in_front
+            pp = self.pass_p
+            self.pass_p = 1.0 - front_a if pp is None else pp.addcmul_(pp, front_a, value=-1.0)
+            w = w * torch.addcmul(self.keep_p, self.ap, in_front)                 # x (1 - a_p (1 - m_i))
+        if self.out_rgb is None:
+            self.out_rgb, self.depth_sum = rgb * w, w * t
+        else:
+            self.out_rgb.addcmul_(rgb, w)
+            self.depth_sum.addcmul_(w, t)
+
+    def result(self) -> tuple[Tensor, Tensor, Tensor]:
+        out_rgb, depth_sum = self.out_rgb, self.depth_sum
+        if self.p is not None:
+            wp = self.ap * self.pass_p
+            out_rgb.addcmul_(self.rgb_p, wp)
+            depth_sum.addcmul_(wp, self.tp)
+            total = (self.trans * self.keep_p).neg_().add_(1.0)
+        else:
+            total = self.trans.neg().add_(1.0)
+        return out_rgb, total, depth_sum / total.clamp_min(1e-8)
+
+
 def composite_ordered(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor,
                       plan: CompositingPlan) -> tuple[Tensor, Tensor, Tensor]:
     """``composite_layers`` for layers in a known front-to-back order: O(L) per pixel, no depth sort.
@@ -133,41 +190,13 @@ def composite_ordered(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor,
     ``composite_layers``); m_i = 1 where i is in front of p. One pass over the order: layer i's weight is
     T_i a_i (1 - a_p (1 - m_i)) (the chain's transmittance, times p's where p is in front of i), and p's
     is a_p prod_i (1 - a_i m_i), a second running product. The total alpha is 1 - T (1 - a_p).
+    (``OrderedCompositor`` holds that running state.)
     """
-    dtype = alpha.dtype
-    vf = valid.to(dtype)
-    a = alpha * vf
-    t = depth * vf                  # invalid layers have a = 0: their depth and order do not matter
     p = plan.pivot
-    ap = keep_p = None
-    if p is not None:
-        ap = a[p]
-        keep_p = 1.0 - ap                       # (1 - a_p): the factor p puts on what is behind it
-    trans = pass_p = out_rgb = depth_sum = None
-    # In-place steps only on arrays made in this function (fewer fresh arrays per frame; see
-    # composite_layers).
+    comp = OrderedCompositor(plan, None if p is None else (rgb[p], alpha[p], depth[p], valid[p]))
     for i in plan.order:
-        ai = a[i]
-        w = ai if trans is None else trans * ai                                  # T_i a_i (chain only)
-        trans = 1.0 - ai if trans is None else trans.sub_(w)
-        if p is not None:
-            in_front = ((t[i] <= t[p]) if i < p else (t[i] < t[p])).to(dtype)   # m_i: i in front of p
-            front_a = ai * in_front
-            pass_p = 1.0 - front_a if pass_p is None else pass_p.addcmul_(pass_p, front_a, value=-1.0)
-            w = w * torch.addcmul(keep_p, ap, in_front)                          # x (1 - a_p (1 - m_i))
-        if out_rgb is None:
-            out_rgb, depth_sum = rgb[i] * w, w * t[i]
-        else:
-            out_rgb.addcmul_(rgb[i], w)
-            depth_sum.addcmul_(w, t[i])
-    if p is not None:
-        wp = ap * pass_p
-        out_rgb.addcmul_(rgb[p], wp)
-        depth_sum.addcmul_(wp, t[p])
-        total = (trans * keep_p).neg_().add_(1.0)
-    else:
-        total = trans.neg().add_(1.0)
-    return out_rgb, total, depth_sum / total.clamp_min(1e-8)
+        comp.add(i, rgb[i], alpha[i], depth[i], valid[i])
+    return comp.result()
 
 
 def upsample_layer_hits(points: Tensor, valid: Tensor, size: tuple[int, int], height: int, width: int,
@@ -186,12 +215,29 @@ def upsample_layer_hits(points: Tensor, valid: Tensor, size: tuple[int, int], he
     return up[:, :3] / cover.clamp_min(threshold).unsqueeze(1), cover >= threshold
 
 
+def layer_runs(order: tuple[int, ...], max_len: int) -> list[list[int]]:
+    """Split a compositing order into runs of at most ``max_len`` consecutive layer indices (ascending or
+    descending), so that each run's layers are one slice of the stacks: ``(3, 2, 1, 0, 5)`` by 3 ->
+    ``[[3, 2, 1], [0], [5]]``."""
+    runs: list[list[int]] = []
+    for i in order:
+        run = runs[-1] if runs else None
+        if run and len(run) < max_len and (len(run) == 1 and abs(i - run[-1]) == 1 or
+                                           len(run) > 1 and i - run[-1] == run[-1] - run[-2]):
+            run.append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor, resolution: int,
                  settings: RenderSettings = RenderSettings(),
-                 plan: CompositingPlan | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                 plan: CompositingPlan | None = None, pass_pixels: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """heights ``(L, 1, G, G)``, textures ``(L, 4, T, T)``, poses ``(B, 2)`` -> rgb ``(B, 3, H, W)``,
     alpha and depth ``(B, 1, H, W)``. ``plan``: composite in this fixed order (``composite_ordered``;
-    the caller vouches for it, see ``compositing_plan``); None: ``composite_layers``.
+    the caller vouches for it, see ``compositing_plan``); None: ``composite_layers``. ``pass_pixels``
+    (with a plan): shade at most this many layer-pixels (layers x B x H x W) at once; None: all layers
+    in one pass. The result is the same either way.
 
     The one code path of both back ends: the ONNX model is this function traced.
     """
@@ -211,21 +257,36 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     pts, _, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
                                      camera.RAY_NEAR, camera.RAY_FAR + margin,
                                      settings.steps, settings.refine)           # (L, B, N, 3), (L, B, N)
-    if factor > 1:
-        xyz, valid = upsample_layer_hits(pts, valid, (h, w), resolution, resolution)
-    else:
-        xyz, valid = pts.permute(0, 3, 1, 2).reshape(nl, 3, b, h, w), valid.reshape(nl, b, h, w)
     centre = c2w[:, :3, 3].transpose(0, 1)[:, :, None, None]                   # (3, B, 1, 1): every ray's origin
-    depth = (xyz - centre).square_().sum(1).sqrt_()                              # (L, B, H, W)
-    # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
-    grid = torch.stack([xyz[:, 0] * (1.0 / extent), xyz[:, 1] * (-1.0 / extent)], -1)   # grid_coordinates
-    grid = grid.reshape(nl, b * resolution, resolution, 2)
-    rgba = F.grid_sample(textures, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    rgba = rgba.reshape(nl, 4, b, resolution, resolution)
+
+    def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
+        if factor > 1:
+            xyz, ok = upsample_layer_hits(pts[lo:hi], valid[lo:hi], (h, w), resolution, resolution)
+        else:
+            xyz, ok = pts[lo:hi].permute(0, 3, 1, 2).reshape(hi - lo, 3, b, h, w), valid[lo:hi].reshape(hi - lo, b, h, w)
+        depth = (xyz - centre).square_().sum(1).sqrt_()                          # (L', B, H, W)
+        # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
+        grid = torch.stack([xyz[:, 0] * (1.0 / extent), xyz[:, 1] * (-1.0 / extent)], -1)   # grid_coordinates
+        grid = grid.reshape(hi - lo, b * resolution, resolution, 2)
+        rgba = F.grid_sample(textures[lo:hi], grid, mode="bilinear", padding_mode="border", align_corners=True)
+        rgba = rgba.reshape(hi - lo, 4, b, resolution, resolution)
+        return rgba[:, :3], rgba[:, 3], depth, ok
+
     if plan is not None and nl > 1:
-        rgb, alpha, depth = composite_ordered(rgba[:, :3], rgba[:, 3], depth, valid, plan)
+        # Layers are shaded in groups just before they are composited: the working set is a group's
+        # arrays, not all L layers' (which leave the CPU caches at 256² and beyond).
+        per_pass = nl if not pass_pixels else max(1, pass_pixels // (b * resolution * resolution))
+        comp = OrderedCompositor(plan, None if plan.pivot is None else
+                                 tuple(x[0] for x in shade(plan.pivot, plan.pivot + 1)))
+        for run in layer_runs(plan.order, per_pass):
+            lo = min(run)
+            shaded = shade(lo, max(run) + 1)
+            for i in run:
+                comp.add(i, *(x[i - lo] for x in shaded))
+        rgb, alpha, depth = comp.result()
     else:
-        rgb, alpha, depth = composite_layers(rgba[:, :3], rgba[:, 3], depth, valid)
+        rgb, alpha, depth = composite_layers(*shade(0, nl))
     return rgb.transpose(0, 1).contiguous(), alpha.unsqueeze(1), depth.unsqueeze(1)
 
 
@@ -255,9 +316,10 @@ class CachedRenderModule(nn.Module):
     ONNX export)."""
 
     def __init__(self, avatar: Avatar, resolution: int, settings: RenderSettings = RenderSettings(),
-                 compositing="auto"):
+                 compositing="auto", pass_pixels: int | None = None):
         super().__init__()
         self.plan = resolve_compositing(avatar, compositing)
+        self.pass_pixels = pass_pixels
         self.register_buffer("heights", avatar.heights[:, None].float().contiguous())
         self.register_buffer("textures", avatar.textures.float().contiguous())
         self.extent = float(avatar.extent)
@@ -266,7 +328,7 @@ class CachedRenderModule(nn.Module):
 
     def forward(self, poses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return render_cache(self.heights, self.textures, self.extent, poses, self.resolution, self.settings,
-                            self.plan)
+                            self.plan, self.pass_pixels)
 
 
 class Renderer:
@@ -304,8 +366,10 @@ class Renderer:
     def _module(self, resolution: int) -> CachedRenderModule:
         mod = self._modules.get(resolution)
         if mod is None:
-            mod = CachedRenderModule(self.avatar, resolution, self.settings,
-                                     self.plan or "general").to(self.device).eval()
+            # CPU: layers in cache-sized groups; a GPU is fastest with every layer in one pass
+            pass_pixels = CPU_CHUNK_LAYER_PIXELS if self.device.type == "cpu" else None
+            mod = CachedRenderModule(self.avatar, resolution, self.settings, self.plan or "general",
+                                     pass_pixels).to(self.device).eval()
             self._modules[resolution] = mod
         return mod
 
