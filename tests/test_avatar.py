@@ -15,7 +15,7 @@ from gramcast import camera
 from gramcast.avatar import Avatar, Renderer, bake_model
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.heightfield import intersect_heightfields
-from gramcast.avatar.renderer import RenderSettings, render_cache
+from gramcast.avatar.renderer import RenderSettings, render_cache, upsample_layer_samples
 from gramcast.cli import main
 from gramcast.errors import (
     AvatarFormatError, FaceNotFoundError, FaceTooSmallError, InvalidImageError, MultipleFacesError, OutputPathError,
@@ -321,3 +321,34 @@ def test_cli_enroll_info_render_orbit(tmp_path, capsys):
     assert main(["orbit", str(gca), "--frames", "6", "--size", "64", "-o", str(tmp_path / "o.gif")]) == 0
     assert Image.open(tmp_path / "o.gif").n_frames == 6
     assert main(["render", str(gca), "--background", "mauve", "-o", str(tmp_path / "x.png")]) == 2
+
+
+def test_upsampled_layer_samples_keep_linear_values_and_the_valid_region():
+    """Bilinear upsampling (align_corners) reproduces a linear function exactly; where only part of the
+    coarse grid is valid, the cover normalisation gives back the valid samples' common value and the
+    valid region ends where the cover falls below one half."""
+    h = w = 5
+    big = 17                                     # (17 - 1) / (5 - 1): every 4th output pixel is a coarse one
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    u, v, t = 0.1 * xs - 0.2, -0.05 * ys + 0.3, 1.0 + 0.01 * xs + 0.02 * ys
+    ones = torch.ones(h, w)
+    coarse = torch.stack([u, v, t, ones])[None, :, None].reshape(1, 4, 1, h * w)
+    grid, depth, ok = upsample_layer_samples(coarse, (h, w), big, big)
+    assert grid.shape == (1, 1, big, big, 2) and depth.shape == ok.shape == (1, 1, big, big)
+    fy, fx = torch.meshgrid(torch.arange(big) * (h - 1) / (big - 1), torch.arange(big) * (w - 1) / (big - 1),
+                            indexing="ij")
+    assert torch.allclose(grid[0, 0, ..., 0], 0.1 * fx - 0.2, atol=1e-6)
+    assert torch.allclose(grid[0, 0, ..., 1], -0.05 * fy + 0.3, atol=1e-6)
+    assert torch.allclose(depth[0, 0], 1.0 + 0.01 * fx + 0.02 * fy, atol=1e-6)
+    assert ok.all()
+
+    # left two coarse columns valid, with the same u, v, t: the cover is 1 up to column 4 (output), falls
+    # linearly to 0 at column 8, so it is >= 0.5 up to column 6
+    valid = (xs <= 1).float()
+    const = torch.stack([0.25 * valid, -0.5 * valid, 0.9 * valid, valid])[None, :, None].reshape(1, 4, 1, h * w)
+    grid, depth, ok = upsample_layer_samples(const, (h, w), big, big)
+    cols = torch.arange(big)
+    assert torch.equal(ok[0, 0], (cols <= 6).expand(big, big))
+    assert torch.allclose(grid[0, 0][ok[0, 0]], torch.tensor([0.25, -0.5]).expand(int(ok.sum()), 2), atol=1e-6)
+    assert torch.allclose(depth[0, 0][ok[0, 0]], torch.tensor(0.9), atol=1e-6)

@@ -1,8 +1,10 @@
 """The fast renderer: an ``Avatar`` at any pose with no network evaluation per frame.
 
 Per frame: rays on a grid at 1/``lowres_factor`` of the output resolution are intersected with the
-cached height fields, the hit points are upsampled bilinearly to every pixel, the textures are
-sampled there and the layers composited front to back (paper eq. 3).
+cached height fields, each hit's texture coordinates and depth are upsampled bilinearly to every pixel
+(as the model upsamples its hit points; the coordinates are what the lookups need, and the depth is the
+ray parameter, so no points are rebuilt), the textures are sampled there and the layers composited
+front to back (paper eq. 3).
 
 Compositing has two paths. ``composite_layers`` orders the layers per pixel by depth (O(L²) per pixel).
 ``composite_ordered`` takes a fixed front-to-back order (O(L) per pixel): exact where the layers' height
@@ -34,7 +36,7 @@ from gramcast.device import resolve_device
 from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
-           "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan", "upsample_layer_hits"]
+           "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan", "upsample_layer_samples"]
 
 
 #: CPU renders go in chunks of frames of at most this many layer-pixels (layers x height x width).
@@ -199,20 +201,21 @@ def composite_ordered(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor,
     return comp.result()
 
 
-def upsample_layer_hits(points: Tensor, valid: Tensor, size: tuple[int, int], height: int, width: int,
-                        threshold: float = 0.5) -> tuple[Tensor, Tensor]:
-    """``gramcast.model.intersection.upsample_hits`` in the renderer's layout: coarse hits
-    ``(L, B, h*w, 3)`` / ``(L, B, h*w)`` -> points ``(L, 3, B, H, W)`` (channels first) and valid
-    ``(L, B, H, W)``. Same values at the valid pixels; invalid pixels hold some point (unused). One
-    interpolation for all layers, coordinates and validity together."""
-    nl, b = valid.shape[:2]
-    vf = valid.to(points.dtype)[:, None]                                   # (L, 1, B, N)
-    coarse = torch.cat([points.permute(0, 3, 1, 2) * vf, vf], 1)           # (L, 4, B, N)
+def upsample_layer_samples(coarse: Tensor, size: tuple[int, int], height: int, width: int,
+                           threshold: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
+    """Coarse per-layer samples ``(L, 4, B, h*w)`` -- texture coordinates u, v, depth, each times the
+    validity, and the validity -- to texture lookup grids ``(L, B, H, W, 2)``, depth and valid
+    ``(L, B, H, W)``, by one bilinear interpolation. As ``gramcast.model.intersection.upsample_hits``,
+    the covered fraction normalises the interpolated values and a pixel is valid where it reaches
+    ``threshold``; invalid pixels hold some value (unused)."""
+    nl, _, b = coarse.shape[:3]
     up = F.interpolate(coarse.reshape(nl, 4 * b, *size), size=(height, width), mode="bilinear",
                        align_corners=True).reshape(nl, 4, b, height, width)
     cover = up[:, 3]
-    # >= threshold where valid: dividing by the clamped cover is upsample_hits' division there
-    return up[:, :3] / cover.clamp_min(threshold).unsqueeze(1), cover >= threshold
+    inv = cover.clamp_min(threshold).reciprocal_()
+    # grid_sample wants (u, v) pairs innermost: the normalisation writes them there in the same pass
+    grid = (up[:, :2].permute(0, 2, 3, 4, 1) * inv[..., None]).contiguous()
+    return grid, up[:, 2] * inv, cover >= threshold
 
 
 def layer_runs(order: tuple[int, ...], max_len: int) -> list[list[int]]:
@@ -254,23 +257,27 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     # The near bound is the model's own (a manifold cap in front of it is not part of the model's image);
     # the far bound gets a margin: the background layer sits exactly on it when seen frontally.
     margin = 0.02
-    pts, _, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
+    pts, ts, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
                                      camera.RAY_NEAR, camera.RAY_FAR + margin,
                                      settings.steps, settings.refine)           # (L, B, N, 3), (L, B, N)
-    centre = c2w[:, :3, 3].transpose(0, 1)[:, :, None, None]                   # (3, B, 1, 1): every ray's origin
+    # What shading needs of each layer's hits, at the coarse resolution: texture coordinates (u, v), depth
+    # (the ray parameter: the directions are unit and start at the camera) and validity, zeroed where invalid.
+    vf = valid.to(pts.dtype)
+    coarse = torch.stack([pts[..., 0] * (vf * (1.0 / extent)), pts[..., 1] * (vf * (-1.0 / extent)),
+                          ts * vf, vf], 1)                                       # (L, 4, B, N)
 
     def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
+        n = hi - lo
         if factor > 1:
-            xyz, ok = upsample_layer_hits(pts[lo:hi], valid[lo:hi], (h, w), resolution, resolution)
+            grid, depth, ok = upsample_layer_samples(coarse[lo:hi], (h, w), resolution, resolution)
         else:
-            xyz, ok = pts[lo:hi].permute(0, 3, 1, 2).reshape(hi - lo, 3, b, h, w), valid[lo:hi].reshape(hi - lo, b, h, w)
-        depth = (xyz - centre).square_().sum(1).sqrt_()                          # (L', B, H, W)
+            grid = coarse[lo:hi, :2].reshape(n, 2, b, h, w).permute(0, 2, 3, 4, 1).contiguous()
+            depth, ok = ts[lo:hi].reshape(n, b, h, w), valid[lo:hi].reshape(n, b, h, w)
         # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
-        grid = torch.stack([xyz[:, 0] * (1.0 / extent), xyz[:, 1] * (-1.0 / extent)], -1)   # grid_coordinates
-        grid = grid.reshape(hi - lo, b * resolution, resolution, 2)
-        rgba = F.grid_sample(textures[lo:hi], grid, mode="bilinear", padding_mode="border", align_corners=True)
-        rgba = rgba.reshape(hi - lo, 4, b, resolution, resolution)
+        rgba = F.grid_sample(textures[lo:hi], grid.reshape(n, b * resolution, resolution, 2), mode="bilinear",
+                             padding_mode="border", align_corners=True)
+        rgba = rgba.reshape(n, 4, b, resolution, resolution)
         return rgba[:, :3], rgba[:, 3], depth, ok
 
     if plan is not None and nl > 1:
