@@ -92,7 +92,7 @@ def test_tiny_run_trains_and_exports_a_loadable_generator(dataset, tmp_path):
 def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path, lazy_r1):
     a, b = tmp_path / "a", tmp_path / "b"
     # lazy R1 every 3 steps, interrupted off its schedule (after step 4)
-    extra = ["--set", "r1_every=3", "--set", "r1_gamma=2"] if lazy_r1 else []
+    extra = ["--set", "r1_every=3", "--set", "r1_gamma=2"] if lazy_r1 else ["--set", "r1_every=1"]
     stop = "4" if lazy_r1 else "3"
     assert run(["--data", str(dataset), "--out", str(a), "--steps", "6", *extra]) == 0
     assert run(["--data", str(dataset), "--out", str(b), "--steps", stop, *extra]) == 0
@@ -108,7 +108,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path, laz
 
 def test_lazy_r1_changes_training_and_bad_overrides_are_refused(dataset, tmp_path, capsys):
     every, lazy = tmp_path / "every", tmp_path / "lazy"
-    assert run(["--data", str(dataset), "--out", str(every), "--steps", "2"]) == 0
+    assert run(["--data", str(dataset), "--out", str(every), "--steps", "2", "--set", "r1_every=1"]) == 0
     assert run(["--data", str(dataset), "--out", str(lazy), "--steps", "2", "--set", "r1_every=2"]) == 0
     # step 0 takes the penalty in both (doubled in the lazy run), step 1 only in the eager run
     d_every, d_lazy = params_of(every), params_of(lazy)

@@ -64,7 +64,10 @@ class GANConfig(StageConfig):
     @classmethod
     def presets(cls) -> dict[str, "GANConfig"]:
         return {
+            # tiny: gamma 0.2 (StyleGAN2's 2e-4 * res^2 / batch) with lazy R1 beat the paper's 10 with
+            # R1 every step on LFW at 64² (README model card: FID 125 vs 155 after the same 98 minutes)
             "tiny": cls(model_preset="tiny", batch_size=4, d_channel_base=1024, d_channel_max=64,
+                        r1_gamma=0.2, r1_every=16,
                         eval_every=100, fid_samples=64, fid_real_images=256, fid_batch=16),
             "small": cls(model_preset="small", batch_size=32, d_channel_base=8192, d_channel_max=256,
                          eval_every=2000, fid_samples=2000, fid_real_images=5000),
