@@ -352,3 +352,27 @@ def test_upsampled_layer_samples_keep_linear_values_and_the_valid_region():
     assert torch.equal(ok[0, 0], (cols <= 6).expand(big, big))
     assert torch.allclose(grid[0, 0][ok[0, 0]], torch.tensor([0.25, -0.5]).expand(int(ok.sum()), 2), atol=1e-6)
     assert torch.allclose(depth[0, 0][ok[0, 0]], torch.tensor(0.9), atol=1e-6)
+
+
+def test_a_flat_background_layer_is_hit_at_any_depth_like_the_models_plane():
+    """An oblique camera sees the background plane (z = -0.12) beyond the rays' far bound; the model
+    hits its plane analytically there, and so must the cache: every pixel whose plane hit lies inside
+    the baked square is opaque, at depth t = (z - o_z) / d_z, with the texture's colour at that point
+    (a linear ramp in x, so bilinear lookups reproduce it exactly)."""
+    z, extent, g, t_res = -0.12, 0.2, 9, 33
+    xs = torch.linspace(-extent, extent, t_res)
+    ramp = (xs / extent)[None, :].expand(t_res, t_res)                    # red = x / extent
+    tex = torch.stack([ramp, torch.zeros_like(ramp), torch.zeros_like(ramp), torch.ones_like(ramp)])
+    avatar = Avatar(torch.full((1, g, g), z), tex[None], extent)
+    pose = torch.tensor([[0.45, 0.1]])
+    out = Renderer(avatar, device="cpu", settings=RenderSettings(lowres_factor=1)).render(pose, 32)
+    c2w = camera.pose_to_c2w(pose)
+    o, d = camera.rays_through_pixels(c2w, camera.pixel_grid(32, 32), 32, 32)
+    t = (z - o[0, ..., 2]) / d[0, ..., 2]
+    hit = o[0] + t[..., None] * d[0]
+    inside = (hit[..., 0].abs() <= extent) & (hit[..., 1].abs() <= extent)
+    assert (t[inside] > camera.RAY_FAR + 0.02).sum() > 50      # the case: well beyond the search's bound
+    assert inside.float().mean() > 0.9
+    assert torch.all(out.alpha[0, 0][inside] > 0.999)
+    assert torch.allclose(out.depth[0, 0][inside], t[inside], atol=1e-5)
+    assert torch.allclose(out.rgb[0, 0][inside], hit[..., 0][inside] / extent, atol=1e-4)

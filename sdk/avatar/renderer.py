@@ -254,11 +254,10 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
         uv = camera.pixel_grid(resolution, resolution, device=poses.device, dtype=poses.dtype)
     h, w = uv.shape[:2]
     o_lr, d_lr = camera.rays_through_pixels(c2w, uv, resolution, resolution)    # (B, h, w, 3)
-    # The near bound is the model's own (a manifold cap in front of it is not part of the model's image);
-    # the far bound gets a margin: the background layer sits exactly on it when seen frontally.
-    margin = 0.02
+    # The search bounds are the model's own: a manifold beyond them is not part of the model's image. The
+    # background plane is hit at any depth (flat layers are, in intersect_layers), as in the model.
     pts, ts, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
-                                     camera.RAY_NEAR, camera.RAY_FAR + margin,
+                                     camera.RAY_NEAR, camera.RAY_FAR,
                                      settings.steps, settings.refine)           # (L, B, N, 3), (L, B, N)
     # What shading needs of each layer's hits, at the coarse resolution: texture coordinates (u, v), depth
     # (the ray parameter: the directions are unit and start at the camera) and validity, zeroed where invalid.
