@@ -8,8 +8,9 @@ sampled with ``grid_sample(align_corners=True)``: grid index 0 sits at ``-extent
 A ray ``o + t d`` meets layer ``l`` where ``f(t) = o_z + t d_z - h_l(o_xy + t d_xy)`` changes sign
 from positive (in front of the surface, seen from a camera at +z) to negative. ``f`` is sampled at
 ``steps`` depths in [near, far]; the first bracketing interval is refined by ``refine`` regula-falsi
-steps. A flat layer (constant height: the background plane) is hit analytically instead, at any depth. The error after refinement is bounded by the height field's curvature along the ray over
-the final bracket, well below a texel for the smooth surfaces the cache holds.
+steps. The error after refinement is bounded by the height field's curvature along the ray over
+the final bracket, well below a texel for the smooth surfaces the cache holds. A flat layer (constant
+height: the background plane) is hit analytically instead, at any depth, as the model hits its plane.
 
 Everything here traces to ONNX with the TorchScript exporter (``gramcast.avatar.onnx_export``): static
 loops only, no in-place writes, no data-dependent shapes.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from gramcast.model.intersection import intersect_plane_z
 
 __all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "sample_textures",
            "layer_depth_order", "DEPTH_ORDER_TOLERANCE"]
@@ -88,15 +91,13 @@ def intersect_layers(origins: Tensor, directions: Tensor, heights: Tensor, exten
         in_front = (ft >= 0).to(dtype)
         t0, f0, t1, f1 = (_select(in_front, t, t0), _select(in_front, ft, f0),
                           _select(in_front, t1, t), _select(in_front, f1, ft))
-    # A flat layer (a GRAM bake's background plane) is hit analytically at any depth t > 0, as the model
-    # hits its background plane: oblique views see it beyond the search's far bound.
+    # A flat layer (a GRAM bake's background plane) is hit as the model hits its plane, at any depth:
+    # oblique views see it beyond the search's far bound.
     flat = (heights.amax(dim=(1, 2, 3)) - heights.amin(dim=(1, 2, 3))) <= 1e-6               # (L,)
-    dz = directions[..., 2]
-    towards = dz.abs() > 1e-9
-    tp = (heights[:, 0, 0, 0, None, None] - origins[None, ..., 2]) / _select(towards.to(dtype), dz, torch.ones_like(dz))
-    t = _select(flat.to(dtype)[:, None, None], tp, t)                                          # (L, B, N)
+    _, tp, plane_hit = intersect_plane_z(o, d, heights[:, 0, 0, 0, None, None])               # (L, B, N)
     flat = flat[:, None, None]
-    any_cross = (flat & towards & (tp > 0)) | (~flat & any_cross)    # (onnxruntime has no boolean Where)
+    t = _select(flat.to(dtype), tp, t)
+    any_cross = (flat & plane_hit) | (~flat & any_cross)    # (onnxruntime has no boolean Where)
     p = o + t[..., None] * d
     inside = (p[..., 0].abs() <= extent) & (p[..., 1].abs() <= extent)
     return p, t, any_cross & inside

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
-from gramcast.avatar.heightfield import intersect_layers, layer_depth_order
+from gramcast.avatar.heightfield import grid_coordinates, intersect_layers, layer_depth_order
 from gramcast.device import resolve_device
 from gramcast.model.intersection import lowres_pixel_positions
 
@@ -261,9 +261,9 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
                                      settings.steps, settings.refine)           # (L, B, N, 3), (L, B, N)
     # What shading needs of each layer's hits, at the coarse resolution: texture coordinates (u, v), depth
     # (the ray parameter: the directions are unit and start at the camera) and validity, zeroed where invalid.
-    vf = valid.to(pts.dtype)
-    coarse = torch.stack([pts[..., 0] * (vf * (1.0 / extent)), pts[..., 1] * (vf * (-1.0 / extent)),
-                          ts * vf, vf], 1)                                       # (L, 4, B, N)
+    vf = valid.to(pts.dtype)[:, None]                                           # (L, 1, B, N)
+    uv = grid_coordinates(pts[..., :2], extent).permute(0, 3, 1, 2)               # (L, 2, B, N)
+    coarse = torch.cat([uv * vf, ts[:, None] * vf, vf], 1)                       # (L, 4, B, N)
 
     def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""

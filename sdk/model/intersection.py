@@ -83,11 +83,13 @@ def intersect_levels(
     return points, t, valid
 
 
-def intersect_plane_z(origins: Tensor, directions: Tensor, z: float) -> tuple[Tensor, Tensor, Tensor]:
+def intersect_plane_z(origins: Tensor, directions: Tensor, z: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Analytic hit of each ray with the plane ``z = const`` (any depth t > 0; no [near, far] limit).
 
-    origins, directions: ``(..., 3)``. Returns points ``(..., 3)``, depths ``(...)`` and ``valid``
-    ``(...)`` (False for rays parallel to the plane or pointing away from it; their depth is 0).
+    origins, directions: ``(..., 3)``; ``z``: a number, or a tensor that broadcasts against ``(...)``
+    (one plane per entry, e.g. ``(L, 1, 1)`` against rays ``(1, B, N, 3)``). Returns points ``(..., 3)``,
+    depths ``(...)`` and ``valid`` ``(...)`` (False for rays parallel to the plane or pointing away from
+    it; their depth is 0).
     """
     dz = directions[..., 2]
     hits = dz.abs() > 1e-9
