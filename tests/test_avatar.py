@@ -14,7 +14,7 @@ import torch
 from gramcast import camera
 from gramcast.avatar import Avatar, Renderer, bake_model
 from gramcast.avatar.bake import grid_xy
-from gramcast.avatar.heightfield import intersect_heightfields
+from gramcast.avatar.heightfield import flat_layers, intersect_heightfields, intersect_layers
 from gramcast.avatar.renderer import RenderSettings, render_cache, upsample_layer_samples
 from gramcast.cli import main
 from gramcast.errors import (
@@ -47,6 +47,32 @@ def test_rays_hit_a_plane_and_a_tilted_plane_where_algebra_says():
     t_tilt = (o[..., 2] - 0.3 * o[..., 0] + 0.02) / (0.3 * d[..., 0] - d[..., 2])
     assert torch.allclose(t[:, 0], t_plane, atol=1e-9)
     assert torch.allclose(t[:, 1], t_tilt, atol=1e-9)          # linear in x: bilinear lookup is exact
+
+
+@pytest.mark.parametrize("steps", [24, 300])     # 300: past the byte-sized ranks of the first-crossing search
+def test_flat_and_searched_layers_in_any_interleaving_hit_where_algebra_says(steps):
+    g, e = 33, 0.2
+    xy = grid_xy(g, e).double()
+    tilted = [0.3 * xy[..., 0] - 0.02, -0.2 * xy[..., 1] + 0.05]
+    flat = [torch.full((g, g), 0.03, dtype=torch.float64), torch.full((g, g), -0.3, dtype=torch.float64)]
+    heights = torch.stack([tilted[0], flat[0], flat[1], tilted[1]])[:, None]      # runs: searched, flat x2, searched
+    assert flat_layers(heights) == (1, 2)
+    o, d = _frontal_rays(pose=(0.3, -0.1))
+    o, d = o.double(), d.double()
+    pts, t, valid = intersect_layers(o, d, heights, e, 0.85, 1.15, steps=steps, refine=2)
+    assert valid[[0, 1, 3]].all() and valid[2].any()
+    # layer 2 lies beyond the far bound (t ~ 1.3): a flat layer is hit there all the same, and inside the square
+    inside = (pts[2, ..., :2].abs() <= e).all(-1)
+    assert torch.equal(valid[2], inside)
+    t_flat = [(o[..., 2] - z) / -d[..., 2] for z in (0.03, -0.3)]
+    t_tilt0 = (o[..., 2] - 0.3 * o[..., 0] + 0.02) / (0.3 * d[..., 0] - d[..., 2])
+    t_tilt1 = (o[..., 2] + 0.2 * o[..., 1] - 0.05) / (-0.2 * d[..., 1] - d[..., 2])
+    for layer, want in ((0, t_tilt0), (1, t_flat[0]), (2, t_flat[1]), (3, t_tilt1)):
+        ok = valid[layer]
+        assert torch.allclose(t[layer][ok], want[ok], atol=1e-9), layer
+    # the renderer passes the flat layers it found once; naming them gives the same answer
+    again = intersect_layers(o, d, heights, e, 0.85, 1.15, steps=steps, refine=2, flat=(1, 2))
+    assert all(torch.equal(a, b) for a, b in zip((pts, t, valid), again))
 
 
 def test_rays_hit_a_sphere_cap_within_the_curvature_bound():

@@ -10,10 +10,12 @@ from positive (in front of the surface, seen from a camera at +z) to negative. `
 ``steps`` depths in [near, far]; the first bracketing interval is refined by ``refine`` regula-falsi
 steps. The error after refinement is bounded by the height field's curvature along the ray over
 the final bracket, well below a texel for the smooth surfaces the cache holds. A flat layer (constant
-height: the background plane) is hit analytically instead, at any depth, as the model hits its plane.
+height: the background plane) is hit analytically instead, at any depth, as the model hits its plane,
+and is left out of the search (``flat_layers`` finds them once per avatar).
 
 Everything here traces to ONNX with the TorchScript exporter (``gramcast.avatar.onnx_export``): static
-loops only, no in-place writes, no data-dependent shapes.
+loops only, no in-place writes, no data-dependent shapes (``flat_layers`` runs before tracing; its
+answer, a property of the avatar, is fixed into the export).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from torch import Tensor
 
 from gramcast.model.intersection import intersect_plane_z
 
-__all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "sample_textures",
+__all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers", "sample_textures",
            "layer_depth_order", "DEPTH_ORDER_TOLERANCE"]
 
 #: Heights (world units) by which two layers may cross and still count as ordered: 1/240 of the scene's
@@ -53,54 +55,97 @@ def _select(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return a * mask + b * (1.0 - mask)
 
 
-def intersect_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
-                     near: float, far: float, steps: int = 32, refine: int = 2) -> tuple[Tensor, Tensor, Tensor]:
-    """``intersect_heightfields`` with the layers first: points ``(L, B, N, 3)``, depths and valid
-    ``(L, B, N)`` (the layout the renderer works in)."""
+def flat_layers(heights: Tensor, tol: float = 1e-6) -> tuple[int, ...]:
+    """Indices of the layers of ``heights`` ``(L, 1, G, G)`` whose height is constant (to ``tol``): a GRAM
+    bake's background plane. A property of the avatar, found once: ``intersect_layers`` hits them
+    analytically, and the search skips them."""
+    spread = heights.flatten(1).amax(1) - heights.flatten(1).amin(1)
+    return tuple(int(i) for i in torch.nonzero(spread <= tol).flatten().tolist())
+
+
+def _runs(mask: list[bool]) -> list[tuple[int, int, bool]]:
+    """(start, stop, value) of the maximal runs of equal values in ``mask``."""
+    runs: list[tuple[int, int, bool]] = []
+    for i, m in enumerate(mask):
+        if runs and runs[-1][2] == m:
+            runs[-1] = (runs[-1][0], i + 1, m)
+        else:
+            runs.append((i, i + 1, m))
+    return runs
+
+
+def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
+                   near: float, far: float, steps: int, refine: int) -> tuple[Tensor, Tensor]:
+    """The sampled search and refinement (module docstring) of every layer: depths and found ``(L, B, N)``."""
     b, n, _ = origins.shape
     nl = heights.shape[0]
     dtype = origins.dtype
     ts = torch.linspace(near, far, steps, device=origins.device, dtype=dtype)
     # the search samples (B, K, N): grid coordinates and z straight from the rays (no (B, K, N, 3) points)
-    g0 = grid_coordinates(origins[..., :2], extent)[:, None]
-    g = g0 + ts[:, None, None] * grid_coordinates(directions[..., :2], extent)[:, None]
+    g0 = grid_coordinates(origins[..., :2], extent)                                  # (B, N, 2)
+    gd = grid_coordinates(directions[..., :2], extent)
+    g = g0[:, None] + ts[:, None, None] * gd[:, None]
     z = origins[:, None, :, 2] + ts[:, None] * directions[:, None, :, 2]
     # every layer at the same samples: the layers are the channels of one lookup (weights found once)
     h = F.grid_sample(heights.reshape(1, nl, *heights.shape[2:]), g.reshape(1, -1, 1, 2), mode="bilinear",
                       padding_mode="border", align_corners=True)
-    f = z - h.reshape(nl, b, steps, n)                                                   # (L, B, K, N)
-    in_front = f >= 0
-    cross = (in_front[:, :, :-1] & ~in_front[:, :, 1:]).to(dtype)                  # (L, B, K-1, N)
+    h = h.reshape(nl, b, steps, n)                                                   # (L, B, K, N)
+    in_front = h <= z                                                                # f = z - h >= 0
+    # a crossing from in front to behind between samples k and k + 1, as bytes: bool and byte ops touch
+    # a quarter of the memory of float ones, and this array is the search's largest (L x K x rays)
+    cross = (in_front[:, :, :-1] > in_front[:, :, 1:]).to(torch.uint8)             # (L, B, K-1, N)
     # the first crossing k scores steps - k, no crossing 0: a max reduction over k is several times
     # faster than argmax over a middle axis
-    score = (cross * (steps - torch.arange(steps - 1, device=origins.device, dtype=dtype))[:, None]).amax(dim=2)
-    any_cross = score > 0                                                            # (L, B, N)
-    k = ((steps - score) * any_cross.to(dtype)).long()                              # 0 where none
-    f0 = f.gather(2, k[:, :, None]).squeeze(2)
-    f1 = f.gather(2, k[:, :, None] + 1).squeeze(2)
+    rank = (steps - torch.arange(steps - 1, device=origins.device)).to(torch.uint8 if steps < 256 else torch.int32)
+    score = (cross * rank[:, None]).amax(dim=2).long()                              # (L, B, N)
+    found = score > 0
+    k = (steps - score) * found                                                      # 0 where none
+    oz, dz = origins[None, ..., 2], directions[None, ..., 2]                          # (1, B, N)
     t0, t1 = ts[k], ts[k + 1]
-    o, d = origins[None], directions[None]                                           # (1, B, N, 3)
+    f0 = oz + t0 * dz - h.gather(2, k[:, :, None]).squeeze(2)
+    f1 = oz + t1 * dz - h.gather(2, k[:, :, None] + 1).squeeze(2)
     for it in range(refine + 1):
         diff = f0 - f1
         ok = (diff.abs() > 1e-12).to(dtype)
         t = t0 + (t1 - t0) * (f0 / _select(ok, diff, torch.ones_like(diff))).clamp(0.0, 1.0)
         if it == refine:
             break
-        p = o + t[..., None] * d
-        ft = p[..., 2] - sample_grid(heights, p[..., :2].reshape(nl, -1, 2), extent).reshape(nl, b, n)
+        gt = (g0[None] + t[..., None] * gd[None]).reshape(nl, -1, 1, 2)
+        ht = F.grid_sample(heights, gt, mode="bilinear", padding_mode="border", align_corners=True)
+        ft = oz + t * dz - ht.reshape(nl, b, n)
         in_front = (ft >= 0).to(dtype)
         t0, f0, t1, f1 = (_select(in_front, t, t0), _select(in_front, ft, f0),
                           _select(in_front, t1, t), _select(in_front, f1, ft))
-    # A flat layer (a GRAM bake's background plane) is hit as the model hits its plane, at any depth:
-    # oblique views see it beyond the search's far bound.
-    flat = (heights.amax(dim=(1, 2, 3)) - heights.amin(dim=(1, 2, 3))) <= 1e-6               # (L,)
-    _, tp, plane_hit = intersect_plane_z(o, d, heights[:, 0, 0, 0, None, None])               # (L, B, N)
-    flat = flat[:, None, None]
-    t = _select(flat.to(dtype), tp, t)
-    any_cross = (flat & plane_hit) | (~flat & any_cross)    # (onnxruntime has no boolean Where)
+    return t, found
+
+
+def intersect_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
+                     near: float, far: float, steps: int = 32, refine: int = 2,
+                     flat: tuple[int, ...] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``intersect_heightfields`` with the layers first: points ``(L, B, N, 3)``, depths and valid
+    ``(L, B, N)`` (the layout the renderer works in).
+
+    ``flat``: the flat layers (``flat_layers(heights)``, found here when None; a renderer passes them, as
+    they belong to the avatar). They are hit as the model hits its plane, at any depth: oblique views see
+    a GRAM bake's background plane beyond the search's far bound. The other layers are searched.
+    """
+    nl = heights.shape[0]
+    if flat is None:
+        flat = flat_layers(heights)
+    o, d = origins[None], directions[None]                                           # (1, B, N, 3)
+    ts_parts, ok_parts = [], []
+    for lo, hi, is_flat in _runs([i in flat for i in range(nl)]):
+        if is_flat:
+            _, t, ok = intersect_plane_z(o, d, heights[lo:hi, 0, 0, 0, None, None])    # (L', B, N)
+        else:
+            t, ok = _search_layers(origins, directions, heights[lo:hi], extent, near, far, steps, refine)
+        ts_parts.append(t)
+        ok_parts.append(ok)
+    t = ts_parts[0] if len(ts_parts) == 1 else torch.cat(ts_parts)
+    found = ok_parts[0] if len(ok_parts) == 1 else torch.cat(ok_parts)
     p = o + t[..., None] * d
     inside = (p[..., 0].abs() <= extent) & (p[..., 1].abs() <= extent)
-    return p, t, any_cross & inside
+    return p, t, found & inside
 
 
 def intersect_heightfields(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
-from gramcast.avatar.heightfield import grid_coordinates, intersect_layers, layer_depth_order
+from gramcast.avatar.heightfield import flat_layers, grid_coordinates, intersect_layers, layer_depth_order
 from gramcast.device import resolve_device
 from gramcast.model.intersection import lowres_pixel_positions
 
@@ -213,8 +213,13 @@ def upsample_layer_samples(coarse: Tensor, size: tuple[int, int], height: int, w
                        align_corners=True).reshape(nl, 4, b, height, width)
     cover = up[:, 3]
     inv = cover.clamp_min(threshold).reciprocal_()
-    # grid_sample wants (u, v) pairs innermost: the normalisation writes them there in the same pass
-    grid = (up[:, :2].permute(0, 2, 3, 4, 1) * inv[..., None]).contiguous()
+    # grid_sample wants (u, v) pairs innermost: the normalisation writes them there in the same pass (a
+    # product of the permuted view would keep the planar layout, and making it contiguous is a second pass)
+    uv = up[:, :2].permute(0, 2, 3, 4, 1)
+    if torch.jit.is_tracing():       # the ONNX export: out= variants do not trace
+        grid = (uv * inv[..., None]).contiguous()
+    else:
+        grid = torch.mul(uv, inv[..., None], out=uv.new_empty(uv.shape))
     return grid, up[:, 2] * inv, cover >= threshold
 
 
@@ -235,12 +240,14 @@ def layer_runs(order: tuple[int, ...], max_len: int) -> list[list[int]]:
 
 def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor, resolution: int,
                  settings: RenderSettings = RenderSettings(),
-                 plan: CompositingPlan | None = None, pass_pixels: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                 plan: CompositingPlan | None = None, pass_pixels: int | None = None,
+                 flat: tuple[int, ...] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """heights ``(L, 1, G, G)``, textures ``(L, 4, T, T)``, poses ``(B, 2)`` -> rgb ``(B, 3, H, W)``,
     alpha and depth ``(B, 1, H, W)``. ``plan``: composite in this fixed order (``composite_ordered``;
     the caller vouches for it, see ``compositing_plan``); None: ``composite_layers``. ``pass_pixels``
     (with a plan): shade at most this many layer-pixels (layers x B x H x W) at once; None: all layers
-    in one pass. The result is the same either way.
+    in one pass. The result is the same either way. ``flat``: the layers hit analytically
+    (``intersect_layers``; None: found from ``heights``).
 
     The one code path of both back ends: the ONNX model is this function traced.
     """
@@ -258,7 +265,7 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     # background plane is hit at any depth (flat layers are, in intersect_layers), as in the model.
     pts, ts, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
                                      camera.RAY_NEAR, camera.RAY_FAR,
-                                     settings.steps, settings.refine)           # (L, B, N, 3), (L, B, N)
+                                     settings.steps, settings.refine, flat)     # (L, B, N, 3), (L, B, N)
     # What shading needs of each layer's hits, at the coarse resolution: texture coordinates (u, v), depth
     # (the ray parameter: the directions are unit and start at the camera) and validity, zeroed where invalid.
     vf = valid.to(pts.dtype)[:, None]                                           # (L, 1, B, N)
@@ -328,13 +335,14 @@ class CachedRenderModule(nn.Module):
         self.pass_pixels = pass_pixels
         self.register_buffer("heights", avatar.heights[:, None].float().contiguous())
         self.register_buffer("textures", avatar.textures.float().contiguous())
+        self.flat = flat_layers(self.heights)
         self.extent = float(avatar.extent)
         self.resolution = int(resolution)
         self.settings = settings
 
     def forward(self, poses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return render_cache(self.heights, self.textures, self.extent, poses, self.resolution, self.settings,
-                            self.plan, self.pass_pixels)
+                            self.plan, self.pass_pixels, self.flat)
 
 
 class Renderer:
