@@ -272,3 +272,33 @@ def test_shading_layers_in_groups_renders_what_one_pass_renders(baked, pass_pixe
     grouped = render_cache(h, tex, baked.extent, POSES[:2], 48, plan=plan, pass_pixels=pass_pixels)
     for a, b in zip(grouped, one_pass):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_layers_transparent_everywhere_are_not_drawn_and_change_nothing(baked):
+    """A layer with alpha 0 at every texel adds nothing to any pixel, whatever its heights: the renderer
+    leaves it out (here a crossing, tilted one inserted mid-stack, and the background plane made
+    transparent, as a GRAMInverter enrollment does), with the same image as the stack without it."""
+    nl, g = baked.num_layers, baked.geometry_resolution
+    xy = torch.linspace(-1, 1, g)
+    tilted = (0.15 * xy[None, :] - 0.05).expand(g, g)                  # crosses the shells
+    empty = torch.zeros(1, 4, baked.texture_resolution, baked.texture_resolution)
+    empty[:, :3] = 0.7                                                # colour, but no opacity
+    heights = torch.cat([baked.heights[:2], tilted[None], baked.heights[2:]])
+    textures = torch.cat([baked.textures[:2], empty, baked.textures[2:]])
+    textures[-1, 3] = 0.0                                             # the background plane, dropped
+    padded = Avatar(heights, textures, baked.extent)
+    without = Avatar(baked.heights[:-1], baked.textures[:-1], baked.extent)
+    r = Renderer(padded, device="cpu")
+    assert r.drawn_layers == nl - 1 and r.compositing == "ordered"
+    assert r.plan == compositing_plan(without)          # the empty layers no longer need a pivot
+    a, b = r.render(POSES, 48), Renderer(without, device="cpu").render(POSES, 48)
+    for x, y in zip((a.rgb, a.alpha, a.depth), (b.rgb, b.alpha, b.depth)):
+        assert torch.equal(x, y)
+    # the general path with every layer drawn agrees too (the empty layers' factors are exactly 1)
+    full = render_cache(heights[:, None], textures, baked.extent, POSES, 48)
+    _assert_same(full, (a.rgb, a.alpha, a.depth))
+    # an avatar transparent everywhere keeps one layer and renders nothing
+    clear = Avatar(heights, textures * torch.tensor([1.0, 1, 1, 0])[:, None, None], baked.extent)
+    r = Renderer(clear, device="cpu")
+    assert r.drawn_layers == 1 and r.compositing == "single"
+    assert float(r.render(POSES, 32).alpha.abs().max()) == 0.0

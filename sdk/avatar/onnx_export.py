@@ -10,7 +10,8 @@ inside as constants:
 
 The torch back end runs the same function, so the two agree to float rounding (tests/test_avatar_onnx.py
 states the bound). The model's ``metadata_props`` say what it is: ``format`` (``gramcast-avatar-onnx``),
-``format_version``, ``resolution``, ``settings``, ``layers``, ``extent``, ``camera`` and the avatar's
+``format_version``, ``resolution``, ``settings``, ``layers`` (the avatar's) and ``drawn_layers`` (those not
+transparent everywhere: the model holds only these), ``extent``, ``camera`` and the avatar's
 ``avatar_format``/``avatar_format_version``/``meta`` (JSON where structured), and ``compositing``: JSON
 ``{"path": "ordered" | "general" | "single", "order": [...], "pivot": ...}`` (the ordered O(L) path is
 exported where the avatar's layers are verified non-crossing, as ``Renderer`` does; ``compositing=``
@@ -40,7 +41,8 @@ import torch
 from gramcast.avatar.avatar import FORMAT_NAME as AVATAR_FORMAT_NAME
 from gramcast.avatar.avatar import FORMAT_VERSION as AVATAR_FORMAT_VERSION
 from gramcast.avatar.avatar import Avatar, camera_conventions
-from gramcast.avatar.renderer import CachedRenderModule, CompositingPlan, RenderSettings, resolve_compositing
+from gramcast.avatar.renderer import (CachedRenderModule, CompositingPlan, RenderSettings, drawn_layers,
+                                     resolve_compositing)
 from gramcast.errors import GramcastError
 
 __all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "FORMAT_NAME",
@@ -120,10 +122,12 @@ def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings,
                    plan: CompositingPlan | None = None) -> dict[str, str]:
     from gramcast import __version__
 
-    path = "single" if avatar.num_layers == 1 else ("ordered" if plan is not None else "general")
+    drawn = drawn_layers(avatar).num_layers
+    path = "single" if drawn == 1 else ("ordered" if plan is not None else "general")
     return {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "gramcast_version": __version__,
-        "resolution": str(resolution), "layers": str(avatar.num_layers), "extent": repr(float(avatar.extent)),
+        "resolution": str(resolution), "layers": str(avatar.num_layers), "drawn_layers": str(drawn),
+        "extent": repr(float(avatar.extent)),
         "settings": json.dumps({"lowres_factor": settings.lowres_factor, "steps": settings.steps,
                                 "refine": settings.refine}),
         "camera": json.dumps(camera_conventions()),

@@ -36,6 +36,7 @@ from gramcast.device import resolve_device
 from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
+           "drawn_layers",
            "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan", "upsample_layer_samples"]
 
 
@@ -306,10 +307,25 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
 COMPOSITING_MODES = ("auto", "ordered", "general")
 
 
+def drawn_layers(avatar: Avatar) -> Avatar:
+    """``avatar`` without the layers that are transparent at every texel: they add nothing to any pixel,
+    whatever their heights (e.g. the background manifold a GRAMInverter enrollment drops), so the
+    renderer neither searches nor shades them. ``avatar`` itself where every layer shows somewhere; one
+    layer is kept of an avatar that is transparent everywhere. Deterministic, so a compositing plan made
+    on it (``resolve_compositing``) indexes the layers of a ``CachedRenderModule`` made from it."""
+    shown = avatar.textures[:, 3].flatten(1).amax(1) > 0
+    if bool(shown.all()):
+        return avatar
+    keep = torch.nonzero(shown).flatten() if bool(shown.any()) else torch.zeros(1, dtype=torch.long)
+    return Avatar(avatar.heights[keep], avatar.textures[keep], avatar.extent, dict(avatar.meta))
+
+
 def resolve_compositing(avatar: Avatar, compositing="auto") -> CompositingPlan | None:
     """``"auto"``: the avatar's plan where its layers are verified non-crossing, else None (the general
     path); ``"general"``: None; ``"ordered"``: the plan, or a ValueError where the layers cross; a
-    ``CompositingPlan``: itself (already checked by the caller). 1-layer avatars: None (nothing to order)."""
+    ``CompositingPlan``: itself (already checked by the caller). 1-layer avatars: None (nothing to order).
+    A plan orders the avatar's ``drawn_layers``."""
+    avatar = drawn_layers(avatar)
     if isinstance(compositing, CompositingPlan):
         return compositing if avatar.num_layers > 1 else None
     if compositing not in COMPOSITING_MODES:
@@ -332,6 +348,7 @@ class CachedRenderModule(nn.Module):
                  compositing="auto", pass_pixels: int | None = None):
         super().__init__()
         self.plan = resolve_compositing(avatar, compositing)
+        avatar = drawn_layers(avatar)       # the plan indexes these
         self.pass_pixels = pass_pixels
         self.register_buffer("heights", avatar.heights[:, None].float().contiguous())
         self.register_buffer("textures", avatar.textures.float().contiguous())
@@ -357,6 +374,7 @@ class Renderer:
     depth order (``compositing_plan``) and composites in O(L) per pixel where they do, with the general
     O(L²) path otherwise; ``"general"`` / ``"ordered"`` force one (``"ordered"`` raises where the layers
     cross). ``self.compositing`` says which is used: ``"ordered"``, ``"general"`` or ``"single"`` (1 layer).
+    Layers transparent at every texel are not drawn (``drawn_layers``; ``self.drawn_layers`` counts the rest).
     """
 
     def __init__(self, avatar: Avatar, device: str | torch.device = "auto", backend: str = "torch",
@@ -365,7 +383,8 @@ class Renderer:
             raise ValueError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
         self.avatar = avatar
         self.plan = resolve_compositing(avatar, compositing)
-        self.compositing = "single" if avatar.num_layers == 1 else ("ordered" if self.plan else "general")
+        self.drawn_layers = drawn_layers(avatar).num_layers
+        self.compositing = "single" if self.drawn_layers == 1 else ("ordered" if self.plan else "general")
         self.backend = backend
         self.settings = settings
         self.requested_device = device
@@ -402,7 +421,7 @@ class Renderer:
         if self.device.type == "cpu":
             # a frame's temporaries are ~60 arrays of layers x pixels: big batches leave the caches and
             # make the allocator map fresh pages for every array; frames in chunks ran up to 2x faster
-            chunk = max(1, CPU_CHUNK_LAYER_PIXELS // (self.avatar.num_layers * resolution * resolution))
+            chunk = max(1, CPU_CHUNK_LAYER_PIXELS // (self.drawn_layers * resolution * resolution))
         if chunk >= p.shape[0]:
             return RenderResult(*mod(p))
         parts = [mod(c) for c in p.split(chunk)]
