@@ -75,6 +75,27 @@ def test_flat_and_searched_layers_in_any_interleaving_hit_where_algebra_says(ste
     assert all(torch.equal(a, b) for a, b in zip((pts, t, valid), again))
 
 
+def test_the_search_finds_the_same_hits_whatever_the_thread_count():
+    """On the CPU the search's height lookup goes in one batch entry per thread (3 threads: 3 chunks of
+    the 2 frames x 24 steps; 5: the largest divisor of 48 not above 5, 4)."""
+    g, e = 33, 0.2
+    xy = grid_xy(g, e)
+    heights = torch.stack([0.3 * xy[..., 0] - 0.02, 0.05 * torch.cos(8 * xy[..., 1]), -0.2 * xy[..., 1] + 0.05])[:, None]
+    o, d = camera.generate_rays(camera.pose_to_c2w([(0.3, -0.1), (-0.4, 0.2)]), 16, 16)
+    o, d = o.reshape(2, -1, 3), d.reshape(2, -1, 3)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 3, 5):
+            torch.set_num_threads(threads)
+            results.append(intersect_layers(o, d, heights, e, 0.85, 1.15, steps=24, refine=2))
+    finally:
+        torch.set_num_threads(before)
+    assert results[0][2].float().mean() > 0.5
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
 def test_rays_hit_a_sphere_cap_within_the_curvature_bound():
     g, e, r, zc = 257, 0.12, 0.3, -0.2
     xy = grid_xy(g, e).double()

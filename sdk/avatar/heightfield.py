@@ -74,6 +74,17 @@ def _runs(mask: list[bool]) -> list[tuple[int, int, bool]]:
     return runs
 
 
+def _lookup_chunks(rows: int, device: torch.device) -> int:
+    """Batch entries for the search's one height lookup: the CPU threads (a divisor of ``rows``); one on a
+    GPU, whose kernel parallelises over every sample, and when traced (the ONNX export is fixed at one)."""
+    if device.type != "cpu" or torch.jit.is_tracing():
+        return 1
+    c = max(1, torch.get_num_threads())
+    while rows % c:
+        c -= 1
+    return c
+
+
 def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
                    near: float, far: float, steps: int, refine: int) -> tuple[Tensor, Tensor]:
     """The sampled search and refinement (module docstring) of every layer: depths and found ``(L, B, N)``."""
@@ -86,13 +97,16 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
     gd = grid_coordinates(directions[..., :2], extent)
     g = g0[:, None] + ts[:, None, None] * gd[:, None]
     z = origins[:, None, :, 2] + ts[:, None] * directions[:, None, :, 2]
-    # every layer at the same samples: the layers are the channels of one lookup (weights found once)
-    h = F.grid_sample(heights.reshape(1, nl, *heights.shape[2:]), g.reshape(1, -1, 1, 2), mode="bilinear",
-                      padding_mode="border", align_corners=True)
-    h = h.reshape(nl, b, steps, n)                                                   # (L, B, K, N)
-    in_front = h <= z                                                                # f = z - h >= 0
-    # a crossing from in front to behind between samples k and k + 1, as bytes: bool and byte ops touch
-    # a quarter of the memory of float ones, and this array is the search's largest (L x K x rays)
+    # every layer at the same samples: the layers are the channels of one lookup (weights found once).
+    # grid_sample parallelises over its batch only, so on the CPU the samples go in as one batch entry per
+    # thread (c chunks of r consecutive (frame, step) rows each): same values, all cores.
+    c = _lookup_chunks(b * steps, origins.device)
+    r = b * steps // c
+    h = F.grid_sample(heights.reshape(1, nl, *heights.shape[2:]).expand(c, -1, -1, -1), g.reshape(c, r * n, 1, 2),
+                      mode="bilinear", padding_mode="border", align_corners=True).reshape(c, nl, r, n)
+    # f = z - h >= 0: in front of the layer (bytes from here on: the search's largest arrays, L x K x rays)
+    in_front = (h <= z.reshape(c, 1, r, n)).transpose(0, 1).reshape(nl, b, steps, n)
+    # a crossing from in front to behind between samples k and k + 1
     cross = (in_front[:, :, :-1] > in_front[:, :, 1:]).to(torch.uint8)             # (L, B, K-1, N)
     # the first crossing k scores steps - k, no crossing 0: a max reduction over k is several times
     # faster than argmax over a middle axis
@@ -100,10 +114,19 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
     score = (cross * rank[:, None]).amax(dim=2).long()                              # (L, B, N)
     found = score > 0
     k = (steps - score) * found                                                      # 0 where none
+    # h at (layer, frame, k, ray) in the chunked layout (c, L, r, N): row = frame * steps + k
+    row = k + steps * torch.arange(b, device=origins.device)[:, None]
+    at = (torch.arange(nl, device=origins.device)[:, None, None] * r * n
+          + torch.arange(n, device=origins.device))                                  # (L, 1, N)
+    h_flat = h.reshape(-1)
+
+    def h_at(rows: Tensor) -> Tensor:
+        return h_flat[(rows // r) * (nl * r * n) + (rows % r) * n + at]
+
     oz, dz = origins[None, ..., 2], directions[None, ..., 2]                          # (1, B, N)
     t0, t1 = ts[k], ts[k + 1]
-    f0 = oz + t0 * dz - h.gather(2, k[:, :, None]).squeeze(2)
-    f1 = oz + t1 * dz - h.gather(2, k[:, :, None] + 1).squeeze(2)
+    f0 = oz + t0 * dz - h_at(row)
+    f1 = oz + t1 * dz - h_at(row + 1)
     for it in range(refine + 1):
         diff = f0 - f1
         ok = (diff.abs() > 1e-12).to(dtype)
