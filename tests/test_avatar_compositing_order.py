@@ -289,7 +289,7 @@ def test_layers_transparent_everywhere_are_not_drawn_and_change_nothing(baked):
     padded = Avatar(heights, textures, baked.extent)
     without = Avatar(baked.heights[:-1], baked.textures[:-1], baked.extent)
     r = Renderer(padded, device="cpu")
-    assert r.drawn_layers == nl - 1 and r.compositing == "ordered"
+    assert r.num_drawn_layers == nl - 1 and r.compositing == "ordered"
     assert r.plan == compositing_plan(without)          # the empty layers no longer need a pivot
     a, b = r.render(POSES, 48), Renderer(without, device="cpu").render(POSES, 48)
     for x, y in zip((a.rgb, a.alpha, a.depth), (b.rgb, b.alpha, b.depth)):
@@ -300,5 +300,5 @@ def test_layers_transparent_everywhere_are_not_drawn_and_change_nothing(baked):
     # an avatar transparent everywhere keeps one layer and renders nothing
     clear = Avatar(heights, textures * torch.tensor([1.0, 1, 1, 0])[:, None, None], baked.extent)
     r = Renderer(clear, device="cpu")
-    assert r.drawn_layers == 1 and r.compositing == "single"
+    assert r.num_drawn_layers == 1 and r.compositing == "single"
     assert float(r.render(POSES, 32).alpha.abs().max()) == 0.0

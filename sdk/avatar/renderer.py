@@ -374,7 +374,7 @@ class Renderer:
     depth order (``compositing_plan``) and composites in O(L) per pixel where they do, with the general
     O(L²) path otherwise; ``"general"`` / ``"ordered"`` force one (``"ordered"`` raises where the layers
     cross). ``self.compositing`` says which is used: ``"ordered"``, ``"general"`` or ``"single"`` (1 layer).
-    Layers transparent at every texel are not drawn (``drawn_layers``; ``self.drawn_layers`` counts the rest).
+    Layers transparent at every texel are not drawn (``drawn_layers``; ``self.num_drawn_layers`` counts the rest).
     """
 
     def __init__(self, avatar: Avatar, device: str | torch.device = "auto", backend: str = "torch",
@@ -383,8 +383,8 @@ class Renderer:
             raise ValueError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
         self.avatar = avatar
         self.plan = resolve_compositing(avatar, compositing)
-        self.drawn_layers = drawn_layers(avatar).num_layers
-        self.compositing = "single" if self.drawn_layers == 1 else ("ordered" if self.plan else "general")
+        self.num_drawn_layers = drawn_layers(avatar).num_layers
+        self.compositing = "single" if self.num_drawn_layers == 1 else ("ordered" if self.plan else "general")
         self.backend = backend
         self.settings = settings
         self.requested_device = device
@@ -421,7 +421,7 @@ class Renderer:
         if self.device.type == "cpu":
             # a frame's temporaries are ~60 arrays of layers x pixels: big batches leave the caches and
             # make the allocator map fresh pages for every array; frames in chunks ran up to 2x faster
-            chunk = max(1, CPU_CHUNK_LAYER_PIXELS // (self.drawn_layers * resolution * resolution))
+            chunk = max(1, CPU_CHUNK_LAYER_PIXELS // (self.num_drawn_layers * resolution * resolution))
         if chunk >= p.shape[0]:
             return RenderResult(*mod(p))
         parts = [mod(c) for c in p.split(chunk)]
