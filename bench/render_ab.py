@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from _report import emit
-from render_cache import ROOT, SAMPLE, poses_for, time_alternating
+import render_cache
+from render_cache import ROOT, poses_for, time_alternating
 
 import torch
 
@@ -43,21 +44,10 @@ def load_reference(ref: str, into: Path):
 
 
 def make_avatars(names: list[str]) -> dict:
-    from gramcast.avatar import bake_model
-    from gramcast.model import GRAMModel
-
-    out = {}
-    for preset in ("tiny", "small"):
-        if preset in names:
-            torch.manual_seed(0)
-            model = GRAMModel.from_config(preset).eval().requires_grad_(False)
-            out[f"{preset} bake"] = bake_model(model, model.sample_ws(1, seed=0))
+    bakes, _ = render_cache.make_avatars(with_enrolled=False, presets=[p for p in ("tiny", "small") if p in names])
+    out = {e["name"]: e["avatar"] for e in bakes}
     if "graminverter" in names:
-        import gramcast
-        from enroll import random_inverter
-
-        out["graminverter (random small)"] = gramcast.enroll(
-            SAMPLE, method="graminverter", weights=random_inverter("small", torch.device("cpu")), device="cpu")
+        out["graminverter (random small)"] = render_cache.graminverter_avatar()
     return out
 
 

@@ -4,8 +4,10 @@
                                  [--tune-malloc] [--quick] [--no-enrolled] [--json docs/bench/render_cache_2core.json]
 
 Avatars: the sample portrait enrolled with the mesh method (1 layer; its enrollment is timed, first call
-with model loading and a warm call), and bakes of a ``tiny`` and a ``small`` preset GRAMModel (12 and 24
-layers; random weights: the speed does not depend on them). For every avatar, output size and batch:
+with model loading and a warm call) and with random-init ``small`` GRAMInverter networks (24 layers bounded
+by the portrait's matte, the background manifold dropped: a product avatar's layer structure), and bakes
+of a ``tiny`` and a ``small`` preset GRAMModel (12 and 24 layers; random weights: the bakes' layers are
+opaque everywhere, the slow case). For every avatar, output size and batch:
 
   * ``torch``: ``Renderer(avatar).render(poses, size)`` (``render_cache``) as shipped: for the bakes the
     ordered O(L) compositing (their layers are checked non-crossing at load; the row's ``compositing``
@@ -122,8 +124,20 @@ def poses_for(batch: int) -> np.ndarray:
     return np.stack([yaw, 0.1 * np.ones_like(yaw)], -1).astype(np.float32)
 
 
-def make_avatars(with_enrolled: bool = True) -> tuple[list[dict], dict]:
-    """The enrolled sample (timed) and the tiny/small bakes with their models."""
+def graminverter_avatar():
+    """The sample enrolled by random-init ``small`` inverter networks: 24 layers bounded by the portrait's
+    matte, the background manifold dropped. The layer structure of a product avatar (no trained bundle
+    ships yet); its colours mean nothing."""
+    import gramcast
+    from enroll import random_inverter
+
+    return gramcast.enroll(SAMPLE, method="graminverter", weights=random_inverter("small", torch.device("cpu")),
+                           device="cpu")
+
+
+def make_avatars(with_enrolled: bool = True, presets=("tiny", "small")) -> tuple[list[dict], dict]:
+    """The enrolled sample (``mesh``, timed; and ``graminverter_avatar``) and the bakes of ``presets``
+    with their models."""
     import gramcast
     from gramcast.avatar import bake_model
     from gramcast.model import GRAMModel
@@ -139,7 +153,9 @@ def make_avatars(with_enrolled: bool = True) -> tuple[list[dict], dict]:
         enroll = {"method": "mesh", "image": SAMPLE.name, "first_call_s": round(first, 2), "warm_s": round(warm, 2),
                   "layers": enrolled.num_layers, "texture_resolution": enrolled.texture_resolution}
         avatars.append({"name": "enrolled (mesh)", "avatar": enrolled, "model": None, "ws": None})
-    for preset in ("tiny", "small"):
+        avatars.append({"name": "graminverter (random small)", "avatar": graminverter_avatar(), "model": None,
+                        "ws": None})
+    for preset in presets:
         torch.manual_seed(0)
         model = GRAMModel.from_config(preset).eval().requires_grad_(False)
         ws = model.sample_ws(1, seed=0)
@@ -219,7 +235,7 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
     return rows
 
 
-HEADER = (f"{'device':>6} {'avatar':>16} {'L':>3} {'size':>5} {'batch':>5} {'path':>8} | {'torch fps':>9} {'(median)':>8} "
+HEADER = (f"{'device':>6} {'avatar':>27} {'L':>3} {'size':>5} {'batch':>5} {'path':>8} | {'torch fps':>9} {'(median)':>8} "
           f"{'general':>8} {'(median)':>8} {'ord/gen':>7} | {'onnx fps':>9} {'(median)':>8} {'onnx/torch':>10} | "
           f"{'full fps':>9} {'(median)':>8} {'cached/full':>11} {'general/full':>12} | {'composite ms: ordered':>21} {'general':>8}")
 
@@ -227,7 +243,7 @@ HEADER = (f"{'device':>6} {'avatar':>16} {'L':>3} {'size':>5} {'batch':>5} {'pat
 def print_row(r: dict) -> None:
     def f(key, fmt, suffix=""):
         return format(r[key], fmt) + suffix if key in r else "-"
-    print(f"{r['device']:>6} {r['avatar']:>16} {r['layers']:>3} {r['resolution']:>5} {r['batch']:>5} "
+    print(f"{r['device']:>6} {r['avatar']:>27} {r['layers']:>3} {r['resolution']:>5} {r['batch']:>5} "
           f"{r['compositing']:>8} | {f('torch_fps', '.1f'):>9} {f('torch_median_fps', '.1f'):>8} "
           f"{f('torch_general_fps', '.1f'):>8} {f('torch_general_median_fps', '.1f'):>8} "
           f"{f('ordered_over_general', '.2f', 'x'):>7} | {f('onnx_fps', '.1f'):>9} "
@@ -248,6 +264,10 @@ def goals(rows: list[dict]) -> dict:
     bakes_256 = [r for r in cpu if "bake" in r["avatar"] and r["resolution"] == 256 and r["batch"] == 1]
     for r in bakes_256:
         out[f"cpu_fps_256_{r['avatar'].split()[0]}_bake"] = r["torch_fps"]
+    for r in cpu:       # a product avatar's layer structure (24 layers, matte-bounded): one stream
+        if r["avatar"].startswith("graminverter") and r["resolution"] == 256 and r["batch"] == 1:
+            out["cpu_fps_256_graminverter"] = r["torch_fps"]
+            out["cpu_fps_256_graminverter_goal_met"] = r["torch_fps"] >= GOAL_FPS_256
     if speedups:
         out["min_cached_over_full"] = min(speedups)
         out["cached_over_full_goal_met"] = min(speedups) >= GOAL_SPEEDUP
@@ -323,7 +343,8 @@ def main(argv=None) -> int:
     if "cpu_fps_256_one_stream" in g:
         print(f"goal: >= {GOAL_FPS_256:.0f} frames/s at 256² for one stream on the CPU ({args.threads} thread(s)): "
               f"{g['cpu_fps_256_one_stream']:.1f} ({'met' if g['cpu_fps_256_one_stream_goal_met'] else 'NOT met'}); "
-              "multi-layer bakes: " + ", ".join(f"{k.split('_')[3]} {v:.1f}" for k, v in g.items() if k.endswith("_bake")))
+              "multi-layer bakes: " + ", ".join(f"{k.split('_')[3]} {v:.1f}" for k, v in g.items() if k.endswith("_bake"))
+              + (f"; graminverter avatar {g['cpu_fps_256_graminverter']:.1f}" if "cpu_fps_256_graminverter" in g else ""))
     if "min_cached_over_full" in g:
         print(f"goal: cached >= {GOAL_SPEEDUP:.0f}x faster than the full model: smallest ratio "
               f"{g['min_cached_over_full']:.0f}x ({'met' if g['cached_over_full_goal_met'] else 'NOT met'}; "
