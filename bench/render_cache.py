@@ -6,8 +6,8 @@
 Avatars: the sample portrait enrolled with the mesh method (1 layer; its enrollment is timed, first call
 with model loading and a warm call) and with random-init ``small`` GRAMInverter networks (24 layers bounded
 by the portrait's matte, the background manifold dropped: a product avatar's layer structure), and bakes
-of a ``tiny`` and a ``small`` preset GRAMModel (12 and 24 layers; random weights: the bakes' layers are
-opaque everywhere, the slow case). For every avatar, output size and batch:
+of a ``tiny`` and a ``small`` preset GRAMModel (12 and 24 layers; random weights: a frame's cost depends
+on how many layers are drawn, not on their values). For every avatar, output size and batch:
 
   * ``torch``: ``Renderer(avatar).render(poses, size)`` (``render_cache``) as shipped: for the bakes the
     ordered O(L) compositing (their layers are checked non-crossing at load; the row's ``compositing``
