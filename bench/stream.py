@@ -18,7 +18,7 @@ measures both, alternating, so that a machine whose load varies affects both ali
 reports the cores the server and the bench's clients used and the load average: other work on the
 machine slows every hop that needs a core.
 
-    python bench/stream.py [--seconds 15] [--max-sessions 4] [--json out.json] [--hops hops.json]
+    python bench/stream.py [--seconds 15] [--max-sessions 4] [--avatar me.gca] [--json out.json] [--hops hops.json]
     python bench/stream.py --compare --max-sessions 3 --json docs/bench/stream_2core.json \\
         --hops docs/bench/stream_hops_2core.json
 """
@@ -174,6 +174,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--max-sessions", type=int, default=4)
     ap.add_argument("--avatar-size", type=int, default=256)
+    ap.add_argument("--avatar", type=Path, metavar="FILE.gca",
+                    help="stream this avatar (default: the sample portrait enrolled with the mesh method)")
     ap.add_argument("--min-sessions", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--hops", type=Path, metavar="FILE",
@@ -196,7 +198,12 @@ def main() -> None:
 
     variants = ["baseline", "current"] if args.compare else ["baseline" if args.baseline else "current"]
     tmp = Path(tempfile.mkdtemp())
-    gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png").save(tmp / "a.gca")
+    if args.avatar is not None:
+        avatar_file = str(args.avatar)
+        gramcast.Avatar.load(avatar_file)                      # a clear error now, not in the server process
+    else:
+        avatar_file = str(tmp / "a.gca")
+        gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png").save(avatar_file)
     base = camera_frames()
     if args.hops:
         hoptrace.enable("c_")
@@ -205,7 +212,7 @@ def main() -> None:
     for v in variants:
         q = ctx.Queue()
         proc = ctx.Process(target=_serve, daemon=True,
-                           args=(q, str(tmp / "a.gca"), args.avatar_size, v == "baseline",
+                           args=(q, avatar_file, args.avatar_size, v == "baseline",
                                  str(tmp / f"server_hops_{v}.json") if args.hops else None))
         proc.start()
         servers[v] = (proc, q.get(timeout=180))
@@ -245,7 +252,10 @@ def main() -> None:
         ok = [r["sessions"] for r in out[v]["runs"] if r["min_fps"] >= 24.0]
         out[v]["sessions_at_25fps"] = max(ok) if ok else 0
     main_variant = variants[-1]
+    streamed = gramcast.Avatar.load(avatar_file)
     results = {"cpu_cores": os.cpu_count(), "avatar_size": args.avatar_size, "camera_fps": 25,
+               "avatar": {"file": str(args.avatar) if args.avatar else "sample portrait, mesh method",
+                          "method": streamed.meta.get("method"), "layers": streamed.num_layers},
                **out[main_variant], "load_average_before": load_before, "load_average_after": os.getloadavg()}
     if args.compare:
         results["baseline"] = out["baseline"]
