@@ -42,7 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = b"bench-stream-secret-0123456789"
 
 
-def _serve(port_queue, avatar_path: str, avatar_size: int, baseline: bool, hops_path: str | None) -> None:
+def _serve(port_queue, avatar_path: str, avatar_size: int, baseline: bool, hops_path: str | None,
+           one_torch_thread: bool = False) -> None:
+    if one_torch_thread:                  # as `gramcast serve --one-torch-thread`, before any torch work
+        from gramcast.torch_threads import use_one_torch_thread
+
+        use_one_torch_thread()
     from gramcast.avatar import Avatar
     from gramcast.server import aiortc_latency, hoptrace
     from gramcast.server.app import GramcastServer, ServerConfig
@@ -174,6 +179,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--max-sessions", type=int, default=4)
     ap.add_argument("--avatar-size", type=int, default=256)
+    ap.add_argument("--one-torch-thread", action="store_true",
+                    help="the server renders on one torch thread with all the cores (gramcast serve "
+                         "--one-torch-thread; gramcast.torch_threads)")
     ap.add_argument("--avatar", type=Path, metavar="FILE.gca",
                     help="stream this avatar (default: the sample portrait enrolled with the mesh method)")
     ap.add_argument("--min-sessions", type=int, default=1)
@@ -213,7 +221,8 @@ def main() -> None:
         q = ctx.Queue()
         proc = ctx.Process(target=_serve, daemon=True,
                            args=(q, avatar_file, args.avatar_size, v == "baseline",
-                                 str(tmp / f"server_hops_{v}.json") if args.hops else None))
+                                 str(tmp / f"server_hops_{v}.json") if args.hops else None,
+                                 args.one_torch_thread))
         proc.start()
         servers[v] = (proc, q.get(timeout=180))
     out = {v: {"variant": v, "camera_format": "rgb24" if v == "baseline" else args.camera_format, "runs": []}
@@ -254,6 +263,7 @@ def main() -> None:
     main_variant = variants[-1]
     streamed = gramcast.Avatar.load(avatar_file)
     results = {"cpu_cores": os.cpu_count(), "avatar_size": args.avatar_size, "camera_fps": 25,
+               "one_torch_thread": args.one_torch_thread,
                "avatar": {"file": str(args.avatar) if args.avatar else "sample portrait, mesh method",
                           "method": streamed.meta.get("method"), "layers": streamed.num_layers},
                **out[main_variant], "load_average_before": load_before, "load_average_after": os.getloadavg()}

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from gramcast.face.geometry import to_index_matrix
+from gramcast.torch_threads import on_torch_thread
 
 
 def similarity_matrix(scale: float, angle: float, src_center, dst_center) -> np.ndarray:
@@ -128,7 +129,7 @@ class AvatarFrameProcessor:
         tracked = self.tracker.update(rgb, timestamp)
         t1 = time.perf_counter()
         res = cfg.avatar_resolution
-        avatar_rgb, avatar_alpha = self.renderer.render_rgba(tracked.yaw_pitch, res)
+        avatar_rgb, avatar_alpha = on_torch_thread(self.renderer.render_rgba, tracked.yaw_pitch, res)
         t2 = time.perf_counter()
         out_w, out_h = cfg.size_for((rgb.shape[1], rgb.shape[0]))
         bg = make_background(cfg.background, (out_w, out_h), rgb, cfg.background_color, cfg.background_image)
