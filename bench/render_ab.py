@@ -79,8 +79,8 @@ def main(argv=None) -> int:
                     a, b = new.render(poses, res), old.render(poses, res)
                     diff = max(float((x - y).abs().max()) for x, y in zip((a.rgb, a.alpha, a.depth * a.alpha),
                                                                            (b.rgb, b.alpha, b.depth * b.alpha)))
-                    t = time_alternating({"ref": lambda: old.render(poses, res), "this": lambda: new.render(poses, res)},
-                                         dev, args.repeats, args.budget)
+                    calls = {"ref": lambda: old.render(poses, res), "this": lambda: new.render(poses, res)}
+                    t = time_alternating(calls, dev, args.repeats, args.budget)
                     row = {"avatar": name, "layers": avatar.num_layers, "resolution": res, "batch": batch,
                            "ref_fps": batch / t["ref"]["best_s"], "this_fps": batch / t["this"]["best_s"],
                            "speedup_best": t["ref"]["best_s"] / t["this"]["best_s"],

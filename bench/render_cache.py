@@ -344,7 +344,8 @@ def main(argv=None) -> int:
         print(f"goal: >= {GOAL_FPS_256:.0f} frames/s at 256² for one stream on the CPU ({args.threads} thread(s)): "
               f"{g['cpu_fps_256_one_stream']:.1f} ({'met' if g['cpu_fps_256_one_stream_goal_met'] else 'NOT met'}); "
               "multi-layer bakes: " + ", ".join(f"{k.split('_')[3]} {v:.1f}" for k, v in g.items() if k.endswith("_bake"))
-              + (f"; graminverter avatar {g['cpu_fps_256_graminverter']:.1f}" if "cpu_fps_256_graminverter" in g else ""))
+              + (f"; graminverter avatar {g['cpu_fps_256_graminverter']:.1f}"
+                 if "cpu_fps_256_graminverter" in g else ""))
     if "min_cached_over_full" in g:
         print(f"goal: cached >= {GOAL_SPEEDUP:.0f}x faster than the full model: smallest ratio "
               f"{g['min_cached_over_full']:.0f}x ({'met' if g['cached_over_full_goal_met'] else 'NOT met'}; "

@@ -80,7 +80,8 @@ def test_the_search_finds_the_same_hits_whatever_the_thread_count():
     the 2 frames x 24 steps; 5: the largest divisor of 48 not above 5, 4)."""
     g, e = 33, 0.2
     xy = grid_xy(g, e)
-    heights = torch.stack([0.3 * xy[..., 0] - 0.02, 0.05 * torch.cos(8 * xy[..., 1]), -0.2 * xy[..., 1] + 0.05])[:, None]
+    heights = torch.stack([0.3 * xy[..., 0] - 0.02, 0.05 * torch.cos(8 * xy[..., 1]),
+                           -0.2 * xy[..., 1] + 0.05])[:, None]
     o, d = camera.generate_rays(camera.pose_to_c2w([(0.3, -0.1), (-0.4, 0.2)]), 16, 16)
     o, d = o.reshape(2, -1, 3), d.reshape(2, -1, 3)
     before = torch.get_num_threads()

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from gramcast.model.intersection import intersect_plane_z
 
-__all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers", "sample_textures",
-           "layer_depth_order", "DEPTH_ORDER_TOLERANCE"]
+__all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers",
+           "sample_textures", "layer_depth_order", "DEPTH_ORDER_TOLERANCE"]
 
 #: Heights (world units) by which two layers may cross and still count as ordered: 1/240 of the scene's
 #: depth, ~16 float16 steps of a stored height near 0.1.
