@@ -347,8 +347,8 @@ class CachedRenderModule(nn.Module):
     def __init__(self, avatar: Avatar, resolution: int, settings: RenderSettings = RenderSettings(),
                  compositing="auto", pass_pixels: int | None = None):
         super().__init__()
-        self.plan = resolve_compositing(avatar, compositing)
         avatar = drawn_layers(avatar)       # the plan indexes these
+        self.plan = resolve_compositing(avatar, compositing)
         self.pass_pixels = pass_pixels
         self.register_buffer("heights", avatar.heights[:, None].float().contiguous())
         self.register_buffer("textures", avatar.textures.float().contiguous())
@@ -382,8 +382,10 @@ class Renderer:
         if backend not in ("torch", "onnx"):
             raise ValueError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
         self.avatar = avatar
-        self.plan = resolve_compositing(avatar, compositing)
-        self.num_drawn_layers = drawn_layers(avatar).num_layers
+        # the layers drawn, found (and copied, where some are left out) once; plans and modules index them
+        self._drawn = drawn_layers(avatar)
+        self.plan = resolve_compositing(self._drawn, compositing)
+        self.num_drawn_layers = self._drawn.num_layers
         self.compositing = "single" if self.num_drawn_layers == 1 else ("ordered" if self.plan else "general")
         self.backend = backend
         self.settings = settings
@@ -401,7 +403,7 @@ class Renderer:
         if mod is None:
             # CPU: layers in cache-sized groups; a GPU is fastest with every layer in one pass
             pass_pixels = CPU_CHUNK_LAYER_PIXELS if self.device.type == "cpu" else None
-            mod = CachedRenderModule(self.avatar, resolution, self.settings, self.plan or "general",
+            mod = CachedRenderModule(self._drawn, resolution, self.settings, self.plan or "general",
                                      pass_pixels).to(self.device).eval()
             self._modules[resolution] = mod
         return mod
