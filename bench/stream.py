@@ -14,7 +14,10 @@ of every frame (client encode, jitter buffers, decode, queueing, tracking, rende
 encode; see gramcast.server.hoptrace) and writes the medians per run. ``--baseline`` measures the
 transport as it was before the latency work (aiortc's own jitter buffer and VP8 settings, rgb24
 session output and camera; the session's scheduling and compositing stay current); ``--compare``
-measures both, alternating, so that a machine whose load varies affects both alike. Each run also
+measures both, alternating, so that a machine whose load varies affects both alike;
+``--compare-pipeline`` does the same for sessions that track and render each frame in turn
+against ones that track the next frame while one renders (``SessionConfig(pipeline=False / True)``;
+the default, None, pipelines only a GPU renderer). Each run also
 reports the cores the server and the bench's clients used and the load average: other work on the
 machine slows every hop that needs a core.
 
@@ -42,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = b"bench-stream-secret-0123456789"
 
 
-def _serve(port_queue, avatar_path: str, avatar_size: int, baseline: bool, hops_path: str | None,
+def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_path: str | None,
            one_torch_thread: bool = False) -> None:
     if one_torch_thread:                  # as `gramcast serve --one-torch-thread`, before any torch work
         from gramcast.torch_threads import use_one_torch_thread
@@ -53,6 +56,7 @@ def _serve(port_queue, avatar_path: str, avatar_size: int, baseline: bool, hops_
     from gramcast.server.app import GramcastServer, ServerConfig
     from gramcast.session import AvatarSession, SessionConfig
 
+    baseline = variant == "baseline"
     if baseline:
         aiortc_latency.uninstall()
     if hops_path:
@@ -62,6 +66,7 @@ def _serve(port_queue, avatar_path: str, avatar_size: int, baseline: bool, hops_
         return AvatarSession(avatar, SessionConfig(output_size="480p", avatar_resolution=avatar_size,
                                                    passthrough_rows=16, max_fps=30,
                                                    output_format="rgb24" if baseline else "yuv420p",
+                                                   pipeline={"unpipelined": False, "pipelined": True}.get(variant),
                                                    trace=hoptrace.mark if hops_path else None))
 
     async def main():
@@ -197,6 +202,10 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="measure --baseline and the current pipeline side by side: two servers, "
                          "each session count run on the baseline and then on the current one")
+    ap.add_argument("--compare-pipeline", action="store_true",
+                    help="measure sessions that track and render each frame in turn and ones that "
+                         "track the next frame while one renders (SessionConfig(pipeline=False / True)) "
+                         "side by side, alternating")
     args = ap.parse_args()
     import tempfile
 
@@ -204,7 +213,8 @@ def main() -> None:
     import gramcast.server.client  # noqa: F401  installs aiortc_latency: must precede uninstall / enable
     from gramcast.server import hoptrace
 
-    variants = ["baseline", "current"] if args.compare else ["baseline" if args.baseline else "current"]
+    variants = (["baseline", "current"] if args.compare else ["unpipelined", "pipelined"] if args.compare_pipeline
+                else ["baseline" if args.baseline else "current"])
     tmp = Path(tempfile.mkdtemp())
     if args.avatar is not None:
         avatar_file = str(args.avatar)
@@ -220,7 +230,7 @@ def main() -> None:
     for v in variants:
         q = ctx.Queue()
         proc = ctx.Process(target=_serve, daemon=True,
-                           args=(q, avatar_file, args.avatar_size, v == "baseline",
+                           args=(q, avatar_file, args.avatar_size, v,
                                  str(tmp / f"server_hops_{v}.json") if args.hops else None,
                                  args.one_torch_thread))
         proc.start()
@@ -267,8 +277,8 @@ def main() -> None:
                "avatar": {"file": str(args.avatar) if args.avatar else "sample portrait, mesh method",
                           "method": streamed.meta.get("method"), "layers": streamed.num_layers},
                **out[main_variant], "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    if args.compare:
-        results["baseline"] = out["baseline"]
+    for v in variants[:-1]:
+        results[v] = out[v]
     if args.hops:
         events = hoptrace.take()
         for v in variants:

@@ -108,7 +108,10 @@ def make_background(kind: str, size_wh: tuple[int, int], camera_rgb: np.ndarray 
 
 
 class AvatarFrameProcessor:
-    """Camera frame -> tracked pose -> cached avatar render -> placed in the output frame."""
+    """Camera frame -> tracked pose -> cached avatar render -> placed in the output frame.
+
+    ``process`` does a frame at once; ``track`` and ``draw`` are its two halves, which
+    ``AvatarSession`` runs in two threads to overlap one frame's tracking with the previous render."""
 
     def __init__(self, avatar, config, tracker=None, renderer=None):
         from gramcast.avatar import Renderer
@@ -124,9 +127,19 @@ class AvatarFrameProcessor:
         self.renderer = Renderer(avatar, device=self.config.device, backend=self.config.backend)
 
     def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
-        cfg = self.config
+        tracked, info = self.track(rgb, timestamp)
+        out, drawn = self.draw(rgb, tracked)
+        return out, {**info, **drawn}
+
+    def track(self, rgb: np.ndarray, timestamp: float):
+        """The head in the camera frame ``rgb`` (H, W, 3) uint8 (a ``TrackedHead``) and its timing."""
         t0 = time.perf_counter()
         tracked = self.tracker.update(rgb, timestamp)
+        return tracked, {"tracking_ms": (time.perf_counter() - t0) * 1e3, "face_found": tracked.face_found}
+
+    def draw(self, rgb: np.ndarray, tracked) -> tuple[np.ndarray, dict[str, Any]]:
+        """The output frame: the avatar rendered at ``tracked``'s pose, placed where the head is in ``rgb``."""
+        cfg = self.config
         t1 = time.perf_counter()
         res = cfg.avatar_resolution
         avatar_rgb, avatar_alpha = on_torch_thread(self.renderer.render_rgba, tracked.yaw_pitch, res)
@@ -139,5 +152,4 @@ class AvatarFrameProcessor:
         matrix = (to_out @ frame_from_crop)[:2]
         out = place_rgba(bg, avatar_rgb, avatar_alpha, to_index_matrix(matrix))
         t3 = time.perf_counter()
-        return out, {"tracking_ms": (t1 - t0) * 1e3, "render_ms": (t2 - t1) * 1e3,
-                     "compose_ms": (t3 - t2) * 1e3, "face_found": tracked.face_found}
+        return out, {"render_ms": (t2 - t1) * 1e3, "compose_ms": (t3 - t2) * 1e3}

@@ -197,10 +197,11 @@ HOPS: list[tuple[str, str, str]] = [
     ("server_jitter_wait", "s_pkt", "s_complete"),          # server jitter buffer holds the frame
     ("server_decode", "s_complete", "s_dec_end"),           # decoder queue + VP8 decode
     ("server_deliver", "s_dec_end", "s_recv"),              # decoder thread -> event loop -> session
-    ("queue_before_render", "s_recv", "s_work_start"),      # waits for the worker (one-slot wait + thread start)
+    ("queue_before_tracking", "s_recv", "s_work_start"),    # waits for the tracker (one-slot wait + thread start)
     ("to_rgb", "s_work_start", "s_rgb"),                    # camera frame -> RGB array
     ("tracking", "s_rgb", "s_tracked"),
-    ("render", "s_tracked", "s_rendered"),
+    ("queue_before_render", "s_tracked", "s_render_start"),  # a tracked frame waits for the renderer
+    ("render", "s_render_start", "s_rendered"),
     ("compose", "s_rendered", "s_composed"),
     ("to_output_frame", "s_composed", "s_work_end"),        # passthrough rows + output VideoFrame
     ("publish", "s_work_end", "s_published"),               # worker thread -> event loop

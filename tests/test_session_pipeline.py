@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from gramcast.server.synthetic import ArrayVideoTrack
 from gramcast.session import AvatarSession, SessionConfig
@@ -185,3 +186,89 @@ async def test_output_frames_are_yuv420p_with_the_processed_content():
         assert frame.format.name == want and (frame.width, frame.height) == (size, size)
         rgb = frame.to_ndarray(format="rgb24").astype(int)
         assert np.abs(rgb - (255 - 40)).max() <= 2      # 4:2:0 round trip of a flat colour
+
+
+class GatedStages:
+    """A two-stage processor whose ``track`` and ``draw`` each block until the test releases them."""
+
+    def __init__(self, track_permits=0):
+        self.log = []                       # (stage, first pixel value of the frame, thread name)
+        self.track_gate = threading.Semaphore(track_permits)
+        self.draw_gate = threading.Semaphore(0)
+
+    def track(self, rgb, timestamp):
+        value = int(rgb[0, 0, 0])
+        self.log.append(("track", value, threading.current_thread().name))
+        self.track_gate.acquire()
+        return value, {"tracking_ms": 1.0, "face_found": True}
+
+    def draw(self, rgb, head):
+        self.log.append(("draw", head, threading.current_thread().name))
+        self.draw_gate.acquire()
+        return 255 - rgb, {"render_ms": 1.0}
+
+    def process(self, rgb, timestamp):
+        raise AssertionError("the session runs a two-stage processor's halves")
+
+    def set_avatar(self, avatar):
+        pass
+
+    def started(self, stage):
+        return [v for s, v, _ in self.log if s == stage]
+
+    def threads(self, stage):
+        return {t for s, _, t in self.log if s == stage}
+
+
+async def test_the_next_frame_is_tracked_while_the_previous_one_renders():
+    cam, proc = QueueCamera(frame_interval_s=0.5), GatedStages()   # may wait up to 0.25 s
+    session = AvatarSession(object(), SessionConfig(max_fps=0, pipeline=True), processor=proc)
+    out = session.attach(cam)
+    cam.push(10)
+    await _until(lambda: proc.started("track") == [10])
+    proc.track_gate.release()
+    await _until(lambda: proc.started("draw") == [10])
+    cam.push(11)                        # tracked while frame 10 is still rendering
+    await _until(lambda: proc.started("track") == [10, 11])
+    proc.track_gate.release()           # frame 11 tracked: it waits for the renderer...
+    await _until(lambda: session._tracked is not None)
+    for i in (12, 13):                  # ...and holds the tracker: 12 and 13 wait in the one slot
+        cam.push(i)
+    await _until(lambda: session.stats()["frames_in"] == 4)
+    await asyncio.sleep(0.05)
+    assert proc.started("track") == [10, 11] and proc.started("draw") == [10]
+    proc.draw_gate.release()            # frame 10 out: 11 goes to the renderer, 13 to the tracker
+    first = await asyncio.wait_for(out.recv(), 5)
+    await _until(lambda: proc.started("draw") == [10, 11] and proc.started("track") == [10, 11, 13])
+    proc.track_gate.release()
+    proc.draw_gate.release()
+    second = await asyncio.wait_for(out.recv(), 5)
+    await _until(lambda: proc.started("draw") == [10, 11, 13])
+    proc.draw_gate.release()
+    third = await asyncio.wait_for(out.recv(), 5)
+    assert [f.pts // cam.ticks for f in (first, second, third)] == [10, 11, 13]
+    assert (first.to_ndarray(format="rgb24").astype(int) - 245).__abs__().max() <= 2
+    assert session.stats()["frames_dropped"] == 1      # 12, replaced while waiting
+    tracker, renderer = proc.threads("track"), proc.threads("draw")
+    assert len(tracker) == len(renderer) == 1 and tracker != renderer and "MainThread" not in tracker | renderer
+    await session.close()
+
+
+@pytest.mark.parametrize("pipeline", [False, None])    # None: only a GPU renderer is pipelined
+async def test_without_the_pipeline_one_thread_tracks_and_renders_each_frame_in_turn(pipeline):
+    cam, proc = QueueCamera(frame_interval_s=0.5), GatedStages(track_permits=100)
+    session = AvatarSession(object(), SessionConfig(max_fps=0, pipeline=pipeline, device="cpu"), processor=proc)
+    out = session.attach(cam)
+    cam.push(10)
+    await _until(lambda: proc.started("draw") == [10])
+    cam.push(11)                        # not tracked until frame 10 is out
+    await _until(lambda: session.stats()["frames_in"] == 2)
+    await asyncio.sleep(0.05)
+    assert proc.started("track") == [10]
+    proc.draw_gate.release()
+    await asyncio.wait_for(out.recv(), 5)
+    await _until(lambda: proc.started("draw") == [10, 11])
+    proc.draw_gate.release()
+    assert (await asyncio.wait_for(out.recv(), 5)).pts // cam.ticks == 11
+    assert proc.threads("track") == proc.threads("draw") and len(proc.threads("draw")) == 1
+    await session.close()

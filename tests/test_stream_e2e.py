@@ -113,6 +113,42 @@ async def test_received_avatar_turns_with_the_camera_head_and_audio_arrives(avat
         await server.stop()
 
 
+async def test_a_pipelined_session_tracks_and_renders_the_real_head_in_two_threads(avatars):
+    # The pipeline is on by default only with a GPU renderer; here it is forced on the CPU.
+    import threading
+
+    from gramcast.session import AvatarSession, SessionConfig
+
+    yaws = [-0.35] * 12 + [0.35] * 12
+    session = AvatarSession(avatars["sample"], SessionConfig(output_size="480p", passthrough_rows=16, max_fps=0,
+                                                             pipeline=True))
+    out = session.attach(ArrayVideoTrack(camera_frames(avatars["person"], yaws), fps=8, loop=False))
+    measured: dict[float, list[float]] = {}
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            frame = await asyncio.wait_for(out.recv(), 30)
+            rgb = frame.to_ndarray(format="rgb24")
+            stamp = read_stamp(rgb)
+            # the tracker eases between poses: skip the frames just after the turn
+            if stamp is None or stamp < 4 or 12 <= stamp < 18:
+                continue
+            yaw = await loop.run_in_executor(None, measured_yaw, rgb)
+            if yaw is not None:
+                measured.setdefault(yaws[stamp], []).append(yaw)
+    except Exception as exc:       # the camera ran out: the output track ends
+        from aiortc.mediastreams import MediaStreamError
+
+        assert isinstance(exc, MediaStreamError), repr(exc)
+    finally:
+        names = {t.name for t in threading.enumerate()}
+        await session.close()
+    assert any(n.startswith("gramcast-track") for n in names) and any(n.startswith("gramcast-render") for n in names)
+    assert len(measured.get(-0.35, [])) >= 2 and len(measured.get(0.35, [])) >= 2, measured
+    assert max(measured[-0.35]) < -0.1 and min(measured[0.35]) > 0.1, measured
+    assert session.stats()["frames_out"] >= 10
+
+
 async def test_gramcast_serve_runs_headless_and_stops_cleanly_on_sigterm(avatars):
     env = {**os.environ, "GRAMCAST_SECRET": SECRET.decode()}
     proc = subprocess.Popen([sys.executable, "-m", "gramcast.cli", "serve", "--avatar", str(avatars["path"]),
