@@ -88,11 +88,14 @@ def test_tiny_run_trains_and_exports_a_loadable_generator(dataset, tmp_path):
     assert "fid" not in scores and sorted(p.name for p in (tmp_path / "card").iterdir()) == ["gan.json", "gan.png"]
 
 
-@pytest.mark.parametrize("lazy_r1", [False, True])
-def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path, lazy_r1):
+@pytest.mark.parametrize("variant", ["eager_r1", "lazy_r1", "augment"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path, variant):
     a, b = tmp_path / "a", tmp_path / "b"
+    lazy_r1 = variant == "lazy_r1"
     # lazy R1 every 3 steps, interrupted off its schedule (after step 4)
-    extra = ["--set", "r1_every=3", "--set", "r1_gamma=2"] if lazy_r1 else ["--set", "r1_every=1"]
+    extra = {"eager_r1": ["--set", "r1_every=1"],
+             "lazy_r1": ["--set", "r1_every=3", "--set", "r1_gamma=2"],
+             "augment": ["--set", 'augment="color,translation,cutout"']}[variant]
     stop = "4" if lazy_r1 else "3"
     assert run(["--data", str(dataset), "--out", str(a), "--steps", "6", *extra]) == 0
     assert run(["--data", str(dataset), "--out", str(b), "--steps", stop, *extra]) == 0
@@ -119,6 +122,17 @@ def test_lazy_r1_changes_training_and_bad_overrides_are_refused(dataset, tmp_pat
     assert "r1_gama" in err and "r1_gamma" in err
     assert run(["--data", str(dataset), "--out", str(tmp_path / "bad2"), "--steps", "1", "--set", "r1_every=often"]) != 0
     assert "r1_every takes a value of type int" in capsys.readouterr().err
+    assert run(["--data", str(dataset), "--out", str(tmp_path / "bad3"), "--steps", "1",
+                "--set", 'augment="colour"']) != 0
+    assert "unknown augmentation colour" in capsys.readouterr().err
+
+
+def test_augmentation_changes_training(dataset, tmp_path):
+    plain, aug = tmp_path / "plain", tmp_path / "aug"
+    assert run(["--data", str(dataset), "--out", str(plain), "--steps", "2"]) == 0
+    assert run(["--data", str(dataset), "--out", str(aug), "--steps", "2", "--set", 'augment="translation"']) == 0
+    d_plain, d_aug = params_of(plain), params_of(aug)
+    assert any(not torch.equal(d_plain[k], d_aug[k]) for k in d_plain if k.startswith("D."))
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(dataset, tmp_path):

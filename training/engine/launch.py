@@ -23,14 +23,17 @@ from gramcast.training.engine.distributed import DistInfo
 def stage_config(config_cls, args, **overrides):
     """``config_cls.preset(args.config)`` with the options every stage takes (--seed, --max-images,
     --batch-size) and ``overrides`` applied. An override (or --batch-size) that is None or 0, i.e. an
-    option not given, keeps the preset's value. An unknown preset is a GramcastError."""
+    option not given, keeps the preset's value. An unknown preset or a refused value is a GramcastError."""
     try:
         cfg = config_cls.preset(args.config)
     except ValueError as exc:
         raise GramcastError(str(exc)) from None
     given = {k: v for k, v in {"batch_size": args.batch_size, **overrides}.items() if v}
     given.update(parse_overrides(config_cls, getattr(args, "overrides", None) or []))
-    return dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images, **given)
+    try:    # a configuration's __post_init__ refuses values its type alone does not rule out
+        return dataclasses.replace(cfg, seed=args.seed, max_images=args.max_images, **given)
+    except ValueError as exc:
+        raise GramcastError(f"--set: {exc}") from None
 
 
 def parse_overrides(config_cls, items: list[str]) -> dict[str, Any]:

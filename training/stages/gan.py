@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from gramcast.model import GRAMConfig, GRAMModel
+from gramcast.training.augment import diff_augment, parse_policy
 from gramcast.training.data import FaceDataset, PoseSampler
 from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
 from gramcast.training.engine.stage import StageConfig, autocast, image_grid
@@ -46,6 +47,8 @@ class GANConfig(StageConfig):
     pose_weight: float = 30.0
     #: Supervise D's pose head on real images with their estimated poses too (ours; GRAM uses fakes).
     pose_on_real: bool = True
+    #: DiffAugment policies applied to every image D sees, e.g. "color,translation,cutout" ("": none).
+    augment: str = ""
     ema_half_life_images: float = 10_000.0
     ema_rampup: float = 0.05       # half-life <= rampup * images seen, early in training
     d_channel_base: int = 4096
@@ -60,6 +63,9 @@ class GANConfig(StageConfig):
     kid_subset_size: int = 1000
     inception_path: str | None = None     # else $GRAMCAST_INCEPTION, else ~/.cache/gramcast/
     inception_sha1: str | None = INCEPTION_SHA1
+
+    def __post_init__(self):
+        parse_policy(self.augment)
 
     @classmethod
     def presets(cls) -> dict[str, "GANConfig"]:
@@ -103,6 +109,7 @@ class GANStage:
         self.data = FaceDataset(data_dir, mcfg.resolution, max_images=cfg.max_images)
         self.poses = PoseSampler(self.data.poses)
         self.resolution = mcfg.resolution
+        self.augment = parse_policy(cfg.augment)
 
         manifold = list(self.G.manifold.parameters())
         manifold_ids = {id(p) for p in manifold}
@@ -143,7 +150,7 @@ class GANStage:
         do_r1 = cfg.r1_gamma > 0 and cfg.r1_every > 0 and step % cfg.r1_every == 0
         real = real.detach().requires_grad_(do_r1)
         with self._autocast():
-            logits, pred_pose = self.D_forward(torch.cat([real, fake]))
+            logits, pred_pose = self.D_forward(diff_augment(torch.cat([real, fake]), self.augment, g))
         logits, pred_pose = logits.float(), pred_pose.float()
         real_logits, fake_logits = logits[:b], logits[b:]
         loss_adv_d = discriminator_loss(real_logits, fake_logits)
@@ -165,7 +172,7 @@ class GANStage:
         pose_g = self.poses.sample(b, g, device=dev)
         with self._autocast():
             fake = self.G_forward(self._latents(b, g), pose_g)
-            fake_logits_g, pred_pose_g = self.D(fake.float())
+            fake_logits_g, pred_pose_g = self.D(diff_augment(fake.float(), self.augment, g))
         loss_adv_g = generator_loss(fake_logits_g.float())
         loss_pose_g = pose_loss(pred_pose_g.float(), pose_g)
         loss_g = loss_adv_g + cfg.pose_weight * loss_pose_g
