@@ -238,13 +238,8 @@ class AvatarSession:
         fut.add_done_callback(self._tracker_free)
 
     def _track_done(self, fut: asyncio.Future) -> None:
-        if fut.cancelled():
-            return
-        if fut.exception() is not None:
-            log.error("tracking a frame failed: %r", fut.exception())
-            return
-        self._tracked = fut.result()
-        if not self._rendering:
+        self._tracked = _result(fut, "tracking")
+        if self._tracked is not None and not self._rendering:
             self._start_render()
 
     def _start_render(self) -> None:
@@ -323,12 +318,10 @@ class AvatarSession:
         return video, info, item.arrived
 
     def _publish(self, fut: asyncio.Future) -> None:
-        if fut.cancelled():
+        done = _result(fut, "rendering")
+        if done is None:
             return
-        if fut.exception() is not None:
-            log.error("rendering a frame failed: %r", fut.exception())
-            return
-        video, info, arrived = fut.result()
+        video, info, arrived = done
         s = self._stats
         for key in ("tracking_ms", "render_ms", "compose_ms"):
             if key in info:
@@ -364,6 +357,16 @@ class AvatarSession:
 
     def record_encode(self, ms: float) -> None:
         self._stats.encode_ms = ewma(self._stats.encode_ms, ms)
+
+
+def _result(fut: asyncio.Future, doing: str):
+    """A worker's result; None where it was cancelled or failed (logged: one bad frame ends nothing)."""
+    if fut.cancelled():
+        return None
+    if fut.exception() is not None:
+        log.error("%s a frame failed: %r", doing, fut.exception())
+        return None
+    return fut.result()
 
 
 def _pipeline_on(config: SessionConfig) -> bool:

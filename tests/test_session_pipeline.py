@@ -272,3 +272,43 @@ async def test_without_the_pipeline_one_thread_tracks_and_renders_each_frame_in_
     assert (await asyncio.wait_for(out.recv(), 5)).pts // cam.ticks == 11
     assert proc.threads("track") == proc.threads("draw") and len(proc.threads("draw")) == 1
     await session.close()
+
+
+class FailsOn:
+    """Raises in ``stage`` for frames whose first pixel is ``bad``; passes the others through."""
+
+    def __init__(self, stage, bad):
+        self.stage, self.bad = stage, bad
+
+    def track(self, rgb, timestamp):
+        if self.stage == "track" and rgb[0, 0, 0] == self.bad:
+            raise RuntimeError("tracker broke")
+        return None, {"face_found": True}
+
+    def draw(self, rgb, head):
+        if self.stage == "draw" and rgb[0, 0, 0] == self.bad:
+            raise RuntimeError("renderer broke")
+        return rgb, {}
+
+    def process(self, rgb, timestamp):
+        return self.draw(rgb, self.track(rgb, timestamp)[0])
+
+    def set_avatar(self, avatar):
+        pass
+
+
+@pytest.mark.parametrize("stage,pipeline", [("track", True), ("draw", True), ("draw", False)])
+async def test_a_frame_that_fails_is_skipped_and_the_session_goes_on(stage, pipeline, caplog):
+    cam = QueueCamera(frame_interval_s=0.5)
+    session = AvatarSession(object(), SessionConfig(max_fps=0, pipeline=pipeline), processor=FailsOn(stage, 11))
+    out = session.attach(cam)
+    got = []
+    for i in (10, 11, 12):
+        cam.push(i)
+        if i != 11:
+            got.append((await asyncio.wait_for(out.recv(), 5)).pts // cam.ticks)
+        else:
+            await _until(lambda: "broke" in caplog.text)
+    assert got == [10, 12]
+    assert f"{'tracking' if stage == 'track' else 'rendering'} a frame failed" in caplog.text
+    await session.close()
