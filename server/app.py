@@ -9,7 +9,7 @@ import signal
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.contrib.media import MediaRelay
@@ -21,6 +21,9 @@ from gramcast.server import ice, protocol
 from gramcast.server.rooms import Participant, RoomRegistry
 from gramcast.server.signaling import SignalingConnection
 from gramcast.server.tokens import load_secret
+
+if TYPE_CHECKING:
+    from gramcast.session import SessionConfig
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -41,8 +44,11 @@ class ServerConfig:
     max_errors_per_connection: int = 200
     #: Builds the per-publisher video pipeline from an avatar: an object with
     #: ``attach(track) -> MediaStreamTrack``, ``stats() -> dict``, ``set_avatar(avatar)``, ``async close()``.
-    #: None uses ``gramcast.session.AvatarSession``.
+    #: None uses ``gramcast.session.AvatarSession`` with ``session``.
     pipeline_factory: Callable[[Any], Any] | None = None
+    #: How every session's avatar video looks and runs (None: SessionConfig's defaults). Not used by a
+    #: ``pipeline_factory``.
+    session: SessionConfig | None = None
     #: Turns selfie bytes into an Avatar (None uses ``gramcast.enroll``).
     enroll_fn: Callable[[bytes], Any] | None = None
     static_dir: Path = field(default_factory=lambda: STATIC_DIR)
@@ -79,7 +85,7 @@ class GramcastServer:
             return self.config.pipeline_factory(avatar)
         from gramcast.session import AvatarSession
 
-        return AvatarSession(avatar)
+        return AvatarSession(avatar, self.config.session)
 
     async def enroll_selfie(self, image: bytes, owner: str) -> str:
         fn = self.config.enroll_fn

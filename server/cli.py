@@ -6,6 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
+from gramcast.session import OUTPUT_PRESETS
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -41,7 +43,58 @@ def register(sub) -> None:
                         "(one 24-layer session on 2 cores: 13 -> 19 fps), slower for many light ones")
     s.add_argument("--weights", type=Path, default=None,
                    help="GRAMInverter bundle for --enroll-method graminverter (default: the installed one)")
+    v = s.add_argument_group("avatar video (every session; gramcast.session.SessionConfig)")
+    v.add_argument("--output-size", default="480p", metavar="SIZE",
+                   help=f"frame size sent to peers: {', '.join(OUTPUT_PRESETS)}, WIDTHxHEIGHT, or 'camera' "
+                        "for the camera's own (default: 480p)")
+    v.add_argument("--avatar-resolution", type=int, default=256, metavar="PX",
+                   help="side of the square avatar render placed in the frame (default: 256)")
+    v.add_argument("--max-fps", type=float, default=30.0, help="frame rate cap (default: 30)")
+    v.add_argument("--background", default="color", choices=("color", "blur"),
+                   help="behind the avatar: a flat colour or the blurred camera frame (default: color)")
+    v.add_argument("--device", default="auto", help="renderer device: auto, cpu, cuda, cuda:1, ... (default: auto)")
+    v.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="renderer (default: torch)")
+    v.add_argument("--pipeline", default="auto", choices=("auto", "on", "off"),
+                   help="track the next frame while one renders: auto = only with a GPU renderer (on a "
+                        "CPU the render takes every core and the overlap adds latency)")
     s.set_defaults(func=run_serve)
+
+
+def session_config(args):
+    """The ``SessionConfig`` of ``gramcast serve``'s options; a bad value is a GramcastError."""
+    from gramcast.device import resolve_device
+    from gramcast.errors import GramcastError
+    from gramcast.session import SessionConfig
+
+    size = args.output_size.strip().lower()
+    if size == "camera":
+        output_size = None
+    elif size in OUTPUT_PRESETS:
+        output_size = size
+    else:
+        w, sep, h = size.partition("x")
+        if not (sep and w.isdigit() and h.isdigit() and 16 <= int(w) <= 4096 and 16 <= int(h) <= 4096):
+            raise GramcastError(f"--output-size {args.output_size!r}: use one of {', '.join(OUTPUT_PRESETS)}, "
+                                "WIDTHxHEIGHT (16 to 4096 each, e.g. 640x360) or 'camera'")
+        output_size = (int(w), int(h))
+    if not 16 <= args.avatar_resolution <= 2048:
+        raise GramcastError(f"--avatar-resolution {args.avatar_resolution}: use 16 to 2048 pixels (default 256)")
+    if not args.max_fps > 0:
+        raise GramcastError(f"--max-fps {args.max_fps}: give a positive frame rate, e.g. 30")
+    try:
+        device = resolve_device(args.device)
+        if device.type == "cuda":
+            import torch
+
+            if not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count():
+                raise GramcastError(f"--device {args.device}: this machine has no such CUDA device; "
+                                    "use --device auto or cpu")
+    except RuntimeError as exc:
+        raise GramcastError(f"--device {args.device!r} is not a device torch knows ({exc}); "
+                            "use auto, cpu or cuda") from None
+    return SessionConfig(output_size=output_size, avatar_resolution=args.avatar_resolution, max_fps=args.max_fps,
+                         background=args.background, device=args.device, backend=args.backend,
+                         pipeline={"auto": None, "on": True, "off": False}[args.pipeline])
 
 
 def run_token(args) -> int:
@@ -81,10 +134,11 @@ def run_serve(args) -> int:
     from gramcast.server.tokens import SECRET_ENV, mint_token
 
     secret = args.secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
+    session = session_config(args)
     avatars = {path.stem: Avatar.load(path) for path in args.avatar}
     config = ServerConfig(host=args.host, port=args.port, secret=secret,
                           ice_addresses=["127.0.0.1"] if args.loopback_ice else None,
-                          enroll_fn=selfie_enroller(args.enroll_method, args.weights))
+                          enroll_fn=selfie_enroller(args.enroll_method, args.weights), session=session)
     server = GramcastServer(avatars, config)
 
     async def main():

@@ -1,0 +1,74 @@
+"""`gramcast serve`'s avatar-video options: parsed into the SessionConfig every session gets, bad values
+refused before anything starts."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gramcast.cli import build_parser, main
+from gramcast.errors import GramcastError
+from gramcast.server.cli import session_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_args(*extra):
+    return build_parser().parse_args(["serve", "--avatar", "a.gca", *extra])
+
+
+def test_defaults_are_the_session_defaults():
+    from gramcast.session import SessionConfig
+
+    cfg, default = session_config(serve_args()), SessionConfig()
+    for name in ("output_size", "avatar_resolution", "max_fps", "background", "device", "backend", "pipeline"):
+        assert getattr(cfg, name) == getattr(default, name), name
+
+
+def test_options_reach_the_session_config():
+    cfg = session_config(serve_args("--output-size", "640x360", "--avatar-resolution", "192", "--max-fps", "24",
+                                    "--background", "blur", "--device", "cpu", "--pipeline", "on"))
+    assert (cfg.output_size, cfg.avatar_resolution, cfg.max_fps, cfg.background, cfg.device, cfg.pipeline) == \
+        ((640, 360), 192, 24.0, "blur", "cpu", True)
+    assert session_config(serve_args("--output-size", "720P")).output_size == "720p"
+    assert session_config(serve_args("--output-size", "camera")).output_size is None
+    assert session_config(serve_args("--pipeline", "off")).pipeline is False
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--output-size", "640by360"], "--output-size '640by360'"),
+    (["--output-size", "8x8"], "16 to 4096"),
+    (["--avatar-resolution", "4"], "--avatar-resolution 4"),
+    (["--max-fps", "0"], "positive frame rate"),
+    (["--device", "banana"], "not a device torch knows"),
+])
+def test_bad_values_are_refused_with_one_line_before_anything_starts(extra, words, capsys, tmp_path):
+    with pytest.raises(GramcastError, match=words.replace("(", r"\(")):
+        session_config(serve_args(*extra))
+    # through the command: exit 2, one line, and the missing avatar file was not even read
+    assert main(["serve", "--avatar", str(tmp_path / "missing.gca"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_refused():
+    with pytest.raises(GramcastError, match="no such CUDA device"):
+        session_config(serve_args("--device", "cuda"))
+
+
+def test_the_server_gives_every_session_its_config_and_the_frames_follow_it():
+    import cv2
+
+    import gramcast
+    from gramcast.server.app import GramcastServer, ServerConfig
+    from gramcast.session import AvatarSession
+
+    avatar = gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png")
+    cfg = session_config(serve_args("--output-size", "320x200", "--avatar-resolution", "128", "--device", "cpu"))
+    server = GramcastServer({"a": avatar}, ServerConfig(port=0, secret=b"x" * 32, session=cfg))
+    session = server.make_pipeline(avatar)
+    assert isinstance(session, AvatarSession) and session.config is cfg
+    camera = cv2.imread(str(ROOT / "tests" / "data" / "faces" / "london_neutral_001_03.jpg"))
+    out, info = session.processor.process(np.ascontiguousarray(camera[..., ::-1]), 0.0)
+    assert out.shape == (200, 320, 3) and info["face_found"]
