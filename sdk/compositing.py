@@ -38,14 +38,35 @@ def over(fg_rgb: np.ndarray, alpha: np.ndarray, bg_rgb: np.ndarray) -> np.ndarra
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def premultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Straight colour ``(h, w, 3)`` uint8 and alpha ``(h, w)`` in [0, 1] -> premultiplied RGBA ``(h, w, 4)``
+    uint8 (``Renderer.render_premultiplied`` makes this straight from a render)."""
+    a = np.clip(np.asarray(alpha, np.float32), 0.0, 1.0)
+    colour = np.rint(rgb.astype(np.float32) * a[..., None])
+    return np.concatenate([colour, np.rint(a * 255.0)[..., None]], axis=-1).astype(np.uint8)
+
+
 def place_rgba(bg_rgb: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Warp a straight-alpha image by ``matrix`` (dst <- src, 2x3) and composite it over ``bg_rgb``.
 
-    bg_rgb: (H, W, 3) uint8; rgb: (h, w, 3) uint8; alpha: (h, w) float in [0, 1]. Only the frame's
-    rectangle that the warped image covers is touched (the avatar is a fraction of the frame).
+    bg_rgb: (H, W, 3) uint8; rgb: (h, w, 3) uint8; alpha: (h, w) float in [0, 1]. See ``place_premultiplied``.
+    """
+    return place_premultiplied(bg_rgb, premultiply(rgb, alpha), matrix)
+
+
+def place_premultiplied(bg_rgb: np.ndarray, rgba: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Warp a premultiplied RGBA image ``(h, w, 4)`` uint8 by ``matrix`` (dst <- src, 2x3) and composite it
+    over ``bg_rgb`` ``(H, W, 3)`` uint8: a new frame.
+
+    Premultiplied colour warps without dark fringes (a transparent texel adds nothing to its
+    neighbours). All in 8 bits, in OpenCV's integer kernels: 1.2 ms for a 256² avatar scaled 1.3x into a
+    640x480 frame against 2.7 ms in float32. The 8-bit warp weighs neighbours in steps of 1/32, so it
+    differs from a float warp by a tenth of a level on average and a few levels at the sharpest
+    texel-to-texel edges (tests/test_compositing.py). Only the rectangle the warped image covers is
+    touched (the avatar is a fraction of the frame).
     """
     h, w = bg_rgb.shape[:2]
-    sh, sw = alpha.shape[:2]
+    sh, sw = rgba.shape[:2]
     m = np.asarray(matrix, np.float64)
     corners = np.array([[0, 0], [sw, 0], [0, sh], [sw, sh]], np.float64) @ m[:, :2].T + m[:, 2]
     x0, y0 = np.floor(corners.min(0)).astype(int) - 1
@@ -56,25 +77,11 @@ def place_rgba(bg_rgb: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, matrix: n
         return out
     shifted = m.copy()
     shifted[:, 2] -= (x0, y0)
-    # Warp premultiplied colour so the avatar's transparent fringe does not bleed dark edges.
-    # Per-channel OpenCV arithmetic on contiguous planes: the same float32 sums as numpy's
-    # broadcasting over interleaved channels, in half the time (3 ms -> 1.5 ms for a 256² avatar).
-    a = np.ascontiguousarray(alpha, np.float32)
-    premult = cv2.merge([cv2.multiply(c, a, dtype=cv2.CV_32F) for c in cv2.split(np.ascontiguousarray(rgb))] + [a])
-    warped = cv2.warpAffine(premult, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+    warped = cv2.warpAffine(np.ascontiguousarray(rgba), shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    *colour, cover = cv2.split(warped)
-    keep = 1.0 - np.clip(cover, 0.0, 1.0)         # how much of the background shows through
+    keep = cv2.cvtColor(255 - warped[..., 3], cv2.COLOR_GRAY2RGB)     # how much background shows through
     roi = out[y0:y1, x0:x1]
-    blended = []
-    for bg_c, fg_c in zip(cv2.split(roi), colour):
-        acc = cv2.multiply(bg_c, keep, dtype=cv2.CV_32F)
-        acc += fg_c
-        blended.append(acc)
-    acc = cv2.merge(blended)
-    np.rint(acc, out=acc)
-    np.clip(acc, 0, 255, out=acc)
-    roi[...] = acc
+    roi[...] = cv2.add(cv2.multiply(roi, keep, scale=1.0 / 255.0), cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB))
     return out
 
 
@@ -142,7 +149,7 @@ class AvatarFrameProcessor:
         cfg = self.config
         t1 = time.perf_counter()
         res = cfg.avatar_resolution
-        avatar_rgb, avatar_alpha = on_torch_thread(self.renderer.render_rgba, tracked.yaw_pitch, res)
+        avatar = on_torch_thread(self.renderer.render_premultiplied, tracked.yaw_pitch, res)
         t2 = time.perf_counter()
         out_w, out_h = cfg.size_for((rgb.shape[1], rgb.shape[0]))
         bg = make_background(cfg.background, (out_w, out_h), rgb, cfg.background_color, cfg.background_image)
@@ -150,6 +157,6 @@ class AvatarFrameProcessor:
         to_out = np.diag([out_w / rgb.shape[1], out_h / rgb.shape[0], 1.0])
         frame_from_crop = np.vstack([tracked.frame_from_crop(res), [0.0, 0.0, 1.0]])
         matrix = (to_out @ frame_from_crop)[:2]
-        out = place_rgba(bg, avatar_rgb, avatar_alpha, to_index_matrix(matrix))
+        out = place_premultiplied(bg, avatar, to_index_matrix(matrix))
         t3 = time.perf_counter()
         return out, {"render_ms": (t2 - t1) * 1e3, "compose_ms": (t3 - t2) * 1e3}

@@ -283,6 +283,23 @@ def test_turning_the_avatar_opens_no_holes_and_turns_the_face(sample_avatar):
     assert yaws == sorted(yaws) and yaws[0] < -0.2 and yaws[-1] > 0.2, yaws
 
 
+def test_premultiplied_frames_are_the_render_in_8_bits(sample_avatar):
+    from gramcast.compositing import premultiply
+
+    renderer = Renderer(sample_avatar)
+    rgba = renderer.render_premultiplied((0.3, -0.1), 128)
+    out = renderer.render([(0.3, -0.1)], 128)
+    assert rgba.shape == (128, 128, 4) and rgba.dtype == np.uint8
+    alpha = out.alpha[0, 0].numpy()
+    assert np.array_equal(rgba[..., 3], np.rint(alpha * 255).astype(np.uint8))
+    colour = (out.rgb[0].numpy().transpose(1, 2, 0) + alpha[..., None]) * 127.5   # premultiplied, 0..255
+    assert np.abs(rgba[..., :3] - colour).max() <= 0.5 + 1e-3
+    assert (rgba[..., :3].astype(int) <= rgba[..., 3:].astype(int) + 1).all()    # colour never exceeds alpha
+    # the same as premultiplying the straight frame, but for that frame's own rounding
+    assert np.abs(rgba.astype(int) - premultiply(*renderer.render_rgba((0.3, -0.1), 128))).max() <= 1
+    assert 0.05 < (rgba[..., 3] == 255).mean() and (rgba[..., 3] == 0).mean() > 0.05
+
+
 @pytest.mark.parametrize("case,error", [
     ("corrupt", InvalidImageError), ("empty", InvalidImageError), ("faceless", FaceNotFoundError),
     ("two", MultipleFacesError), ("tiny", FaceTooSmallError),

@@ -429,6 +429,15 @@ class Renderer:
         parts = [mod(c) for c in p.split(chunk)]
         return RenderResult(*(torch.cat(x) for x in zip(*parts)))
 
+    def render_premultiplied(self, yaw_pitch, resolution: int = 256) -> np.ndarray:
+        """One frame as premultiplied RGBA ``(H, W, 4)`` uint8, what ``gramcast.compositing.place_premultiplied``
+        places in a video frame (the renderer's colour is premultiplied already: no division)."""
+        out = self.render([tuple(yaw_pitch)], resolution)
+        alpha = out.alpha[0].float()
+        # straight colour c in [-1, 1] -> (c + 1) * 127.5, premultiplied: (a c + a) * 127.5
+        rgba = torch.cat([(out.rgb[0].float() + alpha) * 127.5, alpha * 255.0])
+        return rgba.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+
     def render_rgba(self, yaw_pitch, resolution: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """One frame as straight (not premultiplied) colour ``(H, W, 3)`` uint8 and alpha ``(H, W)`` float32."""
         out = self.render([tuple(yaw_pitch)], resolution)
