@@ -3,21 +3,28 @@
 #
 #   OUT=$OUT bash bench/gpu_suite.sh [bench|train|all] [TRAIN_MINUTES]
 #
-#   bench  (~5 min): cached renderer vs full model on the GPU with large batches (issue: >= 1000 frames/s
+# A lease is 15 minutes of device time in all (start-up included) and one call may run 10, so `all`
+# keeps itself under BUDGET_S seconds (default 540): call it with the run tool's timeout_s=590.
+#   bench  (<= 4 min): cached renderer vs full model on the GPU with large batches (issue: >= 1000 frames/s
 #          batched, cached >= 50x faster), the full model's render cost, graminverter enrollment time.
-#   train  (TRAIN_MINUTES, default 8): one round of the small GAN (training/scripts/gpu_round.sh) from
-#          $DATA (default data/lfw128_q75.zip, 34 MiB), warm-started from carry/gan-small-00001-of-*.safetensors
-#          when present (34 MiB: with it, carry a <= 29 MiB set, e.g. DATA=data/lfw128_q60.zip, 28 MiB).
-#          Make the sets with: gramcast-train pack-dataset data/lfw128_train data/lfw128_q75.zip --quality 75
+#   train  (TRAIN_MINUTES; default: what BUDGET_S leaves after bench, at least 2): one round of the small
+#          GAN (training/scripts/gpu_round.sh) from $DATA (default data/lfw128_q75.zip, 34 MiB, carried:
+#          data/ is ignored by git), warm-started from carry/gan-small-00001-of-*.safetensors when present
+#          (34 MiB: with it, carry a <= 29 MiB set, e.g. DATA=data/lfw128_q60.zip). Make the set with
+#            gramcast-train pack-dataset data/lfw128 data/lfw128_q75.zip --quality 75 \
+#              --exclude-people training/splits/lfw_validation_people.txt
 #   all    both, bench first.
 # What comes back (a lent machine returns at most 8 files): bench.tar.gz (JSON + logs), the snapshot
 # parts gan-small-0000i-of-0000n.safetensors (<= 15 MiB each) and train_logs.tar.gz.
 # The machine's image has torch, numpy, safetensors, opencv, tqdm, tensorboard but no mediapipe, so
 # nothing here needs the face models. Each part has its own time limit; a failing part does not stop
-# the others. Runs on a CPU too, for a smoke test:
-#   PYTHON=.venv/bin/python OUT=/tmp/gpu SIZES=64 BATCHES=1 PRESETS=tiny bash bench/gpu_suite.sh bench
+# the others. TRAIN_ARGS adds options to the training command. Runs on a CPU too, for a smoke test (the
+# small GAN's batch of 32 needs ~23 GB there):
+#   PYTHON=.venv/bin/python OUT=/tmp/gpu SIZES=64 BATCHES=1 PRESETS=tiny BUDGET_S=150 \
+#     DATA=data/lfw64_train.zip TRAIN_ARGS="--batch-size 2" bash bench/gpu_suite.sh all
 set -uo pipefail
-mode=${1:-all} minutes=${2:-8}
+mode=${1:-all} minutes=${2:-}
+BUDGET_S=${BUDGET_S:-540}
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:?set OUT to the folder that comes back}
 work=$(mktemp -d)
@@ -29,22 +36,27 @@ fi
   | tee "$work/bench/gpu.txt"
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
   b="$work/bench"
-  timeout 200 "$PYTHON" bench/render_cache.py --device cuda --no-enrolled --sizes ${SIZES:-256 512} \
+  timeout 120 "$PYTHON" bench/render_cache.py --device cuda --no-enrolled --sizes ${SIZES:-256 512} \
     --batches ${BATCHES:-1 8 64} --budget 3 --json "$b/render_cache_gpu.json" > "$b/render_cache_gpu.log" 2>&1
   echo "render_cache exit $?"
-  timeout 120 "$PYTHON" bench/enroll.py --no-face-models --presets ${PRESETS:-tiny,small,paper} --repeats 5 \
+  timeout 60 "$PYTHON" bench/enroll.py --no-face-models --presets ${PRESETS:-tiny,small,paper} --repeats 5 \
     --json "$b/enroll_gpu.json" > "$b/enroll_gpu.log" 2>&1
   echo "enroll exit $?"
-  timeout 90 "$PYTHON" bench/render_model.py --preset small --sizes ${SIZES:-128 256} --grad-sizes 128 \
+  timeout 60 "$PYTHON" bench/render_model.py --preset small --sizes ${SIZES:-128 256} --grad-sizes 128 \
     --json "$b/render_model_gpu.json" > "$b/render_model_gpu.log" 2>&1
   echo "render_model exit $?"
   tail -n 25 "$b/render_cache_gpu.log"; tail -n 6 "$b/enroll_gpu.log"
   tar czf "$OUT/bench.tar.gz" -C "$work" bench
 fi
 if [ "$mode" = train ] || [ "$mode" = all ]; then
+  if [ -z "$minutes" ]; then   # what the budget leaves, less ~1 min for loading, the snapshot and packing
+    minutes=$(( (BUDGET_S - SECONDS - 60) / 60 ))
+    [ "$minutes" -lt 2 ] && minutes=2
+  fi
+  echo "training for $minutes min ($SECONDS s used of $BUDGET_S)"
   init=$(ls carry/gan-small-00001-of-*.safetensors 2>/dev/null | head -n 1)
   OUT="$work/train" PYTHON="$PYTHON" bash training/scripts/gpu_round.sh gan small "${DATA:-data/lfw128_q75.zip}" "$minutes" \
-    "$init" --eval-every 0 --checkpoint-every 500 --image-every 500 > "$work/train/train.log" 2>&1
+    "$init" --eval-every 0 --checkpoint-every 500 --image-every 500 ${TRAIN_ARGS:-} > "$work/train/train.log" 2>&1
   echo "train exit $?"
   mv "$work"/train/*.safetensors "$OUT"/ 2>/dev/null
   tail -n 8 "$work/train/train.log"
