@@ -30,15 +30,21 @@ import torch
 
 
 def load_reference(ref: str, into: Path):
-    """The reference commit's renderer module, importing its own heightfield module."""
-    def show(path: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True,
-                              capture_output=True, text=True).stdout
+    """The reference commit's renderer module, importing its own heightfield (and, from 344d402 on,
+    layer_compositing) module."""
+    def show(path: str) -> str | None:
+        done = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
 
-    (into / "ref_heightfield.py").write_text(show("sdk/avatar/heightfield.py"))
-    src = re.sub(r"from gramcast\.avatar\.heightfield import", "from ref_heightfield import",
-                 show("sdk/avatar/renderer.py"))
-    (into / "ref_renderer.py").write_text(src)
+    def own_modules(src: str) -> str:
+        return re.sub(r"from gramcast\.avatar\.(heightfield|layer_compositing) import", r"from ref_\1 import", src)
+
+    for name in ("heightfield", "layer_compositing", "renderer"):
+        src = show(f"sdk/avatar/{name}.py")
+        if src is None and name != "layer_compositing":
+            raise SystemExit(f"{ref} has no sdk/avatar/{name}.py")
+        if src is not None:
+            (into / f"ref_{name}.py").write_text(own_modules(src))
     sys.path.insert(0, str(into))
     return importlib.import_module("ref_renderer")
 
