@@ -126,12 +126,13 @@ class AvatarFrameProcessor:
 
         self.config = config
         self.tracker = tracker or HeadTracker()
-        self.renderer = renderer or Renderer(avatar, device=config.device, backend=config.backend)
+        self.renderer = renderer or on_torch_thread(Renderer, avatar, device=config.device, backend=config.backend)
 
     def set_avatar(self, avatar) -> None:
+        """Render ``avatar`` from the next frame on (call it where ``draw`` runs: it does torch work)."""
         from gramcast.avatar import Renderer
 
-        self.renderer = Renderer(avatar, device=self.config.device, backend=self.config.backend)
+        self.renderer = on_torch_thread(Renderer, avatar, device=self.config.device, backend=self.config.backend)
 
     def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
         tracked, info = self.track(rgb, timestamp)

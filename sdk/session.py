@@ -104,6 +104,7 @@ class AvatarSession:
         self.config = config or SessionConfig()
         self.avatar = avatar
         self._processor = processor
+        self._made_for = avatar      # the avatar the processor renders
         self._pipelined = _pipeline_on(self.config) and (processor is None or is_two_stage(processor))
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gramcast-render")
@@ -143,10 +144,22 @@ class AvatarSession:
         return self._stats.as_dict()
 
     def set_avatar(self, avatar) -> None:
-        """Switch to another avatar from the next frame on."""
+        """Switch to another avatar from the next rendered frame on. The processor makes its renderer in
+        the render thread, between two frames: not on the caller's thread (the event loop), whose torch
+        work would stall it and slow every later render (``gramcast.torch_threads``)."""
         self.avatar = avatar
-        if self._processor is not None:
-            self._processor.set_avatar(avatar)
+        try:
+            self._executor.submit(self._switch_avatar, avatar)
+        except RuntimeError:  # the executor was shut down: the session is closing
+            pass
+
+    def _switch_avatar(self, avatar) -> None:
+        # In the render thread, after any frame or processor construction submitted before: a processor
+        # not made yet will be made for self.avatar, one made for this avatar already stays.
+        if self._processor is None or self._made_for is avatar or self.avatar is not avatar:
+            return
+        self._processor.set_avatar(avatar)
+        self._made_for = avatar
 
     async def close(self) -> None:
         self._ended = True
@@ -170,6 +183,7 @@ class AvatarSession:
         if self._processor is None:
             from gramcast.compositing import AvatarFrameProcessor
 
+            self._made_for = self.avatar
             self._processor = AvatarFrameProcessor(self.avatar, self.config)
         return self._processor
 

@@ -312,3 +312,42 @@ async def test_a_frame_that_fails_is_skipped_and_the_session_goes_on(stage, pipe
     assert got == [10, 12]
     assert f"{'tracking' if stage == 'track' else 'rendering'} a frame failed" in caplog.text
     await session.close()
+
+
+class AvatarTagger:
+    """Stamps the avatar it renders into the frame; records where set_avatar ran."""
+
+    def __init__(self, avatar):
+        self.avatar, self.switched_in = avatar, []
+
+    def track(self, rgb, timestamp):
+        return None, {}
+
+    def draw(self, rgb, head):
+        out = rgb.copy()
+        out[...] = self.avatar
+        return out, {}
+
+    def process(self, rgb, timestamp):
+        return self.draw(rgb, None)[0], {}
+
+    def set_avatar(self, avatar):
+        self.switched_in.append(threading.current_thread().name)
+        self.avatar = avatar
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+async def test_switching_avatars_happens_in_the_render_thread_between_frames(pipeline):
+    cam, proc = QueueCamera(frame_interval_s=0.5), AvatarTagger(40)
+    session = AvatarSession(40, SessionConfig(max_fps=0, pipeline=pipeline), processor=proc)
+    out = session.attach(cam)
+    cam.push(1)
+    first = await asyncio.wait_for(out.recv(), 5)
+    session.set_avatar(120)
+    session.set_avatar(200)             # two quick switches: the last one wins, the first is skipped
+    cam.push(2)
+    second = await asyncio.wait_for(out.recv(), 5)
+    values = [int(np.median(f.to_ndarray(format="rgb24"))) for f in (first, second)]
+    assert abs(values[0] - 40) <= 2 and abs(values[1] - 200) <= 2, values
+    assert len(proc.switched_in) == 1 and proc.switched_in[0].startswith("gramcast-render")
+    await session.close()
