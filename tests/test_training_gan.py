@@ -86,6 +86,13 @@ def test_tiny_run_trains_and_exports_a_loadable_generator(dataset, tmp_path):
     scores = json.loads((tmp_path / "card" / "gan.json").read_text())
     assert scores["diversity_real"] > 0 and scores["diversity_ratio"] > 0 and np.isfinite(scores["psnr_mv"])
     assert "fid" not in scores and sorted(p.name for p in (tmp_path / "card").iterdir()) == ["gan.json", "gan.png"]
+    # a prefix with a dot in it is kept whole (not taken for a suffix); a .png name gives its stem
+    for prefix in ("lr2.5e-3", "b8.png"):
+        assert train_main(["report", str(out / "generator_ema.safetensors"), "--data", str(dataset),
+                           "-o", str(tmp_path / "card2" / prefix), "--identities", "1", "--diversity-samples", "2",
+                           "--fid-samples", "0", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "card2").iterdir()) == ["b8.json", "b8.png", "lr2.5e-3.json",
+                                                                     "lr2.5e-3.png"]
 
 
 @pytest.mark.parametrize("variant", ["eager_r1", "lazy_r1", "augment"])

@@ -94,14 +94,17 @@ def run_report(args) -> int:
     scores = {"generator": str(args.generator), "data": str(args.data), "images_in_data": len(dataset),
               "grid": "rows: identities (seeded); columns: yaw " + ", ".join(f"{y:+.1f}" for y in YAWS), **scores}
     out = Path(args.out)
+    if out.suffix in (".png", ".json"):     # given as a file name: the prefix is its stem
+        out = out.with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
+    png_path, json_path = out.with_name(out.name + ".png"), out.with_name(out.name + ".json")  # "run1.5" stays
     png = (grid.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)[..., ::-1]
-    for path, write in ((out.with_suffix(".png"), lambda p: cv2.imwrite(str(p), png)),
-                        (out.with_suffix(".json"), lambda p: p.write_text(json.dumps(scores, indent=1) + "\n"))):
+    for path, write in ((png_path, lambda p: cv2.imwrite(str(p), png)),
+                        (json_path, lambda p: p.write_text(json.dumps(scores, indent=1) + "\n"))):
         tmp = path.with_name(path.stem + ".part" + path.suffix)   # atomic: never a half-written file
         if write(tmp) is False:
             raise GramcastError(f"could not write {path}")
         os.replace(tmp, path)
     shown = {k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}
-    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}: {shown}", flush=True)
+    print(f"wrote {png_path} and {json_path}: {shown}", flush=True)
     return 0
