@@ -13,3 +13,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
+
+
+def available_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``resolve_device``, refusing with a ``GramcastError`` (that says what to use instead) a name torch
+    does not know or a CUDA device this machine does not have."""
+    from gramcast.errors import GramcastError
+
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        raise GramcastError(f"{device!r} is not a device torch knows ({exc}); use auto, cpu or cuda") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise GramcastError(f"{device}: this machine has no such CUDA device; use auto or cpu")
+    return dev

@@ -188,8 +188,7 @@ class AvatarSession:
         return self._processor
 
     def _stages(self) -> TwoStageFrameProcessor:
-        proc = self.processor
-        return as_two_stage(proc)
+        return as_two_stage(self.processor)
 
     async def _pump(self) -> None:
         from aiortc.mediastreams import MediaStreamError

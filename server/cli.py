@@ -62,7 +62,7 @@ def register(sub) -> None:
 
 def session_config(args):
     """The ``SessionConfig`` of ``gramcast serve``'s options; a bad value is a GramcastError."""
-    from gramcast.device import resolve_device
+    from gramcast.device import available_device
     from gramcast.errors import GramcastError
     from gramcast.session import SessionConfig
 
@@ -82,16 +82,9 @@ def session_config(args):
     if not args.max_fps > 0:
         raise GramcastError(f"--max-fps {args.max_fps}: give a positive frame rate, e.g. 30")
     try:
-        device = resolve_device(args.device)
-        if device.type == "cuda":
-            import torch
-
-            if not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count():
-                raise GramcastError(f"--device {args.device}: this machine has no such CUDA device; "
-                                    "use --device auto or cpu")
-    except RuntimeError as exc:
-        raise GramcastError(f"--device {args.device!r} is not a device torch knows ({exc}); "
-                            "use auto, cpu or cuda") from None
+        available_device(args.device)
+    except GramcastError as exc:
+        raise GramcastError(f"--device {exc}") from None
     return SessionConfig(output_size=output_size, avatar_resolution=args.avatar_resolution, max_fps=args.max_fps,
                          background=args.background, device=args.device, backend=args.backend,
                          pipeline={"auto": None, "on": True, "off": False}[args.pipeline])
