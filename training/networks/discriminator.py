@@ -30,14 +30,23 @@ class DiscriminatorBlock(nn.Module):
         return (y + s) / math.sqrt(2.0)
 
 
-def _minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
+def minibatch_stddev(x: torch.Tensor, group: int = 4, sets: int = 1) -> torch.Tensor:
+    """StyleGAN's minibatch standard deviation as one more channel: (B, C, H, W) -> (B, C + 1, H, W).
+
+    The batch holds ``sets`` independent sets of equal size one after the other (reals, then
+    fakes); each group of up to ``group`` samples lies inside one set. A group mixing reals with
+    fakes would give a collapsed fake batch the spread of the reals beside it, and the statistic
+    exists to expose exactly that collapse.
+    """
     b, c, h, w = x.shape
-    g = min(group, b)
-    while b % g:
+    if sets < 1 or b % sets:
+        raise ValueError(f"a batch of {b} does not split into {sets} equal sets")
+    per_set = b // sets
+    g = min(group, per_set)
+    while per_set % g:
         g -= 1
-    y = x.reshape(g, -1, c, h, w)
-    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (b/g,)
-    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+    y = x.reshape(b // g, g, c, h, w).var(dim=1, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    y = y.repeat_interleave(g).reshape(b, 1, 1, 1).expand(b, 1, h, w)
     return torch.cat([x, y], dim=1)
 
 
@@ -60,11 +69,13 @@ class PoseDiscriminator(nn.Module):
         self.fc = EqualLinear(c4 * 16, c4)
         self.out = EqualLinear(c4, 1 + 2)
 
-    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, img: torch.Tensor, sets: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sets``: how many independent sets of equal size ``img`` holds, one after the other
+        (2 for reals then fakes); no sample's output depends on another set's samples."""
         x = _act(self.from_rgb(img))
         for block in self.blocks:
             x = block(x)
-        x = _act(self.conv(_minibatch_stddev(x)))
+        x = _act(self.conv(minibatch_stddev(x, sets=sets)))
         x = _act(self.fc(x.flatten(1)))
         out = self.out(x)
         return out[:, 0], out[:, 1:]

@@ -143,14 +143,15 @@ class GANStage:
         real, real_pose = self.data.sample(b, g, flip=cfg.flip, device=dev)
         fake_pose = self.poses.sample(b, g, device=dev)
 
-        # Discriminator: one forward over reals and fakes together (DDP sees one forward per step).
+        # Discriminator: one forward over reals and fakes together (DDP sees one forward per step),
+        # as two sets, so the minibatch statistic of the fakes is theirs alone.
         self.D.requires_grad_(True)
         with torch.no_grad(), self._autocast():
             fake = self.G_forward(self._latents(b, g), fake_pose).float()
         do_r1 = cfg.r1_gamma > 0 and cfg.r1_every > 0 and step % cfg.r1_every == 0
         real = real.detach().requires_grad_(do_r1)
         with self._autocast():
-            logits, pred_pose = self.D_forward(diff_augment(torch.cat([real, fake]), self.augment, g))
+            logits, pred_pose = self.D_forward(diff_augment(torch.cat([real, fake]), self.augment, g), 2)
         logits, pred_pose = logits.float(), pred_pose.float()
         real_logits, fake_logits = logits[:b], logits[b:]
         loss_adv_d = discriminator_loss(real_logits, fake_logits)
