@@ -27,3 +27,14 @@ def available_device(device: str | torch.device | None = "auto") -> torch.device
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise GramcastError(f"{device}: this machine has no such CUDA device; use auto or cpu")
     return dev
+
+
+def device_option(value: str, option: str = "--device") -> torch.device:
+    """``available_device`` for a command-line option: the refusal names the option, and comes before
+    the command loads or writes anything."""
+    from gramcast.errors import GramcastError
+
+    try:
+        return available_device(value)
+    except GramcastError as exc:
+        raise GramcastError(f"{option} {exc}") from None

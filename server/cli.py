@@ -62,7 +62,7 @@ def register(sub) -> None:
 
 def session_config(args):
     """The ``SessionConfig`` of ``gramcast serve``'s options; a bad value is a GramcastError."""
-    from gramcast.device import available_device
+    from gramcast.device import device_option
     from gramcast.errors import GramcastError
     from gramcast.session import SessionConfig
 
@@ -81,10 +81,7 @@ def session_config(args):
         raise GramcastError(f"--avatar-resolution {args.avatar_resolution}: use 16 to 2048 pixels (default 256)")
     if not args.max_fps > 0:
         raise GramcastError(f"--max-fps {args.max_fps}: give a positive frame rate, e.g. 30")
-    try:
-        available_device(args.device)
-    except GramcastError as exc:
-        raise GramcastError(f"--device {exc}") from None
+    device_option(args.device)
     return SessionConfig(output_size=output_size, avatar_resolution=args.avatar_resolution, max_fps=args.max_fps,
                          background=args.background, device=args.device, backend=args.backend,
                          pipeline={"auto": None, "on": True, "off": False}[args.pipeline])

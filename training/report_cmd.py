@@ -70,13 +70,13 @@ def run_report(args) -> int:
     import cv2
     import numpy as np
 
-    from gramcast.device import resolve_device
+    from gramcast.device import device_option
     from gramcast.errors import GramcastError
     from gramcast.model import GRAMModel
     from gramcast.training.data import FaceDataset
     from gramcast.training.metrics import HOW_TO_GET, InceptionFeatures, find_inception_weights
 
-    device = resolve_device(args.device)
+    device = device_option(args.device)
     model = GRAMModel.load(args.generator, device=device).eval()
     try:
         dataset = FaceDataset(args.data, model.config.resolution)

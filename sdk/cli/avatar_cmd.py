@@ -86,11 +86,13 @@ def composite_over(rgb, alpha, colour):
 def run_enroll(args) -> int:
     import time
 
+    from gramcast.device import device_option
     from gramcast.enrollment import enroll
     from gramcast.errors import GramcastError
     from gramcast.media_io import check_output_path
 
-    check_output_path(args.out)               # fail before the slow part, not after it
+    device_option(args.device)                # fail before the slow part, not after it
+    check_output_path(args.out)
     t0 = time.perf_counter()
     options = {}
     if args.refine_steps:
