@@ -20,6 +20,22 @@ def test_two_layers_composite_to_the_closed_form():
     assert torch.allclose(out.weights, torch.tensor([[0.5, 0.5]]))
 
 
+def test_bf16_layers_composite_in_float32_and_an_opaque_layer_passes_gradients():
+    # what autocast hands over on a GPU: bf16 layers, the front one fully opaque (1 - a = 0 exactly,
+    # the case where CUDA autocast's cumprod backward broke); weights 1/3 do not survive bf16 products
+    third = torch.tensor(1 / 3)
+    alpha = torch.stack([third, third.new_tensor(1.0), third])[None].bfloat16().requires_grad_()
+    rgb = layers(RED, GREEN, BLUE).bfloat16().requires_grad_()
+    out = composite(rgb, alpha, torch.tensor([[1.0, 2.0, 3.0]]).bfloat16())
+    assert out.rgb.dtype == out.weights.dtype == torch.float32
+    a0 = float(torch.tensor(1 / 3).bfloat16())                   # the bf16 value of 1/3, composited exactly
+    assert torch.allclose(out.rgb, torch.tensor([[a0, 1 - a0, 0.0]]), atol=1e-7)
+    out.rgb[..., 1].sum().backward()
+    assert alpha.grad.dtype == torch.bfloat16 and torch.isfinite(alpha.grad.float()).all()
+    assert float(alpha.grad[0, 2]) == 0.0                        # behind an opaque layer: no say
+    assert float(alpha.grad[0, 0]) < 0                           # more of red in front, less green
+
+
 def test_unsorted_layers_are_sorted_by_depth_per_ray():
     # two pixels (S = (2,)): pixel 0 lists the layers far-to-near, pixel 1 near-to-far
     rgb = torch.stack([torch.stack([BLUE, BLUE]), torch.stack([RED, RED])])[None]   # (1, N=2, S=2, 3)

@@ -42,9 +42,11 @@ def composite(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor | None = 
     the background plane in front of a far shell cap). Invalid layers contribute nothing.
     ``background``: a colour (3,) or ``(B, *S, 3)`` that fills what the layers leave uncovered.
     """
-    a = alpha.movedim(1, -1)                                     # (B, *S, N)
-    c = rgb.movedim(1, -2)                                       # (B, *S, N, 3)
-    t = depth.movedim(1, -1)
+    # float32 whatever the inputs (bf16 under autocast): a product of N transmittances loses bf16's few
+    # bits, and CUDA autocast runs cumprod(bf16, dtype=float32), whose backward fails once an alpha is 1.
+    a = alpha.movedim(1, -1).float()                             # (B, *S, N)
+    c = rgb.movedim(1, -2).float()                               # (B, *S, N, 3)
+    t = depth.movedim(1, -1).float()
     if valid is not None:
         v = valid.movedim(1, -1)
         a = torch.where(v, a, torch.zeros_like(a))
