@@ -5,8 +5,9 @@
 #
 # A lease is 15 minutes of device time in all (start-up included) and one call may run 10, so `all`
 # keeps itself under BUDGET_S seconds (default 540): call it with the run tool's timeout_s=590.
-#   bench  (<= 4 min): cached renderer vs full model on the GPU with large batches (issue: >= 1000 frames/s
-#          batched, cached >= 50x faster), the full model's render cost, graminverter enrollment time.
+#   bench  (<= 6 min): cached renderer vs full model on the GPU with large batches (issue: >= 1000 frames/s
+#          batched, cached >= 50x faster), the full model's render cost, graminverter enrollment time,
+#          and a profile of the small GAN's training step (bench/train_step.py).
 #   train  (TRAIN_MINUTES; default: what BUDGET_S leaves after bench, at least 2): one round of the small
 #          GAN (training/scripts/gpu_round.sh) from $DATA (default data/lfw128_q75.zip, 34 MiB, carried:
 #          data/ is ignored by git), warm-started from carry/gan-small-00001-of-*.safetensors when present
@@ -45,7 +46,12 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
   timeout 60 "$PYTHON" bench/render_model.py --preset small --sizes ${SIZES:-128 256} --grad-sizes 128 \
     --json "$b/render_model_gpu.json" > "$b/render_model_gpu.log" 2>&1
   echo "render_model exit $?"
-  tail -n 25 "$b/render_cache_gpu.log"; tail -n 6 "$b/enroll_gpu.log"
+  # where a small GAN step's 0.42 s went on the first lent H200 (76 images/s): variants + profile
+  timeout 150 "$PYTHON" bench/train_step.py --data "${DATA:-data/lfw128_q75.zip}" --preset small --steps 5 \
+    --warmup 2 --variant default --variant r1_every=16 --variant amp=false --profile-steps 2 \
+    --json "$b/train_step_gpu.json" > "$b/train_step_gpu.log" 2>&1
+  echo "train_step exit $?"
+  tail -n 25 "$b/render_cache_gpu.log"; tail -n 6 "$b/enroll_gpu.log"; grep -v '^{' "$b/train_step_gpu.log" | tail -n 30
   tar czf "$OUT/bench.tar.gz" -C "$work" bench
 fi
 if [ "$mode" = train ] || [ "$mode" = all ]; then

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from gramcast.model import GRAMConfig, GRAMModel
 from gramcast.training.augment import diff_augment, parse_policy
@@ -140,11 +141,32 @@ class GANStage:
         cfg, dev = self.cfg, self.dist.device
         g = step_generator(cfg.seed, step, self.dist.rank)
         b = cfg.batch_size
-        real, real_pose = self.data.sample(b, g, flip=cfg.flip, device=dev)
-        fake_pose = self.poses.sample(b, g, device=dev)
+        # the named ranges are what bench/train_step.py's profile splits a step into
+        with record_function("gan/data"):
+            real, real_pose = self.data.sample(b, g, flip=cfg.flip, device=dev)
+            fake_pose = self.poses.sample(b, g, device=dev)
+        with record_function("gan/D_step"):
+            d = self._discriminator_step(step, real, real_pose, fake_pose, g)
+        with record_function("gan/G_step"):
+            loss_g, loss_adv_g, loss_pose_g = self._generator_step(g)
+        with record_function("gan/ema"):
+            self.images_seen += b * self.dist.world_size
+            self._update_ema()
+        scalars = {
+            "loss/D": d["loss"], "loss/G": loss_g, "loss/D_adv": d["adv"], "loss/G_adv": loss_adv_g,
+            "loss/r1": self._last_r1, "loss/pose_D": d["pose"], "loss/pose_G": loss_pose_g,
+            "D/real_score": d["real_logits"].mean(), "D/fake_score": d["fake_logits"].mean(),
+        }
+        out = reduce_scalars(scalars, self.dist, [self.G, self.D])
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self._inception_path is not None:
+            out.update({f"eval/{k}": v for k, v in self.evaluate_fid().items()})
+        return out
 
-        # Discriminator: one forward over reals and fakes together (DDP sees one forward per step),
-        # as two sets, so the minibatch statistic of the fakes is theirs alone.
+    def _discriminator_step(self, step: int, real, real_pose, fake_pose, g) -> dict[str, torch.Tensor]:
+        """One D update: non-saturating loss + (lazy) R1 on reals + pose regression."""
+        cfg, b = self.cfg, real.shape[0]
+        # One forward over reals and fakes together (DDP sees one forward per step), as two sets, so
+        # the minibatch statistic of the fakes is theirs alone.
         self.D.requires_grad_(True)
         with torch.no_grad(), self._autocast():
             fake = self.G_forward(self._latents(b, g), fake_pose).float()
@@ -154,44 +176,38 @@ class GANStage:
             logits, pred_pose = self.D_forward(diff_augment(torch.cat([real, fake]), self.augment, g), 2)
         logits, pred_pose = logits.float(), pred_pose.float()
         real_logits, fake_logits = logits[:b], logits[b:]
-        loss_adv_d = discriminator_loss(real_logits, fake_logits)
+        loss_adv = discriminator_loss(real_logits, fake_logits)
         if do_r1:
             r1 = r1_penalty(real_logits, real)
             self._last_r1 = r1.detach()
         else:
             r1 = real_logits.new_zeros(())
-        loss_pose_d = pose_loss(pred_pose[b:], fake_pose)
+        loss_pose = pose_loss(pred_pose[b:], fake_pose)
         if cfg.pose_on_real:
-            loss_pose_d = loss_pose_d + pose_loss(pred_pose[:b], real_pose)
-        loss_d = loss_adv_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1 + cfg.pose_weight * loss_pose_d
+            loss_pose = loss_pose + pose_loss(pred_pose[:b], real_pose)
+        loss = loss_adv + 0.5 * cfg.r1_gamma * cfg.r1_every * r1 + cfg.pose_weight * loss_pose
         self.opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
+        loss.backward()
         self.opt_D.step()
+        return {"loss": loss, "adv": loss_adv, "pose": loss_pose,
+                "real_logits": real_logits, "fake_logits": fake_logits}
 
-        # Generator: D is only a critic here, so it is run outside DDP and its grads are skipped.
+    def _generator_step(self, g) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One G update (non-saturating loss + pose regression on its renders) -> (loss, adv, pose)."""
+        cfg, b = self.cfg, self.cfg.batch_size
+        # D is only a critic here, so it is run outside DDP and its grads are skipped.
         self.D.requires_grad_(False)
-        pose_g = self.poses.sample(b, g, device=dev)
+        pose_g = self.poses.sample(b, g, device=self.dist.device)
         with self._autocast():
             fake = self.G_forward(self._latents(b, g), pose_g)
-            fake_logits_g, pred_pose_g = self.D(diff_augment(fake.float(), self.augment, g))
-        loss_adv_g = generator_loss(fake_logits_g.float())
-        loss_pose_g = pose_loss(pred_pose_g.float(), pose_g)
-        loss_g = loss_adv_g + cfg.pose_weight * loss_pose_g
+            fake_logits, pred_pose = self.D(diff_augment(fake.float(), self.augment, g))
+        loss_adv = generator_loss(fake_logits.float())
+        loss_pose = pose_loss(pred_pose.float(), pose_g)
+        loss = loss_adv + cfg.pose_weight * loss_pose
         self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
+        loss.backward()
         self.opt_G.step()
-
-        self.images_seen += b * self.dist.world_size
-        self._update_ema()
-        scalars = {
-            "loss/D": loss_d, "loss/G": loss_g, "loss/D_adv": loss_adv_d, "loss/G_adv": loss_adv_g,
-            "loss/r1": self._last_r1, "loss/pose_D": loss_pose_d, "loss/pose_G": loss_pose_g,
-            "D/real_score": real_logits.mean(), "D/fake_score": fake_logits.mean(),
-        }
-        out = reduce_scalars(scalars, self.dist, [self.G, self.D])
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self._inception_path is not None:
-            out.update({f"eval/{k}": v for k, v in self.evaluate_fid().items()})
-        return out
+        return loss, loss_adv, loss_pose
 
     @torch.no_grad()
     def evaluate_fid(self) -> dict[str, float]:
