@@ -7,7 +7,7 @@
 # keeps itself under BUDGET_S seconds (default 540): call it with the run tool's timeout_s=590.
 #   bench  (<= 6 min): cached renderer vs full model on the GPU with large batches (issue: >= 1000 frames/s
 #          batched, cached >= 50x faster), the full model's render cost, graminverter enrollment time,
-#          and a profile of the small GAN's training step (bench/train_step.py).
+#          a profile of the small GAN's training step (bench/train_step.py), and the GPU-only tests.
 #   train  (TRAIN_MINUTES; default: what BUDGET_S leaves after bench, at least 2): one round of the small
 #          GAN (training/scripts/gpu_round.sh) from $DATA (default data/lfw128_q75.zip, 34 MiB, carried:
 #          data/ is ignored by git), warm-started from carry/gan-small-00001-of-*.safetensors when present
@@ -37,6 +37,9 @@ fi
   | tee "$work/bench/gpu.txt"
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
   b="$work/bench"
+  # the GPU-only tests first: CUDA graph replay of the renderer equals eager rendering
+  timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py > "$b/gpu_tests.log" 2>&1
+  echo "gpu tests exit $?"; tail -n 3 "$b/gpu_tests.log"
   timeout 120 "$PYTHON" bench/render_cache.py --device cuda --no-enrolled --sizes ${SIZES:-256 512} \
     --batches ${BATCHES:-1 8 64} --budget 3 --json "$b/render_cache_gpu.json" > "$b/render_cache_gpu.log" 2>&1
   echo "render_cache exit $?"

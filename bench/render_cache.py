@@ -14,6 +14,9 @@ on how many layers are drawn, not on their values). For every avatar, output siz
     says which path ran),
   * ``torch general``: for the bakes, ``Renderer(avatar, compositing="general")``, the sort-free O(L²)
     compositing, timed in the same loop as ``torch`` (calls alternate, so both see the same load),
+  * ``torch eager``: on a GPU, ``Renderer(avatar, cuda_graphs=False)``, the shipped path without CUDA graph
+    replay, alternating with ``torch`` (``graphed_over_eager``; ``graphs_disabled`` says why where the
+    capture failed and ``torch`` fell back to eager),
   * ``onnx``: the shipped path exported to ONNX and run by onnxruntime (``OnnxRenderer``),
   * ``full``: for the bakes, ``GRAMModel.render(ws, poses, size)`` of the model that was baked (tri-plane
     synthesis, ray/manifold intersections at 1/4 resolution, the decoder at every hit, compositing),
@@ -184,6 +187,7 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
         avatar = entry["avatar"]
         torch_r = Renderer(avatar, device=dev)
         general_r = Renderer(avatar, device=dev, compositing="general") if torch_r.compositing == "ordered" else None
+        eager_r = Renderer(avatar, device=dev, cuda_graphs=False) if torch_r.cuda_graphs else None
         onnx_r = OnnxRenderer(avatar, providers=onnx_providers, threads=args.threads) if onnx_providers else None
         model = entry["model"].to(dev) if entry["model"] is not None else None
         ws = entry["ws"].to(dev) if entry["ws"] is not None else None
@@ -201,6 +205,8 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
                 fns = {"torch": lambda: torch_r.render(pt, res)}
                 if general_r is not None:
                     fns["torch_general"] = lambda: general_r.render(pt, res)
+                if eager_r is not None:
+                    fns["torch_eager"] = lambda: eager_r.render(pt, res)
                 tt = time_alternating(fns, dev, args.repeats, args.budget)
                 for k, v in tt.items():
                     row[f"{k}_fps"] = batch / v["best_s"]
@@ -228,8 +234,15 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
                     row["cached_over_full_median"] = row["torch_median_fps"] / row["full_median_fps"]
                     if general_r is not None:
                         row["general_over_full"] = row["torch_general_fps"] / row["full_fps"]
+                if eager_r is not None:
+                    row["graphed_over_eager"] = row["torch_fps"] / row["torch_eager_fps"]
+                    row["graphs_disabled"] = torch_r._graphed[res].disabled_reason
                 rows.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
                 print_row(rows[-1])
+                if eager_r is not None:
+                    print(f"    CUDA graphs: {row['torch_fps']:.1f} fps against {row['torch_eager_fps']:.1f} eager "
+                          f"({row['graphed_over_eager']:.2f}x)" + (f"; disabled: {row['graphs_disabled']}"
+                                                                    if row["graphs_disabled"] else ""), flush=True)
         if model is not None:
             entry["model"].to("cpu")
     return rows

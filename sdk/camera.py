@@ -87,13 +87,10 @@ def pose_to_c2w(pose, radius: float = CAMERA_RADIUS) -> Tensor:
     back = origin / radius
     right = torch.stack([torch.cos(yaw), torch.zeros_like(yaw), -torch.sin(yaw)], dim=-1)
     up = torch.linalg.cross(back, right)
-    c2w = torch.zeros(p.shape[0], 4, 4, dtype=p.dtype, device=p.device)
-    c2w[:, :3, 0] = right
-    c2w[:, :3, 1] = up
-    c2w[:, :3, 2] = back
-    c2w[:, :3, 3] = origin
-    c2w[:, 3, 3] = 1.0
-    return c2w
+    # built by concatenation: assigning a Python number into a slice goes through a host tensor, which a
+    # CUDA graph capture of the renderer refuses
+    bottom = torch.cat([torch.zeros_like(origin), torch.ones_like(origin[:, :1])], -1)[:, None]   # (B, 1, 4)
+    return torch.cat([torch.stack([right, up, back, origin], dim=-1), bottom], 1)
 
 
 def c2w_to_pose(c2w: Tensor) -> Tensor:

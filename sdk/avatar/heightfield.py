@@ -36,7 +36,9 @@ DEPTH_ORDER_TOLERANCE = 1e-3
 def grid_coordinates(xy: Tensor, extent: float) -> Tensor:
     """World ``(..., 2)`` (x, y) -> ``grid_sample`` coordinates: x -> width, y -> height; grid_sample's
     +y is down the rows and row 0 of our grids is y = +extent (image-like storage)."""
-    return xy * torch.tensor([1.0 / extent, -1.0 / extent], dtype=xy.dtype, device=xy.device)
+    # scalars, not a tensor made from a list: that would be a host-to-device copy, which a CUDA graph
+    # capture of the renderer refuses
+    return torch.stack([xy[..., 0] * (1.0 / extent), xy[..., 1] * (-1.0 / extent)], -1)
 
 
 def sample_grid(grids: Tensor, xy: Tensor, extent: float) -> Tensor:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
+from gramcast.avatar.cuda_graphs import GraphedCall
 from gramcast.avatar.heightfield import flat_layers, grid_coordinates, intersect_layers
 from gramcast.avatar.layer_compositing import (CompositingPlan, OrderedCompositor, composite_layers,
                                                composite_ordered, compositing_plan)
@@ -235,10 +236,12 @@ class Renderer:
     O(L²) path otherwise; ``"general"`` / ``"ordered"`` force one (``"ordered"`` raises where the layers
     cross). ``self.compositing`` says which is used: ``"ordered"``, ``"general"`` or ``"single"`` (1 layer).
     Layers transparent at every texel are not drawn (``drawn_layers``; ``self.num_drawn_layers`` counts the rest).
+    ``cuda_graphs``: on a GPU, replay each (batch, resolution) as a CUDA graph (``gramcast.avatar.cuda_graphs``;
+    at batch 1 a frame is otherwise bound by launching its few hundred kernels); same output.
     """
 
     def __init__(self, avatar: Avatar, device: str | torch.device = "auto", backend: str = "torch",
-                 settings: RenderSettings = RenderSettings(), compositing="auto"):
+                 settings: RenderSettings = RenderSettings(), compositing="auto", cuda_graphs: bool = True):
         if backend not in ("torch", "onnx"):
             raise ValueError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
         self.avatar = avatar
@@ -252,13 +255,15 @@ class Renderer:
         self.requested_device = device
         self.device = resolve_device(device)
         self._modules: dict[int, CachedRenderModule] = {}
+        self.cuda_graphs = bool(cuda_graphs) and backend == "torch" and self.device.type == "cuda"
+        self._graphed: dict[int, GraphedCall] = {}
         self._onnx = None            # gramcast.avatar.onnx_export.OnnxRenderer, made on first onnx render
         if backend == "onnx":
             from gramcast.avatar.onnx_export import require_onnxruntime
 
             require_onnxruntime()    # a clear error now, not at the first frame
 
-    def _module(self, resolution: int) -> CachedRenderModule:
+    def _module(self, resolution: int) -> CachedRenderModule | GraphedCall:
         mod = self._modules.get(resolution)
         if mod is None:
             # CPU: layers in cache-sized groups; a GPU is fastest with every layer in one pass
@@ -266,7 +271,9 @@ class Renderer:
             mod = CachedRenderModule(self._drawn, resolution, self.settings, self.plan or "general",
                                      pass_pixels).to(self.device).eval()
             self._modules[resolution] = mod
-        return mod
+            if self.cuda_graphs:
+                self._graphed[resolution] = GraphedCall(mod)
+        return self._graphed.get(resolution, mod)
 
     @torch.no_grad()
     def render(self, poses, resolution: int = 256) -> RenderResult:
