@@ -38,3 +38,14 @@ def device_option(value: str, option: str = "--device") -> torch.device:
         return available_device(value)
     except GramcastError as exc:
         raise GramcastError(f"{option} {exc}") from None
+
+
+def host_to_device(t: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """``t.to(device)`` that does not stop the host: a plain copy from pageable memory to a GPU waits for
+    every kernel queued before it (torch synchronises the stream), so a training step that draws its
+    random numbers on the CPU mid-step would drain the GPU's queue; from pinned memory the copy is queued
+    like a kernel. Elsewhere (CPU, or a tensor already there) it is ``t.to(device)``."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -138,3 +138,16 @@ def test_concurrent_renders_from_threads_each_get_their_own_pose(avatar):
         t.join()
     for i, e in enumerate(expected):
         assert torch.equal(got[i], e), i
+
+
+@cuda
+def test_host_to_device_copies_through_pinned_memory_in_stream_order():
+    from gramcast.device import host_to_device
+
+    x = torch.randn(1000, 64)
+    big = torch.randn(4096, 4096, device="cuda")
+    pending = big @ big                                   # work queued ahead of the copy
+    y = host_to_device(x, "cuda")
+    assert y.device.type == "cuda" and torch.equal(y.cpu(), x)
+    assert torch.isfinite(pending).all()
+    assert host_to_device(x, "cpu") is x or torch.equal(host_to_device(x, "cpu"), x)

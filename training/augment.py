@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from gramcast.device import host_to_device
+
 POLICIES = ("color", "translation", "cutout")
 
 
@@ -29,7 +31,7 @@ def parse_policy(policy: str) -> list[str]:
 
 
 def _uniform(n: int, g: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, 1, 1, 1, generator=g).to(device)
+    return host_to_device(torch.rand(n, 1, 1, 1, generator=g), device)
 
 
 def color(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -56,8 +58,8 @@ def shift(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
 def translation(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
     b, _, h, w = x.shape
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    dy = torch.randint(-sy, sy + 1, (b,), generator=g).to(x.device)
-    dx = torch.randint(-sx, sx + 1, (b,), generator=g).to(x.device)
+    dy = host_to_device(torch.randint(-sy, sy + 1, (b,), generator=g), x.device)
+    dx = host_to_device(torch.randint(-sx, sx + 1, (b,), generator=g), x.device)
     return shift(x, dx, dy)
 
 
@@ -65,8 +67,8 @@ def cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5) -> torch.Ten
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     # The square's top-left corner; it may hang over the border, as in DiffAugment.
-    top = torch.randint(0, h + (1 - ch % 2), (b,), generator=g).to(x.device) - ch // 2
-    left = torch.randint(0, w + (1 - cw % 2), (b,), generator=g).to(x.device) - cw // 2
+    top = host_to_device(torch.randint(0, h + (1 - ch % 2), (b,), generator=g), x.device) - ch // 2
+    left = host_to_device(torch.randint(0, w + (1 - cw % 2), (b,), generator=g), x.device) - cw // 2
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = ((ys >= top.view(b, 1, 1)) & (ys < (top + ch).view(b, 1, 1))

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gramcast.device import host_to_device
+
 MANIFEST = "poses.json"
 
 
@@ -103,7 +105,7 @@ class FaceDataset:
             mask = torch.rand(batch, generator=generator) < 0.5
             imgs[mask] = imgs[mask].flip(-1)
             poses[mask, 0] = -poses[mask, 0]
-        return imgs.to(device), poses.to(device)
+        return host_to_device(imgs, device), host_to_device(poses, device)
 
 
 class PoseSampler:
@@ -124,7 +126,7 @@ class PoseSampler:
             sign = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
             poses[:, 0] *= sign
         poses += self.jitter * torch.randn(poses.shape, generator=generator)
-        return poses.to(device)
+        return host_to_device(poses, device)
 
     def stats(self) -> dict[str, float]:
         p = self.poses

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from gramcast.device import host_to_device
 from gramcast.model import GRAMModel
 from gramcast.model.encoder import EncoderConfig, GRAMEncoder, delta_regularizer, wplus_to_mean
 from gramcast.training.data import FaceDataset
@@ -86,7 +87,7 @@ def mean_latent(model: GRAMModel, samples: int, seed: int = 0, batch: int = 1000
     done = 0
     while done < samples:
         n = min(batch, samples - done)
-        z = torch.randn(n, model.config.z_dim, generator=g).to(model.device)
+        z = host_to_device(torch.randn(n, model.config.z_dim, generator=g), model.device)
         total += model.mapping(z, update_w_avg=False).double().sum(0)
         done += n
     return (total / max(samples, 1)).float()

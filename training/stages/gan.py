@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
+from gramcast.device import host_to_device
 from gramcast.model import GRAMConfig, GRAMModel
 from gramcast.training.augment import diff_augment, parse_policy
 from gramcast.training.data import FaceDataset, PoseSampler
@@ -135,7 +136,7 @@ class GANStage:
         return autocast(self.cfg.amp, self.dist.device)
 
     def _latents(self, n: int, g: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.G.config.z_dim, generator=g).to(self.dist.device)
+        return host_to_device(torch.randn(n, self.G.config.z_dim, generator=g), self.dist.device)
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg, dev = self.cfg, self.dist.device

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from gramcast.errors import CheckpointError
+from gramcast.device import host_to_device
 from gramcast.model import GRAMModel
 from gramcast.model.encoder import GRAMEncoder
 from gramcast.training.data import FaceDataset, PoseSampler
@@ -144,7 +145,7 @@ class TuneStage:
         g = step_generator(cfg.seed, step, self.dist.rank)
         b = cfg.batch_size
         images, poses = self.data.sample(b, g, flip=cfg.flip, device=dev)
-        z = torch.randn(b, self.G.config.z_dim, generator=g).to(dev)
+        z = host_to_device(torch.randn(b, self.G.config.z_dim, generator=g), dev)
         reg_poses = self.poses.sample(b, g, device=dev)
         with torch.no_grad():
             w_p = self.E(images)
