@@ -71,9 +71,10 @@ def parameter_spread(modules, info: DistInfo) -> float:
 
     DDP keeps replicas identical; this makes that checkable (and catches a desynchronised run).
     """
-    if not info.distributed:
+    params = [p for m in modules for p in m.parameters()]
+    if not info.distributed or not params:
         return 0.0
-    sums = torch.stack([p.detach().double().sum() for m in modules for p in m.parameters()]).to(info.device)
+    sums = torch.stack([p.detach().double().sum() for p in params]).to(info.device)
     gathered = [torch.empty_like(sums) for _ in range(info.world_size)]
     dist.all_gather(gathered, sums)
     stacked = torch.stack(gathered)
@@ -93,7 +94,11 @@ def wrap_ddp(module: torch.nn.Module, info: DistInfo, **kwargs) -> torch.nn.Modu
 def reduce_scalars(scalars: dict, info: DistInfo, modules=()) -> dict[str, float]:
     """A step's scalars (tensors or numbers) averaged over ranks, as floats; with several ranks also
     ``dist/param_spread`` of ``modules`` (0.0 while the replicas are in sync)."""
-    out = {k: float(all_reduce_mean(torch.as_tensor(v).detach().to(info.device), info)) for k, v in scalars.items()}
+    # one vector, so one all-reduce and one read back to the host per step, whatever the number of scalars
+    keys = list(scalars)
+    values = torch.stack([torch.as_tensor(scalars[k]).detach().to(info.device, torch.float64).reshape(())
+                          for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
+    out = dict(zip(keys, all_reduce_mean(values, info).tolist()))
     if info.distributed:
         out["dist/param_spread"] = parameter_spread(modules, info)
     return out
