@@ -1,8 +1,17 @@
-"""What every benchmark does last: print its result as one JSON line and optionally write it to a file."""
+"""What the benchmarks share: waiting for the device before reading a clock, and, last, printing the result
+as one JSON line and optionally writing it to a file."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
+
+
+def sync(dev: torch.device) -> None:
+    """Wait for the work queued on ``dev`` (a GPU runs asynchronously; a clock read must come after it)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def emit(result: dict, path: Path | None, indent: int = 2) -> None:

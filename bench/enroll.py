@@ -19,17 +19,12 @@ import statistics
 import time
 from pathlib import Path
 
-from _report import emit
+from _report import emit, sync
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sdk" / "assets" / "sample_portrait.png"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def random_inverter(preset: str, device):
@@ -50,10 +45,10 @@ def time_graminverter(inverter, aligned, matte, device) -> dict[str, float]:
     phases: dict[str, float] = {}
 
     def lap(name, fn):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         out = fn()
-        _sync(device)
+        sync(device)
         phases[name] = time.perf_counter() - t0
         return out
 

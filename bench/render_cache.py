@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import emit
+from _report import emit, sync
 
 import numpy as np
 import torch
@@ -49,11 +49,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sdk" / "assets" / "sample_portrait.png"
 GOAL_FPS_256 = 30.0
 GOAL_SPEEDUP = 50.0
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def tune_malloc() -> bool:
@@ -74,13 +69,13 @@ def time_calls(fn, dev: torch.device, repeats: int, budget_s: float, warmup: boo
     """Median and best seconds of one call of ``fn``."""
     if warmup:
         fn()
-        _sync(dev)
+        sync(dev)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
         t = time.perf_counter()
         fn()
-        _sync(dev)
+        sync(dev)
         times.append(time.perf_counter() - t)
     return {"median_s": statistics.median(times), "best_s": min(times), "calls": len(times)}
 
@@ -90,7 +85,7 @@ def time_alternating(fns: dict, dev: torch.device, repeats: int, budget_s: float
     each in turn (so a change in the machine's load hits all alike); ``budget_s`` per function."""
     for fn in fns.values():
         fn()
-        _sync(dev)
+        sync(dev)
     times: dict = {k: [] for k in fns}
     start = time.perf_counter()
     while (min(len(v) for v in times.values()) < repeats
@@ -98,7 +93,7 @@ def time_alternating(fns: dict, dev: torch.device, repeats: int, budget_s: float
         for k, fn in fns.items():
             t = time.perf_counter()
             fn()
-            _sync(dev)
+            sync(dev)
             times[k].append(time.perf_counter() - t)
     return {k: {"median_s": statistics.median(v), "best_s": min(v), "calls": len(v)} for k, v in times.items()}
 

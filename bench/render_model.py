@@ -23,18 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-from _report import emit
+from _report import emit, sync
 
 import torch
 
 from gramcast import camera
 from gramcast.device import resolve_device
 from gramcast.model import GRAMConfig, GRAMModel
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def _return_freed_memory_to_the_os() -> bool:
@@ -94,12 +89,12 @@ class PeakMemory:
 
 def median_ms(fn, repeats: int, dev: torch.device, per: int) -> float:
     fn()  # warm-up (allocator, thread pools, cuDNN choices)
-    _sync(dev)
+    sync(dev)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        _sync(dev)
+        sync(dev)
         times.append((time.perf_counter() - t) * 1000.0 / per)
     return statistics.median(times)
 
@@ -113,7 +108,7 @@ def measure(model: GRAMModel, planes, pose, res: int, factor: int, repeats: int,
     frame_ms = median_ms(frame, repeats, dev, b)
     with PeakMemory(dev) as mem:
         frame()
-        _sync(dev)
+        sync(dev)
     return {"intersect_ms": intersect_ms, "frame_ms": frame_ms, "peak_mb": mem.mb, "memory_method": mem.method}
 
 
@@ -128,7 +123,7 @@ def measure_training_step(model: GRAMModel, ws, pose, res: int, factor: int, dev
     ms = median_ms(step, 1, dev, ws.shape[0])
     with PeakMemory(dev) as mem:
         step()
-        _sync(dev)
+        sync(dev)
     model.zero_grad(set_to_none=True)
     return {"ms": ms, "peak_mb": mem.mb}
 
