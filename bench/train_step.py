@@ -26,30 +26,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import emit
+from _report import emit, sync
 
 import torch
 
 from gramcast.device import resolve_device
 from gramcast.training.engine.distributed import DistInfo
-from gramcast.training.engine.launch import parse_overrides
+from gramcast.training.engine.launch import stage_config
 from gramcast.training.stages.gan import GANConfig, GANStage
 
 RANGES = ("gan/data", "gan/D_step", "gan/G_step", "gan/ema")
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def make_stage(preset: str, overrides: list[str], batch: int | None, data: Path, dev: torch.device) -> GANStage:
+    """The stage as ``gramcast-train gan --config PRESET --batch-size B --set ...`` builds it (a variant's
+    own batch_size wins over ``batch``), with evaluation off."""
     import dataclasses
 
-    cfg = GANConfig.preset(preset)
-    given = {"batch_size": batch} if batch else {}
-    given.update(parse_overrides(GANConfig, overrides))   # a variant's own batch_size wins over --batch
-    cfg = dataclasses.replace(cfg, eval_every=0, **given)
+    options = argparse.Namespace(config=preset, seed=0, max_images=None, batch_size=batch, overrides=overrides)
+    cfg = dataclasses.replace(stage_config(GANConfig, options), eval_every=0)
     return GANStage(cfg, data, DistInfo(device=dev))
 
 
@@ -57,10 +52,10 @@ def time_steps(stage: GANStage, steps: int, warmup: int, dev: torch.device) -> l
     """Seconds of each of ``steps`` training steps after ``warmup`` untimed ones."""
     times = []
     for i in range(warmup + steps):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         stage.train_step(i)
-        _sync(dev)
+        sync(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
@@ -78,12 +73,12 @@ def profile_steps(stage: GANStage, steps: int, first_step: int, dev: torch.devic
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     with profile(activities=activities) as prof:
         for i in range(steps):
             stage.train_step(first_step + i)
-        _sync(dev)
+        sync(dev)
     wall = time.perf_counter() - t0
     averages = prof.key_averages()
     ranges = {e.key: e.cpu_time_total / 1e6 / steps for e in averages if e.key in RANGES}
