@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from gramcast import camera
+from gramcast.device import host_to_device
 from gramcast.model import GRAMModel
 from gramcast.model.decoder import sample_detail_maps
 from gramcast.model.detail import DetailConfig, DetailReconstructor, manifold_height_grid
@@ -155,7 +156,7 @@ class DetailStage:
 
     def novel_poses(self, n: int, g: torch.Generator) -> Tensor:
         r = torch.rand(n, 2, generator=g) * 2.0 - 1.0
-        return (r * torch.tensor([self.cfg.novel_yaw, self.cfg.novel_pitch])).to(self.dist.device)
+        return host_to_device(r * torch.tensor([self.cfg.novel_yaw, self.cfg.novel_pitch]), self.dist.device)
 
     def losses(self, images: Tensor, poses: Tensor, novel: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss and its parts for a batch (the maths of one step, without the optimiser)."""
