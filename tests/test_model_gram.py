@@ -132,3 +132,33 @@ def test_radiance_at_arbitrary_points(tiny):
         rgb_c, alpha_c = tiny.radiance(planes, pts, chunk_points=64)   # chunked = unchunked
     assert rgb.shape == (2, 300, 3) and alpha.shape == (2, 300)
     assert torch.allclose(rgb, rgb_c, atol=1e-6) and torch.allclose(alpha, alpha_c, atol=1e-6)
+
+
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv_of_a_batch_is_each_sample_with_its_own_kernel(demodulate):
+    """A batch goes through the shared-weight path (activations scaled), one sample through the
+    per-sample-kernel path; both must be StyleGAN2's modulated conv, whose kernel for sample b is
+    weight * style_b, scaled to unit norm per output channel when demodulated."""
+    import torch.nn.functional as F
+
+    from gramcast.model.layers import ModulatedConv2d
+
+    torch.manual_seed(3)
+    conv = ModulatedConv2d(5, 7, 3, w_dim=6, demodulate=demodulate)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x, w = torch.randn(4, 5, 9, 9), torch.randn(4, 6)
+    batched = conv(x, w)
+    style = conv.affine(w)
+    for b in range(4):
+        kernel = conv.weight * conv.scale * style[b][None, :, None, None]
+        if demodulate:
+            kernel = kernel / kernel.square().sum(dim=(1, 2, 3), keepdim=True).sqrt()
+            assert torch.allclose(kernel.square().sum(dim=(1, 2, 3)), torch.ones(7))
+        reference = F.conv2d(x[b:b + 1], kernel, conv.bias, padding=1)
+        torch.testing.assert_close(batched[b:b + 1], reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv(x[b:b + 1], w[b:b + 1]), reference, atol=1e-5, rtol=1e-5)
+    # the batched path's gradients reach the weight, the style's affine map and the input
+    x.requires_grad_(True)
+    conv(x, w).square().mean().backward()
+    assert x.grad.abs().sum() > 0 and conv.weight.grad.abs().sum() > 0 and conv.affine.weight.grad.abs().sum() > 0
