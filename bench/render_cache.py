@@ -231,7 +231,7 @@ def bench_device(dev: torch.device, avatars: list[dict], args) -> list[dict]:
                         row["general_over_full"] = row["torch_general_fps"] / row["full_fps"]
                 if eager_r is not None:
                     row["graphed_over_eager"] = row["torch_fps"] / row["torch_eager_fps"]
-                    row["graphs_disabled"] = torch_r._graphed[res].disabled_reason
+                    row["graphs_disabled"] = torch_r.cuda_graph_fallback(res)
                 rows.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
                 print_row(rows[-1])
                 if eager_r is not None:

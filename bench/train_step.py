@@ -1,6 +1,6 @@
 """Where a GAN training step's time goes: step time per variant side by side, then a profile.
 
-    python bench/train_step.py --data DATA.zip [--preset small] [--batch 32] [--steps 8] [--warmup 3]
+    python bench/train_step.py --data DATA [--preset small] [--batch 32] [--steps 8] [--warmup 3]
         [--variant r1_every=16 --variant amp=false ...] [--profile-steps 2] [--device auto] [--json out.json]
 
 Each variant is the preset with ``FIELD=VALUE`` overrides of the GAN stage's configuration (the same as
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,17 +97,10 @@ def profile_steps(stage: GANStage, steps: int, first_step: int, dev: torch.devic
             "top_ops": top_ops}
 
 
-def _synthetic_dataset(root: Path, n: int, size: int) -> Path:
-    """A prepared-faces folder of ``n`` crops of the shipped test photos, for a run without a dataset."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_training_gan import make_dataset
-
-    return make_dataset(root, n=n, res=size)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=None, help="dataset folder or .zip (default: crops of the shipped test photos)")
+    ap.add_argument("--data", type=Path, required=True,
+                    help="dataset folder (gramcast prepare-faces) or .zip (gramcast-train pack-dataset)")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
     ap.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
@@ -123,13 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dev = resolve_device(args.device)
     variants = args.variant or ["default"]
-    tmp = tempfile.TemporaryDirectory()
     data = args.data
-    if data is None:
-        from gramcast.model import GRAMConfig
-
-        size = GRAMConfig.preset(GANConfig.preset(args.preset).model_preset).resolution
-        data = _synthetic_dataset(Path(tmp.name) / "faces", n=64, size=size)
     print(f"device {dev}, preset {args.preset}, torch {torch.__version__}, threads {torch.get_num_threads()}",
           flush=True)
     rows, first = [], None
@@ -162,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {op['op'][:60]:60s} {vals}")
     emit({"benchmark": "train_step", "device": str(dev), "preset": args.preset, "torch": torch.__version__,
           "rows": rows, "profile": prof}, args.json)
-    tmp.cleanup()
     return 0
 
 

@@ -10,9 +10,11 @@ def test_train_step_bench_times_variants_and_splits_a_step(tmp_path, monkeypatch
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     sys.modules.pop("train_step", None)
     import train_step
+    from test_training_gan import make_dataset
 
+    data = make_dataset(tmp_path / "faces", n=8)
     out = tmp_path / "bench.json"
-    assert train_step.main(["--preset", "tiny", "--batch", "2", "--steps", "1", "--warmup", "0",
+    assert train_step.main(["--data", str(data), "--preset", "tiny", "--batch", "2", "--steps", "1", "--warmup", "0",
                             "--variant", "default", "--variant", "batch_size=3,r1_every=1",
                             "--profile-steps", "1", "--top", "5", "--json", str(out)]) == 0
     result = json.loads(out.read_text())

@@ -275,6 +275,12 @@ class Renderer:
                 self._graphed[resolution] = GraphedCall(mod)
         return self._graphed.get(resolution, mod)
 
+    def cuda_graph_fallback(self, resolution: int) -> str | None:
+        """Why frames at ``resolution`` render eagerly although CUDA graphs were asked for (the capture's
+        error), or None: graphs replay, or were not asked for, or nothing was rendered at that size yet."""
+        graphed = self._graphed.get(resolution)
+        return graphed.disabled_reason if graphed is not None else None
+
     @torch.no_grad()
     def render(self, poses, resolution: int = 256) -> RenderResult:
         """poses: anything ``camera.as_pose_tensor`` takes (``(B, 2)`` yaw, pitch in radians)."""
