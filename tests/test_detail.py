@@ -282,7 +282,7 @@ def test_stage_steps_lower_the_reconstruction_loss(faces, tmp_path):
     images = stage.data.images.float().div(127.5).sub(1.0)                # the two distinct photos
     before = stage.evaluate(images, stage.data.poses)
     assert before["L_r/detailed"] == pytest.approx(before["L_r/coarse"])    # untrained: the coarse result
-    logs = [stage.train_step(i) for i in range(30)]
+    logs = [stage.train_step(i).reduce() for i in range(30)]
     after = stage.evaluate(images, stage.data.poses)
     assert all(math.isfinite(v) for row in logs for v in row.values())
     assert after["L_r/coarse"] == pytest.approx(before["L_r/coarse"])       # G and E stay frozen

@@ -256,7 +256,7 @@ def encoder_run(tmp_path_factory, generator_file, dataset):
                               lr=1e-3, lr_final=3e-4, lr_decay_step=20)
     stage = EncoderStage(cfg, generator_file, dataset, DistInfo(), recon_loss=ReconstructionLoss(cfg.recon_weights))
     before = stage.reconstruction_error()
-    logs = [stage.train_step(step) for step in range(30)]
+    logs = [stage.train_step(step).reduce() for step in range(30)]
     out = tmp_path_factory.mktemp("enc")
     stage.export(out)
     return stage, before, stage.reconstruction_error(), logs, out / "encoder.safetensors"
@@ -339,7 +339,7 @@ def tune_run(encoder_run, generator_file, dataset):
     stage = TuneStage(cfg, generator_file, encoder_run[4], dataset, DistInfo(),
                       recon_loss=ReconstructionLoss(cfg.recon_weights))
     before = stage.reconstruction_error()
-    logs = [stage.train_step(step) for step in range(30)]
+    logs = [stage.train_step(step).reduce() for step in range(30)]
     return stage, before, stage.reconstruction_error(), logs
 
 

@@ -142,6 +142,44 @@ def test_augmentation_changes_training(dataset, tmp_path):
     assert any(not torch.equal(d_plain[k], d_aug[k]) for k in d_plain if k.startswith("D."))
 
 
+def test_a_step_leaves_its_scalars_on_the_device(dataset):
+    """No tensor is read back to the host during a step (outside the optimiser's own step counters,
+    which live on the host): on a GPU every read would make the host wait for the queued kernels
+    instead of queueing the next step. The trainer reads the scalars on the steps it logs."""
+    import traceback
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from gramcast.training.engine.distributed import DistInfo
+    from gramcast.training.stages.gan import GANConfig, GANStage
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.places = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._local_scalar_dense:
+                stack = traceback.extract_stack()
+                if not any("torch/optim/" in f.filename for f in stack):
+                    self.places.append(" < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in stack[-6:-1]))
+            return func(*args, **(kwargs or {}))
+
+    cfg = GANConfig.preset("tiny")
+    cfg.eval_every, cfg.batch_size, cfg.r1_every = 0, 2, 2
+    stage = GANStage(cfg, dataset, DistInfo())
+    with HostReads() as reads:
+        results = [stage.train_step(step) for step in range(2)]     # step 0 with R1, step 1 without
+    assert reads.places == []
+    # the scalars still arrive: the read happens when asked for
+    for result in results:
+        scalars = result.reduce()
+        assert {"loss/D", "loss/G", "loss/r1"} <= set(scalars) and all(np.isfinite(list(scalars.values())))
+    with HostReads() as reads:                                       # the check does see a read
+        float(stage.train_step(2).values["loss/D"])
+    assert len(reads.places) == 1
+
+
 def test_sigterm_saves_a_checkpoint_and_exits(dataset, tmp_path):
     out = tmp_path / "sig"
     proc = subprocess.Popen([sys.executable, "-m", "gramcast.training.cli", "gan", "--config", "tiny",

@@ -6,7 +6,8 @@ NCCL is used on GPUs, gloo on CPUs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -96,9 +97,34 @@ def reduce_scalars(scalars: dict, info: DistInfo, modules=()) -> dict[str, float
     ``dist/param_spread`` of ``modules`` (0.0 while the replicas are in sync)."""
     # one vector, so one all-reduce and one read back to the host per step, whatever the number of scalars
     keys = list(scalars)
-    values = torch.stack([torch.as_tensor(scalars[k]).detach().to(info.device, torch.float64).reshape(())
+    # float64 from the start: a Python float (a learning rate) comes back exactly
+    values = torch.stack([torch.as_tensor(scalars[k], dtype=torch.float64).detach().to(info.device).reshape(())
                           for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
     out = dict(zip(keys, all_reduce_mean(values, info).tolist()))
     if info.distributed:
         out["dist/param_spread"] = parameter_spread(modules, info)
     return out
+
+
+@dataclass
+class StepScalars:
+    """A training step's scalars, left where they were computed until the trainer reads them.
+
+    Reading a GPU tensor waits for the GPU to finish everything queued, so a step that returned
+    floats would stop the host from queueing the next step's kernels while this one's run; the
+    trainer calls ``reduce()`` only on the steps it logs (on every rank: it is a collective).
+    ``main_only`` holds figures rank 0 computed alone (evaluations), passed through as they are.
+    """
+
+    values: dict[str, torch.Tensor | float]
+    info: DistInfo
+    modules: Sequence[torch.nn.Module] = ()
+    main_only: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # detached, so a kept result does not hold on to the step's autograd graph
+        self.values = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in self.values.items()}
+
+    def reduce(self) -> dict[str, float]:
+        """The values averaged over ranks (``reduce_scalars``), then ``main_only``."""
+        return {**reduce_scalars(self.values, self.info, self.modules), **self.main_only}

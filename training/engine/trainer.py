@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from gramcast.training.engine.checkpoint import load_state, save_state
-from gramcast.training.engine.distributed import DistInfo, all_reduce_mean
+from gramcast.training.engine.distributed import DistInfo, StepScalars, all_reduce_mean
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 class Stage(Protocol):
     """What the trainer needs from a training stage."""
 
-    def train_step(self, step: int) -> dict[str, float]:
-        """One optimisation step; returns scalars to log (already averaged over ranks or local)."""
+    def train_step(self, step: int) -> StepScalars:
+        """One optimisation step; returns its scalars, which the trainer reduces on the steps it logs."""
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -120,11 +120,16 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         self._stop_requested = True
 
-    def _should_stop(self) -> bool:
+    def _should_stop(self, logged: bool) -> bool:
+        """Whether to stop after this step. Ranks must agree (a signal or the clock may reach one
+        first), which takes a collective and a read of its result: distributed runs agree on the
+        logged steps only, so the other steps queue work without waiting for the device."""
+        if not self.dist.distributed:
+            return self._stop_requested
+        if not logged:
+            return False
         flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.dist.device)
-        if self.dist.distributed:
-            flag = all_reduce_mean(flag, self.dist)
-        return bool(flag.item() > 0)
+        return bool(all_reduce_mean(flag, self.dist).item() > 0)
 
     def run(self) -> int:
         """Train up to ``loop.steps``; returns the step reached. Saves on interruption."""
@@ -146,11 +151,14 @@ class Trainer:
         t_last = t_start = time.perf_counter()
         try:
             while self.step < self.loop.steps:
-                scalars = self.stage.train_step(self.step)
+                result = self.stage.train_step(self.step)
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
-                if logger is not None and (self.step % self.loop.log_every == 0 or self.step == 1):
+                # the same steps on every rank: reducing the scalars is a collective
+                logged = self.step % self.loop.log_every == 0 or self.step == 1
+                scalars = result.reduce() if logged else None
+                if logger is not None and logged:
                     now = time.perf_counter()
                     scalars = {**scalars, "perf/sec_per_step": (now - t_last) / (1 if self.step == 1 else self.loop.log_every)}
                     t_last = now
@@ -167,7 +175,7 @@ class Trainer:
                 if self.loop.max_seconds is not None and time.perf_counter() - t_start > self.loop.max_seconds:
                     self.out_of_time = True
                     self._stop_requested = True
-                if self._should_stop():
+                if self._should_stop(logged):
                     self.interrupted = not self.out_of_time
                     break
             self.save()

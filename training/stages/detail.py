@@ -33,7 +33,7 @@ from gramcast.model import GRAMModel
 from gramcast.model.decoder import sample_detail_maps
 from gramcast.model.detail import DetailConfig, DetailReconstructor, manifold_height_grid
 from gramcast.training.data import FaceDataset
-from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
 from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights
@@ -190,7 +190,7 @@ class DetailStage:
                    **{f"L_r/{k}": torch.tensor(v) for k, v in parts.items()}}
         return total, scalars
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> StepScalars:
         cfg, dev = self.cfg, self.dist.device
         g = step_generator(cfg.seed, step, self.dist.rank)
         images, poses = self.data.sample(cfg.batch_size, g, flip=cfg.flip, device=dev)
@@ -201,7 +201,7 @@ class DetailStage:
         total.backward()
         self.opt.step()
         self.images_seen += cfg.batch_size * self.dist.world_size
-        return reduce_scalars(scalars, self.dist, [self.R])
+        return StepScalars(scalars, self.dist, [self.R])
 
     @torch.no_grad()
     def evaluate(self, images: Tensor, poses: Tensor) -> dict[str, float]:

@@ -22,7 +22,7 @@ from gramcast.device import host_to_device
 from gramcast.model import GRAMModel
 from gramcast.model.encoder import EncoderConfig, GRAMEncoder, delta_regularizer, wplus_to_mean
 from gramcast.training.data import FaceDataset
-from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
 from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights
@@ -133,7 +133,7 @@ class EncoderStage:
                    "loss/wplus_reg": w_reg.detach(), **{f"recon/{k}": torch.tensor(v) for k, v in parts.items()}}
         return total, scalars
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> StepScalars:
         cfg, dev = self.cfg, self.dist.device
         g = step_generator(cfg.seed, step, self.dist.rank)
         self.E.active_deltas = active_deltas_at(step, cfg.delta_every, self.E.config.num_ws)
@@ -145,9 +145,8 @@ class EncoderStage:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        out = reduce_scalars(scalars, self.dist, [self.E])
-        out.update({"train/lr": lr, "train/active_deltas": float(self.E.active_deltas)})
-        return out
+        scalars.update({"train/lr": lr, "train/active_deltas": float(self.E.active_deltas)})
+        return StepScalars(scalars, self.dist, [self.E])
 
     @torch.no_grad()
     def reconstruction_error(self, n: int = 8) -> dict[str, float]:

@@ -21,7 +21,7 @@ from gramcast.device import host_to_device
 from gramcast.model import GRAMConfig, GRAMModel
 from gramcast.training.augment import diff_augment, parse_policy
 from gramcast.training.data import FaceDataset, PoseSampler
-from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
 from gramcast.training.engine.stage import StageConfig, autocast, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.losses import discriminator_loss, generator_loss, pose_loss, r1_penalty
@@ -138,7 +138,7 @@ class GANStage:
     def _latents(self, n: int, g: torch.Generator) -> torch.Tensor:
         return host_to_device(torch.randn(n, self.G.config.z_dim, generator=g), self.dist.device)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> StepScalars:
         cfg, dev = self.cfg, self.dist.device
         g = step_generator(cfg.seed, step, self.dist.rank)
         b = cfg.batch_size
@@ -158,9 +158,9 @@ class GANStage:
             "loss/r1": self._last_r1, "loss/pose_D": d["pose"], "loss/pose_G": loss_pose_g,
             "D/real_score": d["real_logits"].mean(), "D/fake_score": d["fake_logits"].mean(),
         }
-        out = reduce_scalars(scalars, self.dist, [self.G, self.D])
+        out = StepScalars(scalars, self.dist, [self.G, self.D])
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self._inception_path is not None:
-            out.update({f"eval/{k}": v for k, v in self.evaluate_fid().items()})
+            out.main_only.update({f"eval/{k}": v for k, v in self.evaluate_fid().items()})
         return out
 
     def _discriminator_step(self, step: int, real, real_pose, fake_pose, g) -> dict[str, torch.Tensor]:

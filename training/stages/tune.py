@@ -28,7 +28,7 @@ from gramcast.device import host_to_device
 from gramcast.model import GRAMModel
 from gramcast.model.encoder import GRAMEncoder
 from gramcast.training.data import FaceDataset, PoseSampler
-from gramcast.training.engine.distributed import DistInfo, reduce_scalars, wrap_ddp
+from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
 from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights, masked_mse
@@ -140,7 +140,7 @@ class TuneStage:
     def _autocast(self):
         return autocast(self.cfg.amp, self.dist.device)
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> StepScalars:
         cfg, dev = self.cfg, self.dist.device
         g = step_generator(cfg.seed, step, self.dist.rank)
         b = cfg.batch_size
@@ -165,7 +165,7 @@ class TuneStage:
         self.opt.step()
         scalars = {"loss/total": loss.detach(), "loss/recon": rec.detach(), "loss/locality": loc.detach(),
                    **{f"recon/{k}": torch.tensor(v) for k, v in parts.items()}}
-        return reduce_scalars(scalars, self.dist, self.tuned)
+        return StepScalars(scalars, self.dist, self.tuned)
 
     @torch.no_grad()
     def reconstruction_error(self, n: int = 8, model: GRAMModel | None = None) -> dict[str, float]:
