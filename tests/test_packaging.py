@@ -17,7 +17,7 @@ def test_wheel_maps_the_three_folders_onto_gramcast(tmp_path):
                      "gramcast/server/app.py", "gramcast/server/static/index.html",
                      "gramcast/server/static/vendor/msgpack-3.1.3.min.js", "gramcast/training/cli.py",
                      "gramcast/training/stages/gan.py", "gramcast/face/assets/reference_face.npz",
-                     "gramcast/assets/sample_portrait.png"]:
+                     "gramcast/assets/sample_portrait.png", "gramcast/assets/prior_gram_tiny_lfw64.safetensors"]:
         assert required in names, required
     assert not [n for n in names if n.startswith(("sdk/", "server/", "training/", "tests/"))]
     entry = next(n for n in names if n.endswith("entry_points.txt"))

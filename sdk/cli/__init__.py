@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "gramcast.cli.face_cmd",
     "gramcast.cli.avatar_cmd",
     "gramcast.cli.onnx_cmd",
+    "gramcast.cli.sample_cmd",
     # Plug-ins from the server and training packages: the SDK never imports them otherwise.
     "gramcast.server.cli",
     "gramcast.training.evaluate_cmd",

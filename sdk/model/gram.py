@@ -233,7 +233,9 @@ class GRAMModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "GRAMModel":
-        """Load and validate a checkpoint; raises CheckpointError saying what is wrong."""
+        """Load and validate a checkpoint (a path, or ``bundled:NAME`` for a prior that ships with the
+        package, see ``gramcast.model.prior``); raises CheckpointError saying what is wrong."""
         from gramcast.model.checkpoint import load_model
+        from gramcast.model.prior import resolve_generator
 
-        return load_model(path, device)
+        return load_model(resolve_generator(path), device)

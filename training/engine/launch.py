@@ -76,7 +76,9 @@ def file_id(path) -> str | None:
     """The content hash a gramcast checkpoint records in its header (None if it has none)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
+    from gramcast.model.prior import resolve_generator
+
+    with safe_open(str(resolve_generator(path)), framework="pt") as f:
         return (f.metadata() or {}).get("model_id")
 
 
