@@ -11,6 +11,7 @@ from gramcast.errors import CheckpointError
 from gramcast.model import GRAMConfig, GRAMModel
 from gramcast.model.prior import BUNDLED_PRIORS, bundled_prior_path, render_identities
 from gramcast.training.engine.launch import file_id
+from gramcast.training.evaluation import face_pose_agreement, measured_head_yaws
 
 YAWS = (-0.3, 0.0, 0.3)
 
@@ -30,26 +31,6 @@ def test_every_bundled_prior_loads_by_name_and_is_small(prior):
         GRAMModel.load("bundled:huge")
 
 
-def _faces_and_yaws(frames):
-    """frames (P, N, 3, R, R) -> per pose, the head yaw mediapipe estimates in each frame (None: no face)."""
-    from gramcast.face.landmarks import FaceMesh
-    from gramcast.face.pose import estimate_pose
-
-    mesh = FaceMesh(static=True, max_faces=1)
-    try:
-        out = []
-        for pose_frames in frames:
-            yaws = []
-            for f in pose_frames:
-                img = ((f.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-                faces = mesh.detect(cv2.resize(img, (256, 256), interpolation=cv2.INTER_CUBIC))
-                yaws.append(estimate_pose(faces[0]).yaw if faces else None)
-            out.append(yaws)
-        return out
-    finally:
-        mesh.close()
-
-
 def test_the_prior_draws_different_faces_that_turn_with_the_camera(prior):
     """A known answer from outside the model: the face tracker of the product finds a face in every
     render and measures the head turned by the yaw the camera was placed at. A random-init generator
@@ -57,7 +38,7 @@ def test_the_prior_draws_different_faces_that_turn_with_the_camera(prior):
     frames = render_identities(prior, 6, [(yaw, 0.0) for yaw in YAWS], seed=1)      # (3, 6, 3, 64, 64)
     assert frames.shape == (3, 6, 3, 64, 64)
     assert frames.std(dim=1).mean() > 0.2                     # six different people, not one face six times
-    measured = _faces_and_yaws(frames)
+    measured = measured_head_yaws(frames)
     assert all(y is not None for row in measured for y in row), measured
     for yaw, row in zip(YAWS, measured):
         assert abs(np.mean(row) - yaw) < 0.12, (yaw, row)
@@ -68,7 +49,15 @@ def test_the_prior_draws_different_faces_that_turn_with_the_camera(prior):
     untrained = GRAMModel.from_config(GRAMConfig.preset("tiny")).eval()
     blank = render_identities(untrained, 6, [(0.0, 0.0)], seed=1)
     assert blank.std(dim=1).mean() < 0.05
-    assert _faces_and_yaws(blank) == [[None] * 6]
+    assert measured_head_yaws(blank) == [[None] * 6]
+
+
+def test_face_pose_agreement_scores_the_prior_against_an_untrained_generator(prior):
+    good = face_pose_agreement(prior, num=4, yaws=(-0.3, 0.0, 0.3), seed=2)
+    assert good["face_found"] == 1.0 and good["yaw_error"] < 0.12 and 0.7 < good["yaw_slope"] < 1.4
+    torch.manual_seed(0)
+    untrained = GRAMModel.from_config(GRAMConfig.preset("tiny")).eval()
+    assert face_pose_agreement(untrained, num=4, yaws=(-0.3, 0.0, 0.3)) == {"face_found": 0.0}
 
 
 def test_sample_command_writes_a_grid_and_a_turntable(tmp_path, capsys):

@@ -80,17 +80,18 @@ def test_tiny_run_trains_and_exports_a_loadable_generator(dataset, tmp_path):
 
     assert train_main(["report", str(out / "generator_ema.safetensors"), "--data", str(dataset),
                        "-o", str(tmp_path / "card" / "gan"), "--identities", "3", "--diversity-samples", "8",
-                       "--fid-samples", "0", "--device", "cpu"]) == 0
+                       "--fid-samples", "0", "--face-samples", "2", "--device", "cpu"]) == 0
     grid = cv2.imread(str(tmp_path / "card" / "gan.png"))
     assert grid.shape == (3 * 64, 5 * 64, 3)
     scores = json.loads((tmp_path / "card" / "gan.json").read_text())
     assert scores["diversity_real"] > 0 and scores["diversity_ratio"] > 0 and np.isfinite(scores["psnr_mv"])
+    assert 0.0 <= scores["face_pose/face_found"] <= 1.0     # a few dozen steps: faces or not, it is measured
     assert "fid" not in scores and sorted(p.name for p in (tmp_path / "card").iterdir()) == ["gan.json", "gan.png"]
     # a prefix with a dot in it is kept whole (not taken for a suffix); a .png name gives its stem
     for prefix in ("lr2.5e-3", "b8.png"):
         assert train_main(["report", str(out / "generator_ema.safetensors"), "--data", str(dataset),
                            "-o", str(tmp_path / "card2" / prefix), "--identities", "1", "--diversity-samples", "2",
-                           "--fid-samples", "0", "--device", "cpu"]) == 0
+                           "--fid-samples", "0", "--face-samples", "0", "--device", "cpu"]) == 0
     assert sorted(p.name for p in (tmp_path / "card2").iterdir()) == ["b8.json", "b8.png", "lr2.5e-3.json",
                                                                      "lr2.5e-3.png"]
 

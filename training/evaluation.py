@@ -87,3 +87,49 @@ def sample_diversity(model, real: Tensor, real_poses: Tensor, generator: torch.G
     fake = model.render(model.mapping(z), real_poses).rgb
     fake_div, real_div = mean_pairwise_l1(fake), mean_pairwise_l1(real)
     return {"diversity_fake": fake_div, "diversity_real": real_div, "diversity_ratio": fake_div / max(real_div, 1e-8)}
+
+
+def measured_head_yaws(frames: Tensor, size: int = 256) -> list[list[float | None]]:
+    """The head yaw the product's face tracker (mediapipe face mesh + ``estimate_pose``) measures in
+    each frame, None where it finds no face. frames ``(P, N, 3, R, R)`` in [-1, 1], upscaled to
+    ``size`` first (mediapipe misses faces of a few dozen pixels). Needs mediapipe."""
+    import cv2
+
+    from gramcast.face.landmarks import FaceMesh
+    from gramcast.face.pose import estimate_pose
+
+    mesh = FaceMesh(static=True, max_faces=1)
+    try:
+        out = []
+        for row in frames:
+            yaws = []
+            for f in row:
+                img = ((f.float().permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+                faces = mesh.detect(cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC))
+                yaws.append(float(estimate_pose(faces[0]).yaw) if faces else None)
+            out.append(yaws)
+        return out
+    finally:
+        mesh.close()
+
+
+def face_pose_agreement(model, num: int = 16, yaws=(-0.4, -0.2, 0.0, 0.2, 0.4), seed: int = 0) -> dict[str, float]:
+    """Do the samples look like faces, turned the way the camera was? A check from outside the model.
+
+    ``num`` seeded identities rendered at each camera yaw: ``face_found`` is the fraction of renders in
+    which the face tracker finds a face; ``yaw_error`` the mean |measured head yaw - camera yaw| over
+    those (radians); ``yaw_slope`` the least-squares slope of measured against camera yaw (1: the head
+    turns exactly as far as the camera; below 1: the face is painted on, turning less than the view).
+    """
+    from gramcast.model.prior import render_identities
+
+    frames = render_identities(model, num, [(y, 0.0) for y in yaws], seed=seed)
+    measured = measured_head_yaws(frames)
+    pairs = [(cam, m) for cam, row in zip(yaws, measured) for m in row if m is not None]
+    out = {"face_found": len(pairs) / (len(yaws) * num)}
+    if len(pairs) >= 2:
+        cam, got = (torch.tensor(v, dtype=torch.float64) for v in zip(*pairs))
+        out["yaw_error"] = float((got - cam).abs().mean())
+        cc = cam - cam.mean()
+        out["yaw_slope"] = float((cc * (got - got.mean())).sum() / cc.square().sum().clamp_min(1e-12))
+    return out

@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--fid-samples", type=int, default=1000, help="generated images for FID/KID (default 1000; 0: skip)")
     p.add_argument("--fid-real", type=int, default=5000, help="real images for FID/KID (default 5000)")
     p.add_argument("--diversity-samples", type=int, default=64, help="images per side of the diversity ratio")
+    p.add_argument("--face-samples", type=int, default=16,
+                   help="identities for the face/pose check (mediapipe finds a face at the camera's yaw; 0: skip)")
     p.add_argument("--inception", default=None, help="Inception weight file (default: as `gan` finds it)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -35,7 +37,7 @@ def register(sub) -> None:
 
 
 def score_generator(model, dataset, identities: int = 6, diversity_samples: int = 64, fid_samples: int = 1000,
-                    fid_real: int = 5000, inception=None, seed: int = 0, batch: int = 16):
+                    fid_real: int = 5000, inception=None, seed: int = 0, batch: int = 16, face_samples: int = 0):
     """-> (grid ``(3, identities·R, len(YAWS)·R)`` in [0, 1], scores dict). ``inception``: an
     ``InceptionFeatures`` or None (no FID/KID)."""
     import torch
@@ -54,6 +56,8 @@ def score_generator(model, dataset, identities: int = 6, diversity_samples: int 
         n = min(diversity_samples, len(dataset))
         real, poses = dataset.sample(n, g, flip=False, device=dev)
         scores.update(sample_diversity(model, real, poses, g))
+        if face_samples > 0:
+            scores.update(_face_pose_scores(model, face_samples, seed))
         if inception is not None and fid_samples > 0:
             sampler = PoseSampler(dataset.poses)
 
@@ -64,6 +68,18 @@ def score_generator(model, dataset, identities: int = 6, diversity_samples: int 
             scores.update(generator_fid_kid(generate, dataset, inception, fid_samples, num_real=fid_real,
                                             batch_size=batch))
     return image_grid(cols), scores
+
+
+def _face_pose_scores(model, num: int, seed: int) -> dict:
+    """``face_pose_agreement`` over the grid's yaws, where mediapipe is installed (a lent GPU machine's
+    image has none: the scores then say so instead)."""
+    from gramcast.training.evaluation import face_pose_agreement
+
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        return {"face_pose": "skipped: mediapipe is not installed"}
+    return {f"face_pose/{k}": v for k, v in face_pose_agreement(model, num, YAWS, seed).items()}
 
 
 def run_report(args) -> int:
@@ -90,7 +106,7 @@ def run_report(args) -> int:
         else:
             inception = InceptionFeatures(path, device=device)
     grid, scores = score_generator(model, dataset, args.identities, args.diversity_samples, args.fid_samples,
-                                   args.fid_real, inception, args.seed)
+                                   args.fid_real, inception, args.seed, face_samples=args.face_samples)
     scores = {"generator": str(args.generator), "data": str(args.data), "images_in_data": len(dataset),
               "grid": "rows: identities (seeded); columns: yaw " + ", ".join(f"{y:+.1f}" for y in YAWS), **scores}
     out = Path(args.out)
