@@ -181,6 +181,27 @@ def test_a_step_leaves_its_scalars_on_the_device(dataset):
     assert len(reads.places) == 1
 
 
+def test_the_ema_moves_by_the_half_life_of_the_images_seen(dataset):
+    """After one update, every EMA parameter sits at p_ema + (p - p_ema)(1 - 0.5^(batch / half_life)),
+    and the buffers are copied."""
+    from gramcast.training.engine.distributed import DistInfo
+    from gramcast.training.stages.gan import GANConfig, GANStage
+
+    cfg = GANConfig.preset("tiny")
+    cfg.eval_every, cfg.batch_size, cfg.ema_rampup, cfg.ema_half_life_images = 0, 4, 0.0, 8.0
+    stage = GANStage(cfg, dataset, DistInfo())
+    with torch.no_grad():
+        for p in stage.G.parameters():
+            p.add_(torch.randn_like(p))
+        stage.G.mapping.w_avg.fill_(3.0)
+    before = [p.clone() for p in stage.G_ema.parameters()]
+    stage._update_ema()
+    weight = 1 - 0.5 ** (4 / 8.0)
+    for old, new, target in zip(before, stage.G_ema.parameters(), stage.G.parameters()):
+        torch.testing.assert_close(new, old + (target - old) * weight)
+    assert torch.equal(stage.G_ema.mapping.w_avg, torch.full_like(stage.G_ema.mapping.w_avg, 3.0))
+
+
 def test_sigterm_saves_a_checkpoint_and_exits(dataset, tmp_path):
     out = tmp_path / "sig"
     proc = subprocess.Popen([sys.executable, "-m", "gramcast.training.cli", "gan", "--config", "tiny",

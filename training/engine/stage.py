@@ -44,6 +44,12 @@ def autocast(enabled: bool, device: torch.device):
     return nullcontext()
 
 
+def adam(params, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+    """Adam as every stage uses it; on a GPU the fused implementation (one kernel per step for all
+    parameters, where the default launches several per parameter tensor)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True if device.type == "cuda" else None)
+
+
 def fixed_batch(data, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` training images ``(n, 3, R, R)`` in [-1, 1] at their own poses ``(n, 2)``, unflipped:
     a fixed set, so what is measured or shown on it at different steps compares."""

@@ -34,7 +34,7 @@ from gramcast.model.decoder import sample_detail_maps
 from gramcast.model.detail import DetailConfig, DetailReconstructor, manifold_height_grid
 from gramcast.training.data import FaceDataset
 from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
-from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
+from gramcast.training.engine.stage import StageConfig, adam, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights
 
@@ -140,7 +140,7 @@ class DetailStage:
         # The manifolds are frozen and identity-independent: their low-res height grid is fixed.
         self.heights_lr = manifold_height_grid(self.G, dcfg.map_resolution, dcfg.extent, cfg.height_samples)[0]
         self.data = FaceDataset(data_dir, self.G.config.resolution, max_images=cfg.max_images)
-        self.opt = torch.optim.Adam(self.R.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt = adam(self.R.parameters(), cfg.lr, cfg.betas, dev)
         self.R_forward: nn.Module = wrap_ddp(self.R, dist)
         self.images_seen = 0
 

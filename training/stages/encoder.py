@@ -23,7 +23,7 @@ from gramcast.model import GRAMModel
 from gramcast.model.encoder import EncoderConfig, GRAMEncoder, delta_regularizer, wplus_to_mean
 from gramcast.training.data import FaceDataset
 from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
-from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
+from gramcast.training.engine.stage import StageConfig, adam, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights
 
@@ -111,7 +111,7 @@ class EncoderStage:
         self.data = FaceDataset(data_dir, self.G.config.resolution, max_images=cfg.max_images)
         self.recon = (recon_loss if recon_loss is not None
                       else ReconstructionLoss.from_cache(cfg.recon_weights, device=dev)).to(dev)
-        self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt = adam(self.E.parameters(), cfg.lr, cfg.betas, dev)
         # Inactive delta heads are skipped, so some parameters get no gradient in a step.
         self.E_forward: torch.nn.Module = wrap_ddp(self.E, dist, find_unused_parameters=True)
 

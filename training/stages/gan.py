@@ -22,7 +22,7 @@ from gramcast.model import GRAMConfig, GRAMModel
 from gramcast.training.augment import diff_augment, parse_policy
 from gramcast.training.data import FaceDataset, PoseSampler
 from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
-from gramcast.training.engine.stage import StageConfig, autocast, image_grid
+from gramcast.training.engine.stage import StageConfig, adam, autocast, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.losses import discriminator_loss, generator_loss, pose_loss, r1_penalty
 from gramcast.training.metrics import (HOW_TO_GET, INCEPTION_SHA1, REAL_STATS_FILE, InceptionFeatures,
@@ -116,9 +116,9 @@ class GANStage:
         manifold = list(self.G.manifold.parameters())
         manifold_ids = {id(p) for p in manifold}
         rest = [p for p in self.G.parameters() if id(p) not in manifold_ids]
-        self.opt_G = torch.optim.Adam([{"params": rest, "lr": cfg.lr_generator},
-                                       {"params": manifold, "lr": cfg.lr_manifold}], betas=cfg.betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_discriminator, betas=cfg.betas)
+        self.opt_G = adam([{"params": rest, "lr": cfg.lr_generator}, {"params": manifold, "lr": cfg.lr_manifold}],
+                          cfg.lr_generator, cfg.betas, dev)
+        self.opt_D = adam(self.D.parameters(), cfg.lr_discriminator, cfg.betas, dev)
         self.G_forward: nn.Module = wrap_ddp(_RenderForward(self.G), dist)
         self.D_forward: nn.Module = wrap_ddp(self.D, dist)
         self.images_seen = 0
@@ -239,10 +239,9 @@ class GANStage:
             half_life = min(half_life, self.images_seen * self.cfg.ema_rampup)
         batch = self.cfg.batch_size * self.dist.world_size
         beta = 0.5 ** (batch / max(half_life, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - beta)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        # one kernel per list, not one per tensor (hundreds of launches a step on a GPU)
+        torch._foreach_lerp_(list(self.G_ema.parameters()), [p.detach() for p in self.G.parameters()], 1.0 - beta)
+        torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

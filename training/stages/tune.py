@@ -29,7 +29,7 @@ from gramcast.model import GRAMModel
 from gramcast.model.encoder import GRAMEncoder
 from gramcast.training.data import FaceDataset, PoseSampler
 from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
-from gramcast.training.engine.stage import StageConfig, autocast, fixed_batch, image_grid
+from gramcast.training.engine.stage import StageConfig, adam, autocast, fixed_batch, image_grid
 from gramcast.training.engine.trainer import step_generator
 from gramcast.training.reconstruction import ReconstructionLoss, ReconstructionWeights, masked_mse
 
@@ -134,7 +134,7 @@ class TuneStage:
         self.recon = (recon_loss if recon_loss is not None
                       else ReconstructionLoss.from_cache(cfg.recon_weights, device=dev)).to(dev)
         params = [p for m in self.tuned for p in m.parameters()]
-        self.opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        self.opt = adam(params, cfg.lr, cfg.betas, dev)
         self.G_forward: nn.Module = wrap_ddp(_RenderForward(self.G), dist)   # syncs only the trainable Ψ and m
 
     def _autocast(self):
