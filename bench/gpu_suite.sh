@@ -15,6 +15,8 @@
 #            gramcast-train pack-dataset data/lfw128 data/lfw128_q75.zip --quality 75 \
 #              --exclude-people training/splits/lfw_validation_people.txt
 #   all    both, bench first.
+# PARTS picks bench's parts (default all: "tests render_cache enroll render_model train_step"); e.g.
+# PARTS="tests render_cache train_step" skips what an earlier lease measured already.
 # What comes back (a lent machine returns at most 8 files): bench.tar.gz (JSON + logs), the snapshot
 # parts gan-small-0000i-of-0000n.safetensors (<= 15 MiB each) and train_logs.tar.gz.
 # The machine's image has torch, numpy, safetensors, opencv, tqdm, tensorboard but no mediapipe, so
@@ -37,24 +39,33 @@ fi
   | tee "$work/bench/gpu.txt"
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
   b="$work/bench"
-  # the GPU-only tests first: CUDA graph replay of the renderer equals eager rendering
-  timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py > "$b/gpu_tests.log" 2>&1
-  echo "gpu tests exit $?"; tail -n 3 "$b/gpu_tests.log"
-  timeout 120 "$PYTHON" bench/render_cache.py --device cuda --no-enrolled --sizes ${SIZES:-256 512} \
-    --batches ${BATCHES:-1 8 64} --budget 3 --json "$b/render_cache_gpu.json" > "$b/render_cache_gpu.log" 2>&1
-  echo "render_cache exit $?"
-  timeout 60 "$PYTHON" bench/enroll.py --no-face-models --presets ${PRESETS:-tiny,small,paper} --repeats 5 \
-    --json "$b/enroll_gpu.json" > "$b/enroll_gpu.log" 2>&1
-  echo "enroll exit $?"
-  timeout 60 "$PYTHON" bench/render_model.py --preset small --sizes ${SIZES:-128 256} --grad-sizes 128 \
-    --json "$b/render_model_gpu.json" > "$b/render_model_gpu.log" 2>&1
-  echo "render_model exit $?"
-  # where a small GAN step's 0.42 s went on the first lent H200 (76 images/s): variants + profile
-  timeout 150 "$PYTHON" bench/train_step.py --data "${DATA:-data/lfw128_q75.zip}" --preset small --steps 5 \
-    --warmup 2 --variant default --variant r1_every=16 --variant amp=false --profile-steps 2 \
-    --json "$b/train_step_gpu.json" > "$b/train_step_gpu.log" 2>&1
-  echo "train_step exit $?"
-  tail -n 25 "$b/render_cache_gpu.log"; tail -n 6 "$b/enroll_gpu.log"; grep -v '^{' "$b/train_step_gpu.log" | tail -n 30
+  parts=" ${PARTS:-tests render_cache enroll render_model train_step} "
+  if [[ $parts == *" tests "* ]]; then   # GPU-only tests: CUDA graph replay of the renderer equals eager rendering
+    timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py > "$b/gpu_tests.log" 2>&1
+    echo "gpu tests exit $?"; tail -n 3 "$b/gpu_tests.log"
+  fi
+  if [[ $parts == *" render_cache "* ]]; then
+    timeout 120 "$PYTHON" bench/render_cache.py --device cuda --no-enrolled --sizes ${SIZES:-256 512} \
+      --batches ${BATCHES:-1 8 64} --budget 3 --json "$b/render_cache_gpu.json" > "$b/render_cache_gpu.log" 2>&1
+    echo "render_cache exit $?"; tail -n 25 "$b/render_cache_gpu.log"
+  fi
+  if [[ $parts == *" enroll "* ]]; then
+    timeout 60 "$PYTHON" bench/enroll.py --no-face-models --presets ${PRESETS:-tiny,small,paper} --repeats 5 \
+      --json "$b/enroll_gpu.json" > "$b/enroll_gpu.log" 2>&1
+    echo "enroll exit $?"; tail -n 6 "$b/enroll_gpu.log"
+  fi
+  if [[ $parts == *" render_model "* ]]; then
+    timeout 60 "$PYTHON" bench/render_model.py --preset small --sizes ${SIZES:-128 256} --grad-sizes 128 \
+      --json "$b/render_model_gpu.json" > "$b/render_model_gpu.log" 2>&1
+    echo "render_model exit $?"
+  fi
+  if [[ $parts == *" train_step "* ]]; then
+    # where a small GAN step's 0.42 s went on the first lent H200 (76 images/s): variants + profile
+    timeout 150 "$PYTHON" bench/train_step.py --data "${DATA:-data/lfw128_q75.zip}" --preset small --steps 5 \
+      --warmup 2 --variant default --variant r1_every=16 --variant amp=false --profile-steps 2 \
+      --json "$b/train_step_gpu.json" > "$b/train_step_gpu.log" 2>&1
+    echo "train_step exit $?"; grep -v '^{' "$b/train_step_gpu.log" | tail -n 30
+  fi
   tar czf "$OUT/bench.tar.gz" -C "$work" bench
 fi
 if [ "$mode" = train ] || [ "$mode" = all ]; then
