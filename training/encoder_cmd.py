@@ -28,7 +28,8 @@ def _options(p: argparse.ArgumentParser) -> None:
         if action.dest in _GAN_ONLY:
             action.help = argparse.SUPPRESS
     p.add_argument("--generator", type=Path, required=True,
-                   help="frozen pre-trained generator (generator_ema.safetensors of `gramcast-train gan`)")
+                   help="frozen pre-trained generator (generator_ema.safetensors of `gramcast-train gan`, "
+                        "or bundled:tiny, the prior that ships)")
 
 
 def register(sub) -> None:
@@ -58,8 +59,12 @@ def _check_args(args) -> None:
         raise GramcastError(f"{', '.join(given)}: only the gan stage evaluates FID/KID; drop the option")
     if args.config not in ENCODER_STEPS:
         raise GramcastError(f"unknown --config {args.config!r}; choose from {', '.join(ENCODER_STEPS)}")
+    from gramcast.model.prior import resolve_generator
+
     for flag in ("generator", "encoder"):
         path = getattr(args, flag, None)
+        if path is not None and flag == "generator":
+            path = resolve_generator(path)        # bundled:NAME -> the shipped prior (or its error)
         if path is not None and not Path(path).is_file():
             raise CheckpointError(f"--{flag} {path}: no such file; check the path (train it with "
                                   f"`gramcast-train {'gan' if flag == 'generator' else 'encoder'}`)")
