@@ -43,3 +43,5 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     assert "| mesh |" in (out / "results.md").read_text()
     assert (out / "contact_sheet.png").stat().st_size > 1000
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert main(["evaluate", str(data), "--refine-steps", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "--refine-steps -1" in capsys.readouterr().err and not (tmp_path / "r").exists()

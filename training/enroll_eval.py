@@ -38,6 +38,8 @@ class EvalConfig:
     min_eye_distance: float = 20.0
     #: GRAMInverter bundle for the graminverter method (None: the installed one)
     weights: Path | None = None
+    #: graminverter: per-image refinement steps of the encoder's w+ (InverterConfig.refine_steps)
+    refine_steps: int = 0
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -201,7 +203,9 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
                 first = load_image(photos[0])
                 aligned = _align(first, config.resolution)
                 t0 = time.perf_counter()
-                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, weights=weights)
+                extra = {"refine_steps": config.refine_steps} if method == "graminverter" else {}
+                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, weights=weights,
+                                **extra)
                 t_enroll.append(time.perf_counter() - t0)
             except GramcastError as exc:
                 rows.append({"person": person, "photo": photos[0].name, "error": str(exc)})

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--max", type=int, help="evaluate at most this many people")
     p.add_argument("--weights", type=Path, default=None,
                    help="GRAMInverter bundle for the graminverter method (default: the installed one)")
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="graminverter: per-image refinement steps of the encoder's w+ (default 0)")
     p.set_defaults(func=run)
 
 
@@ -26,9 +28,12 @@ def run(args) -> int:
 
     if not args.dir.is_dir():
         raise GramcastError(f"{args.dir} is not a folder of portraits")
+    if args.refine_steps < 0:
+        raise GramcastError(f"--refine-steps {args.refine_steps}: give 0 or more")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     results = evaluate_methods(args.dir, args.out, EvalConfig(methods=methods, max_portraits=args.max,
-                                                                      weights=args.weights))
+                                                                      weights=args.weights,
+                                                                      refine_steps=args.refine_steps))
     print(markdown_table(results))
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'contact_sheet.png'}")
     return 0
