@@ -22,7 +22,7 @@ def prior():
 
 
 def test_every_bundled_prior_loads_by_name_and_is_small(prior):
-    for name, (filename, _) in BUNDLED_PRIORS.items():
+    for name, filename in BUNDLED_PRIORS.items():
         path = bundled_prior_path(name)
         assert path.name == filename and path.stat().st_size < 2 * 2**20     # lives in the package
     assert prior.config == GRAMConfig.preset("tiny")

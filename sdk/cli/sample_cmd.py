@@ -41,9 +41,10 @@ def _parse_yaws(text: str) -> list[float]:
 
 def tile(frames) -> "np.ndarray":  # noqa: F821
     """``(rows, cols, 3, R, R)`` in [-1, 1] -> one ``(rows·R, cols·R, 3)`` uint8 image."""
+    from gramcast.media_io import to_uint8
+
     rows, cols, _, r, _ = frames.shape
-    grid = frames.permute(0, 3, 1, 4, 2).reshape(rows * r, cols * r, 3)
-    return ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    return to_uint8(frames.permute(2, 0, 3, 1, 4).reshape(3, rows * r, cols * r))
 
 
 def run_sample(args) -> int:

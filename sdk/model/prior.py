@@ -13,10 +13,9 @@ from gramcast.errors import CheckpointError
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PREFIX = "bundled:"
 
-#: name -> (file in gramcast/assets, one line on what it is)
-BUNDLED_PRIORS: dict[str, tuple[str, str]] = {
-    "tiny": ("prior_gram_tiny_lfw64.safetensors",
-             "the `tiny` preset (64², 12 manifolds) trained on LFW on one CPU core; FID/KID in the model card"),
+#: name -> file in gramcast/assets (what each is: assets/NOTICE.md and the README's model card)
+BUNDLED_PRIORS: dict[str, str] = {
+    "tiny": "prior_gram_tiny_lfw64.safetensors",   # the `tiny` preset (64², 12 manifolds) trained on LFW
 }
 
 
@@ -25,7 +24,7 @@ def bundled_prior_path(name: str) -> Path:
     if name not in BUNDLED_PRIORS:
         raise CheckpointError(f"no bundled prior {name!r}; the package ships: "
                               + ", ".join(f"{PREFIX}{n}" for n in sorted(BUNDLED_PRIORS)))
-    path = ASSETS / BUNDLED_PRIORS[name][0]
+    path = ASSETS / BUNDLED_PRIORS[name]
     if not path.is_file():
         raise CheckpointError(f"the bundled prior {name!r} is missing from this install ({path}); "
                               "reinstall gramcast")
