@@ -100,6 +100,35 @@ def layer_runs(order: tuple[int, ...], max_len: int) -> list[list[int]]:
     return runs
 
 
+def coarse_layer_samples(heights: Tensor, extent: float, poses: Tensor, resolution: int,
+                         settings: RenderSettings = RenderSettings(),
+                         flat: tuple[int, ...] | None = None) -> tuple[Tensor, tuple[int, int]]:
+    """What shading needs of each layer's ray hits, on the coarse ray grid: texture coordinates u, v
+    (``grid_sample``'s), depth (the ray parameter: directions are unit and start at the camera) and
+    validity, the first three zeroed where invalid: ``(L, 4, B, h*w)`` and the grid's size ``(h, w)``
+    (the full resolution where ``settings.lowres_factor`` is 1).
+
+    heights ``(L, 1, G, G)``, poses ``(B, 2)``; ``flat``: as in ``render_cache``.
+    """
+    b = poses.shape[0]
+    c2w = camera.pose_to_c2w(poses)
+    factor = max(1, settings.lowres_factor)
+    if factor > 1:   # the coarse rays directly (exact, where interpolating the full-resolution rays is not)
+        uv = lowres_pixel_positions(resolution, resolution, factor, device=poses.device, dtype=poses.dtype)
+    else:
+        uv = camera.pixel_grid(resolution, resolution, device=poses.device, dtype=poses.dtype)
+    h, w = uv.shape[:2]
+    o_lr, d_lr = camera.rays_through_pixels(c2w, uv, resolution, resolution)    # (B, h, w, 3)
+    # The search bounds are the model's own: a manifold beyond them is not part of the model's image. The
+    # background plane is hit at any depth (flat layers are, in intersect_layers), as in the model.
+    pts, ts, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
+                                     camera.RAY_NEAR, camera.RAY_FAR,
+                                     settings.steps, settings.refine, flat)     # (L, B, N, 3), (L, B, N)
+    vf = valid.to(pts.dtype)[:, None]                                           # (L, 1, B, N)
+    uv = grid_coordinates(pts[..., :2], extent).permute(0, 3, 1, 2)               # (L, 2, B, N)
+    return torch.cat([uv * vf, ts[:, None] * vf, vf], 1), (h, w)               # (L, 4, B, N)
+
+
 def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor, resolution: int,
                  settings: RenderSettings = RenderSettings(),
                  plan: CompositingPlan | None = None, pass_pixels: int | None = None,
@@ -115,24 +144,8 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     """
     b = poses.shape[0]
     nl = heights.shape[0]
-    c2w = camera.pose_to_c2w(poses)
+    coarse, (h, w) = coarse_layer_samples(heights, extent, poses, resolution, settings, flat)
     factor = max(1, settings.lowres_factor)
-    if factor > 1:   # the coarse rays directly (exact, where interpolating the full-resolution rays is not)
-        uv = lowres_pixel_positions(resolution, resolution, factor, device=poses.device, dtype=poses.dtype)
-    else:
-        uv = camera.pixel_grid(resolution, resolution, device=poses.device, dtype=poses.dtype)
-    h, w = uv.shape[:2]
-    o_lr, d_lr = camera.rays_through_pixels(c2w, uv, resolution, resolution)    # (B, h, w, 3)
-    # The search bounds are the model's own: a manifold beyond them is not part of the model's image. The
-    # background plane is hit at any depth (flat layers are, in intersect_layers), as in the model.
-    pts, ts, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
-                                     camera.RAY_NEAR, camera.RAY_FAR,
-                                     settings.steps, settings.refine, flat)     # (L, B, N, 3), (L, B, N)
-    # What shading needs of each layer's hits, at the coarse resolution: texture coordinates (u, v), depth
-    # (the ray parameter: the directions are unit and start at the camera) and validity, zeroed where invalid.
-    vf = valid.to(pts.dtype)[:, None]                                           # (L, 1, B, N)
-    uv = grid_coordinates(pts[..., :2], extent).permute(0, 3, 1, 2)               # (L, 2, B, N)
-    coarse = torch.cat([uv * vf, ts[:, None] * vf, vf], 1)                       # (L, 4, B, N)
 
     def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
@@ -141,7 +154,7 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
             grid, depth, ok = upsample_layer_samples(coarse[lo:hi], (h, w), resolution, resolution)
         else:
             grid = coarse[lo:hi, :2].reshape(n, 2, b, h, w).permute(0, 2, 3, 4, 1).contiguous()
-            depth, ok = ts[lo:hi].reshape(n, b, h, w), valid[lo:hi].reshape(n, b, h, w)
+            depth, ok = coarse[lo:hi, 2].reshape(n, b, h, w), coarse[lo:hi, 3].reshape(n, b, h, w) > 0
         # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
         rgba = F.grid_sample(textures[lo:hi], grid.reshape(n, b * resolution, resolution, 2), mode="bilinear",
                              padding_mode="border", align_corners=True)
