@@ -5,7 +5,8 @@ the reference face) gives the surface; a head-shaped proxy (an ellipsoid fitted 
 it smoothly over hair, ears and neck. That surface becomes the avatar's one manifold: every texel
 takes the input photo's colour where the input camera sees it, opacity from the person matte.
 Texels the photo does not see are filled from their mirror texel (facial symmetry), then by
-inpainting, so turning the head never opens holes.
+inpainting, so turning the head never opens holes; small enclosed islands of them (the visibility tests'
+noise) are inpainted from their own neighbourhood.
 """
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
                            borderMode=cv2.BORDER_REPLICATE).reshape(-1)
     unoccluded = dist <= seen_depth + config.depth_tolerance
     seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
-    colour, alpha, seen = _fill_unseen(colour, alpha, seen, heights, t)
+    colour, alpha, seen = _fill_unseen(colour, alpha, seen, in_image, heights, t)
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
     textures = torch.cat([rgb, torch.from_numpy(alpha)[None].float()], 0)[None]
     meta = {"method": "mesh", "model_id": "none (prior-free)", "created": now_iso(),
@@ -153,9 +154,27 @@ def _depth_from(heights: np.ndarray, extent: float, pose, size: int) -> np.ndarr
     return np.where(alpha[0, 0].numpy() > 0.5, d, np.float32(1e3)).astype(np.float32)
 
 
-def _fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, heights: np.ndarray, t: int):
-    """Mirror texels across x = 0, then inpaint what is left (inside the head's footprint)."""
-    mirror = seen[:, ::-1] & ~seen
+def unseen_islands(seen: np.ndarray, max_fraction: float = 0.005) -> np.ndarray:
+    """Small unseen regions enclosed by seen texels ``(T, T)`` bool: the visibility tests' noise along the
+    jaw and under the nose (grazing or self-occluded for a texel or two), not a side of the head."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((~seen).astype(np.uint8), connectivity=8)
+    t = seen.shape[0]
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    small = (area <= max_fraction * seen.size) & (x > 0) & (y > 0) & (x + w < t) & (y + h < t)
+    small[0] = False                                   # label 0: the seen texels themselves
+    return small[labels] & ~seen
+
+
+def _fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_image: np.ndarray,
+                 heights: np.ndarray, t: int):
+    """Mirror texels across x = 0, then inpaint what is left (inside the head's footprint).
+
+    Small enclosed unseen islands are inpainted from their own neighbourhood, not mirrored: the other
+    side of a face is not symmetric to the texel (a mirrored jaw lands on the background beside the
+    other jaw). Beyond the photo's edges the filled opacity is kept to the head's proxy (heights above
+    the flat surround): a head cut by the crop must not continue as a strip of hair to the grid's edge."""
+    islands = unseen_islands(seen)
+    mirror = seen[:, ::-1] & ~seen & ~islands
     colour = np.where(mirror[..., None], colour[:, ::-1], colour)
     alpha = np.where(mirror, alpha[:, ::-1], alpha)
     known = seen | mirror
@@ -169,6 +188,8 @@ def _fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, height
         filled = cv2.resize(cv2.inpaint(c_small, m_small, 5, cv2.INPAINT_TELEA), (t, t), interpolation=cv2.INTER_LINEAR)
         a_fill = cv2.resize(cv2.inpaint(a_small, m_small, 5, cv2.INPAINT_TELEA), (t, t),
                             interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        head = cv2.resize((heights > heights[0, 0] + 1e-4).astype(np.float32), (t, t), interpolation=cv2.INTER_LINEAR)
+        a_fill = np.where(in_image, a_fill, a_fill * head)
         colour = np.where(missing[..., None] > 0, filled, colour)
         alpha = np.where(missing > 0, a_fill, alpha)
     return colour, alpha.astype(np.float32), known
