@@ -12,6 +12,7 @@ interrupted (the state is saved either way).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -101,34 +102,43 @@ def launch_stage(args, stage_name: str, make_stage: Callable[[DistInfo], Any], c
     a missing dataset) is a one-line GramcastError. Returns 0, or 130 when interrupted.
     """
     from gramcast.training.engine.distributed import init_distributed, shutdown_distributed
-    from gramcast.training.engine.trainer import LoopConfig, Trainer
 
     dist = init_distributed(args.device)
     try:
-        try:
-            stage = make_stage(dist)
-        except FileNotFoundError as exc:
-            raise GramcastError(str(exc)) from None
-        record = stage_record(stage_name, args.config, cfg, inputs)
-        loop = LoopConfig(steps=args.steps or default_steps.get(args.config, 1000),
-                          checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                          image_every=args.image_every, progress=not args.no_progress,
-                          max_seconds=args.max_minutes * 60.0 if getattr(args, "max_minutes", None) else None)
-        trainer = Trainer(stage, args.out, loop, dist, config_record=record)
-        resumed = args.resume and trainer.resume()
-        if resumed and dist.is_main:
-            print(f"resumed {args.out} at step {trainer.step}", flush=True)
-        if getattr(args, "init_from", None) is not None and not resumed:
-            from gramcast.training.engine.snapshot import apply_snapshot
-
-            trainer.step = apply_snapshot(stage, args.init_from)
-            if dist.is_main:
-                print(f"warm start from {args.init_from} at step {trainer.step} (fresh optimiser state)", flush=True)
-        step = trainer.run()
-        if dist.is_main:
-            state = ("interrupted" if trainer.interrupted else
-                     "stopped at the --max-minutes budget" if trainer.out_of_time else "finished")
-            print(f"{state} at step {step}; {done or f'checkpoint in {args.out}'}", flush=True)
-        return 130 if trainer.interrupted else 0
+        return _train(dist, stage_name, args, cfg, make_stage, default_steps, inputs, done)
     finally:
+        # the stage's DDP wrapper and its gradient buckets go before the process group does: freed after
+        # it, at interpreter exit, gloo's threads were torn down unjoined and a rank died with SIGABRT
+        gc.collect()
         shutdown_distributed()
+
+
+def _train(dist, stage_name: str, args, cfg, make_stage, default_steps: dict, inputs, done) -> int:
+    """``launch_stage``'s work, in a frame of its own so that the stage is freed when it returns."""
+    from gramcast.training.engine.trainer import LoopConfig, Trainer
+
+    try:
+        stage = make_stage(dist)
+    except FileNotFoundError as exc:
+        raise GramcastError(str(exc)) from None
+    record = stage_record(stage_name, args.config, cfg, inputs)
+    loop = LoopConfig(steps=args.steps or default_steps.get(args.config, 1000),
+                      checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                      image_every=args.image_every, progress=not args.no_progress,
+                      max_seconds=args.max_minutes * 60.0 if getattr(args, "max_minutes", None) else None)
+    trainer = Trainer(stage, args.out, loop, dist, config_record=record)
+    resumed = args.resume and trainer.resume()
+    if resumed and dist.is_main:
+        print(f"resumed {args.out} at step {trainer.step}", flush=True)
+    if getattr(args, "init_from", None) is not None and not resumed:
+        from gramcast.training.engine.snapshot import apply_snapshot
+
+        trainer.step = apply_snapshot(stage, args.init_from)
+        if dist.is_main:
+            print(f"warm start from {args.init_from} at step {trainer.step} (fresh optimiser state)", flush=True)
+    step = trainer.run()
+    if dist.is_main:
+        state = ("interrupted" if trainer.interrupted else
+                 "stopped at the --max-minutes budget" if trainer.out_of_time else "finished")
+        print(f"{state} at step {step}; {done or f'checkpoint in {args.out}'}", flush=True)
+    return 130 if trainer.interrupted else 0
