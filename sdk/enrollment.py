@@ -4,19 +4,25 @@ align (gramcast.face) -> pose -> person matte -> the method's inversion -> bake.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from gramcast.errors import GramcastError
+from gramcast.errors import FaceTurnedError, GramcastError
 
-__all__ = ["enroll", "METHODS"]
+__all__ = ["enroll", "METHODS", "MAX_INPUT_YAW"]
 
 METHODS = ("mesh", "graminverter")
+#: Largest head yaw (radians, ~26 degrees) of a photo ``enroll`` accepts by default. The side of the head
+#: turned away from the camera is guessed (the mirrored near side, inpainting); from photos turned further
+#: the guess shows as a second, misplaced copy of features when the avatar turns the other way.
+MAX_INPUT_YAW = 0.45
 
 
 def enroll(image, method: str = "mesh", crop_size: int = 512,
-           min_eye_distance: float | None = None, weights=None, device="auto", **options):
+           min_eye_distance: float | None = None, weights=None, device="auto",
+           max_yaw: float | None = MAX_INPUT_YAW, **options):
     """Enroll an avatar from one portrait (a path, bytes, PIL image or ``(H, W, 3)`` uint8 array).
 
     method ``"mesh"``: the prior-free baseline (works without trained weights).
@@ -24,9 +30,10 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     ``$GRAMCAST_INVERTER``, the packaged one or the user cache; see ``gramcast.avatar.graminverter``).
     ``options``: fields of the method's config (``MeshConfig`` / ``InverterConfig``).
     ``min_eye_distance``: smallest face accepted (pixels between the eyes; default
-    ``gramcast.face.MIN_EYE_DISTANCE_PX``).
-    Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``InvalidImageError``
-    with what to do.
+    ``gramcast.face.MIN_EYE_DISTANCE_PX``). ``max_yaw``: most head yaw accepted (radians; default
+    ``MAX_INPUT_YAW``; None: any).
+    Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``FaceTurnedError`` /
+    ``InvalidImageError`` with what to do.
     """
     from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
@@ -39,6 +46,13 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     rgb = image if isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8 else load_image(image)
     aligned = detect_and_align(rgb, size=crop_size, source=source,
                                min_eye_distance=MIN_EYE_DISTANCE_PX if min_eye_distance is None else min_eye_distance)
+    yaw = float(aligned.pose.yaw)
+    if max_yaw is not None and abs(yaw) > max_yaw:
+        raise FaceTurnedError(
+            f"the face in {source} is turned {abs(yaw):.2f} rad ({math.degrees(abs(yaw)):.0f} deg) to the side; "
+            f"enrollment needs one within {max_yaw:.2f} rad ({math.degrees(max_yaw):.0f} deg) of facing the camera, "
+            "because the side turned away is only guessed: retake the photo looking into the camera "
+            "(or accept it with --max-yaw / max_yaw=)")
     with Matting() as matting:
         matte = matting(aligned.crop)
     if method == "graminverter":

@@ -27,6 +27,10 @@ class FaceTooSmallError(GramcastError):
     """The face is too small to align and enroll."""
 
 
+class FaceTurnedError(GramcastError):
+    """The face is turned too far from the camera to enroll from."""
+
+
 class AvatarFormatError(GramcastError):
     """An avatar (.gca) file is truncated, foreign, or of an unsupported version."""
 

@@ -334,6 +334,35 @@ def test_enroll_rejects_bad_photos_and_writes_nothing(tmp_path, case, error, cap
     assert list(out.parent.iterdir()) == []
 
 
+def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_avatar, capsys):
+    """A photo of a head turned 0.6 rad (the sample avatar rendered there): refused by default with the
+    measured angle, accepted with the gate lifted; 0.3 rad is enrolled as it is."""
+    import cv2
+
+    import gramcast
+    from gramcast.errors import FaceTurnedError
+
+    renderer = Renderer(sample_avatar)
+    paths = {}
+    for yaw in (0.3, 0.6):
+        rgb, alpha = renderer.render_rgba((yaw, 0.0), 512)
+        photo = (rgb * alpha[..., None] + 200 * (1 - alpha[..., None])).astype(np.uint8)
+        paths[yaw] = tmp_path / f"turned_{yaw}.png"
+        cv2.imwrite(str(paths[yaw]), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    with pytest.raises(FaceTurnedError, match=r"turned 0\.[56]\d rad .* within 0\.45 rad"):
+        gramcast.enroll(paths[0.6])
+    out = tmp_path / "out" / "me.gca"
+    out.parent.mkdir()
+    assert main(["enroll", str(paths[0.6]), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "retake the photo looking into the camera" in err[0]
+    assert list(out.parent.iterdir()) == []
+    assert main(["enroll", str(paths[0.6]), "-o", str(out), "--max-yaw", "0.8"]) == 0 and out.is_file()
+    assert abs(gramcast.enroll(paths[0.6], max_yaw=None).meta["input_pose"]["yaw"]) > 0.45
+    assert abs(gramcast.enroll(paths[0.3]).meta["input_pose"]["yaw"]) < 0.45
+    assert main(["enroll", str(paths[0.3]), "-o", str(out), "--max-yaw", "-1"]) == 2
+
+
 def test_enroll_a_huge_photo(tmp_path):
     """12000x12000: decoded once, reduced to the 4096 px working size, enrolled."""
     import cv2

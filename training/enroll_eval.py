@@ -204,8 +204,9 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
                 aligned = _align(first, config.resolution)
                 t0 = time.perf_counter()
                 extra = {"refine_steps": config.refine_steps} if method == "graminverter" else {}
-                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, weights=weights,
-                                **extra)
+                # the methods are compared on every photo: the product's gates on small and turned faces off
+                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, max_yaw=None,
+                                weights=weights, **extra)
                 t_enroll.append(time.perf_counter() - t0)
             except GramcastError as exc:
                 rows.append({"person": person, "photo": photos[0].name, "error": str(exc)})

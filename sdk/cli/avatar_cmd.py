@@ -10,7 +10,7 @@ def register(sub) -> None:
     e = sub.add_parser("enroll", help="enroll an avatar (.gca) from one portrait",
                        description="Align the face in IMAGE, estimate its pose, cut out the person and bake "
                                    "an avatar file. Exactly one face must be visible (at least 40 px between "
-                                   "the eyes).")
+                                   "the eyes), turned at most --max-yaw from the camera.")
     e.add_argument("image", help="portrait photo (JPEG, PNG, WebP, ...)")
     e.add_argument("-o", "--out", type=Path, required=True, help="avatar file to write (.gca)")
     e.add_argument("--method", default="mesh", choices=("mesh", "graminverter"),
@@ -23,6 +23,9 @@ def register(sub) -> None:
                    help="graminverter only: refine the encoder's latent code against the photo for N steps "
                         "before the detail stage (slower, closer to the photo; default 0)")
     e.add_argument("--crop-size", type=int, default=512, choices=(256, 512), help="aligned crop size (default 512)")
+    e.add_argument("--max-yaw", type=float, default=None, metavar="RAD",
+                   help="most head yaw accepted in the photo, radians (default 0.45, ~26 deg: the side turned "
+                        "away is guessed, and from photos turned further the guess shows when the avatar turns)")
     e.set_defaults(func=run_enroll)
 
     i = sub.add_parser("info", help="describe an avatar file", description="Print the metadata of a .gca file.")
@@ -99,6 +102,10 @@ def run_enroll(args) -> int:
         if args.method != "graminverter":
             raise GramcastError("--refine-steps applies to --method graminverter only")
         options["refine_steps"] = args.refine_steps
+    if args.max_yaw is not None:
+        if not args.max_yaw > 0:
+            raise GramcastError(f"--max-yaw must be a positive angle in radians, not {args.max_yaw}")
+        options["max_yaw"] = args.max_yaw
     avatar = enroll(args.image, method=args.method, crop_size=args.crop_size, weights=args.weights,
                     device=args.device, **options)
     avatar.save(args.out)
