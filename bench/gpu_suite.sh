@@ -62,7 +62,7 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
   if [[ $parts == *" train_step "* ]]; then
     # where a small GAN step's 0.42 s went on the first lent H200 (76 images/s): variants + profile
     timeout 150 "$PYTHON" bench/train_step.py --data "${DATA:-data/lfw128_q75.zip}" --preset small --steps 5 \
-      --warmup 2 --variant default --variant r1_every=16 --variant amp=false --profile-steps 2 \
+      --warmup 2 --variant default --variant r1_every=16 --variant amp=false --variant cudnn_benchmark=false --profile-steps 2 \
       --json "$b/train_step_gpu.json" > "$b/train_step_gpu.log" 2>&1
     echo "train_step exit $?"; grep -v '^{' "$b/train_step_gpu.log" | tail -n 30
   fi

@@ -6,7 +6,7 @@
 Each variant is the preset with ``FIELD=VALUE`` overrides of the GAN stage's configuration (the same as
 ``gramcast-train gan --set``; ``default`` is the preset itself). For each it prints the median seconds per
 step and images/s, so one run compares e.g. R1 every step against lazy R1, or bf16 autocast against
-float32. Then it profiles ``--profile-steps`` steps of the first variant with torch.profiler and prints:
+float32; ``cudnn_benchmark=false`` turns off cuDNN's algorithm timing, which training turns on. Then it profiles ``--profile-steps`` steps of the first variant with torch.profiler and prints:
 
   * the step's named ranges (``gan/data``, ``gan/D_step``, ``gan/G_step``, ``gan/ema``) with their host
     time: on a GPU, a range whose host time is close to the step's wall time is bound by launching
@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, first = [], None
     for variant in variants:
         overrides = [] if variant == "default" else [v for v in variant.split(",") if v]
+        # not a stage field: training sets it for the process (init_distributed), a variant may turn it off
+        bench = [v for v in overrides if v.startswith("cudnn_benchmark=")]
+        overrides = [v for v in overrides if v not in bench]
+        torch.backends.cudnn.benchmark = not bench or bench[-1].split("=", 1)[1].lower() in ("1", "true", "yes")
         stage = make_stage(args.preset, overrides, args.batch, data, dev)
         times = time_steps(stage, args.steps, args.warmup, dev)
         med = statistics.median(times)

@@ -42,6 +42,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
         torch.cuda.set_device(dev)
+        # a run's shapes are fixed: cuDNN times its convolution algorithms once per shape and keeps the
+        # fastest, instead of its heuristic pick (bench/train_step.py's cudnn_benchmark=false compares)
+        torch.backends.cudnn.benchmark = True
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     return DistInfo(rank, world, local, dev)
