@@ -52,9 +52,10 @@ def sample_grid(grids: Tensor, xy: Tensor, extent: float) -> Tensor:
 
 
 def _select(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``where(mask, a, b)`` for finite values and a 0/1 float mask, by arithmetic (exact: a * 1 + b * 0
-    is a); ``torch.where`` is several times slower on CPU."""
-    return a * mask + b * (1.0 - mask)
+    """``where(mask, a, b)`` for finite values and a 0/1 float mask, as one ``lerp`` (exact at weights 0
+    and 1: torch computes ``a - (a - b) (1 - w)`` for w >= 0.5); ``torch.where`` is several times slower
+    on CPU, and the product form took four passes."""
+    return torch.lerp(b, a, mask)
 
 
 def flat_layers(heights: Tensor, tol: float = 1e-6) -> tuple[int, ...]:
