@@ -122,9 +122,12 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
     at = (torch.arange(nl, device=origins.device)[:, None, None] * r * n
           + torch.arange(n, device=origins.device))                                  # (L, 1, N)
     h_flat = h.reshape(-1)
+    # each row's offset in that layout, a table of B*K entries: looked up per hit instead of dividing per hit
+    rows_all = torch.arange(b * steps, device=origins.device)
+    offset = (rows_all // r) * (nl * r * n) + (rows_all % r) * n
 
     def h_at(rows: Tensor) -> Tensor:
-        return h_flat[(rows // r) * (nl * r * n) + (rows % r) * n + at]
+        return h_flat[offset[rows] + at]
 
     oz, dz = origins[None, ..., 2], directions[None, ..., 2]                          # (1, B, N)
     t0, t1 = ts[k], ts[k + 1]
