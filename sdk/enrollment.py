@@ -52,7 +52,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             f"the face in {source} is turned {abs(yaw):.2f} rad ({math.degrees(abs(yaw)):.0f} deg) to the side; "
             f"enrollment needs one within {max_yaw:.2f} rad ({math.degrees(max_yaw):.0f} deg) of facing the camera, "
             "because the side turned away is only guessed: retake the photo looking into the camera "
-            "(or accept it with --max-yaw / max_yaw=)")
+            "(the limit is enroll's max_yaw, --max-yaw on the command line)")
     with Matting() as matting:
         matte = matting(aligned.crop)
     if method == "graminverter":
