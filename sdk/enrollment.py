@@ -35,7 +35,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``FaceTurnedError`` /
     ``InvalidImageError`` with what to do.
     """
-    from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
+    from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
     from gramcast.face.matte import Matting
     from gramcast.images import load_image
@@ -55,12 +55,14 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             "(the limit is enroll's max_yaw, --max-yaw on the command line)")
     with Matting() as matting:
         matte = matting(aligned.crop)
-    if method == "graminverter":
-        from gramcast.avatar.graminverter import InverterConfig, enroll_graminverter
+        if method == "graminverter":
+            from gramcast.avatar.graminverter import InverterConfig, enroll_graminverter
 
-        avatar = enroll_graminverter(aligned, matte, weights, InverterConfig(**options), device=device)
-    else:
-        avatar = enroll_mesh(aligned, matte, MeshConfig(**options))
+            avatar = enroll_graminverter(aligned, matte, weights, InverterConfig(**options), device=device)
+        else:
+            config = MeshConfig(**options)
+            context = photo_context(rgb, aligned, config.context_margin, matting) if config.context_margin else None
+            avatar = enroll_mesh(aligned, matte, config, context=context)
     avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
                         "source": Path(source).name if source != "the image" else "array"})
     return avatar

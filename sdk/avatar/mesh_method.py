@@ -24,7 +24,7 @@ from gramcast.face.alignment import AlignedFace
 from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
-__all__ = ["MeshConfig", "enroll_mesh", "surface_heights"]
+__all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "unseen_islands"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class MeshConfig:
     extent: float = 0.14
     depth_tolerance: float = 0.006
     min_facing: float = 0.15
+    #: How much of the photo around the aligned crop (a fraction of its side, on every side) the texture
+    #: may take colours from: the grid reaches past the crop (hair, ears); 0 keeps to the crop.
+    context_margin: float = 0.2
 
 
 def world_landmarks(aligned: AlignedFace, ref: ReferenceFace) -> np.ndarray:
@@ -100,9 +103,37 @@ def _normals(h: np.ndarray, extent: float) -> np.ndarray:
     return n / np.linalg.norm(n, axis=-1, keepdims=True)
 
 
+@dataclass(frozen=True)
+class PhotoContext:
+    """The photo around the aligned crop, at the crop's scale: the crop's pixel (u, v) is (u + offset,
+    v + offset) here. ``crop`` ``(S', S', 3)``, ``matte`` ``(S', S')`` in [0, 1], ``inside`` ``(S', S')``
+    bool: where the source photo has pixels (the rest of a crop is reflected padding)."""
+
+    crop: np.ndarray
+    matte: np.ndarray
+    inside: np.ndarray
+    offset: float
+
+
+def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting) -> PhotoContext:
+    """``aligned``'s crop widened by ``margin`` of its side on every side (same scale), with its matte."""
+    from gramcast.face.alignment import warp_to_crop
+
+    size = aligned.size
+    pad = int(round(margin * size))
+    wide_from_image = aligned.crop_from_image + np.array([[0, 0, pad], [0, 0, pad]], dtype=np.float64)
+    crop = warp_to_crop(image, wide_from_image, size + 2 * pad)
+    ones = np.ones(image.shape[:2], np.float32)
+    inside = cv2.warpAffine(ones, wide_from_image, (size + 2 * pad,) * 2, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
+    return PhotoContext(crop, matting(crop), inside, float(pad))
+
+
 def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = MeshConfig(),
-                reference: ReferenceFace | None = None) -> Avatar:
-    """aligned: the aligned crop ``(S, S, 3)`` with its landmarks and pose; matte ``(S, S)`` in [0, 1]."""
+                reference: ReferenceFace | None = None, context: PhotoContext | None = None) -> Avatar:
+    """aligned: the aligned crop ``(S, S, 3)`` with its landmarks and pose; matte ``(S, S)`` in [0, 1].
+    ``context``: the photo around the crop, so that the head beyond the crop (hair, ears) takes the photo's
+    colours where the photo has them instead of being guessed."""
     ref = reference or load_reference()
     g, t, e = config.geometry_resolution, config.texture_resolution, config.extent
     size = aligned.size
@@ -118,12 +149,19 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     world = np.concatenate([txy, h_t[..., None].astype(np.float64)], axis=-1).reshape(-1, 3)
     proj = project_world(world, size, yaw, pitch)                              # (T*T, 2) render pixels
     uv = apply_affine(correction, proj).reshape(t, t, 2).astype(np.float32)
-    map_x, map_y = uv[..., 0] - 0.5, uv[..., 1] - 0.5
-    colour = cv2.remap(aligned.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.remap(matte.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=0.0)
-    # visibility from the input camera: in the image, facing it, and not hidden behind the surface
-    in_image = (uv[..., 0] >= 0) & (uv[..., 0] <= size) & (uv[..., 1] >= 0) & (uv[..., 1] <= size)
+    in_crop = (uv[..., 0] >= 0) & (uv[..., 0] <= size) & (uv[..., 1] >= 0) & (uv[..., 1] <= size)
+    src, src_matte, offset = (aligned.crop, matte, 0.0) if context is None else \
+        (context.crop, context.matte, context.offset)
+    side = src.shape[0]
+    map_x, map_y = uv[..., 0] + (offset - 0.5), uv[..., 1] + (offset - 0.5)
+    colour = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.remap(src_matte.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    # visibility from the input camera: in the photo, facing it, and not hidden behind the surface
+    in_image = (map_x >= -0.5) & (map_x <= side - 0.5) & (map_y >= -0.5) & (map_y <= side - 0.5)
+    if context is not None:
+        in_image &= cv2.remap(context.inside.astype(np.float32), map_x, map_y, cv2.INTER_NEAREST,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
     cam = camera.camera_position(torch.tensor([yaw]), torch.tensor([pitch]))[0].numpy()
     to_cam = cam - world
     dist = np.linalg.norm(to_cam, axis=1)
@@ -133,7 +171,9 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     seen_depth = cv2.remap(depth_img, proj[:, 0].reshape(t, t).astype(np.float32) - 0.5,
                            proj[:, 1].reshape(t, t).astype(np.float32) - 0.5, cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE).reshape(-1)
-    unoccluded = dist <= seen_depth + config.depth_tolerance
+    # the depth map covers the crop only; beyond it (hair, ears, shoulders of a near-frontal photo) the
+    # proxy does not hide itself
+    unoccluded = (dist <= seen_depth + config.depth_tolerance) | ~in_crop.reshape(-1)
     seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
     colour, alpha, seen = _fill_unseen(colour, alpha, seen, in_image, heights, t)
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
