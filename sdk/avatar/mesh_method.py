@@ -20,8 +20,8 @@ from gramcast import camera
 from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.renderer import RenderSettings, render_cache
-from gramcast.face.alignment import AlignedFace
-from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
+from gramcast.face.alignment import AlignedFace, warp_to_crop
+from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "unseen_islands"]
@@ -116,16 +116,18 @@ class PhotoContext:
 
 
 def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting) -> PhotoContext:
-    """``aligned``'s crop widened by ``margin`` of its side on every side (same scale), with its matte."""
-    from gramcast.face.alignment import warp_to_crop
-
+    """``aligned``'s crop widened by ``margin`` of its side on every side (same scale), with its matte
+    (``matting``: crop -> matte, e.g. a ``gramcast.face.Matting``)."""
     size = aligned.size
     pad = int(round(margin * size))
     wide_from_image = aligned.crop_from_image + np.array([[0, 0, pad], [0, 0, pad]], dtype=np.float64)
-    crop = warp_to_crop(image, wide_from_image, size + 2 * pad)
-    ones = np.ones(image.shape[:2], np.float32)
-    inside = cv2.warpAffine(ones, wide_from_image, (size + 2 * pad,) * 2, flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
+    side = size + 2 * pad
+    crop = warp_to_crop(image, wide_from_image, side)
+    # each pixel centre of the widened crop back in the photo (continuous pixels): inside its bounds?
+    centres = np.stack(np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5), -1).reshape(-1, 2)
+    src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
+    h, w = image.shape[:2]
+    inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
     return PhotoContext(crop, matting(crop), inside, float(pad))
 
 
