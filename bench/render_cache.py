@@ -8,7 +8,8 @@ Avatars: the sample portrait enrolled with the mesh method (1 layer; its enrollm
 with model loading and a warm call) and with random-init ``small`` GRAMInverter networks (24 layers bounded
 by the portrait's matte, the background manifold dropped: a product avatar's layer structure), and bakes
 of the ``--presets`` GRAMModels (default ``tiny`` and ``small``, 12 and 24 layers; ``paper``: 24 layers at
-256²; random weights: a frame's cost depends on how many layers are drawn, not on their values). For every avatar, output size and batch:
+256²; random weights: a frame's cost depends on how many layers are drawn, not on their values). For every
+avatar, output size and batch:
 
   * ``torch``: ``Renderer(avatar).render(poses, size)`` (``render_cache``) as shipped: for the bakes the
     ordered O(L) compositing (their layers are checked non-crossing at load; the row's ``compositing``

@@ -6,7 +6,8 @@
 Each variant is the preset with ``FIELD=VALUE`` overrides of the GAN stage's configuration (the same as
 ``gramcast-train gan --set``; ``default`` is the preset itself). For each it prints the median seconds per
 step and images/s, so one run compares e.g. R1 every step against lazy R1, or bf16 autocast against
-float32; ``cudnn_benchmark=false`` turns off cuDNN's algorithm timing, which training turns on. Then it profiles ``--profile-steps`` steps of the first variant with torch.profiler and prints:
+float32; ``cudnn_benchmark=false`` turns off cuDNN's algorithm timing, which training turns on. Then it
+profiles ``--profile-steps`` steps of the first variant with torch.profiler and prints:
 
   * the step's named ranges (``gan/data``, ``gan/D_step``, ``gan/G_step``, ``gan/ema``) with their host
     time: on a GPU, a range whose host time is close to the step's wall time is bound by launching

@@ -144,8 +144,9 @@ def check_sha256(path: Path | str, expected: str | None, what: str, how_to_get: 
 
 def find_weights(name: str, path: Path | str | None = None) -> Path | None:
     """The weight file of ``name`` ("lpips" or "arcface"): ``path``, else ``$GRAMCAST_<NAME>``, else
-    the cache (the full file, else its float16 copy where the spec has one). None when nothing is configured and the cache holds none; an explicit path or an
-    environment variable that names a missing file is an error (a mistake worth knowing about)."""
+    the cache (the full file, else its float16 copy where the spec has one). None when nothing is
+    configured and the cache holds none; an explicit path or an environment variable that names a
+    missing file is an error (a mistake worth knowing about)."""
     spec = _spec(name)
     for given, what in ((path, f"the {name} weight path"), (os.environ.get(spec.env), f"${spec.env}")):
         if given:
@@ -297,29 +298,23 @@ def fetch_arcface(source: Path | str, dest: Path | str | None = None,
 def pack(dest_dir: Path | str, lpips: Path | str | None = None, arcface: Path | str | None = None,
          expected_sha256=_PINNED) -> list[Path]:
     """The installed weights, compact, as a cache folder to carry to a machine that cannot fetch them
-    (a lent GPU: 64 MiB travel): ``dest_dir/gramcast/`` with LPIPS in float16 (29 MB instead of 59; LPIPS values move by
-    ~1e-4 of themselves) and ArcFace as it is (14 MB). Point ``$XDG_CACHE_HOME`` at ``dest_dir`` there.
+    (a lent GPU: 64 MiB travel): ``dest_dir/gramcast/`` with LPIPS in float16 (29 MB instead of 59;
+    LPIPS values move by ~1e-4 of themselves) and ArcFace as it is (14 MB). Point ``$XDG_CACHE_HOME`` at ``dest_dir`` there.
     ``lpips`` / ``arcface``: the source files (default: installed ones, sha256-checked unless
     ``expected_sha256=None``). Returns the files written."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     out = Path(dest_dir) / "gramcast"
-    out.mkdir(parents=True, exist_ok=True)
     src = require_weights("lpips", lpips, expected_sha256)
     state = {k: v.to(torch.float16).contiguous() for k, v in sorted(load_file(str(src)).items())}
+    # one metadata entry: safetensors writes several in hash order, and the copy's sha256 is pinned
+    data = save(state, metadata={"float16_of": sha256_of(src)})
+    if expected_sha256 is _PINNED and sha256_of(data) != LPIPS.half_sha256:
+        raise PretrainedWeightsError(f"the float16 LPIPS copy has sha256 {sha256_of(data)}, not the expected "
+                                     f"{LPIPS.half_sha256}: get the full weights again with: {LPIPS.how_to_get}")
     half = out / LPIPS.half_filename
-    fd, tmp = tempfile.mkstemp(dir=out, prefix="." + half.name + "-", suffix=".part")
-    os.close(fd)
-    try:
-        # one metadata entry: safetensors writes several in hash order, and the copy's sha256 is pinned
-        save_file(state, tmp, metadata={"float16_of": sha256_of(src)})
-        if expected_sha256 is _PINNED:
-            check_sha256(tmp, LPIPS.half_sha256, "the float16 LPIPS copy", LPIPS.how_to_get)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, half)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    _write_atomic(half, data)
     face = require_weights("arcface", arcface, expected_sha256)
     copy = out / ARCFACE.filename
     _write_atomic(copy, Path(face).read_bytes())
