@@ -53,7 +53,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             f"enrollment needs one within {max_yaw:.2f} rad ({math.degrees(max_yaw):.0f} deg) of facing the camera, "
             "because the side turned away is only guessed: retake the photo looking into the camera "
             "(the limit is enroll's max_yaw, --max-yaw on the command line)")
-    with Matting() as matting:
+    with Matting(one_person=True) as matting:
         if method == "graminverter":
             from gramcast.avatar.graminverter import InverterConfig, enroll_graminverter
 

@@ -19,6 +19,7 @@ from gramcast.face import (
 )
 from gramcast.face.geometry import rotation_from_pose, rotation_to_pose, umeyama
 from gramcast.face.landmarks import DetectedFace
+from gramcast.face.matte import restrict_to_person
 from gramcast.face.pose import estimate_pose
 from gramcast.images import load_image
 
@@ -144,6 +145,36 @@ def test_matte_separates_person_from_studio_background():
     assert matte.shape == img.shape[:2]
     assert matte[230:290, 230:290].mean() > 0.9          # the face
     assert matte[:40, :40].mean() < 0.1 and matte[:40, -40:].mean() < 0.1   # grey backdrop
+
+
+def test_restricting_a_matte_keeps_the_persons_region_grown_and_drops_the_rest():
+    matte = np.zeros((100, 100), np.float32)
+    matte[20:80, 10:40] = 1.0             # the subject (hair included)
+    matte[20:80, 70:90] = 0.8             # someone else
+    person = np.zeros((100, 100), np.float32)
+    person[22:80, 12:38] = 1.0            # the coarse body mask misses 2 px of hair all round
+    out = restrict_to_person(matte, person, grow=0.05)
+    assert np.array_equal(out[20:80, 10:40], matte[20:80, 10:40])      # the hair it missed is kept
+    assert out[:, 60:].max() == 0.0                                     # the other person is gone
+    assert out.max() <= 1.0 and (out <= matte + 1e-7).all()             # it only ever removes
+
+
+def test_one_person_matte_drops_a_second_person_beside_the_subject():
+    """The sample portrait centred on a dark backdrop with a half-size copy of it at the lower right: the
+    selfie model keeps both people, the one-person matte only the one framed in the centre."""
+    rgb = load_image(SAMPLE)
+    h, w = rgb.shape[:2]
+    canvas = np.full((h, 2 * w, 3), 40, np.uint8)
+    canvas[:, w // 2:w // 2 + w] = rgb
+    canvas[h // 2:, 2 * w - w // 2:] = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    everyone = foreground_matte(canvas, landscape=False)
+    subject = foreground_matte(canvas, landscape=False, one_person=True)
+    second = (slice(h // 2, h), slice(2 * w - w // 2, 2 * w))
+    head = (slice(0, h // 2), slice(w // 2 + w // 4, w // 2 + 3 * w // 4))
+    assert everyone[second].mean() > 0.1              # the selfie model does see the second person
+    assert subject[second].max() < 0.05
+    kept = everyone[head] > 0.5                       # the subject's head and hair: untouched
+    assert kept.mean() > 0.3 and np.abs(subject[head] - everyone[head])[kept].max() < 1e-6
 
 
 def test_one_euro_filter_smooths_rest_and_follows_motion():

@@ -1,7 +1,8 @@
 """The mesh method's filling of texels the photo does not see, on known layouts."""
 import numpy as np
 
-from gramcast.avatar.mesh_method import _fill_unseen, unseen_islands
+from gramcast.avatar.bake import grid_xy
+from gramcast.avatar.mesh_method import _fill_unseen, facing_cosines, unseen_islands
 
 T = 64
 
@@ -58,3 +59,29 @@ def test_opacity_beyond_the_photo_stays_on_the_head():
     assert out_alpha[12:16, 28:36].min() > 0.5       # just above the edge, over the head: filled
     assert out_alpha[:8, :].max() < 0.05             # above the head's top (row 10): transparent
     assert np.array_equal(out_alpha[16:], alpha[16:])  # what the photo saw is untouched
+
+
+def _surface_texels(heights: np.ndarray, extent: float) -> np.ndarray:
+    xy = grid_xy(heights.shape[0], extent).numpy().astype(np.float64)
+    return np.concatenate([xy, heights[..., None].astype(np.float64)], -1).reshape(-1, 3)
+
+
+def test_facing_cosines_of_a_tilted_plane_are_analytic_and_its_ripples_smoothed_away():
+    g, extent = 128, 0.14
+    x = grid_xy(g, extent).numpy()[..., 0].astype(np.float64)
+    far_camera = np.array([0.0, 0.0, 1e4])                       # every view ray along +z
+    plane = (0.3 * x).astype(np.float32)                         # dz/dx = 0.3
+    expect = 1.0 / np.sqrt(1.0 + 0.3 ** 2)
+    for smoothing in (0.0, 3.0):
+        cos = facing_cosines(plane, extent, _surface_texels(plane, extent), far_camera, g, smoothing)
+        inner = cos.reshape(g, g)[8:-8, 8:-8]                    # away from the blur's border handling
+        assert np.allclose(inner, expect, atol=1e-3)
+    # ripples 4 texels long, slopes up to 20 (~13 in central differences): the raw normals turn away
+    # from the camera in stripes
+    wavelength = 4 * (2 * extent / (g - 1))
+    ripples = (plane + 20 * wavelength / (2 * np.pi) * np.sin(2 * np.pi * x / wavelength)).astype(np.float32)
+    texels = _surface_texels(ripples, extent)
+    raw = facing_cosines(ripples, extent, texels, far_camera, g, 0.0).reshape(g, g)[8:-8, 8:-8]
+    smooth = facing_cosines(ripples, extent, texels, far_camera, g, 3.0).reshape(g, g)[8:-8, 8:-8]
+    assert (raw < 0.15).mean() > 0.2
+    assert np.allclose(smooth, expect, atol=1e-2)

@@ -24,7 +24,8 @@ from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
-__all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "unseen_islands"]
+__all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "facing_cosines",
+           "unseen_islands"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class MeshConfig:
     extent: float = 0.14
     depth_tolerance: float = 0.006
     min_facing: float = 0.15
+    #: Blur (in texels of a 128² geometry grid) of the surface whose normals decide which texels face the
+    #: input camera: the mesh's relief is bumpy along the face's contour, and its spots failed the test
+    #: inside a cheek the photo shows, which then took the mirrored (asymmetric) side's colours.
+    facing_smoothing: float = 3.0
     #: How much of the photo around the aligned crop (a fraction of its side, on every side) the texture
     #: may take colours from: the grid reaches past the crop (hair, ears); 0 keeps to the crop.
     context_margin: float = 0.2
@@ -92,6 +97,19 @@ def surface_heights(points: np.ndarray, g: int, extent: float) -> np.ndarray:
     h = proxy + fade * relief
     h = cv2.GaussianBlur(h, (0, 0), 0.75 * g / 128)
     return np.clip(h, camera.BACKGROUND_Z + 0.01, camera.SCENE_HALF_EXTENT - 0.005).astype(np.float32)
+
+
+def facing_cosines(heights: np.ndarray, extent: float, world: np.ndarray, cam: np.ndarray, t: int,
+                   smoothing: float = 0.0) -> np.ndarray:
+    """Cosine ``(T*T,)`` between each texel's surface normal and its direction to the camera ``cam`` ``(3,)``;
+    ``world`` ``(T*T, 3)``: the texels on the surface ``heights`` ``(G, G)``. ``smoothing``: Gaussian sigma
+    (texels of a 128² grid) applied to the heights first, so that the test sees the surface's shape, not
+    its bumps."""
+    sigma = smoothing * heights.shape[0] / 128
+    h = cv2.GaussianBlur(heights, (0, 0), sigma) if sigma > 0 else heights
+    normals = cv2.resize(_normals(h, extent), (t, t), interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
+    to_cam = cam - world
+    return (normals * to_cam).sum(1) / np.linalg.norm(to_cam, axis=1) / np.linalg.norm(normals, axis=1)
 
 
 def _normals(h: np.ndarray, extent: float) -> np.ndarray:
@@ -165,10 +183,8 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
         in_image &= cv2.remap(context.inside.astype(np.float32), map_x, map_y, cv2.INTER_NEAREST,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
     cam = camera.camera_position(torch.tensor([yaw]), torch.tensor([pitch]))[0].numpy()
-    to_cam = cam - world
-    dist = np.linalg.norm(to_cam, axis=1)
-    normals = cv2.resize(_normals(heights, e), (t, t), interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
-    facing = (normals * to_cam).sum(1) / dist / np.linalg.norm(normals, axis=1) > config.min_facing
+    dist = np.linalg.norm(cam - world, axis=1)
+    facing = facing_cosines(heights, e, world, cam, t, config.facing_smoothing) > config.min_facing
     depth_img = _depth_from(heights, e, (yaw, pitch), size)
     seen_depth = cv2.remap(depth_img, proj[:, 0].reshape(t, t).astype(np.float32) - 0.5,
                            proj[:, 1].reshape(t, t).astype(np.float32) - 0.5, cv2.INTER_LINEAR,
