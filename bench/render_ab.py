@@ -1,11 +1,12 @@
 """The cached renderer of this tree against the one of an earlier commit, in one process, calls alternating.
 
     python bench/render_ab.py --ref 049af7a [--sizes 256 512] [--batches 1 8] [--threads 2]
-                              [--avatars tiny,small,graminverter] [--json docs/bench/render_ab_2core.json]
+                              [--avatars tiny,small,mesh,graminverter] [--json docs/bench/render_ab_2core.json]
 
 The reference is that commit's ``sdk/avatar/renderer.py`` and ``heightfield.py`` (read with ``git show``)
 over this tree's other modules, so it measures changes to those two files. Avatars: bakes of random-init
-``tiny`` and ``small`` GRAMModels (12 and 24 layers, as ``render_cache.py``) and ``graminverter``: the
+``tiny`` and ``small`` GRAMModels (12 and 24 layers, as ``render_cache.py``), ``mesh``: the sample portrait
+enrolled with the mesh method (1 layer), and ``graminverter``: the
 sample portrait enrolled by random-init ``small`` networks (24 layers bounded by the portrait's matte,
 the background manifold dropped: the layer structure of a product avatar; its colours mean nothing).
 For each avatar, size and batch: best and median seconds per call of both renderers over rounds of one
@@ -54,6 +55,10 @@ def make_avatars(names: list[str]) -> dict:
     out = {e["name"]: e["avatar"] for e in bakes}
     if "graminverter" in names:
         out["graminverter (random small)"] = render_cache.graminverter_avatar()
+    if "mesh" in names:
+        import gramcast
+
+        out["enrolled (mesh, 1 layer)"] = gramcast.enroll(render_cache.SAMPLE)
     return out
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 from gramcast.model.intersection import intersect_plane_z
 
 __all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers",
+           "bracketed_search",
            "sample_textures", "layer_depth_order", "DEPTH_ORDER_TOLERANCE"]
 
 #: Heights (world units) by which two layers may cross and still count as ordered: 1/240 of the scene's
@@ -145,6 +146,55 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
         in_front = (ft >= 0).to(dtype)
         t0, f0, t1, f1 = (_select(in_front, t, t0), _select(in_front, ft, f0),
                           _select(in_front, t1, t), _select(in_front, f1, ft))
+    return t, found
+
+
+def _lookup_heights(heights: Tensor, g: Tensor) -> Tensor:
+    """Each layer's heights ``(L, 1, G, G)`` at its own grid coordinates ``(L, M, 2)`` -> ``(L, M)``; on the
+    CPU a single layer's M lookups go in as one batch entry per thread (``grid_sample`` parallelises over
+    its batch only)."""
+    nl, m = g.shape[:2]
+    c = _lookup_chunks(m, g.device) if nl == 1 else 1
+    out = F.grid_sample(heights.expand(c, -1, -1, -1) if c > 1 else heights, g.reshape(nl * c, m // c, 1, 2),
+                        mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(nl, m)
+
+
+def bracketed_search(origins: Tensor, directions: Tensor, heights: Tensor, extent: float, t_lo: Tensor,
+                     t_hi: Tensor, samples: int, refine: int) -> tuple[Tensor, Tensor]:
+    """The first crossing of each layer along each ray within that ray's own bracket ``[t_lo, t_hi]``
+    ``(L, B, N)``: ``samples`` evenly spaced samples, then ``refine`` regula-falsi steps (as the full
+    search, module docstring). origins, directions ``(L, B, N, 3)`` (each layer its own rays); heights
+    ``(L, 1, G, G)``. Returns depths and found ``(L, B, N)`` (not found: no crossing in the bracket, or an
+    empty bracket, t_lo > t_hi)."""
+    nl, b, n = t_lo.shape
+    dtype = origins.dtype
+    frac = torch.linspace(0.0, 1.0, samples, device=origins.device, dtype=dtype)
+    ts = t_lo[:, :, None] + (t_hi - t_lo)[:, :, None] * frac[:, None]               # (L, B, K, N)
+    g0 = grid_coordinates(origins[..., :2], extent)[:, :, None]                     # (L, B, 1, N, 2)
+    gd = grid_coordinates(directions[..., :2], extent)[:, :, None]
+    oz, dz = origins[:, :, None, :, 2], directions[:, :, None, :, 2]               # (L, B, 1, N)
+    h = _lookup_heights(heights, (g0 + ts[..., None] * gd).reshape(nl, -1, 2)).reshape(nl, b, samples, n)
+    f = oz + ts * dz - h                                                            # >= 0: in front
+    in_front = f >= 0
+    cross = (in_front[:, :, :-1] & ~in_front[:, :, 1:]).to(torch.uint8)             # (L, B, K-1, N)
+    rank = (samples - torch.arange(samples - 1, device=origins.device)).to(torch.uint8)
+    score = (cross * rank[:, None]).amax(dim=2).long()                              # first crossing scores most
+    found = (score > 0) & (t_lo <= t_hi)
+    k = ((samples - score) * (score > 0))[:, :, None]                               # (L, B, 1, N)
+    t0, t1 = ts.gather(2, k)[:, :, 0], ts.gather(2, k + 1)[:, :, 0]
+    f0, f1 = f.gather(2, k)[:, :, 0], f.gather(2, k + 1)[:, :, 0]
+    o_g, d_g = g0[:, :, 0], gd[:, :, 0]                                             # (1, B, N, 2)
+    oz, dz = oz[:, :, 0], dz[:, :, 0]
+    for it in range(refine + 1):
+        diff = f0 - f1
+        ok = (diff.abs() > 1e-12).to(dtype)
+        t = t0 + (t1 - t0) * (f0 / _select(ok, diff, torch.ones_like(diff))).clamp(0.0, 1.0)
+        if it == refine:
+            break
+        ft = oz + t * dz - _lookup_heights(heights, (o_g + t[..., None] * d_g).reshape(nl, -1, 2)).reshape(nl, b, n)
+        front = (ft >= 0).to(dtype)
+        t0, f0, t1, f1 = _select(front, t, t0), _select(front, ft, f0), _select(front, t1, t), _select(front, f1, ft)
     return t, found
 
 

@@ -4,7 +4,9 @@ Per frame: rays on a grid at 1/``lowres_factor`` of the output resolution are in
 cached height fields, each hit's texture coordinates and depth are upsampled bilinearly to every pixel
 (as the model upsamples its hit points; the coordinates are what the lookups need, and the depth is the
 ray parameter, so no points are rebuilt), the textures are sampled there and the layers composited
-front to back (paper eq. 3).
+front to back (paper eq. 3). Upsampled hits blend the two sides of an occlusion edge (a cheek in front
+of the hair behind it) into the coarse grid's steps; for one-layer avatars, whose frames are cheap, the
+pixels along such edges are searched again on their own rays (``RenderSettings.edge_samples``).
 
 Compositing has two paths (``gramcast.avatar.layer_compositing``): per pixel by depth, O(L²), or in a
 fixed front-to-back order, O(L), where the avatar's layers do not cross. ``Renderer`` checks the avatar
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
 from gramcast.avatar.cuda_graphs import GraphedCall
-from gramcast.avatar.heightfield import flat_layers, grid_coordinates, intersect_layers
+from gramcast.avatar.heightfield import bracketed_search, flat_layers, grid_coordinates, intersect_layers
 from gramcast.avatar.layer_compositing import (CompositingPlan, OrderedCompositor, composite_layers,
                                                composite_ordered, compositing_plan)
 from gramcast.device import resolve_device
@@ -37,7 +39,8 @@ from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
            "drawn_layers",
-           "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan", "upsample_layer_samples"]
+           "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan", "upsample_layer_samples",
+           "refine_layer_samples", "EDGE_SAMPLES", "EDGE_PIXELS_PER_ROW"]
 
 
 #: CPU renders go in chunks of frames of at most this many layer-pixels (layers x height x width).
@@ -52,6 +55,19 @@ class RenderSettings:
     lowres_factor: int = 4
     steps: int = 32
     refine: int = 2
+    #: Samples of a second, per-pixel search at the full resolution, along each pixel's own ray between the
+    #: nearest and farthest coarse hits around it (then ``refine`` steps): where a surface occludes another
+    #: (a cheek over the hair behind it), upsampled coarse hits blend the two and the edge shows the coarse
+    #: grid's steps. None: on (``EDGE_SAMPLES``) for avatars of one drawn layer, whose frames are cheap, off
+    #: for more; 0: off.
+    edge_samples: int | None = None
+
+
+#: ``RenderSettings.edge_samples`` where None picks it (one-layer avatars).
+EDGE_SAMPLES = 12
+#: How many pixels per image row are searched again at full resolution (those nearest an occlusion edge):
+#: the band along an edge is a few coarse cells wide, so its area grows with the resolution, not its square.
+EDGE_PIXELS_PER_ROW = 16
 
 
 @dataclass
@@ -83,6 +99,60 @@ def upsample_layer_samples(coarse: Tensor, size: tuple[int, int], height: int, w
     else:
         grid = torch.mul(uv, inv[..., None], out=uv.new_empty(uv.shape))
     return grid, up[:, 2] * inv, cover >= threshold
+
+
+def _pixel_rays(c2w: Tensor, index: Tensor, resolution: int) -> tuple[Tensor, Tensor]:
+    """The rays of the pixels ``index`` ``(L, B, K)`` (row-major in ``resolution``² frames) of the cameras
+    ``c2w`` ``(B, 4, 4)``: origins and unit directions ``(L, B, K, 3)``, as ``camera.rays_through_pixels``."""
+    f = camera.focal_length(resolution)
+    u = (index % resolution).to(c2w.dtype) + 0.5
+    v = torch.div(index, resolution, rounding_mode="floor").to(c2w.dtype) + 0.5
+    dirs = torch.stack([(u - resolution / 2.0) / f, -(v - resolution / 2.0) / f, -torch.ones_like(u)], -1)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    d = torch.einsum("bij,lbkj->lbki", c2w[:, :3, :3], dirs)
+    return c2w[None, :, None, :3, 3].expand_as(d), d
+
+
+def refine_layer_samples(coarse: Tensor, size: tuple[int, int], c2w: Tensor, resolution: int,
+                         heights: Tensor, extent: float, settings: RenderSettings,
+                         samples: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``upsample_layer_samples`` with the hits near occlusion edges searched again, each on its own
+    full-resolution ray (``RenderSettings.edge_samples``): coarse samples ``(L, 4, B, h*w)`` of ``heights``
+    ``(L, 1, G, G)``; cameras ``c2w`` ``(B, 4, 4)`` of ``resolution``² frames. Returns lookup grids
+    ``(L, B, H, W, 2)``, depth and valid ``(L, B, H, W)``.
+
+    A pixel's bracket spans the coarse hits in the 3x3 coarse cells around it, widened by two search
+    steps. Where those hits agree the upsampled hit is already right; the ``EDGE_PIXELS_PER_ROW`` x H pixels
+    with the widest brackets (an occlusion edge is a thin band) are searched, a fixed number, so the shapes
+    stay static; where nothing crosses in a bracket the upsampled hit stays."""
+    nl, _, b = coarse.shape[:3]
+    hh = ww = resolution
+    grid, depth, ok = upsample_layer_samples(coarse, size, hh, ww)
+    t_c = coarse[:, 2].reshape(nl * b, 1, *size)
+    hit = coarse[:, 3].reshape(nl * b, 1, *size) > 0
+    far = camera.RAY_FAR
+    margin = 2.0 * (camera.RAY_FAR - camera.RAY_NEAR) / settings.steps
+    # a neighbour without a hit does not bound the bracket from the front, and extends it to the far bound
+    lo = -F.max_pool2d(-torch.where(hit, t_c, torch.full_like(t_c, 4.0 * far)), 3, 1, 1)
+    hi = F.max_pool2d(torch.where(hit, t_c, torch.full_like(t_c, far)), 3, 1, 1)
+    lo = F.interpolate(lo, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww) - margin
+    hi = F.interpolate(hi, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww) + margin
+    k = min(hh * ww, EDGE_PIXELS_PER_ROW * hh)
+    pick = (hi - lo).topk(k, dim=-1, sorted=False).indices                        # (L, B, k)
+    o, d = _pixel_rays(c2w, pick, resolution)
+    t, found = bracketed_search(o, d, heights, extent, lo.gather(2, pick), hi.gather(2, pick), samples,
+                                settings.refine)
+    xy = o[..., :2] + t[..., None] * d[..., :2]                                     # (L, B, k, 2)
+    found = found & (xy.abs() <= extent).all(-1)
+    # the searched pixels' results over the upsampled ones, where they found a hit
+    flat_grid = grid.reshape(nl, b, hh * ww, 2)
+    g_new = torch.where(found[..., None], grid_coordinates(xy, extent), flat_grid.gather(2, pick[..., None].expand(-1, -1, -1, 2)))
+    grid = flat_grid.scatter(2, pick[..., None].expand(-1, -1, -1, 2), g_new).reshape(nl, b, hh, ww, 2)
+    flat_depth = depth.reshape(nl, b, hh * ww)
+    depth = flat_depth.scatter(2, pick, torch.where(found, t, flat_depth.gather(2, pick))).reshape(nl, b, hh, ww)
+    flat_ok = ok.reshape(nl, b, hh * ww)
+    ok = flat_ok.scatter(2, pick, found | flat_ok.gather(2, pick)).reshape(nl, b, hh, ww)
+    return grid, depth, ok
 
 
 def layer_runs(order: tuple[int, ...], max_len: int) -> list[list[int]]:
@@ -146,11 +216,16 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     nl = heights.shape[0]
     coarse, (h, w) = coarse_layer_samples(heights, extent, poses, resolution, settings, flat)
     factor = max(1, settings.lowres_factor)
+    edge = settings.edge_samples if settings.edge_samples is not None else (EDGE_SAMPLES if nl == 1 else 0)
+    c2w = camera.pose_to_c2w(poses) if factor > 1 and edge > 1 else None
 
     def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
         n = hi - lo
-        if factor > 1:
+        if factor > 1 and edge > 1:
+            grid, depth, ok = refine_layer_samples(coarse[lo:hi], (h, w), c2w, resolution, heights[lo:hi], extent,
+                                                   settings, edge)
+        elif factor > 1:
             grid, depth, ok = upsample_layer_samples(coarse[lo:hi], (h, w), resolution, resolution)
         else:
             grid = coarse[lo:hi, :2].reshape(n, 2, b, h, w).permute(0, 2, 3, 4, 1).contiguous()
