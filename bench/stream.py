@@ -24,6 +24,7 @@ machine slows every hop that needs a core.
     python bench/stream.py [--seconds 15] [--max-sessions 4] [--avatar me.gca] [--json out.json] [--hops hops.json]
     python bench/stream.py --compare --max-sessions 3 --json docs/bench/stream_2core.json \\
         --hops docs/bench/stream_hops_2core.json
+    python bench/stream.py --compare-edges --max-sessions 3     # occlusion-edge search on / off
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_pa
                                                    passthrough_rows=16, max_fps=30,
                                                    output_format="rgb24" if baseline else "yuv420p",
                                                    pipeline={"unpipelined": False, "pipelined": True}.get(variant),
+                                                   edge_samples={"no-edges": 0, "edges": 12}.get(variant),
                                                    trace=hoptrace.mark if hops_path else None))
 
     async def main():
@@ -206,6 +208,10 @@ def main() -> None:
                     help="measure sessions that track and render each frame in turn and ones that "
                          "track the next frame while one renders (SessionConfig(pipeline=False / True)) "
                          "side by side, alternating")
+    ap.add_argument("--compare-edges", action="store_true",
+                    help="measure sessions whose renderer searches a mesh avatar's occlusion edges at full "
+                         "resolution (SessionConfig(edge_samples=12), the default on a GPU) and ones that do "
+                         "not (edge_samples=0, the default on a CPU) side by side, alternating")
     args = ap.parse_args()
     import tempfile
 
@@ -214,7 +220,7 @@ def main() -> None:
     from gramcast.server import hoptrace
 
     variants = (["baseline", "current"] if args.compare else ["unpipelined", "pipelined"] if args.compare_pipeline
-                else ["baseline" if args.baseline else "current"])
+                else ["no-edges", "edges"] if args.compare_edges else ["baseline" if args.baseline else "current"])
     tmp = Path(tempfile.mkdtemp())
     if args.avatar is not None:
         avatar_file = str(args.avatar)

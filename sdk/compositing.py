@@ -121,18 +121,26 @@ class AvatarFrameProcessor:
     ``AvatarSession`` runs in two threads to overlap one frame's tracking with the previous render."""
 
     def __init__(self, avatar, config, tracker=None, renderer=None):
-        from gramcast.avatar import Renderer
         from gramcast.face import HeadTracker
 
         self.config = config
         self.tracker = tracker or HeadTracker()
-        self.renderer = renderer or on_torch_thread(Renderer, avatar, device=config.device, backend=config.backend)
+        self.renderer = renderer or self._renderer(avatar)
+
+    def _renderer(self, avatar):
+        from gramcast.avatar import Renderer, RenderSettings
+
+        from gramcast.device import resolve_device
+
+        edge = getattr(self.config, "edge_samples", None)
+        if edge is None and resolve_device(self.config.device).type == "cpu":
+            edge = 0                         # SessionConfig.edge_samples: sessions per core come first there
+        return on_torch_thread(Renderer, avatar, device=self.config.device, backend=self.config.backend,
+                               settings=RenderSettings(edge_samples=edge))
 
     def set_avatar(self, avatar) -> None:
         """Render ``avatar`` from the next frame on (call it where ``draw`` runs: it does torch work)."""
-        from gramcast.avatar import Renderer
-
-        self.renderer = on_torch_thread(Renderer, avatar, device=self.config.device, backend=self.config.backend)
+        self.renderer = self._renderer(avatar)
 
     def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
         tracked, info = self.track(rgb, timestamp)

@@ -60,6 +60,11 @@ class SessionConfig:
     #: Torch device or "auto" for the renderer; "onnx" backend where installed.
     device: str = "auto"
     backend: str = "torch"
+    #: The renderer's full-resolution search along occlusion edges (``RenderSettings.edge_samples``).
+    #: None: the renderer's default (on for one-layer ``mesh`` avatars) where it runs on a GPU or with
+    #: onnxruntime's CUDA provider, off on a CPU, where it costs a session ~2 ms a frame at 256² and two
+    #: sessions on 2 cores no longer hold 25 frames/s (23.6 against 25.0; README). 0 = off; N = on.
+    edge_samples: int | None = None
     #: Copy this many top rows of the camera frame into the output (0 = off). For measuring
     #: glass-to-glass latency with frame counters stamped into the camera (bench/stream.py).
     passthrough_rows: int = 0
