@@ -12,7 +12,7 @@ from gramcast.camera import Pose
 
 __version__ = "0.1.0"
 
-__all__ = ["Pose", "Avatar", "Renderer", "enroll", "AvatarSession", "SessionConfig", "__version__"]
+__all__ = ["Pose", "Avatar", "Renderer", "RenderSettings", "enroll", "AvatarSession", "SessionConfig", "__version__"]
 
 
 def enroll(image, method: str = "mesh", **options):
@@ -23,7 +23,7 @@ def enroll(image, method: str = "mesh", **options):
 
 
 def __getattr__(name):
-    if name in ("Avatar", "Renderer"):
+    if name in ("Avatar", "Renderer", "RenderSettings"):
         from gramcast import avatar
 
         return getattr(avatar, name)
