@@ -78,9 +78,11 @@ def test_an_occlusion_edge_lands_where_algebra_puts_it(res):
 def test_one_layer_avatars_refine_their_edges_by_default_and_others_do_not():
     heights, textures, _ = _cap_scene()
     pose = torch.tensor([POSE])
-    default = render_cache(heights, textures, EXTENT, pose, 64)[0]
-    assert torch.equal(default, render_cache(heights, textures, EXTENT, pose, 64, RenderSettings(edge_samples=12))[0])
-    assert not torch.equal(default, render_cache(heights, textures, EXTENT, pose, 64, RenderSettings(edge_samples=0))[0])
+
+    def rgb(edge_samples=None):
+        return render_cache(heights, textures, EXTENT, pose, 64, RenderSettings(edge_samples=edge_samples))[0]
+
+    assert torch.equal(rgb(), rgb(12)) and not torch.equal(rgb(), rgb(0))
     two, both = torch.cat([heights, torch.full_like(heights, -0.08)]), textures.expand(2, -1, -1, -1)
     assert torch.equal(render_cache(two, both, EXTENT, pose, 64)[0],
                        render_cache(two, both, EXTENT, pose, 64, RenderSettings(edge_samples=0))[0])

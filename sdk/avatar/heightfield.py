@@ -184,7 +184,7 @@ def bracketed_search(origins: Tensor, directions: Tensor, heights: Tensor, exten
     k = ((samples - score) * (score > 0))[:, :, None]                               # (L, B, 1, N)
     t0, t1 = ts.gather(2, k)[:, :, 0], ts.gather(2, k + 1)[:, :, 0]
     f0, f1 = f.gather(2, k)[:, :, 0], f.gather(2, k + 1)[:, :, 0]
-    o_g, d_g = g0[:, :, 0], gd[:, :, 0]                                             # (1, B, N, 2)
+    o_g, d_g = g0[:, :, 0], gd[:, :, 0]                                             # (L, B, N, 2)
     oz, dz = oz[:, :, 0], dz[:, :, 0]
     for it in range(refine + 1):
         diff = f0 - f1

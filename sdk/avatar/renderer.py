@@ -145,9 +145,9 @@ def refine_layer_samples(coarse: Tensor, size: tuple[int, int], c2w: Tensor, res
     xy = o[..., :2] + t[..., None] * d[..., :2]                                     # (L, B, k, 2)
     found = found & (xy.abs() <= extent).all(-1)
     # the searched pixels' results over the upsampled ones, where they found a hit
-    flat_grid = grid.reshape(nl, b, hh * ww, 2)
-    g_new = torch.where(found[..., None], grid_coordinates(xy, extent), flat_grid.gather(2, pick[..., None].expand(-1, -1, -1, 2)))
-    grid = flat_grid.scatter(2, pick[..., None].expand(-1, -1, -1, 2), g_new).reshape(nl, b, hh, ww, 2)
+    flat_grid, pick2 = grid.reshape(nl, b, hh * ww, 2), pick[..., None].expand(-1, -1, -1, 2)
+    g_new = torch.where(found[..., None], grid_coordinates(xy, extent), flat_grid.gather(2, pick2))
+    grid = flat_grid.scatter(2, pick2, g_new).reshape(nl, b, hh, ww, 2)
     flat_depth = depth.reshape(nl, b, hh * ww)
     depth = flat_depth.scatter(2, pick, torch.where(found, t, flat_depth.gather(2, pick))).reshape(nl, b, hh, ww)
     flat_ok = ok.reshape(nl, b, hh * ww)
