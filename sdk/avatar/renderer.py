@@ -135,13 +135,26 @@ def refine_layer_samples(coarse: Tensor, size: tuple[int, int], c2w: Tensor, res
     # a neighbour without a hit does not bound the bracket from the front, and extends it to the far bound
     lo = -F.max_pool2d(-torch.where(hit, t_c, torch.full_like(t_c, 4.0 * far)), 3, 1, 1)
     hi = F.max_pool2d(torch.where(hit, t_c, torch.full_like(t_c, far)), 3, 1, 1)
-    lo = F.interpolate(lo, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww) - margin
-    hi = F.interpolate(hi, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww) + margin
-    k = min(hh * ww, EDGE_PIXELS_PER_ROW * hh)
-    pick = (hi - lo).topk(k, dim=-1, sorted=False).indices                        # (L, B, k)
+    lo, hi = lo - margin, hi + margin
+    h, w = size
+    f = hh // h
+    if f * h == hh and f * w == ww:
+        # every pixel takes its bracket from the coarse cell it lies in (nearest): the cells' f x f blocks
+        # of pixels share one, so the widest cells are picked and their blocks searched
+        lo, hi = lo.reshape(nl, b, h * w), hi.reshape(nl, b, h * w)
+        cells = (hi - lo).topk(min(h * w, -(-EDGE_PIXELS_PER_ROW * hh // (f * f))), dim=-1, sorted=False).indices
+        block = (torch.arange(f, device=cells.device)[:, None] * ww + torch.arange(f, device=cells.device)).reshape(-1)
+        corner = torch.div(cells, w, rounding_mode="floor") * (f * ww) + (cells % w) * f
+        pick = (corner[..., None] + block).reshape(nl, b, -1)                    # (L, B, cells x f²)
+        lo_p = lo.gather(2, cells)[..., None].expand(-1, -1, -1, f * f).reshape(nl, b, -1)
+        hi_p = hi.gather(2, cells)[..., None].expand(-1, -1, -1, f * f).reshape(nl, b, -1)
+    else:
+        lo = F.interpolate(lo, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww)
+        hi = F.interpolate(hi, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww)
+        pick = (hi - lo).topk(min(hh * ww, EDGE_PIXELS_PER_ROW * hh), dim=-1, sorted=False).indices
+        lo_p, hi_p = lo.gather(2, pick), hi.gather(2, pick)
     o, d = _pixel_rays(c2w, pick, resolution)
-    t, found = bracketed_search(o, d, heights, extent, lo.gather(2, pick), hi.gather(2, pick), samples,
-                                settings.refine)
+    t, found = bracketed_search(o, d, heights, extent, lo_p, hi_p, samples, settings.refine)
     xy = o[..., :2] + t[..., None] * d[..., :2]                                     # (L, B, k, 2)
     found = found & (xy.abs() <= extent).all(-1)
     # the searched pixels' results over the upsampled ones, where they found a hit
