@@ -209,9 +209,9 @@ def main() -> None:
                          "track the next frame while one renders (SessionConfig(pipeline=False / True)) "
                          "side by side, alternating")
     ap.add_argument("--compare-edges", action="store_true",
-                    help="measure sessions whose renderer searches a mesh avatar's occlusion edges at full "
-                         "resolution (SessionConfig(edge_samples=12), the default on a GPU) and ones that do "
-                         "not (edge_samples=0, the default on a CPU) side by side, alternating")
+                    help="measure sessions whose renderer never searches a mesh avatar's occlusion edges at "
+                         "full resolution (SessionConfig(edge_samples=0)), always does (12) and does while "
+                         "the session keeps up (None, the default) side by side, alternating")
     args = ap.parse_args()
     import tempfile
 
@@ -220,7 +220,8 @@ def main() -> None:
     from gramcast.server import hoptrace
 
     variants = (["baseline", "current"] if args.compare else ["unpipelined", "pipelined"] if args.compare_pipeline
-                else ["no-edges", "edges"] if args.compare_edges else ["baseline" if args.baseline else "current"])
+                else ["no-edges", "edges", "current"] if args.compare_edges
+                else ["baseline" if args.baseline else "current"])
     tmp = Path(tempfile.mkdtemp())
     if args.avatar is not None:
         avatar_file = str(args.avatar)

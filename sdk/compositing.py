@@ -125,22 +125,29 @@ class AvatarFrameProcessor:
 
         self.config = config
         self.tracker = tracker or HeadTracker()
+        self.edge_samples = getattr(config, "edge_samples", None)
+        self._avatar = avatar
         self.renderer = renderer or self._renderer(avatar)
 
     def _renderer(self, avatar):
         from gramcast.avatar import Renderer, RenderSettings
 
-        from gramcast.device import resolve_device
-
-        edge = getattr(self.config, "edge_samples", None)
-        if edge is None and resolve_device(self.config.device).type == "cpu":
-            edge = 0                         # SessionConfig.edge_samples: sessions per core come first there
+        self._avatar = avatar
         return on_torch_thread(Renderer, avatar, device=self.config.device, backend=self.config.backend,
-                               settings=RenderSettings(edge_samples=edge))
+                               settings=RenderSettings(edge_samples=self.edge_samples))
 
     def set_avatar(self, avatar) -> None:
         """Render ``avatar`` from the next frame on (call it where ``draw`` runs: it does torch work)."""
         self.renderer = self._renderer(avatar)
+
+    def set_edge_samples(self, samples: int | None) -> None:
+        """The renderer's occlusion-edge search from the next frame on (``RenderSettings.edge_samples``;
+        call it where ``draw`` runs). A multi-layer avatar's renderer, which does not search, is kept."""
+        if samples == self.edge_samples:
+            return
+        self.edge_samples = samples
+        if getattr(self.renderer, "num_drawn_layers", 1) == 1:
+            self.renderer = self._renderer(self._avatar)
 
     def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
         tracked, info = self.track(rgb, timestamp)

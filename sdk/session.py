@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gramcast.frame_processor import FrameProcessor, TrackedFrame, TwoStageFrameProcessor, as_two_stage, is_two_stage
+from gramcast.render_quality import EdgeGovernor, EdgeGovernorConfig
 from gramcast.session_stats import SessionStats, ewma
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,10 @@ class SessionConfig:
     device: str = "auto"
     backend: str = "torch"
     #: The renderer's full-resolution search along occlusion edges (``RenderSettings.edge_samples``).
-    #: None: the renderer's default (on for one-layer ``mesh`` avatars) where it runs on a GPU or with
-    #: onnxruntime's CUDA provider, off on a CPU, where it costs a session ~2 ms a frame at 256² and two
-    #: sessions on 2 cores no longer hold 25 frames/s (23.6 against 25.0; README). 0 = off; N = on.
+    #: None: the renderer's default (on for one-layer ``mesh`` avatars) while the session keeps up, off
+    #: while it drops camera frames for lack of time (``gramcast.render_quality.EdgeGovernor``; on a CPU it
+    #: costs ~1.5 ms a frame at 256², and two sessions on 2 cores did not hold 25 frames/s with it).
+    #: 0 = always off; N = always N samples.
     edge_samples: int | None = None
     #: Copy this many top rows of the camera frame into the output (0 = off). For measuring
     #: glass-to-glass latency with frame counters stamped into the camera (bench/stream.py).
@@ -101,11 +103,13 @@ class AvatarSession:
     """Renders ``avatar`` at the head pose tracked in an incoming aiortc video track.
 
     ``executor`` (one thread) runs the renders; without one the session makes its own. Tracking
-    runs in a thread of the session's own when the pipeline is on."""
+    runs in a thread of the session's own when the pipeline is on. ``edge_governor``: when the renderer's
+    edge search goes off and on again (``SessionConfig.edge_samples`` None; ``gramcast.render_quality``)."""
 
     def __init__(self, avatar, config: SessionConfig | None = None,
                  processor: FrameProcessor | None = None,
-                 executor: concurrent.futures.Executor | None = None):
+                 executor: concurrent.futures.Executor | None = None,
+                 edge_governor: EdgeGovernorConfig | None = None):
         self.config = config or SessionConfig()
         self.avatar = avatar
         self._processor = processor
@@ -129,6 +133,9 @@ class AvatarSession:
         self._new_frame = asyncio.Event()
         self._ended = False
         self._face_found = True
+        # None: the renderer's edge search as configured; else it goes off while frames are dropped
+        self._edges = (EdgeGovernor(edge_governor or EdgeGovernorConfig(), now=time.monotonic())
+                       if self.config.edge_samples is None else None)
 
     # -------------------------------------------------------------- public API
     def attach(self, track):
@@ -224,7 +231,7 @@ class AvatarSession:
                     # older waiting frame (dropped, never queued), and starts when the tracker is
                     # free if that is soon enough (see _take_waiting).
                     if self._waiting is not None:
-                        self._stats.frames_dropped += 1
+                        self._dropped_behind(now)
                     self._waiting = (frame, now)
                     continue
                 self._start(frame, now)
@@ -243,6 +250,8 @@ class AvatarSession:
         return not self._tracking and self._tracked is None
 
     def _start(self, frame, arrived: float) -> None:
+        if self._edges is not None and self._edges.frame(arrived):
+            self._set_edge_search(True)
         loop = asyncio.get_running_loop()
         try:
             if self._pipelined:
@@ -288,10 +297,29 @@ class AvatarSession:
         # long costs no frame. One that waited longer is dropped: the next camera frame comes in
         # under half an interval, so waiting frames never add more than that to the latency when
         # rendering falls behind for good.
-        if time.monotonic() - waiting[1] <= 0.5 * self._camera_interval or self._camera_interval == 0.0:
+        now = time.monotonic()
+        if now - waiting[1] <= 0.5 * self._camera_interval or self._camera_interval == 0.0:
             self._start(*waiting)
         else:
-            self._stats.frames_dropped += 1
+            self._dropped_behind(now)
+
+    def _dropped_behind(self, now: float) -> None:
+        """A camera frame dropped because the session was still busy with earlier ones."""
+        self._stats.frames_dropped += 1
+        if self._edges is not None and self._edges.dropped(now) is not None:
+            self._set_edge_search(False)
+
+    def _set_edge_search(self, on: bool) -> None:
+        try:
+            self._executor.submit(self._apply_edge_search, on)
+        except RuntimeError:  # the executor was shut down: the session is closing
+            pass
+
+    def _apply_edge_search(self, on: bool) -> None:
+        # In the render thread, between frames (it makes a renderer: torch work)
+        set_edges = getattr(self.processor, "set_edge_samples", None)
+        if set_edges is not None:
+            set_edges(None if on else 0)
 
     def _track_work(self, frame, arrived: float) -> TrackedFrame:
         t0 = time.monotonic()

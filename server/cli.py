@@ -59,8 +59,8 @@ def register(sub) -> None:
                         "CPU the render takes every core and the overlap adds latency)")
     v.add_argument("--edge-samples", type=int, default=None, metavar="N",
                    help="samples of the renderer's full-resolution search along occlusion edges of one-layer "
-                        "(mesh) avatars: smoother edges when the head turns, ~2 ms more a frame on a CPU "
-                        "(default: 12 on a GPU, 0 = off on a CPU, where sessions per core come first)")
+                        "(mesh) avatars: smoother edges when the head turns, ~1.5 ms more a frame on a CPU "
+                        "(default: 12 while a session keeps up, off while it drops frames; 0 = never)")
     s.set_defaults(func=run_serve)
 
 

@@ -38,19 +38,25 @@ def test_options_reach_the_session_config():
     assert session_config(serve_args("--edge-samples", "0")).edge_samples == 0
 
 
-def test_a_sessions_renderer_searches_edges_only_where_asked_or_on_a_gpu():
-    """Sessions on a CPU leave the occlusion-edge search off unless asked (two sessions on 2 cores hold
-    25 frames/s only without it); the frames show it: the turned sample's edges differ."""
+def test_a_sessions_renderer_searches_edges_unless_told_not_to_and_switches_between_frames():
+    """By default a session's renderer searches a mesh avatar's occlusion edges (the session turns it off
+    while it drops frames, gramcast.render_quality); ``edge_samples=0`` never does; ``set_edge_samples``
+    switches from the next frame on, and the frames show it: the turned sample's edges differ."""
     import gramcast
     from gramcast.compositing import AvatarFrameProcessor
     from gramcast.session import SessionConfig
 
     avatar = gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png")
-    default = AvatarFrameProcessor(avatar, SessionConfig(device="cpu")).renderer
-    asked = AvatarFrameProcessor(avatar, SessionConfig(device="cpu", edge_samples=12)).renderer
-    assert default.settings.edge_samples == 0 and asked.settings.edge_samples == 12
+    searching = AvatarFrameProcessor(avatar, SessionConfig(device="cpu"))
+    plain = AvatarFrameProcessor(avatar, SessionConfig(device="cpu", edge_samples=0))
+    assert searching.renderer.settings.edge_samples is None and plain.renderer.settings.edge_samples == 0
     turned = [(0.5, 0.0)]
-    assert not torch.equal(default.render(turned, 128).rgb, asked.render(turned, 128).rgb)
+    with_edges, without = searching.renderer.render(turned, 128).rgb, plain.renderer.render(turned, 128).rgb
+    assert not torch.equal(with_edges, without)
+    searching.set_edge_samples(0)
+    assert torch.equal(searching.renderer.render(turned, 128).rgb, without)
+    searching.set_edge_samples(None)
+    assert torch.equal(searching.renderer.render(turned, 128).rgb, with_edges)
 
 
 @pytest.mark.parametrize("extra,words", [

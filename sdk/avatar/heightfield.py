@@ -134,19 +134,29 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
     t0, t1 = ts[k], ts[k + 1]
     f0 = oz + t0 * dz - h_at(row)
     f1 = oz + t1 * dz - h_at(row + 1)
+
+    def f_at(t: Tensor) -> Tensor:
+        gt = (g0[None] + t[..., None] * gd[None]).reshape(nl, -1, 1, 2)
+        ht = F.grid_sample(heights, gt, mode="bilinear", padding_mode="border", align_corners=True)
+        return oz + t * dz - ht.reshape(nl, b, n)
+
+    return _regula_falsi(t0, f0, t1, f1, f_at, refine), found
+
+
+def _regula_falsi(t0: Tensor, f0: Tensor, t1: Tensor, f1: Tensor, f_at, refine: int) -> Tensor:
+    """The crossing of ``f`` (>= 0 in front of the surface) in each bracket [t0, t1] (f0 >= 0 > f1), by
+    ``refine`` regula-falsi steps, each keeping the half that still brackets it; ``f_at(t)`` evaluates f."""
     for it in range(refine + 1):
         diff = f0 - f1
-        ok = (diff.abs() > 1e-12).to(dtype)
+        ok = (diff.abs() > 1e-12).to(f0.dtype)
         t = t0 + (t1 - t0) * (f0 / _select(ok, diff, torch.ones_like(diff))).clamp(0.0, 1.0)
         if it == refine:
             break
-        gt = (g0[None] + t[..., None] * gd[None]).reshape(nl, -1, 1, 2)
-        ht = F.grid_sample(heights, gt, mode="bilinear", padding_mode="border", align_corners=True)
-        ft = oz + t * dz - ht.reshape(nl, b, n)
-        in_front = (ft >= 0).to(dtype)
+        ft = f_at(t)
+        in_front = (ft >= 0).to(f0.dtype)
         t0, f0, t1, f1 = (_select(in_front, t, t0), _select(in_front, ft, f0),
                           _select(in_front, t1, t), _select(in_front, f1, ft))
-    return t, found
+    return t
 
 
 def _lookup_heights(heights: Tensor, g: Tensor) -> Tensor:
@@ -186,16 +196,11 @@ def bracketed_search(origins: Tensor, directions: Tensor, heights: Tensor, exten
     f0, f1 = f.gather(2, k)[:, :, 0], f.gather(2, k + 1)[:, :, 0]
     o_g, d_g = g0[:, :, 0], gd[:, :, 0]                                             # (L, B, N, 2)
     oz, dz = oz[:, :, 0], dz[:, :, 0]
-    for it in range(refine + 1):
-        diff = f0 - f1
-        ok = (diff.abs() > 1e-12).to(dtype)
-        t = t0 + (t1 - t0) * (f0 / _select(ok, diff, torch.ones_like(diff))).clamp(0.0, 1.0)
-        if it == refine:
-            break
-        ft = oz + t * dz - _lookup_heights(heights, (o_g + t[..., None] * d_g).reshape(nl, -1, 2)).reshape(nl, b, n)
-        front = (ft >= 0).to(dtype)
-        t0, f0, t1, f1 = _select(front, t, t0), _select(front, ft, f0), _select(front, t1, t), _select(front, f1, ft)
-    return t, found
+
+    def f_at(t: Tensor) -> Tensor:
+        return oz + t * dz - _lookup_heights(heights, (o_g + t[..., None] * d_g).reshape(nl, -1, 2)).reshape(nl, b, n)
+
+    return _regula_falsi(t0, f0, t1, f1, f_at, refine), found
 
 
 def intersect_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
