@@ -136,6 +136,7 @@ class AvatarSession:
         # None: the renderer's edge search as configured; else it goes off while frames are dropped
         self._edges = (EdgeGovernor(edge_governor or EdgeGovernorConfig(), now=time.monotonic())
                        if self.config.edge_samples is None else None)
+        self._stats.edge_search = int(self.config.edge_samples != 0)
 
     # -------------------------------------------------------------- public API
     def attach(self, track):
@@ -310,6 +311,8 @@ class AvatarSession:
             self._set_edge_search(False)
 
     def _set_edge_search(self, on: bool) -> None:
+        self._stats.edge_search = int(on)
+        self._stats.edge_search_offs += int(not on)
         try:
             self._executor.submit(self._apply_edge_search, on)
         except RuntimeError:  # the executor was shut down: the session is closing

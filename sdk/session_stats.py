@@ -38,6 +38,10 @@ class SessionStats:
     encode_ms: float = 0.0
     #: Camera frame received -> its avatar frame handed to the sender (+ last encode time).
     latency_ms: float = 0.0
+    #: Whether the renderer searches occlusion edges now (1) or not (0; ``SessionConfig.edge_samples``), and
+    #: how often a session that fell behind turned it off.
+    edge_search: int = 1
+    edge_search_offs: int = 0
     _in_rate: _Rate = field(default_factory=_Rate, repr=False)
     _out_rate: _Rate = field(default_factory=_Rate, repr=False)
 

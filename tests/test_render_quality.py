@@ -82,7 +82,9 @@ async def test_a_session_that_falls_behind_turns_the_edge_search_off_in_its_rend
     await _run(session, camera, 2.0)
     assert [c[0] for c in proc.calls] == [0]                    # off once, not back within the calm
     assert proc.calls[0][1] != "MainThread"
-    dropped = session.stats()["frames_dropped"]
+    stats = session.stats()
+    assert stats["edge_search"] == 0 and stats["edge_search_offs"] == 1
+    dropped = stats["frames_dropped"]
     assert 2 <= dropped <= 14                   # the start-up ones and those that told it, then none
 
 
@@ -91,4 +93,6 @@ async def test_a_session_told_how_to_search_edges_keeps_it():
     camera = ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * 10, fps=30)
     session = AvatarSession(object(), SessionConfig(max_fps=30, edge_samples=12), processor=proc)
     await _run(session, camera, 1.5)
-    assert proc.calls == [] and session.stats()["frames_dropped"] > 10
+    stats = session.stats()
+    assert proc.calls == [] and stats["frames_dropped"] > 10
+    assert stats["edge_search"] == 1 and stats["edge_search_offs"] == 0
