@@ -125,19 +125,19 @@ class AvatarFrameProcessor:
 
         self.config = config
         self.tracker = tracker or HeadTracker()
-        self.edge_samples = getattr(config, "edge_samples", None)
+        self.edge_samples = config.edge_samples
         self._avatar = avatar
         self.renderer = renderer or self._renderer(avatar)
 
     def _renderer(self, avatar):
         from gramcast.avatar import Renderer, RenderSettings
 
-        self._avatar = avatar
         return on_torch_thread(Renderer, avatar, device=self.config.device, backend=self.config.backend,
                                settings=RenderSettings(edge_samples=self.edge_samples))
 
     def set_avatar(self, avatar) -> None:
         """Render ``avatar`` from the next frame on (call it where ``draw`` runs: it does torch work)."""
+        self._avatar = avatar
         self.renderer = self._renderer(avatar)
 
     def set_edge_samples(self, samples: int | None) -> None:

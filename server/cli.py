@@ -86,7 +86,7 @@ def session_config(args):
     if not args.max_fps > 0:
         raise GramcastError(f"--max-fps {args.max_fps}: give a positive frame rate, e.g. 30")
     device_option(args.device)
-    edge = getattr(args, "edge_samples", None)
+    edge = args.edge_samples
     if edge is not None and not (edge == 0 or 2 <= edge <= 64):
         raise GramcastError(f"--edge-samples {edge}: use 0 (off) or 2 to 64 samples (default: 12 for mesh avatars)")
     return SessionConfig(output_size=output_size, avatar_resolution=args.avatar_resolution, max_fps=args.max_fps,
