@@ -149,6 +149,11 @@ class AvatarFrameProcessor:
         if getattr(self.renderer, "num_drawn_layers", 1) == 1:
             self.renderer = self._renderer(self._avatar)
 
+    @property
+    def searches_edges(self) -> bool:
+        """Whether the renderer's frames search occlusion edges now (a multi-layer avatar's never do)."""
+        return bool(getattr(self.renderer, "searches_edges", False))
+
     def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
         tracked, info = self.track(rgb, timestamp)
         out, drawn = self.draw(rgb, tracked)

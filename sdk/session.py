@@ -154,6 +154,10 @@ class AvatarSession:
         return self._output
 
     def stats(self) -> dict[str, float]:
+        # the governor's wish, unless the renderer says what it does (a multi-layer avatar never searches)
+        searching = getattr(self._processor, "searches_edges", None)
+        if searching is not None:
+            self._stats.edge_search = int(searching)
         return self._stats.as_dict()
 
     def set_avatar(self, avatar) -> None:
@@ -312,7 +316,8 @@ class AvatarSession:
 
     def _set_edge_search(self, on: bool) -> None:
         self._stats.edge_search = int(on)
-        self._stats.edge_search_offs += int(not on)
+        # counted where the renderer searched (a multi-layer avatar's never does)
+        self._stats.edge_search_offs += int(not on and getattr(self._processor, "searches_edges", True))
         try:
             self._executor.submit(self._apply_edge_search, on)
         except RuntimeError:  # the executor was shut down: the session is closing

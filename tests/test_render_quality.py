@@ -96,3 +96,22 @@ async def test_a_session_told_how_to_search_edges_keeps_it():
     stats = session.stats()
     assert proc.calls == [] and stats["frames_dropped"] > 10
     assert stats["edge_search"] == 1 and stats["edge_search_offs"] == 0
+
+
+def test_session_stats_say_whether_the_renderer_searches_edges_which_a_multi_layer_avatar_never_does():
+    import torch
+
+    from gramcast.avatar import Avatar
+    from gramcast.compositing import AvatarFrameProcessor
+
+    for layers, searches in ((1, 1), (2, 0)):
+        heights = torch.linspace(0.02, -0.05, layers)[:, None, None].expand(layers, 8, 8).contiguous()
+        avatar = Avatar(heights, torch.ones(layers, 4, 8, 8), 0.14)
+        proc = AvatarFrameProcessor(avatar, SessionConfig(device="cpu"), tracker=object())
+        session = AvatarSession(avatar, SessionConfig(device="cpu"), processor=proc)
+        assert proc.renderer.num_drawn_layers == layers
+        assert session.stats()["edge_search"] == searches
+        proc.set_edge_samples(0)
+        assert session.stats()["edge_search"] == 0
+        proc.set_edge_samples(None)
+        assert session.stats()["edge_search"] == searches

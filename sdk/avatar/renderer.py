@@ -70,6 +70,14 @@ EDGE_SAMPLES = 12
 EDGE_PIXELS_PER_ROW = 16
 
 
+def edge_search_samples(settings: RenderSettings, num_layers: int) -> int:
+    """Samples of the full-resolution edge search a render of ``num_layers`` drawn layers makes (0: none)."""
+    if settings.lowres_factor <= 1:
+        return 0          # every pixel is searched at full resolution already
+    edge = settings.edge_samples if settings.edge_samples is not None else (EDGE_SAMPLES if num_layers == 1 else 0)
+    return edge if edge > 1 else 0
+
+
 @dataclass
 class RenderResult:
     """rgb ``(B, 3, H, W)`` in [-1, 1] (premultiplied by alpha), alpha ``(B, 1, H, W)``, depth ``(B, 1, H, W)``."""
@@ -229,13 +237,13 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     nl = heights.shape[0]
     coarse, (h, w) = coarse_layer_samples(heights, extent, poses, resolution, settings, flat)
     factor = max(1, settings.lowres_factor)
-    edge = settings.edge_samples if settings.edge_samples is not None else (EDGE_SAMPLES if nl == 1 else 0)
-    c2w = camera.pose_to_c2w(poses) if factor > 1 and edge > 1 else None
+    edge = edge_search_samples(settings, nl)
+    c2w = camera.pose_to_c2w(poses) if edge else None
 
     def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
         n = hi - lo
-        if factor > 1 and edge > 1:
+        if edge:
             grid, depth, ok = refine_layer_samples(coarse[lo:hi], (h, w), c2w, resolution, heights[lo:hi], extent,
                                                    settings, edge)
         elif factor > 1:
@@ -353,6 +361,8 @@ class Renderer:
         self.compositing = "single" if self.num_drawn_layers == 1 else ("ordered" if self.plan else "general")
         self.backend = backend
         self.settings = settings
+        #: whether frames search occlusion edges again at full resolution (``RenderSettings.edge_samples``)
+        self.searches_edges = edge_search_samples(settings, self.num_drawn_layers) > 0
         self.requested_device = device
         self.device = resolve_device(device)
         self._modules: dict[int, CachedRenderModule] = {}
