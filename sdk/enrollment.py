@@ -22,7 +22,7 @@ MAX_INPUT_YAW = 0.45
 
 def enroll(image, method: str = "mesh", crop_size: int = 512,
            min_eye_distance: float | None = None, weights=None, device="auto",
-           max_yaw: float | None = MAX_INPUT_YAW, **options):
+           max_yaw: float | None = MAX_INPUT_YAW, face: str = "only", **options):
     """Enroll an avatar from one portrait (a path, bytes, PIL image or ``(H, W, 3)`` uint8 array).
 
     method ``"mesh"``: the prior-free baseline (works without trained weights).
@@ -31,13 +31,14 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     ``options``: fields of the method's config (``MeshConfig`` / ``InverterConfig``).
     ``min_eye_distance``: smallest face accepted (pixels between the eyes; default
     ``gramcast.face.MIN_EYE_DISTANCE_PX``). ``max_yaw``: most head yaw accepted (radians; default
-    ``MAX_INPUT_YAW``; None: any).
+    ``MAX_INPUT_YAW``; None: any). ``face``: which face of a photo with several of similar size: "only"
+    (refuse such a photo), "largest" or "center" (``gramcast.face.alignment.FACE_CHOICES``).
     Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``FaceTurnedError`` /
     ``InvalidImageError`` with what to do.
     """
     from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
-    from gramcast.face.matte import Matting
+    from gramcast.face.matte import Matting, keep_subject
     from gramcast.images import load_image
 
     if method not in METHODS:
@@ -45,7 +46,8 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     source = str(image) if isinstance(image, (str, Path)) else "the image"
     rgb = image if isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8 else load_image(image)
     aligned = detect_and_align(rgb, size=crop_size, source=source,
-                               min_eye_distance=MIN_EYE_DISTANCE_PX if min_eye_distance is None else min_eye_distance)
+                               min_eye_distance=MIN_EYE_DISTANCE_PX if min_eye_distance is None else min_eye_distance,
+                               face=face)
     yaw = float(aligned.pose.yaw)
     if max_yaw is not None and abs(yaw) > max_yaw:
         raise FaceTurnedError(
@@ -57,13 +59,13 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
         if method == "graminverter":
             from gramcast.avatar.graminverter import InverterConfig, enroll_graminverter
 
-            avatar = enroll_graminverter(aligned, matting(aligned.crop), weights, InverterConfig(**options),
-                                         device=device)
+            avatar = enroll_graminverter(aligned, keep_subject(matting(aligned.crop), aligned.pixels, aligned.others),
+                                         weights, InverterConfig(**options), device=device)
         else:
             config = MeshConfig(**options)
             context = photo_context(rgb, aligned, config.context_margin, matting) if config.context_margin else None
             if context is None:
-                matte = matting(aligned.crop)
+                matte = keep_subject(matting(aligned.crop), aligned.pixels, aligned.others)
             else:   # the widened crop's matte holds the crop's: one matting pass, not two
                 pad, size = int(context.offset), aligned.size
                 matte = context.matte[pad:pad + size, pad:pad + size]

@@ -332,6 +332,10 @@ def test_enroll_rejects_bad_photos_and_writes_nothing(tmp_path, case, error, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gramcast enroll: error:")
     assert list(out.parent.iterdir()) == []
+    if case == "two":   # the error names the way out, and it works
+        assert "--face" in err[0]
+        assert main(["enroll", str(path), "-o", str(out), "--face", "center"]) == 0
+        assert Avatar.load(out).meta["method"] == "mesh"
 
 
 def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_avatar, capsys):

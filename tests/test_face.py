@@ -19,7 +19,7 @@ from gramcast.face import (
 )
 from gramcast.face.geometry import rotation_from_pose, rotation_to_pose, umeyama
 from gramcast.face.landmarks import DetectedFace
-from gramcast.face.matte import restrict_to_person
+from gramcast.face.matte import keep_subject, restrict_to_person
 from gramcast.face.pose import estimate_pose
 from gramcast.images import load_image
 
@@ -123,6 +123,32 @@ def test_errors_for_faceless_multiple_and_tiny_faces(mesh):
         detect_and_align(np.pad(small, ((100, 100), (100, 100), (0, 0)), mode="edge"), mesh=mesh)
 
 
+def _face_centre_in_image(aligned) -> np.ndarray:
+    """Where the aligned face's eyes-nose-mouth centre was in the photo (x, y)."""
+    from gramcast.face.geometry import apply_affine, invert_affine
+
+    centre = np.array([[aligned.crop.shape[1] / 2, aligned.crop.shape[0] / 2]])
+    return apply_affine(invert_affine(aligned.crop_from_image), centre)[0]
+
+
+def test_a_photo_of_several_people_gives_the_chosen_face_when_asked(mesh):
+    """Two people side by side (the first has the larger face: ~90 against ~78 px between the eyes), a
+    blank third of the canvas to their right: "largest" takes the first, "center" the second (the canvas'
+    middle), "only" refuses."""
+    a, b = load_image(DATA / "london_neutral_002_03.jpg"), load_image(DATA / "london_neutral_003_03.jpg")
+    w = a.shape[1]
+    canvas = np.hstack([a, b, np.full_like(a, 200)])
+    assert [round(f.eye_distance) for f in mesh.detect(canvas)][0] > 85
+    with pytest.raises(MultipleFacesError, match="--face"):
+        detect_and_align(canvas, mesh=mesh)
+    largest = _face_centre_in_image(detect_and_align(canvas, mesh=mesh, face="largest"))
+    central = _face_centre_in_image(detect_and_align(canvas, mesh=mesh, face="center"))
+    assert 0 < largest[0] < w and w < central[0] < 2 * w
+    # a face alone is the same face whatever the choice
+    alone = [detect_and_align(a, mesh=mesh, face=c).crop_from_image for c in ("only", "largest", "center")]
+    assert all(np.allclose(m, alone[0]) for m in alone)
+
+
 def test_grayscale_and_exif_rotated_photos_are_converted(tmp_path, mesh):
     from PIL import Image
 
@@ -175,6 +201,58 @@ def test_one_person_matte_drops_a_second_person_beside_the_subject():
     assert subject[second].max() < 0.05
     kept = everyone[head] > 0.5                       # the subject's head and hair: untouched
     assert kept.mean() > 0.3 and np.abs(subject[head] - everyone[head])[kept].max() < 1e-6
+
+
+def _disc_of_points(centre, radius, n=200):
+    """Landmark-like points filling a disc: its hull is (nearly) the disc."""
+    rng = np.random.default_rng(0)
+    a, r = rng.uniform(0, 2 * np.pi, n), radius * np.sqrt(rng.uniform(0, 1, n))
+    r[:40] = radius                                   # the rim, so that the hull is the full disc
+    return np.stack([centre[0] + r * np.cos(a), centre[1] + r * np.sin(a)], 1)
+
+
+def test_keeping_the_subject_cuts_other_faces_grown_but_never_the_subjects_head():
+    matte = np.ones((200, 300), np.float32)
+    subject, other = _disc_of_points((80, 100), 30), _disc_of_points((220, 100), 30)
+    assert np.array_equal(keep_subject(matte, subject, []), matte)
+    rms = lambda p: np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean())       # noqa: E731  the faces' size
+    out = keep_subject(matte, subject, [other], grow=0.3, protect=0.0, feather_px=0.0)
+    grown = 30 + 0.3 * rms(other)                      # the hull grown by 0.3 of the face's size
+    yy, xx = np.mgrid[0:200, 0:300] + 0.5
+    d = np.hypot(xx - 220, yy - 100)
+    assert out[d < grown - 2].max() == 0.0 and out[d > grown + 2].min() == 1.0
+    # a face behind the subject's head: the part within the subject's protected zone stays
+    near = _disc_of_points((135, 100), 30)
+    out = keep_subject(matte, subject, [near], grow=0.0, protect=0.8, feather_px=0.0)
+    zone = np.hypot(xx - 80, yy - 100) - (30 + 0.8 * rms(subject))
+    assert out[zone < -2].min() == 1.0
+    assert out[(np.hypot(xx - 135, yy - 100) < 28) & (zone > 2)].max() == 0.0
+    assert (out <= matte).all()
+
+
+def test_enrolling_the_centre_face_of_two_leaves_the_other_face_out_of_the_matte(mesh):
+    """Two people shoulder to shoulder, the second in the canvas' middle: the matte of the widened crop
+    around the second keeps their own face and drops the first person's, which the selfie model keeps."""
+    from gramcast.avatar.mesh_method import photo_context
+    from gramcast.face.matte import Matting
+
+    a, b = load_image(DATA / "london_neutral_002_03.jpg"), load_image(DATA / "london_neutral_003_03.jpg")
+    narrow = slice(a.shape[1] // 4, 3 * a.shape[1] // 4)
+    canvas = np.ascontiguousarray(np.hstack([a[:, narrow], b[:, narrow], np.full_like(a[:, narrow], 200)]))
+    aligned = detect_and_align(canvas, size=256, mesh=mesh, face="center")
+    assert len(aligned.others) == 1
+    with Matting() as everyone, Matting(one_person=True) as one:
+        context = photo_context(canvas, aligned, 0.5, one)
+        pad = context.offset
+        raw = everyone(context.crop)
+    px = lambda pts: np.rint(pts + pad - 0.5).astype(int)                       # noqa: E731
+    own, other = px(aligned.pixels), px(aligned.others[0])
+    inside = lambda p: p[(p >= 0).all(1) & (p < context.crop.shape[0]).all(1)]  # noqa: E731
+    other = inside(other)
+    assert len(other) > 100                                                     # in the widened crop
+    assert raw[other[:, 1], other[:, 0]].mean() > 0.8                          # the selfie model keeps it
+    assert context.matte[other[:, 1], other[:, 0]].mean() < 0.05
+    assert context.matte[own[:, 1], own[:, 0]].mean() > 0.95
 
 
 def test_one_euro_filter_smooths_rest_and_follows_motion():

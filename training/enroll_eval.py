@@ -40,6 +40,9 @@ class EvalConfig:
     weights: Path | None = None
     #: graminverter: per-image refinement steps of the encoder's w+ (InverterConfig.refine_steps)
     refine_steps: int = 0
+    #: which face of a photo with several of similar size (``gramcast.enroll``'s ``face``): "only" refuses
+    #: such photos, as enrollment does by default; "center" suits sets centred on their subject (LFW)
+    face: str = "only"
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -126,10 +129,10 @@ def _canvas(rgb: np.ndarray, alpha: np.ndarray, grey: int = 128) -> np.ndarray:
     return composite_over(rgb, alpha, (grey, grey, grey))
 
 
-def _align(image: np.ndarray, size: int):
+def _align(image: np.ndarray, size: int, face: str = "only"):
     from gramcast.face import detect_and_align
 
-    return detect_and_align(image, size=size, min_eye_distance=15)
+    return detect_and_align(image, size=size, min_eye_distance=15, face=face)
 
 
 def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metrics, res: int) -> dict:
@@ -201,12 +204,12 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
         for person, photos in tqdm(people, desc=f"evaluate {method}", unit="person", disable=not progress):
             try:
                 first = load_image(photos[0])
-                aligned = _align(first, config.resolution)
+                aligned = _align(first, config.resolution, config.face)
                 t0 = time.perf_counter()
                 extra = {"refine_steps": config.refine_steps} if method == "graminverter" else {}
                 # the methods are compared on every photo: the product's gates on small and turned faces off
                 avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, max_yaw=None,
-                                weights=weights, **extra)
+                                weights=weights, face=config.face, **extra)
                 t_enroll.append(time.perf_counter() - t0)
             except GramcastError as exc:
                 rows.append({"person": person, "photo": photos[0].name, "error": str(exc)})
@@ -219,10 +222,11 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
                                      for y in config.strip_yaws]))
             for other in photos[1:]:
                 try:
-                    target = _align(load_image(other), config.resolution)
+                    target = _align(load_image(other), config.resolution, config.face)
                     p = target.pose
                     view = _align(_canvas(*renderer.render_rgba((p.yaw, p.pitch), config.resolution)), config.resolution)
-                    mirror_target = _align(np.ascontiguousarray(load_image(other)[:, ::-1]), config.resolution)
+                    mirror_target = _align(np.ascontiguousarray(load_image(other)[:, ::-1]), config.resolution,
+                                           config.face)
                     mview = _align(_canvas(*renderer.render_rgba((-p.yaw, p.pitch), config.resolution)), config.resolution)
                 except GramcastError:
                     continue

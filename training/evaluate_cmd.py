@@ -19,6 +19,9 @@ def register(sub) -> None:
                    help="GRAMInverter bundle for the graminverter method (default: the installed one)")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="graminverter: per-image refinement steps of the encoder's w+ (default 0)")
+    p.add_argument("--face", default="only", choices=("only", "largest", "center"),
+                   help="which face of a photo showing several of similar size: only (skip the photo, as "
+                        "enrollment refuses it; the default), largest, or center (sets centred on their subject)")
     p.set_defaults(func=run)
 
 
@@ -33,7 +36,8 @@ def run(args) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     results = evaluate_methods(args.dir, args.out, EvalConfig(methods=methods, max_portraits=args.max,
                                                                       weights=args.weights,
-                                                                      refine_steps=args.refine_steps))
+                                                                      refine_steps=args.refine_steps,
+                                                                      face=args.face))
     print(markdown_table(results))
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'contact_sheet.png'}")
     return 0

@@ -22,6 +22,7 @@ from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
+from gramcast.face.matte import keep_subject
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "facing_cosines",
@@ -135,7 +136,7 @@ class PhotoContext:
 
 def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting) -> PhotoContext:
     """``aligned``'s crop widened by ``margin`` of its side on every side (same scale), with its matte
-    (``matting``: crop -> matte, e.g. a ``gramcast.face.Matting``)."""
+    (``matting``: crop -> matte, e.g. a ``gramcast.face.Matting``) less the people of ``aligned.others``."""
     size = aligned.size
     pad = int(round(margin * size))
     wide_from_image = aligned.crop_from_image + np.array([[0, 0, pad], [0, 0, pad]], dtype=np.float64)
@@ -146,7 +147,8 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
     h, w = image.shape[:2]
     inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
-    return PhotoContext(crop, matting(crop), inside, float(pad))
+    matte = keep_subject(matting(crop), aligned.pixels + pad, [face + pad for face in aligned.others])
+    return PhotoContext(crop, matte, inside, float(pad))
 
 
 def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = MeshConfig(),

@@ -22,6 +22,9 @@ def register(sub) -> None:
     e.add_argument("--refine-steps", type=int, default=0,
                    help="graminverter only: refine the encoder's latent code against the photo for N steps "
                         "before the detail stage (slower, closer to the photo; default 0)")
+    e.add_argument("--face", default="only", choices=("only", "largest", "center"),
+                   help="which face where the photo shows several of similar size: only (refuse the photo, "
+                        "the default), largest, or center (the one nearest the middle)")
     e.add_argument("--crop-size", type=int, default=512, choices=(256, 512), help="aligned crop size (default 512)")
     e.add_argument("--max-yaw", type=float, default=None, metavar="RAD",
                    help="most head yaw accepted in the photo, radians (default 0.45, ~26 deg: the side turned "
@@ -107,7 +110,7 @@ def run_enroll(args) -> int:
             raise GramcastError(f"--max-yaw must be a positive angle in radians, not {args.max_yaw}")
         options["max_yaw"] = args.max_yaw
     avatar = enroll(args.image, method=args.method, crop_size=args.crop_size, weights=args.weights,
-                    device=args.device, **options)
+                    device=args.device, face=args.face, **options)
     avatar.save(args.out)
     pose = avatar.meta.get("input_pose", {})
     print(f"enrolled {args.image} -> {args.out} ({args.method}, {time.perf_counter() - t0:.1f} s; "

@@ -16,7 +16,7 @@ import numpy as np
 
 from gramcast.face.landmarks import Closeable, _import_mediapipe
 
-__all__ = ["Matting", "foreground_matte", "restrict_to_person"]
+__all__ = ["Matting", "foreground_matte", "restrict_to_person", "keep_subject"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
@@ -68,6 +68,34 @@ def restrict_to_person(matte: np.ndarray, person: np.ndarray, grow: float = 0.03
     near = cv2.dilate((person > 0.5).astype(np.uint8), kernel).astype(np.float32)
     near = cv2.GaussianBlur(near, (0, 0), radius / 2)
     return (matte * np.clip(2.0 * near, 0.0, 1.0)).astype(np.float32)
+
+
+def keep_subject(matte: np.ndarray, subject: np.ndarray, others, grow: float = 0.3, protect: float = 0.8,
+                 feather_px: float = 3.0) -> np.ndarray:
+    """``matte`` ``(H, W)`` without the faces of ``others``: each one's landmark hull, grown by ``grow`` of
+    its size (the RMS radius of its landmarks) so that its edges go too, but never the subject's head (its
+    face's hull grown by ``protect``: a face behind the subject's hair is hidden there).
+    ``subject`` and each of ``others``: face landmarks ``(N, 2)`` in the matte's pixels (u, v). A neighbour's
+    face is what would make an avatar look like two people; Pose's body mask, which ``restrict_to_person``
+    uses, takes in neighbours who stand close, and the selfie model keeps everyone."""
+    if len(others) == 0:
+        return matte
+    h, w = matte.shape
+
+    def hull(points: np.ndarray, grow_by: float) -> np.ndarray:
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(points - 0.5).astype(np.int32)), 1)
+        radius = int(round(grow_by * np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean())))
+        if radius > 0:
+            mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+        return mask.astype(np.float32)
+
+    cut = np.zeros((h, w), np.float32)
+    for face in others:
+        cut = np.maximum(cut, hull(np.asarray(face, np.float64), grow))
+    cut = np.minimum(cut, 1.0 - hull(np.asarray(subject, np.float64), protect))
+    cut = cv2.GaussianBlur(cut, (0, 0), feather_px) if feather_px > 0 else cut
+    return (matte * (1.0 - cut)).astype(np.float32)
 
 
 def foreground_matte(rgb: np.ndarray, landscape: bool | None = None, one_person: bool = False) -> np.ndarray:
