@@ -26,6 +26,32 @@ def test_ssim_known_answers():
     assert ssim(x, y) == pytest.approx((2 * 0.3 * 0.5 + c1) / (0.09 + 0.25 + c1), rel=1e-6)
 
 
+def test_head_turn_tells_a_head_from_a_photo_on_a_card():
+    """The face tracker's yaw of renders at the camera yaws: the enrolled head follows the camera (slope
+    ~1); the same texture on a flat surface, a photo on a card, hardly turns (slope ~0)."""
+    import gramcast
+    from gramcast.avatar import Avatar, Renderer
+    from gramcast.errors import GramcastError
+    from gramcast.training.enroll_eval import TURN_YAWS, _align, _canvas, head_turn
+
+    head = gramcast.enroll(FACES / "london_neutral_001_03.jpg")
+    card = Avatar(torch.full_like(head.heights, float(head.heights.max())), head.textures, head.extent, head.meta)
+
+    def turn(avatar):
+        renderer, seen = Renderer(avatar, device="cpu"), {}
+        for yaw in TURN_YAWS:
+            try:
+                seen[yaw] = _align(_canvas(*renderer.render_rgba((yaw, 0.0), 256)), 256)
+            except GramcastError:
+                pass
+        return head_turn(seen)
+
+    real, flat = turn(head), turn(card)
+    assert 0.8 < real["yaw_slope"] < 1.2 and real["yaw_error"] < 0.1
+    assert flat["yaw_slope"] < 0.3 and flat["yaw_error"] > 0.2
+    assert head_turn({}) == {"yaw_slope": None, "yaw_error": None}
+
+
 def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     data = tmp_path / "portraits"
     (data / "person001").mkdir(parents=True)
@@ -39,6 +65,7 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     assert mesh["means"]["portraits"] == 2 and mesh["means"]["failed"] == 0
     assert 20 < mesh["means"]["psnr"] < 60 and 0.5 < mesh["means"]["ssim"] <= 1.0
     assert mesh["means"]["psnr_mv"] > 25
+    assert 0.8 < mesh["means"]["yaw_slope"] < 1.2 and mesh["means"]["yaw_error"] < 0.1
     assert len(mesh["cross_pose"]) == 1 and mesh["cross_pose"][0]["target"] == "b.jpg"
     assert "| mesh |" in (out / "results.md").read_text()
     assert (out / "contact_sheet.png").stat().st_size > 1000

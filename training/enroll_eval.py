@@ -26,6 +26,8 @@ __all__ = ["ssim", "evaluate_methods", "EvalConfig", "find_portraits"]
 
 MV_YAW_PAIRS = ((-0.3, -0.2), (-0.1, 0.0), (0.0, 0.1), (0.2, 0.3))
 NOVEL_YAWS = (-0.4, 0.4)
+#: camera yaws at which the face tracker measures how far the avatar's head turned (``yaw_slope``)
+TURN_YAWS = (-0.4, 0.0, 0.4)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,18 @@ def _align(image: np.ndarray, size: int, face: str = "only"):
     return detect_and_align(image, size=size, min_eye_distance=15, face=face)
 
 
+def head_turn(seen: dict) -> dict:
+    """How far the avatar's head turns with the camera, measured from outside by the face tracker:
+    ``seen`` maps camera yaws to the renders' ``AlignedFace`` there. ``yaw_slope``: least-squares slope of
+    measured head yaw against camera yaw over ``TURN_YAWS`` (1: a head that turns as far as the camera; a
+    photo on a card measures ~0); ``yaw_error``: mean |measured - camera| (radians). None where the tracker
+    found the face in fewer than two of the renders."""
+    from gramcast.training.evaluation import yaw_agreement
+
+    pairs = [(y, float(seen[y].pose.yaw)) for y in TURN_YAWS if y in seen]
+    return yaw_agreement(pairs) if len(pairs) >= 2 else {"yaw_slope": None, "yaw_error": None}
+
+
 def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metrics, res: int) -> dict:
     from gramcast.avatar import Renderer
     from gramcast.face.alignment import warp_to_crop
@@ -155,14 +169,16 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
         row["id"] = metrics.identity(again.crop, photo_aligned.crop)
     except GramcastError:
         row.update(psnr=None, ssim=None, lpips=None, id=None, note="no face found in the input-view render")
-    ids = []
-    for yaw in NOVEL_YAWS:
+    seen = {}                                  # camera yaw -> the render aligned by the face tracker
+    for yaw in sorted(set(NOVEL_YAWS) | set(TURN_YAWS)):
         nrgb, nalpha = renderer.render_rgba((yaw, 0.0), res)
         try:
-            ids.append(metrics.identity(_align(_canvas(nrgb, nalpha), res).crop, photo_aligned.crop))
+            seen[yaw] = _align(_canvas(nrgb, nalpha), res)
         except GramcastError:
-            ids.append(None)
+            pass
+    ids = [metrics.identity(seen[y].crop, photo_aligned.crop) if y in seen else None for y in NOVEL_YAWS]
     row["id_nv"] = float(np.mean(ids)) if ids and all(i is not None for i in ids) else None
+    row.update(head_turn(seen))
     ps, ss = [], []
     for a, b in MV_YAW_PAIRS:
         src, tgt = renderer.render([(a, 0.0)], res), renderer.render([(b, 0.0)], res)
@@ -234,7 +250,7 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
                               "yaw": p.yaw, "pitch": p.pitch,
                               "id_xpose": metrics.identity(view.crop, target.crop),
                               "id_xpose_mirror": metrics.identity(mview.crop, mirror_target.crop)})
-        keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv"]
+        keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error"]
         means = {}
         for k in keys:
             vals = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
@@ -257,8 +273,8 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
 
 
 def markdown_table(results: dict) -> str:
-    cols = ["portraits", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "id_xpose",
-            "id_xpose_mirror", "enroll_s"]
+    cols = ["portraits", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error",
+            "id_xpose", "id_xpose_mirror", "enroll_s"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for method, r in results["methods"].items():
         cells = []

@@ -128,8 +128,15 @@ def face_pose_agreement(model, num: int = 16, yaws=(-0.4, -0.2, 0.0, 0.2, 0.4), 
     pairs = [(cam, m) for cam, row in zip(yaws, measured) for m in row if m is not None]
     out = {"face_found": len(pairs) / (len(yaws) * num)}
     if len(pairs) >= 2:
-        cam, got = (torch.tensor(v, dtype=torch.float64) for v in zip(*pairs))
-        out["yaw_error"] = float((got - cam).abs().mean())
-        cc = cam - cam.mean()
-        out["yaw_slope"] = float((cc * (got - got.mean())).sum() / cc.square().sum().clamp_min(1e-12))
+        out.update(yaw_agreement(pairs))
     return out
+
+
+def yaw_agreement(pairs) -> dict[str, float]:
+    """(camera yaw, measured head yaw) pairs (at least two, radians) -> ``yaw_error``: mean |measured -
+    camera|; ``yaw_slope``: least-squares slope of measured against camera yaw (1: the head turns as far
+    as the camera; ~0: a face painted on a card)."""
+    cam, got = (torch.tensor(v, dtype=torch.float64) for v in zip(*pairs))
+    cc = cam - cam.mean()
+    return {"yaw_error": float((got - cam).abs().mean()),
+            "yaw_slope": float((cc * (got - got.mean())).sum() / cc.square().sum().clamp_min(1e-12))}
