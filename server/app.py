@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import logging
 import mimetypes
@@ -49,8 +50,9 @@ class ServerConfig:
     #: How every session's avatar video looks and runs (None: SessionConfig's defaults). Not used by a
     #: ``pipeline_factory``.
     session: SessionConfig | None = None
-    #: Turns selfie bytes into an Avatar (None uses ``gramcast.enroll``).
-    enroll_fn: Callable[[bytes], Any] | None = None
+    #: Turns selfie bytes into an Avatar, ``enroll_fn(image, face=...)`` (``face`` as ``gramcast.enroll``'s;
+    #: None uses ``gramcast.enroll``).
+    enroll_fn: Callable[..., Any] | None = None
     static_dir: Path = field(default_factory=lambda: STATIC_DIR)
 
 
@@ -87,14 +89,14 @@ class GramcastServer:
 
         return AvatarSession(avatar, self.config.session)
 
-    async def enroll_selfie(self, image: bytes, owner: str) -> str:
+    async def enroll_selfie(self, image: bytes, owner: str, face: str = "only") -> str:
         fn = self.config.enroll_fn
         if fn is None:
             from gramcast import enroll as fn  # noqa: PLC0415 (heavy, imported on demand)
         from gramcast.errors import GramcastError
 
         try:
-            avatar = await asyncio.get_running_loop().run_in_executor(None, fn, image)
+            avatar = await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, image, face=face))
         except GramcastError as exc:  # the selfie's fault: tell the participant what to change
             raise protocol.ProtocolError("enroll_failed", str(exc)) from None
         name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"

@@ -181,9 +181,11 @@ class GramcastClient:
         await self.send("stats")
         return (await asyncio.wait_for(fut, timeout))["stats"]
 
-    async def enroll(self, image: bytes, timeout: float = 120.0) -> str:
+    async def enroll(self, image: bytes, timeout: float = 120.0, face: str | None = None) -> str:
+        """Enroll a selfie as this session's avatar; ``face``: which of several faces ("only", "largest",
+        "center"; None: the server's default, "only"). Returns the avatar's name."""
         fut = self._expect("enrolled")
-        await self.send("enroll", image=image)
+        await self.send("enroll", image=image, **({} if face is None else {"face": face}))
         return (await asyncio.wait_for(fut, timeout))["avatar"]
 
     async def close(self) -> None:

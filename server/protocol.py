@@ -7,7 +7,9 @@ client and the docs follow it.
 
 Client -> server
   join    {token, room, avatar?, preview?}  enter a room; ``avatar`` names a .gca the server has
-  enroll  {image}                           JPEG/PNG selfie bytes; the server enrolls and uses it
+  enroll  {image, face?}                    JPEG/PNG selfie bytes; the server enrolls and uses it. ``face``
+                                            (ENROLL_FACES; default "only"): which face of a selfie that
+                                            shows several of similar size ("only" refuses it)
   offer   {sdp, sdp_type, target?}          an SDP offer (ICE gathered, no trickle). Without ``target``
                                             it publishes camera + mic (and receives the own preview);
                                             with ``target`` = a participant id it subscribes to that
@@ -36,13 +38,15 @@ PROTOCOL_VERSION = 1
 #: Largest message the server accepts (a selfie for ``enroll``); others are far smaller.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_SIGNALING_BYTES = 64 * 1024
+#: The values of ``enroll``'s ``face`` (``gramcast.enroll``'s ``face``).
+ENROLL_FACES = ("only", "largest", "center")
 
 _STR, _BYTES, _BOOL, _INT, _MAP, _LIST = str, bytes, bool, int, dict, list
 
 # name -> {field: (python type, required)}
 CLIENT_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "join": {"token": (_STR, True), "room": (_STR, True), "avatar": (_STR, False), "preview": (_BOOL, False)},
-    "enroll": {"image": (_BYTES, True)},
+    "enroll": {"image": (_BYTES, True), "face": (_STR, False)},
     "offer": {"sdp": (_STR, True), "sdp_type": (_STR, True), "target": (_STR, False)},
     "ice": {"candidate": (_STR, True), "sdp_mid": (_STR, False), "sdp_mline_index": (_INT, False)},
     "stats": {},

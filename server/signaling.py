@@ -158,7 +158,10 @@ class SignalingConnection:
         await self.ws.close()
 
     async def on_enroll(self, msg) -> None:
-        name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id)
+        face = msg.get("face", "only")
+        if face not in protocol.ENROLL_FACES:
+            raise ProtocolError("bad_field", f"'enroll' field 'face' must be one of {', '.join(protocol.ENROLL_FACES)}")
+        name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id, face=face)
         self.participant.avatar_name = name
         if self.pipeline is not None:
             self.pipeline.set_avatar(self.server.avatars[name])

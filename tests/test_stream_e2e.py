@@ -224,6 +224,16 @@ async def test_enroll_a_selfie_over_signaling_and_refuse_a_faceless_one(avatars)
             assert info.value.code == "enroll_failed" and "no face" in str(info.value)
             with pytest.raises(ServerError):
                 await eve.enroll(b"\x00garbage")
+            # two people side by side: refused unless the selfie says which face (the web page: the middle)
+            person = cv2.imread(str(PERSON))
+            ok, pair = cv2.imencode(".jpg", np.hstack([person, person]))
+            with pytest.raises(ServerError) as info:
+                await eve.enroll(pair.tobytes())
+            assert info.value.code == "enroll_failed" and "2 faces" in str(info.value)
+            with pytest.raises(ServerError) as info:
+                await eve.enroll(pair.tobytes(), face="biggest")
+            assert info.value.code == "bad_field"
+            assert await eve.enroll(pair.tobytes(), face="largest") in server.avatars
             # the session is still alive after the refusals
             assert await eve.enroll(PERSON.read_bytes()) in server.avatars
     finally:

@@ -153,7 +153,8 @@ async function takeSelfie() {
   canvas.getContext("2d").drawImage(video, 0, 0);
   const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
   status("Enrolling your selfie (this takes a few seconds)...");
-  send("enroll", { image: new Uint8Array(await blob.arrayBuffer()) });
+  // A snapshot of the participant's own camera: they are the one in the middle, whoever is beside them.
+  send("enroll", { image: new Uint8Array(await blob.arrayBuffer()), face: "center" });
 }
 
 const params = new URLSearchParams(location.search);
