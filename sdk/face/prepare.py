@@ -45,9 +45,7 @@ def _align_one(job: tuple[str, int, float, bool]):
     try:
         image = load_image(path)
         faces = _worker_mesh.detect(image)
-        if pick_largest and faces:
-            faces = faces[:1]
-        face = pick_single_face(faces, Path(path).name, min_eye)
+        face = pick_single_face(faces, Path(path).name, min_eye, "largest" if pick_largest else "only")
         aligned = align_face(image, face, size)
     except GramcastError as exc:
         return path, None, f"{type(exc).__name__}: {exc}"
