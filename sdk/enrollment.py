@@ -11,13 +11,16 @@ import numpy as np
 
 from gramcast.errors import FaceTurnedError, GramcastError
 
-__all__ = ["enroll", "METHODS", "MAX_INPUT_YAW"]
+__all__ = ["enroll", "METHODS", "MAX_INPUT_YAW", "WARN_INPUT_YAW"]
 
 METHODS = ("mesh", "graminverter")
 #: Largest head yaw (radians, ~26 degrees) of a photo ``enroll`` accepts by default. The side of the head
 #: turned away from the camera is guessed (the mirrored near side, inpainting); from photos turned further
 #: the guess shows as a second, misplaced copy of features when the avatar turns the other way.
 MAX_INPUT_YAW = 0.45
+#: Head yaw (radians, ~17 degrees) from which a ``mesh`` enrollment is accepted with a warning
+#: (``avatar.meta["warnings"]``): the doubled features start to show from about here (README, Faces).
+WARN_INPUT_YAW = 0.3
 
 
 def enroll(image, method: str = "mesh", crop_size: int = 512,
@@ -72,4 +75,9 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             avatar = enroll_mesh(aligned, matte, config, context=context)
     avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
                         "source": Path(source).name if source != "the image" else "array"})
+    if method == "mesh" and abs(yaw) > WARN_INPUT_YAW:
+        avatar.meta["warnings"] = [
+            f"the face in {source} is turned {abs(yaw):.2f} rad ({math.degrees(abs(yaw)):.0f} deg) to the side: the "
+            "side turned away is guessed from the near one and may show doubled features when the avatar turns "
+            "towards it; a photo looking into the camera gives a better avatar"]
     return avatar

@@ -39,6 +39,7 @@ class GramcastClient:
         self.events: asyncio.Queue = asyncio.Queue()
         self.errors: list[ServerError] = []
         self.preview_track = None
+        self.enroll_warnings: list[str] = []
         self._answers: dict[str | None, asyncio.Future] = {}
         self._replies: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
@@ -183,10 +184,13 @@ class GramcastClient:
 
     async def enroll(self, image: bytes, timeout: float = 120.0, face: str | None = None) -> str:
         """Enroll a selfie as this session's avatar; ``face``: which of several faces ("only", "largest",
-        "center"; None: the server's default, "only"). Returns the avatar's name."""
+        "center"; None: the server's default, "only"). Returns the avatar's name; ``self.enroll_warnings``
+        then holds what the server said would make a better one (a turned head), if anything."""
         fut = self._expect("enrolled")
         await self.send("enroll", image=image, **({} if face is None else {"face": face}))
-        return (await asyncio.wait_for(fut, timeout))["avatar"]
+        reply = await asyncio.wait_for(fut, timeout)
+        self.enroll_warnings = list(reply.get("warnings", []))
+        return reply["avatar"]
 
     async def close(self) -> None:
         pcs, self.pcs = list(self.pcs.values()), {}

@@ -24,7 +24,8 @@ Server -> client
   peer    {event, participant, name}        event = "joined" | "publishing" | "left"; subscribe to a
                                             participant once it is "publishing"
   stats   {stats}                           session statistics (a map of numbers)
-  enrolled {avatar}                         the selfie was enrolled and is now this session's avatar
+  enrolled {avatar, warnings?}              the selfie was enrolled and is now this session's avatar;
+                                            ``warnings``: what would make a better one (a turned head)
   error   {code, message, fatal}            what went wrong; ``fatal`` closes the connection
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ SERVER_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "answer": {"sdp": (_STR, True), "sdp_type": (_STR, True), "target": (_STR, False)},
     "peer": {"event": (_STR, True), "participant": (_STR, True), "name": (_STR, True)},
     "stats": {"stats": (_MAP, True)},
-    "enrolled": {"avatar": (_STR, True)},
+    "enrolled": {"avatar": (_STR, True), "warnings": (_LIST, False)},
     "error": {"code": (_STR, True), "message": (_STR, True), "fatal": (_BOOL, True)},
 }
 

@@ -165,7 +165,8 @@ class SignalingConnection:
         self.participant.avatar_name = name
         if self.pipeline is not None:
             self.pipeline.set_avatar(self.server.avatars[name])
-        await self.send("enrolled", avatar=name)
+        warnings = list(self.server.avatars[name].meta.get("warnings", []))
+        await self.send("enrolled", avatar=name, **({"warnings": warnings} if warnings else {}))
 
     # ---------------------------------------------------------------- media
     async def _publish(self, sdp: str):

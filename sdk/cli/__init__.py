@@ -7,11 +7,13 @@ exit code). Add a module to ``COMMAND_MODULES`` to add a command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
 
 from gramcast import __version__
+from gramcast.cli.native_logs import filtered_stderr
 from gramcast.errors import GramcastError
 
 COMMAND_MODULES = [
@@ -48,14 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except GramcastError as exc:
-        print(f"gramcast {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"gramcast {args.command}: interrupted", file=sys.stderr)
-        return 130
+    # the native libraries' log lines only with --verbose (gramcast.cli.native_logs)
+    with contextlib.nullcontext() if args.verbose else filtered_stderr():
+        try:
+            return int(args.func(args) or 0)
+        except GramcastError as exc:
+            print(f"gramcast {args.command}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"gramcast {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

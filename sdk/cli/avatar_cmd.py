@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 
@@ -112,6 +113,8 @@ def run_enroll(args) -> int:
     avatar = enroll(args.image, method=args.method, crop_size=args.crop_size, weights=args.weights,
                     device=args.device, face=args.face, **options)
     avatar.save(args.out)
+    for warning in avatar.meta.get("warnings", []):
+        print(f"gramcast enroll: warning: {warning}", file=sys.stderr)
     pose = avatar.meta.get("input_pose", {})
     print(f"enrolled {args.image} -> {args.out} ({args.method}, {time.perf_counter() - t0:.1f} s; "
           f"photo pose yaw {math.degrees(pose.get('yaw', 0)):+.1f} deg, pitch {math.degrees(pose.get('pitch', 0)):+.1f} deg)")

@@ -102,7 +102,9 @@ async function onMessage(msg) {
       status(`${msg.name} ${msg.event}.`);
       break;
     case "stats": state.lastStats = msg.stats; break;
-    case "enrolled": status(`Enrolled a new avatar (${msg.avatar}).`); break;
+    case "enrolled":
+      status(`Enrolled a new avatar (${msg.avatar}).` + (msg.warnings ? ` Note: ${msg.warnings.join(" ")}` : ""));
+      break;
     case "error":   // a selfie the server could not use says what to change (face the camera, come closer...)
       status(msg.code === "enroll_failed" ? `Could not enroll that selfie: ${msg.message}`
                                           : `Server error ${msg.code}: ${msg.message}`);
