@@ -1,28 +1,59 @@
 """The command line's stderr: the native libraries' log lines stay off it, everything else passes."""
+import select
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 
+# Run in a child process: it rewires descriptor 2, which pytest's own capture also uses.
+SCRIPT = r'''
+import os, sys
+from gramcast.cli.native_logs import filtered_stderr
+with filtered_stderr():
+    os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    print("first", file=sys.stderr, flush=True)
+    os.write(2, b"W0000 00:00:1796426369.052374   10837 feedback_manager.cc:114] Feedback manager requires\n")
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+    os.write(2, b"E1204 23:01:02.123456  42 graph.cc:7] a glog line\nsecond, written with a native one\n")
+    print("third", file=sys.stderr)
+    os.write(2, b"WARNING gramcast.x: our own log lines pass\n")
+    os.write(2, b"W0000 00:00:17964.1   10837 split.cc:1")      # a native line in two writes
+    os.write(2, b"] the rest of it\n")
+    os.write(2, b"\r 10%|#")                                      # a progress bar: no newline, and
+    sys.stderr.write("<bar seen>")                               # each redraw is out before the next
+    sys.stderr.flush()
+    os.write(2, b"\r100%|##########\n")
+os.write(2, b"W0000 00:00:1.0  1 after.cc:1] after the block: kept\n")
+'''
+
 
 def test_filtered_stderr_drops_native_log_lines_and_keeps_the_rest_in_order():
-    script = textwrap.dedent('''
-        import os, sys
-        from gramcast.cli.native_logs import filtered_stderr
-        with filtered_stderr():
-            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
-            print("first", file=sys.stderr, flush=True)
-            os.write(2, b"W0000 00:00:1796426369.052374   10837 feedback_manager.cc:114] Feedback manager requires\\n")
-            os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
-            os.write(2, b"E1204 23:01:02.123456  42 graph.cc:7] a glog line\\nsecond, written with a native one\\n")
-            print("third", file=sys.stderr)
-        os.write(2, b"W0000 00:00:1.0  1 after.cc:1] after the block: kept\\n")
-    ''')
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert run.stderr.decode().splitlines() == ["first", "second, written with a native one", "third",
-                                                "W0000 00:00:1.0  1 after.cc:1] after the block: kept"]
+    assert run.stderr.decode().split("\n") == [
+        "first", "second, written with a native one", "third", "WARNING gramcast.x: our own log lines pass",
+        "\r 10%|#<bar seen>\r100%|##########", "W0000 00:00:1.0  1 after.cc:1] after the block: kept", ""]
+
+
+def test_a_progress_bar_line_goes_out_before_its_newline():
+    """The filter does not hold a line that cannot be native noise until it ends."""
+    script = r'''
+import os, sys, time
+from gramcast.cli.native_logs import filtered_stderr
+with filtered_stderr():
+    os.write(2, b"\r 50%|#####")
+    time.sleep(0.5)
+    os.write(1, b"stdout after the bar\n")
+    time.sleep(3600)
+'''
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"stdout after the bar\n"
+        ready, _, _ = select.select([proc.stderr], [], [], 10.0)
+        assert ready and proc.stderr.read1(64) == b"\r 50%|#####"   # out already, while the child still runs
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_failed_enroll_prints_its_one_line_and_verbose_shows_the_native_ones(tmp_path):

@@ -24,20 +24,53 @@ NATIVE_NOISE = re.compile(
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
 
 
+#: How a line that may be native noise starts; other lines go out as they come, unfinished ones too (a
+#: progress bar redraws its line with "\r" and no newline).
+_NOISE_START = re.compile(rb"[IWEF]\d{4} |INFO: |WARNING: ")
+_START_LEN = len(b"WARNING: ")
+
+
+def _may_start_noise(head: bytes) -> bool:
+    """Could a line beginning with ``head`` (fewer than ``_START_LEN`` bytes seen so far) be noise?"""
+    pad = {b"I": b"INFO: ", b"W": b"WARNING: "}.get(head[:1], b"")
+    return (bool(re.fullmatch(rb"[IWEF]\d{0,4}", head)) or pad.startswith(head)) if head else True
+
+
 def _forward(read_fd: int, write_fd: int, noise: re.Pattern) -> None:
+    """Copy ``read_fd`` to ``write_fd`` without the lines ``noise`` matches. A line is decided by its first
+    bytes: one that cannot be noise passes at once; one that may be is held until its newline."""
+    line = b""          # the current line's bytes held back so far
+    state = "start"     # "start": undecided, "pass": goes straight out, "hold": kept until its end
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-        pending = b""
-        while True:
-            chunk = pipe.read(65536)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            kept = b"".join(line + b"\n" for line in lines if not noise.match(line))
-            if kept and not _write(write_fd, kept):
+        for chunk in iter(lambda: pipe.read(65536), b""):
+            out = []
+            for piece in re.split(rb"(?<=\n)", chunk):
+                if not piece:
+                    continue
+                ended = piece.endswith(b"\n")
+                if state == "pass":
+                    out.append(piece)
+                else:
+                    line += piece
+                    if state == "start":
+                        head = line[:_START_LEN]
+                        if _NOISE_START.match(head):
+                            state = "hold"
+                        elif len(head) >= _START_LEN or ended or not _may_start_noise(head):
+                            state = "pass"
+                    if state == "pass":
+                        out.append(line)
+                        line = b""
+                    elif ended:             # a held line, complete: out unless it is noise
+                        if not noise.match(line):
+                            out.append(line)
+                        line = b""
+                if ended:
+                    state = "start"
+            if out and not _write(write_fd, b"".join(out)):
                 return
-        if pending and not noise.match(pending):
-            _write(write_fd, pending)
+        if line and not noise.match(line):
+            _write(write_fd, line)
 
 
 def _write(fd: int, data: bytes) -> bool:
