@@ -4,6 +4,7 @@ align (gramcast.face) -> pose -> person matte -> the method's inversion -> bake.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
     from gramcast.face.matte import Matting, keep_subject
+    from gramcast.face.quality import photo_quality, quality_warnings
     from gramcast.images import load_image
 
     if method not in METHODS:
@@ -75,9 +77,14 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             avatar = enroll_mesh(aligned, matte, config, context=context)
     avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
                         "source": Path(source).name if source != "the image" else "array"})
+    quality = photo_quality(aligned)
+    avatar.meta["photo_quality"] = dataclasses.asdict(quality)
+    warnings = quality_warnings(quality, source)
     if method == "mesh" and abs(yaw) > WARN_INPUT_YAW:
-        avatar.meta["warnings"] = [
+        warnings.append(
             f"the face in {source} is turned {abs(yaw):.2f} rad ({math.degrees(abs(yaw)):.0f} deg) to the side: the "
             "side turned away is guessed from the near one and may show doubled features when the avatar turns "
-            "towards it; a photo looking into the camera gives a better avatar"]
+            "towards it; a photo looking into the camera gives a better avatar")
+    if warnings:
+        avatar.meta["warnings"] = warnings
     return avatar

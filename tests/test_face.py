@@ -376,3 +376,22 @@ def test_tracker_takes_av_video_frames_and_their_timestamps():
         assert out.face_found and abs(out.pose.roll - expected.roll) < 2 * DEG
     with pytest.raises(TypeError, match="RGB uint8 array or an av.VideoFrame"):
         HeadTracker().update("not a frame")
+
+
+def test_photo_quality_warns_of_blur_darkness_and_overexposure_and_not_of_a_good_photo():
+    """The sample portrait and three degraded copies through the real enrollment: each copy gets its own
+    warning and only that one; the original none."""
+    import gramcast
+
+    rgb = load_image(SAMPLE)
+    eye = detect_and_align(rgb).eye_distance
+    copies = {
+        "blurred": cv2.GaussianBlur(rgb, (0, 0), 3 * eye / 60),          # ~2 px at eyes 40 px apart
+        "dark": (rgb * 0.3).astype(np.uint8),
+        "overexposed": np.clip(rgb.astype(np.float32) * 1.5, 0, 255).astype(np.uint8),
+    }
+    good = gramcast.enroll(rgb)
+    assert "warnings" not in good.meta and good.meta["photo_quality"]["sharpness"] > 100
+    for word, image in copies.items():
+        warnings = gramcast.enroll(image).meta["warnings"]
+        assert len(warnings) == 1 and word in warnings[0], (word, warnings)
