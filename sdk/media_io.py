@@ -46,16 +46,46 @@ def atomic_output(path: str | Path):
             os.unlink(tmp)
 
 
+#: Animation containers ``save_animation`` writes.
+ANIMATION_SUFFIXES = (".gif", ".mp4", ".webm")
+
+
+def image_format(path: str | Path) -> str:
+    """Pillow's format name for ``path``'s suffix (none: PNG), or ``OutputPathError`` (call before slow work)."""
+    from PIL import Image
+
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return "PNG"
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise OutputPathError(f"unsupported image format {suffix!r} for {path}: use .png, .jpg or .webp")
+    return fmt
+
+
+def animation_format(path: str | Path) -> str:
+    """``path``'s animation suffix, or ``OutputPathError`` (call before rendering the frames)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in ANIMATION_SUFFIXES:
+        raise OutputPathError(f"unsupported animation format {suffix!r}: use .gif, .mp4 or .webm")
+    return suffix
+
+
 def save_image(path: str | Path, rgb: np.ndarray) -> None:
     from PIL import Image
 
+    fmt = image_format(path)
     with atomic_output(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format=(Path(path).suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
+        Image.fromarray(rgb).save(tmp, format=fmt)
 
 
 def save_animation(path: str | Path, frames: list[np.ndarray], fps: float = 25.0) -> None:
     """GIF (Pillow) or MP4/WebM (PyAV), chosen by the file suffix."""
-    suffix = Path(path).suffix.lower()
+    suffix = animation_format(path)
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    if not fps > 0:
+        raise ValueError(f"frames per second must be positive, got {fps}")
     with atomic_output(path) as tmp:
         if suffix == ".gif":
             from PIL import Image
@@ -74,5 +104,4 @@ def save_animation(path: str | Path, frames: list[np.ndarray], fps: float = 25.0
                     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: h - h % 2, : w - w % 2]), format="rgb24")
                     out.mux(stream.encode(frame))
                 out.mux(stream.encode())
-        else:
-            raise OutputPathError(f"unsupported animation format {suffix!r}: use .gif, .mp4 or .webm")
+

@@ -429,6 +429,43 @@ def test_cli_enroll_info_render_orbit(tmp_path, capsys):
     assert main(["render", str(gca), "--background", "mauve", "-o", str(tmp_path / "x.png")]) == 2
 
 
+@pytest.mark.parametrize("args,says", [
+    (["render", "--yaw", "nan"], "give a number of radians"),
+    (["render", "--yaw", "5"], "286 deg"),                      # degrees given for radians
+    (["render", "--size", "0"], "outside 16..4096 pixels"),
+    (["render", "-o", "x.bmpx"], "unsupported image format '.bmpx'"),
+    (["orbit", "--frames", "0"], "--frames 0"),
+    (["orbit", "--fps", "0"], "--fps 0.0"),
+    (["orbit", "-o", "o.avi"], "unsupported animation format '.avi'"),
+])
+def test_render_and_orbit_refuse_bad_options_in_one_line_and_write_nothing(tmp_path, capsys, sample_avatar, args,
+                                                                           says):
+    gca = tmp_path / "me.gca"
+    sample_avatar.save(gca)
+    out = tmp_path / "out"
+    out.mkdir()
+    command, options = args[0], args[1:]
+    if "-o" in options:
+        options = options[:-1] + [str(out / options[-1])]
+    else:
+        options = options + ["-o", str(out / ("x.png" if command == "render" else "o.gif"))]
+    assert main([command, str(gca)] + options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gramcast {command}: error:") and says in err[0], err
+    assert list(out.iterdir()) == []
+
+
+def test_the_renderer_refuses_non_finite_poses_and_unusable_sizes(sample_avatar):
+    from gramcast.errors import GramcastError
+
+    renderer = Renderer(sample_avatar)
+    with pytest.raises(GramcastError, match="finite"):
+        renderer.render([(float("inf"), 0.0)], 64)
+    for size in (0, 8, 5000, 64.0):
+        with pytest.raises(GramcastError, match="resolution"):
+            renderer.render([(0.0, 0.0)], size)
+
+
 def test_upsampled_layer_samples_keep_linear_values_and_the_valid_region():
     """Bilinear upsampling (align_corners) reproduces a linear function exactly; where only part of the
     coarse grid is valid, the cover normalisation gives back the valid samples' common value and the

@@ -41,8 +41,8 @@ import torch
 from gramcast.avatar.avatar import FORMAT_NAME as AVATAR_FORMAT_NAME
 from gramcast.avatar.avatar import FORMAT_VERSION as AVATAR_FORMAT_VERSION
 from gramcast.avatar.avatar import Avatar, camera_conventions
-from gramcast.avatar.renderer import (CachedRenderModule, CompositingPlan, RenderSettings, drawn_layers,
-                                     resolve_compositing)
+from gramcast.avatar.renderer import (CachedRenderModule, CompositingPlan, RenderSettings, check_resolution,
+                                     drawn_layers, resolve_compositing)
 from gramcast.errors import GramcastError
 
 __all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "FORMAT_NAME",
@@ -53,21 +53,12 @@ FORMAT_VERSION = 1
 OPSET = 17                       # GridSample (bilinear, border, align_corners) needs 16
 INPUT_NAMES = ["poses"]
 OUTPUT_NAMES = ["rgb", "alpha", "depth"]
-MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
 
 _EXPORT_LOCK = threading.Lock()   # the exporter keeps global state; one export at a time
 _SESSION_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------- export
-def _check_resolution(resolution) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-        raise GramcastError(f"resolution must be a whole number of pixels, got {resolution!r}")
-    if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
-        raise GramcastError(f"resolution {resolution} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels")
-    return int(resolution)
-
-
 @contextlib.contextmanager
 def _exporter_without_onnx_package():
     """The TorchScript exporter imports ``onnx`` for one step only: inserting onnxscript custom
@@ -142,7 +133,7 @@ def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings,
 def export_onnx_bytes(avatar: Avatar, resolution: int = 256, settings: RenderSettings = RenderSettings(),
                       compositing="auto") -> bytes:
     """The serialised ONNX model of ``avatar`` rendered at ``resolution`` x ``resolution`` (see the module doc)."""
-    resolution = _check_resolution(resolution)
+    resolution = check_resolution(resolution)
     module = CachedRenderModule(avatar, resolution, settings, compositing).eval()
     example = torch.zeros(2, 2)
     example[1] = torch.tensor([0.3, -0.1])
@@ -260,7 +251,7 @@ class OnnxRenderer:
         if self.avatar is None:
             raise GramcastError(f"this ONNX model renders at {self.resolutions} pixels only, not {resolution}: "
                                 f"export one at {resolution} (`gramcast export-onnx --resolution {resolution}`)")
-        resolution = _check_resolution(resolution)
+        resolution = check_resolution(resolution)
         with _SESSION_LOCK:
             s = self._sessions.get(resolution)
             if s is None:

@@ -35,6 +35,7 @@ from gramcast.avatar.heightfield import bracketed_search, flat_layers, grid_coor
 from gramcast.avatar.layer_compositing import (CompositingPlan, OrderedCompositor, composite_layers,
                                                composite_ordered, compositing_plan)
 from gramcast.device import resolve_device
+from gramcast.errors import GramcastError
 from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
@@ -68,6 +69,19 @@ EDGE_SAMPLES = 12
 #: How many pixels per image row are searched again at full resolution (those nearest an occlusion edge):
 #: the band along an edge is a few coarse cells wide, so its area grows with the resolution, not its square.
 EDGE_PIXELS_PER_ROW = 16
+
+
+#: Output sizes (pixels a side) a renderer makes.
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
+
+
+def check_resolution(resolution) -> int:
+    """``resolution`` as an int, or a ``GramcastError`` that says what is allowed."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise GramcastError(f"resolution must be a whole number of pixels, got {resolution!r}")
+    if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
+        raise GramcastError(f"resolution {resolution} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels")
+    return int(resolution)
 
 
 def edge_search_samples(settings: RenderSettings, num_layers: int) -> int:
@@ -396,6 +410,9 @@ class Renderer:
     def render(self, poses, resolution: int = 256) -> RenderResult:
         """poses: anything ``camera.as_pose_tensor`` takes (``(B, 2)`` yaw, pitch in radians)."""
         p = camera.as_pose_tensor(poses, dtype=torch.float32)
+        resolution = check_resolution(resolution)
+        if not bool(torch.isfinite(p).all()):
+            raise GramcastError(f"poses must be finite angles in radians, got {p.tolist()}")
         if self.backend == "onnx":
             from gramcast.avatar.onnx_export import run_onnx
 

@@ -133,12 +133,25 @@ def run_info(args) -> int:
     return 0
 
 
+def check_angles(**angles: float) -> None:
+    """Yaw and pitch options are radians within a quarter turn of the front (the avatar's side of it)."""
+    from gramcast.errors import GramcastError
+
+    for name, value in angles.items():
+        if not math.isfinite(value) or abs(value) > math.pi / 2:
+            raise GramcastError(f"--{name} {value}: give radians within ±{math.pi / 2:.2f} (a quarter turn; "
+                                f"{value} rad is {math.degrees(value):.0f} deg)" if math.isfinite(value)
+                                else f"--{name} {value}: give a number of radians")
+
+
 def run_render(args) -> int:
     from gramcast.avatar import Avatar, Renderer
-    from gramcast.media_io import check_output_path, save_image
+    from gramcast.media_io import check_output_path, image_format, save_image
 
     colour = parse_colour(args.background)
+    check_angles(yaw=args.yaw, pitch=args.pitch)
     check_output_path(args.out)
+    image_format(args.out)
     rgb, alpha = Renderer(Avatar.load(args.avatar)).render_rgba((args.yaw, args.pitch), args.size)
     save_image(args.out, composite_over(rgb, alpha, colour))
     print(f"wrote {args.out}")
@@ -154,10 +167,17 @@ def run_orbit(args) -> int:
     from tqdm import tqdm
 
     from gramcast.avatar import Avatar, Renderer
-    from gramcast.media_io import check_output_path, save_animation
+    from gramcast.errors import GramcastError
+    from gramcast.media_io import animation_format, check_output_path, save_animation
 
     colour = parse_colour(args.background) or (255, 255, 255)
+    check_angles(yaw=args.yaw, pitch=args.pitch)
+    if args.frames < 1:
+        raise GramcastError(f"--frames {args.frames}: give 1 or more")
+    if not 0 < args.fps <= 120:
+        raise GramcastError(f"--fps {args.fps}: give a rate above 0 and at most 120 frames per second")
     check_output_path(args.out)
+    animation_format(args.out)
     renderer = Renderer(Avatar.load(args.avatar))
     frames = [composite_over(*renderer.render_rgba(p, args.size), colour)
               for p in tqdm(orbit_poses(args.frames, args.yaw, args.pitch), desc="orbit", unit="frame")]
