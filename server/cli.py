@@ -127,9 +127,12 @@ def run_serve(args) -> int:
         # before any torch work (loading the avatars is some): see gramcast.torch_threads
         use_one_torch_thread()
     from gramcast.avatar import Avatar
+    from gramcast.errors import GramcastError
     from gramcast.server.app import GramcastServer, ServerConfig
     from gramcast.server.tokens import SECRET_ENV, mint_token
 
+    if not 0 <= args.port <= 65535:
+        raise GramcastError(f"--port {args.port}: give 0 to 65535 (0 picks a free one)")
     secret = args.secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
     session = session_config(args)
     avatars = {path.stem: Avatar.load(path) for path in args.avatar}
@@ -139,7 +142,11 @@ def run_serve(args) -> int:
     server = GramcastServer(avatars, config)
 
     async def main():
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:      # the address: taken by another process, not this machine's, a privileged port
+            raise GramcastError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; stop what uses "
+                                "it or choose another --port / --host") from None
         for name in ("guest1", "guest2"):
             token = mint_token(server.secret, args.room, name, ttl_s=12 * 3600)
             print(f"join as {name}: {server.url}?room={args.room}&token={token}", flush=True)

@@ -97,3 +97,21 @@ def test_the_server_gives_every_session_its_config_and_the_frames_follow_it():
     camera = cv2.imread(str(ROOT / "tests" / "data" / "faces" / "london_neutral_001_03.jpg"))
     out, info = session.processor.process(np.ascontiguousarray(camera[..., ::-1]), 0.0)
     assert out.shape == (200, 320, 3) and info["face_found"]
+
+
+def test_a_port_out_of_range_or_taken_is_refused_in_one_line(capsys, tmp_path):
+    import socket
+
+    import gramcast
+
+    path = tmp_path / "a.gca"
+    gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png").save(path)
+    assert main(["serve", "--avatar", str(path), "--port", "99999"]) == 2
+    assert capsys.readouterr().err.strip() == "gramcast serve: error: --port 99999: give 0 to 65535 (0 picks a free one)"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--avatar", str(path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0] and "another --port" in err[0]
