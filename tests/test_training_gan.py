@@ -117,7 +117,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(dataset, tmp_path, var
         assert torch.equal(pa[k], pb[k]), k
 
 
-def test_lazy_r1_changes_training_and_bad_overrides_are_refused(dataset, tmp_path, capsys):
+def test_lazy_r1_changes_training_and_bad_overrides_and_numbers_are_refused(dataset, tmp_path, capsys):
     every, lazy = tmp_path / "every", tmp_path / "lazy"
     assert run(["--data", str(dataset), "--out", str(every), "--steps", "2", "--set", "r1_every=1"]) == 0
     assert run(["--data", str(dataset), "--out", str(lazy), "--steps", "2", "--set", "r1_every=2"]) == 0
@@ -133,6 +133,10 @@ def test_lazy_r1_changes_training_and_bad_overrides_are_refused(dataset, tmp_pat
     assert run(["--data", str(dataset), "--out", str(tmp_path / "bad3"), "--steps", "1",
                 "--set", 'augment="colour"']) != 0
     assert "unknown augmentation colour" in capsys.readouterr().err
+    for option, value in (("--steps", "-5"), ("--batch-size", "0"), ("--max-minutes", "0")):
+        assert run(["--data", str(dataset), "--out", str(tmp_path / "bad4"), option, value]) == 2
+        assert f"{option} " in capsys.readouterr().err
+    assert not (tmp_path / "bad4").exists()             # refused before a run folder is made
 
 
 def test_augmentation_changes_training(dataset, tmp_path):

@@ -186,12 +186,31 @@ def run_gan(args) -> int:
                         DEFAULT_STEPS)
 
 
+#: The smallest value of the stages' numeric options (those a stage has; None: not given).
+_MINIMUMS = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "log_every": 1, "image_every": 1, "max_images": 1,
+             "eval_every": 0, "fid_samples": 0}
+
+
+def check_numbers(args) -> None:
+    """A GramcastError naming the first numeric option out of range (``--steps -5`` would train nothing)."""
+    from gramcast.errors import GramcastError
+
+    for name, least in _MINIMUMS.items():
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            raise GramcastError(f"--{name.replace('_', '-')} {value}: give {least} or more")
+    minutes = getattr(args, "max_minutes", None)
+    if minutes is not None and not minutes > 0:
+        raise GramcastError(f"--max-minutes {minutes}: give a positive number of minutes")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     from gramcast.errors import GramcastError
 
     try:
+        check_numbers(args)
         return args.func(args)
     except GramcastError as exc:
         print(f"gramcast-train {args.stage}: error: {exc}", file=sys.stderr)
