@@ -455,7 +455,7 @@ def test_render_and_orbit_refuse_bad_options_in_one_line_and_write_nothing(tmp_p
     assert list(out.iterdir()) == []
 
 
-def test_the_renderer_refuses_non_finite_poses_and_unusable_sizes(sample_avatar):
+def test_the_renderer_refuses_non_finite_poses_unusable_sizes_and_missing_devices(sample_avatar):
     from gramcast.errors import GramcastError
 
     renderer = Renderer(sample_avatar)
@@ -464,6 +464,11 @@ def test_the_renderer_refuses_non_finite_poses_and_unusable_sizes(sample_avatar)
     for size in (0, 8, 5000, 64.0):
         with pytest.raises(GramcastError, match="resolution"):
             renderer.render([(0.0, 0.0)], size)
+    with pytest.raises(GramcastError, match="not a device torch knows"):
+        Renderer(sample_avatar, device="banana")
+    if not torch.cuda.is_available():             # refused when made, not at the first frame
+        with pytest.raises(GramcastError, match="no such CUDA device"):
+            Renderer(sample_avatar, device="cuda")
 
 
 def test_upsampled_layer_samples_keep_linear_values_and_the_valid_region():

@@ -34,7 +34,7 @@ from gramcast.avatar.cuda_graphs import GraphedCall
 from gramcast.avatar.heightfield import bracketed_search, flat_layers, grid_coordinates, intersect_layers
 from gramcast.avatar.layer_compositing import (CompositingPlan, OrderedCompositor, composite_layers,
                                                composite_ordered, compositing_plan)
-from gramcast.device import resolve_device
+from gramcast.device import available_device
 from gramcast.errors import GramcastError
 from gramcast.model.intersection import lowres_pixel_positions
 
@@ -378,7 +378,7 @@ class Renderer:
         #: whether frames search occlusion edges again at full resolution (``RenderSettings.edge_samples``)
         self.searches_edges = edge_search_samples(settings, self.num_drawn_layers) > 0
         self.requested_device = device
-        self.device = resolve_device(device)
+        self.device = available_device(device)   # an unusable device fails here, with what to use instead
         self._modules: dict[int, CachedRenderModule] = {}
         self.cuda_graphs = bool(cuda_graphs) and backend == "torch" and self.device.type == "cuda"
         self._graphed: dict[int, GraphedCall] = {}

@@ -187,13 +187,13 @@ def check_state(path: str | Path, module: nn.Module, state: dict[str, torch.Tens
 def assign_state(path: str | Path, module: nn.Module, state: dict[str, torch.Tensor], device) -> nn.Module:
     """Assign checked tensors to a meta-device ``module``; returns it in eval mode on ``device``.
     A state the module rejects (e.g. an impossible extra-state value) is a CheckpointError."""
-    from gramcast.device import resolve_device
+    from gramcast.device import available_device
 
     try:
         module.load_state_dict(state, assign=True)
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: {str(exc)[:300]}; re-export it") from None
-    return module.to(resolve_device(device)).eval()
+    return module.to(available_device(device)).eval()
 
 
 def load_checkpoint(path: str | Path, fmt: CheckpointFormat, build: Callable[[dict], nn.Module],
