@@ -24,6 +24,26 @@ def test_demo_enrolls_the_sample_and_writes_a_turntable(tmp_path, capsys):
     assert "gramcast serve --avatar" in capsys.readouterr().out
 
 
+def test_demo_into_a_file_or_a_full_disk_fails_with_one_line(tmp_path, capsys, monkeypatch):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(["demo", "--out", str(taken)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gramcast demo: error: cannot make the output folder {taken}: File exists; give another --out"]
+    # what the file system refuses later (here a full disk while the avatar is written) is one line too
+    import errno
+
+    from gramcast.avatar import Avatar
+
+    def full_disk(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Avatar, "save", full_disk)
+    assert main(["demo", "--out", str(tmp_path / "o"), "--frames", "2", "--size", "32"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gramcast demo: error: No space left on device (")
+
+
 def test_demo_with_a_faceless_image_fails_with_one_line(tmp_path, capsys):
     bad = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(bad)

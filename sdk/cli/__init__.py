@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"gramcast {args.command}: interrupted", file=sys.stderr)
             return 130
+        except OSError as exc:      # the file system's refusals (permissions, a full disk): one line, not a trace
+            if args.verbose:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"gramcast {args.command}: error: {exc.strerror or exc}{where}; -v shows where it happened",
+                  file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,9 +24,13 @@ def run(args) -> int:
     from gramcast.avatar import Renderer
     from gramcast.cli.avatar_cmd import composite_over, orbit_poses
     from gramcast.enrollment import enroll
+    from gramcast.errors import OutputPathError
     from gramcast.media_io import save_animation, save_image
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot make the output folder {args.out}: {exc.strerror or exc}; give another --out")
     avatar = enroll(args.image)
     avatar.save(args.out / "avatar.gca")
     renderer = Renderer(avatar)
