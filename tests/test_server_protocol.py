@@ -125,3 +125,10 @@ def test_token_command_mints_a_token_the_server_accepts(capsys, monkeypatch):
     monkeypatch.delenv(tokens.SECRET_ENV)
     assert main(["token", "room-x", "Bob"]) == 2
     assert "GRAMCAST_SECRET" in capsys.readouterr().err
+
+
+def test_the_enroll_message_offers_the_face_choices_enrollment_has():
+    from gramcast.face.alignment import FACE_CHOICES
+    from gramcast.server.protocol import ENROLL_FACES
+
+    assert ENROLL_FACES == FACE_CHOICES
