@@ -12,7 +12,7 @@ import numpy as np
 
 from gramcast.errors import FaceTurnedError, GramcastError
 
-__all__ = ["enroll", "METHODS", "MAX_INPUT_YAW", "WARN_INPUT_YAW"]
+__all__ = ["enroll", "METHODS", "MAX_INPUT_YAW", "WARN_INPUT_YAW", "WARN_INPUT_PITCH"]
 
 METHODS = ("mesh", "graminverter")
 #: Largest head yaw (radians, ~26 degrees) of a photo ``enroll`` accepts by default. The side of the head
@@ -22,6 +22,9 @@ MAX_INPUT_YAW = 0.45
 #: Head yaw (radians, ~17 degrees) from which a ``mesh`` enrollment is accepted with a warning
 #: (``avatar.meta["warnings"]``): the doubled features start to show from about here (README, Faces).
 WARN_INPUT_YAW = 0.3
+#: Head pitch (radians) from which a ``mesh`` enrollment warns likewise: from a photo taken from below (a phone
+#: at chest height) the top of the head is stretched when the avatar is seen from above, and vice versa.
+WARN_INPUT_PITCH = 0.3
 
 
 def enroll(image, method: str = "mesh", crop_size: int = 512,
@@ -85,6 +88,13 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             f"the face in {source} is turned {abs(yaw):.2f} rad ({math.degrees(abs(yaw)):.0f} deg) to the side: the "
             "side turned away is guessed from the near one and may show doubled features when the avatar turns "
             "towards it; a photo looking into the camera gives a better avatar")
+    pitch = float(aligned.pose.pitch)
+    if method == "mesh" and abs(pitch) > WARN_INPUT_PITCH:
+        seen_from, hidden = ("below", "the top of the head") if pitch < 0 else ("above", "the underside of the chin")
+        warnings.append(
+            f"the face in {source} is seen from {seen_from} ({abs(pitch):.2f} rad, {math.degrees(abs(pitch)):.0f} deg): "
+            f"{hidden} is stretched when the avatar tilts the other way; a photo taken at eye level gives a better "
+            "avatar")
     if warnings:
         avatar.meta["warnings"] = warnings
     return avatar

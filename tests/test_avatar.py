@@ -372,6 +372,12 @@ def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_
     assert len(err) == 1 and err[0].startswith("gramcast enroll: warning: the face in")
     assert Avatar.load(out).meta["warnings"] == turned.meta["warnings"]   # kept in the file (gramcast info)
     assert "warnings" not in gramcast.enroll(paths[0.15]).meta
+    # seen from below or above (pitch): a warning that says which, and no refusal
+    for pitch, words in ((-0.45, "seen from below"), (0.45, "seen from above")):
+        rgb, alpha = renderer.render_rgba((0.0, pitch), 512)
+        tilted = gramcast.enroll((rgb * alpha[..., None] + 200 * (1 - alpha[..., None])).astype(np.uint8))
+        assert abs(tilted.meta["input_pose"]["pitch"]) > 0.3
+        assert len(tilted.meta["warnings"]) == 1 and words in tilted.meta["warnings"][0]
     assert main(["enroll", str(paths[0.4]), "-o", str(out), "--max-yaw", "-1"]) == 2
 
 
