@@ -378,6 +378,23 @@ def test_tracker_takes_av_video_frames_and_their_timestamps():
         HeadTracker().update("not a frame")
 
 
+def test_eye_openness_is_the_lid_gap_over_the_eye_width():
+    from gramcast.face.quality import MIN_EYE_OPENNESS, PhotoQuality, eye_openness, quality_warnings
+
+    def eyes(gap_right, gap_left):
+        px = np.zeros((468, 2))
+        px[33], px[133], px[159], px[145] = (100, 200), (140, 200), (120, 200 - gap_right / 2), (120, 200 + gap_right / 2)
+        px[362], px[263], px[386], px[374] = (180, 200), (220, 200), (200, 200 - gap_left / 2), (200, 200 + gap_left / 2)
+        return px
+
+    assert eye_openness(eyes(12, 12)) == pytest.approx(0.3)
+    assert eye_openness(eyes(12, 0)) == pytest.approx(0.15)          # a wink is not closed eyes
+    assert eye_openness(eyes(2, 2)) == pytest.approx(0.05)
+    closed = quality_warnings(PhotoQuality(200.0, 150.0, 0.0, eyes_open=0.05))
+    assert len(closed) == 1 and "look closed" in closed[0]
+    assert quality_warnings(PhotoQuality(200.0, 150.0, 0.0, eyes_open=MIN_EYE_OPENNESS + 0.01)) == []
+
+
 def test_photo_quality_warns_of_blur_darkness_and_overexposure_and_not_of_a_good_photo():
     """The sample portrait and three degraded copies through the real enrollment: each copy gets its own
     warning and only that one; the original none."""
@@ -392,6 +409,7 @@ def test_photo_quality_warns_of_blur_darkness_and_overexposure_and_not_of_a_good
     }
     good = gramcast.enroll(rgb)
     assert "warnings" not in good.meta and good.meta["photo_quality"]["sharpness"] > 100
+    assert 0.25 < good.meta["photo_quality"]["eyes_open"] < 0.45
     for word, image in copies.items():
         warnings = gramcast.enroll(image).meta["warnings"]
         assert len(warnings) == 1 and word in warnings[0], (word, warnings)
