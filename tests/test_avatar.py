@@ -370,7 +370,10 @@ def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_
     assert main(["enroll", str(paths[0.4]), "-o", str(out)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gramcast enroll: warning: the face in")
-    assert Avatar.load(out).meta["warnings"] == turned.meta["warnings"]   # kept in the file (gramcast info)
+    assert Avatar.load(out).meta["warnings"] == turned.meta["warnings"]   # kept in the file
+    assert main(["info", str(out)]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warnings")]
+    assert shown == [f"{'warnings':20s} {turned.meta['warnings'][0]}"]
     assert "warnings" not in gramcast.enroll(paths[0.15]).meta
     # seen from below or above (pitch): a warning that says which, and no refusal
     for pitch, words in ((-0.45, "seen from below"), (0.45, "seen from above")):

@@ -129,7 +129,11 @@ def run_info(args) -> int:
         print(json.dumps(info, indent=1))
     else:
         for k, v in info.items():
-            print(f"{k:20s} {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+            if k == "warnings":         # sentences: one line each
+                for i, warning in enumerate(v):
+                    print(f"{k if i == 0 else '':20s} {warning}")
+            else:
+                print(f"{k:20s} {json.dumps(v) if isinstance(v, (dict, list)) else v}")
     return 0
 
 
