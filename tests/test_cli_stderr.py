@@ -22,6 +22,7 @@ with filtered_stderr():
     os.write(2, b"\r 10%|#")                                      # a progress bar: no newline, and
     sys.stderr.write("<bar seen>")                               # each redraw is out before the next
     sys.stderr.flush()
+    os.write(2, b"I0000 00:00:1.5   7 mid.cc:3] a native line in the middle of the bar's\n")
     os.write(2, b"\r100%|##########\n")
 os.write(2, b"W0000 00:00:1.0  1 after.cc:1] after the block: kept\n")
 '''

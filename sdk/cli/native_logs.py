@@ -16,61 +16,60 @@ import threading
 
 __all__ = ["NATIVE_NOISE", "filtered_stderr"]
 
-#: absl / glog lines ("W0000 00:00:1796426324.519574   10715 file.cc:114] ..."), and TensorFlow Lite's
-#: and absl's own start-up notices.
-NATIVE_NOISE = re.compile(
-    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]+\] "
-    rb"|INFO: Created TensorFlow Lite"
-    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+#: absl / glog lines ("W0000 00:00:1796426369.052374   10715 file.cc:114] ..."), and TensorFlow Lite's
+#: and absl's own start-up notices. Found anywhere in the stream: mediapipe's threads also write in the
+#: middle of a progress bar's line (which has no newline until it ends).
+_ABSL = rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]\n]+\] "
+_LITERALS = (b"INFO: Created TensorFlow Lite", b"WARNING: All log messages before absl::InitializeLog() is called")
+NATIVE_NOISE = re.compile(b"|".join([_ABSL] + [re.escape(x) for x in _LITERALS]))
+# what the end of the stream may hold of a noise line's beginning (held back until the next bytes say)
+_ABSL_START = re.compile(rb"[IWEF](?:\d{0,3}|\d{4}(?: [\d:.]*(?: +\d*(?: [^\]\n]*)?)?)?)")
+_LOOKBACK = 200
 
 
-#: How a line that may be native noise starts; other lines go out as they come, unfinished ones too (a
-#: progress bar redraws its line with "\r" and no newline).
-_NOISE_START = re.compile(rb"[IWEF]\d{4} |INFO: |WARNING: ")
-_START_LEN = len(b"WARNING: ")
+def _noise_may_start(tail: bytes) -> bool:
+    return bool(_ABSL_START.fullmatch(tail)) or any(x.startswith(tail) for x in _LITERALS)
 
 
-def _may_start_noise(head: bytes) -> bool:
-    """Could a line beginning with ``head`` (fewer than ``_START_LEN`` bytes seen so far) be noise?"""
-    pad = {b"I": b"INFO: ", b"W": b"WARNING: "}.get(head[:1], b"")
-    return (bool(re.fullmatch(rb"[IWEF]\d{0,4}", head)) or pad.startswith(head)) if head else True
+def _held_from(buffer: bytes) -> int:
+    """Where the longest tail of ``buffer`` that may begin a noise line starts (``len(buffer)``: none)."""
+    lo = max(buffer.rfind(b"\n") + 1, len(buffer) - _LOOKBACK)
+    for i in range(lo, len(buffer)):
+        if buffer[i] in b"IWEF" and _noise_may_start(buffer[i:]):
+            return i
+    return len(buffer)
+
+
+def _clean(buffer: bytes, noise: re.Pattern, final: bool) -> tuple[bytes, bytes]:
+    """(what can go out now, what to keep): complete noise lines removed, a possible beginning held."""
+    out = []
+    while True:
+        m = noise.search(buffer)
+        if m is None:
+            break
+        end = buffer.find(b"\n", m.end())
+        if end < 0:                     # an unfinished noise line: out up to it, keep the rest
+            if final:
+                return b"".join(out) + buffer[:m.start()], b""
+            return b"".join(out) + buffer[:m.start()], buffer[m.start():]
+        out.append(buffer[:m.start()])
+        buffer = buffer[end + 1:]
+    cut = len(buffer) if final else _held_from(buffer)
+    return b"".join(out) + buffer[:cut], buffer[cut:]
 
 
 def _forward(read_fd: int, write_fd: int, noise: re.Pattern) -> None:
-    """Copy ``read_fd`` to ``write_fd`` without the lines ``noise`` matches. A line is decided by its first
-    bytes: one that cannot be noise passes at once; one that may be is held until its newline."""
-    line = b""          # the current line's bytes held back so far
-    state = "start"     # "start": undecided, "pass": goes straight out, "hold": kept until its end
+    """Copy ``read_fd`` to ``write_fd`` without the lines ``noise`` matches, as the bytes come: only a tail
+    that may begin such a line waits for the next bytes (a progress bar's redraws go out at once)."""
+    kept = b""
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         for chunk in iter(lambda: pipe.read(65536), b""):
-            out = []
-            for piece in re.split(rb"(?<=\n)", chunk):
-                if not piece:
-                    continue
-                ended = piece.endswith(b"\n")
-                if state == "pass":
-                    out.append(piece)
-                else:
-                    line += piece
-                    if state == "start":
-                        head = line[:_START_LEN]
-                        if _NOISE_START.match(head):
-                            state = "hold"
-                        elif len(head) >= _START_LEN or ended or not _may_start_noise(head):
-                            state = "pass"
-                    if state == "pass":
-                        out.append(line)
-                        line = b""
-                    elif ended:             # a held line, complete: out unless it is noise
-                        if not noise.match(line):
-                            out.append(line)
-                        line = b""
-                if ended:
-                    state = "start"
-            if out and not _write(write_fd, b"".join(out)):
+            out, kept = _clean(kept + chunk, noise, final=False)
+            if out and not _write(write_fd, out):
                 return
-        if line and not noise.match(line):
-            _write(write_fd, line)
+        out, _ = _clean(kept, noise, final=True)
+        if out:
+            _write(write_fd, out)
 
 
 def _write(fd: int, data: bytes) -> bool:
