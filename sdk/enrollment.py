@@ -64,19 +64,19 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             "because the side turned away is only guessed: retake the photo looking into the camera "
             "(the limit is enroll's max_yaw, --max-yaw on the command line)")
     with Matting(one_person=True) as matting:
+        config = MeshConfig(**options) if method == "mesh" else None
+        context = (photo_context(rgb, aligned, config.context_margin, matting)
+                   if config is not None and config.context_margin else None)
+        if context is None:
+            matte = keep_subject(matting(aligned.crop), aligned.pixels, aligned.others)
+        else:   # the widened crop's matte holds the crop's: one matting pass, not two
+            pad, size = int(context.offset), aligned.size
+            matte = context.matte[pad:pad + size, pad:pad + size]
         if method == "graminverter":
             from gramcast.avatar.graminverter import InverterConfig, enroll_graminverter
 
-            avatar = enroll_graminverter(aligned, keep_subject(matting(aligned.crop), aligned.pixels, aligned.others),
-                                         weights, InverterConfig(**options), device=device)
+            avatar = enroll_graminverter(aligned, matte, weights, InverterConfig(**options), device=device)
         else:
-            config = MeshConfig(**options)
-            context = photo_context(rgb, aligned, config.context_margin, matting) if config.context_margin else None
-            if context is None:
-                matte = keep_subject(matting(aligned.crop), aligned.pixels, aligned.others)
-            else:   # the widened crop's matte holds the crop's: one matting pass, not two
-                pad, size = int(context.offset), aligned.size
-                matte = context.matte[pad:pad + size, pad:pad + size]
             avatar = enroll_mesh(aligned, matte, config, context=context)
     avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
                         "source": Path(source).name if source != "the image" else "array"})

@@ -136,7 +136,6 @@ class AvatarSession:
         # None: the renderer's edge search as configured; else it goes off while frames are dropped
         self._edges = (EdgeGovernor(edge_governor or EdgeGovernorConfig(), now=time.monotonic())
                        if self.config.edge_samples is None else None)
-        self._stats.edge_search = int(self.config.edge_samples != 0)
 
     # -------------------------------------------------------------- public API
     def attach(self, track):
@@ -154,11 +153,16 @@ class AvatarSession:
         return self._output
 
     def stats(self) -> dict[str, float]:
-        # the governor's wish, unless the renderer says what it does (a multi-layer avatar never searches)
+        self._stats.edge_search = int(self._searching_edges())
+        return self._stats.as_dict()
+
+    def _searching_edges(self) -> bool:
+        # what the renderer does where it says (a multi-layer avatar's never searches), else the governor's
+        # wish, else the configured value
         searching = getattr(self._processor, "searches_edges", None)
         if searching is not None:
-            self._stats.edge_search = int(searching)
-        return self._stats.as_dict()
+            return bool(searching)
+        return self._edges.on if self._edges is not None else self.config.edge_samples != 0
 
     def set_avatar(self, avatar) -> None:
         """Switch to another avatar from the next rendered frame on. The processor makes its renderer in
@@ -315,7 +319,6 @@ class AvatarSession:
             self._set_edge_search(False)
 
     def _set_edge_search(self, on: bool) -> None:
-        self._stats.edge_search = int(on)
         # counted where the renderer searched (a multi-layer avatar's never does)
         self._stats.edge_search_offs += int(not on and getattr(self._processor, "searches_edges", True))
         try:

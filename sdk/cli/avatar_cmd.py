@@ -142,10 +142,11 @@ def check_angles(**angles: float) -> None:
     from gramcast.errors import GramcastError
 
     for name, value in angles.items():
-        if not math.isfinite(value) or abs(value) > math.pi / 2:
+        if not math.isfinite(value):
+            raise GramcastError(f"--{name} {value}: give a number of radians")
+        if abs(value) > math.pi / 2:
             raise GramcastError(f"--{name} {value}: give radians within ±{math.pi / 2:.2f} (a quarter turn; "
-                                f"{value} rad is {math.degrees(value):.0f} deg)" if math.isfinite(value)
-                                else f"--{name} {value}: give a number of radians")
+                                f"{value} rad is {math.degrees(value):.0f} deg)")
 
 
 def run_render(args) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from gramcast.face.landmarks import Closeable, _import_mediapipe
 
-__all__ = ["Matting", "foreground_matte", "restrict_to_person", "keep_subject"]
+__all__ = ["Matting", "foreground_matte", "restrict_to_person", "keep_subject", "landmark_hull"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
@@ -80,22 +80,24 @@ def keep_subject(matte: np.ndarray, subject: np.ndarray, others, grow: float = 0
     uses, takes in neighbours who stand close, and the selfie model keeps everyone."""
     if len(others) == 0:
         return matte
-    h, w = matte.shape
-
-    def hull(points: np.ndarray, grow_by: float) -> np.ndarray:
-        mask = np.zeros((h, w), np.uint8)
-        cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(points - 0.5).astype(np.int32)), 1)
-        radius = int(round(grow_by * np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean())))
-        if radius > 0:
-            mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-        return mask.astype(np.float32)
-
-    cut = np.zeros((h, w), np.float32)
+    cut = np.zeros(matte.shape, np.float32)
     for face in others:
-        cut = np.maximum(cut, hull(np.asarray(face, np.float64), grow))
-    cut = np.minimum(cut, 1.0 - hull(np.asarray(subject, np.float64), protect))
+        cut = np.maximum(cut, landmark_hull(face, matte.shape, grow))
+    cut = np.minimum(cut, 1.0 - landmark_hull(subject, matte.shape, protect))
     cut = cv2.GaussianBlur(cut, (0, 0), feather_px) if feather_px > 0 else cut
     return (matte * (1.0 - cut)).astype(np.float32)
+
+
+def landmark_hull(points: np.ndarray, shape: tuple[int, int], grow: float = 0.0) -> np.ndarray:
+    """The convex hull of face landmarks ``(N, 2)`` (continuous pixels u, v) as a ``shape`` mask of 0 and 1
+    (uint8), grown by ``grow`` of the face's size (the RMS radius of its landmarks)."""
+    points = np.asarray(points, np.float64)
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(points - 0.5).astype(np.int32)), 1)
+    radius = int(round(grow * np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean())))
+    if radius > 0:
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    return mask
 
 
 def foreground_matte(rgb: np.ndarray, landscape: bool | None = None, one_person: bool = False) -> np.ndarray:

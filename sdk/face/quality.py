@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, AlignedFace
+from gramcast.face.matte import landmark_hull
 
 __all__ = ["PhotoQuality", "photo_quality", "quality_warnings", "eye_openness", "MIN_SHARPNESS", "MIN_BRIGHTNESS",
            "MAX_CLIPPED", "MIN_EYE_OPENNESS"]
@@ -40,7 +41,7 @@ class PhotoQuality:
     sharpness: float
     brightness: float
     clipped: float
-    eyes_open: float = 0.3
+    eyes_open: float
 
 
 def eye_openness(pixels: np.ndarray) -> float:
@@ -53,8 +54,7 @@ def eye_openness(pixels: np.ndarray) -> float:
 
 def photo_quality(aligned: AlignedFace) -> PhotoQuality:
     grey = cv2.cvtColor(aligned.crop, cv2.COLOR_RGB2GRAY)
-    hull = np.zeros(grey.shape, np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(aligned.pixels - 0.5).astype(np.int32)), 1)
+    hull = landmark_hull(aligned.pixels, grey.shape)
     face = grey[hull.astype(bool)]
     # the crop puts the eyes a quarter of its side apart (the reference template)
     side = int(round(4 * MIN_EYE_DISTANCE_PX))
