@@ -4,9 +4,8 @@ The person's dense face mesh (mediapipe, frontalised into the canonical frame by
 the reference face) gives the surface; a head-shaped proxy (an ellipsoid fitted to the mesh) extends
 it smoothly over hair, ears and neck. That surface becomes the avatar's one manifold: every texel
 takes the input photo's colour where the input camera sees it, opacity from the person matte.
-Texels the photo does not see are filled from their mirror texel (facial symmetry), then by
-inpainting, so turning the head never opens holes; small enclosed islands of them (the visibility tests'
-noise) are inpainted from their own neighbourhood.
+Texels the photo does not see are filled from their mirror texel (facial symmetry, blended into the seen
+side), then by inpainting, so turning the head never opens holes (``gramcast.avatar.texture_fill``).
 """
 from __future__ import annotations
 
@@ -20,13 +19,13 @@ from gramcast import camera
 from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.renderer import RenderSettings, render_cache
+from gramcast.avatar.texture_fill import better_seen_mirrored, fill_unseen
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
 from gramcast.face.matte import keep_subject
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
-__all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "facing_cosines",
-           "unseen_islands"]
+__all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "facing_cosines"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,14 @@ class MeshConfig:
     #: How much of the photo around the aligned crop (a fraction of its side, on every side) the texture
     #: may take colours from: the grid reaches past the crop (hair, ears); 0 keeps to the crop.
     context_margin: float = 0.2
+    #: How the side the photo does not see takes its mirror texels: "poisson" (their detail, at the
+    #: brightness of the seen texels around them; ``texture_fill.fill_unseen``) or "copy".
+    mirror_blend: str = "poisson"
+    #: A texel the photo sees at a grazing angle (cosine below this) takes its mirror texel instead where
+    #: the photo sees that one squarely (cosine at least ``mirror_min_facing``): the far side of a turned
+    #: face, whose few pixels smear its eye and mouth corner over the cheek. 0 keeps every seen texel.
+    prefer_mirror_below: float = 0.3
+    mirror_min_facing: float = 0.5
 
 
 def world_landmarks(aligned: AlignedFace, ref: ReferenceFace) -> np.ndarray:
@@ -186,7 +193,8 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
     cam = camera.camera_position(torch.tensor([yaw]), torch.tensor([pitch]))[0].numpy()
     dist = np.linalg.norm(cam - world, axis=1)
-    facing = facing_cosines(heights, e, world, cam, t, config.facing_smoothing) > config.min_facing
+    cosines = facing_cosines(heights, e, world, cam, t, config.facing_smoothing)
+    facing = cosines > config.min_facing
     depth_img = _depth_from(heights, e, (yaw, pitch), size)
     seen_depth = cv2.remap(depth_img, proj[:, 0].reshape(t, t).astype(np.float32) - 0.5,
                            proj[:, 1].reshape(t, t).astype(np.float32) - 0.5, cv2.INTER_LINEAR,
@@ -195,7 +203,8 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     # proxy does not hide itself
     unoccluded = (dist <= seen_depth + config.depth_tolerance) | ~in_crop.reshape(-1)
     seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
-    colour, alpha, seen = _fill_unseen(colour, alpha, seen, in_image, heights, t)
+    seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
+    colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
     textures = torch.cat([rgb, torch.from_numpy(alpha)[None].float()], 0)[None]
     meta = {"method": "mesh", "model_id": "none (prior-free)", "created": now_iso(),
@@ -212,44 +221,3 @@ def _depth_from(heights: np.ndarray, extent: float, pose, size: int) -> np.ndarr
                                    RenderSettings(lowres_factor=2, steps=48, refine=3))
     d = depth[0, 0].numpy()
     return np.where(alpha[0, 0].numpy() > 0.5, d, np.float32(1e3)).astype(np.float32)
-
-
-def unseen_islands(seen: np.ndarray, max_fraction: float = 0.005) -> np.ndarray:
-    """Small unseen regions enclosed by seen texels ``(T, T)`` bool: the visibility tests' noise along the
-    jaw and under the nose (grazing or self-occluded for a texel or two), not a side of the head."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats((~seen).astype(np.uint8), connectivity=8)
-    t = seen.shape[0]
-    x, y, w, h, area = (stats[:, i] for i in range(5))
-    small = (area <= max_fraction * seen.size) & (x > 0) & (y > 0) & (x + w < t) & (y + h < t)
-    small[0] = False                                   # label 0: the seen texels themselves
-    return small[labels] & ~seen
-
-
-def _fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_image: np.ndarray,
-                 heights: np.ndarray, t: int):
-    """Mirror texels across x = 0, then inpaint what is left (inside the head's footprint).
-
-    Small enclosed unseen islands are inpainted from their own neighbourhood, not mirrored: the other
-    side of a face is not symmetric to the texel (a mirrored jaw lands on the background beside the
-    other jaw). Beyond the photo's edges the filled opacity is kept to the head's proxy (heights above
-    the flat surround): a head cut by the crop must not continue as a strip of hair to the grid's edge."""
-    islands = unseen_islands(seen)
-    mirror = seen[:, ::-1] & ~seen & ~islands
-    colour = np.where(mirror[..., None], colour[:, ::-1], colour)
-    alpha = np.where(mirror, alpha[:, ::-1], alpha)
-    known = seen | mirror
-    missing = (~known).astype(np.uint8)
-    if missing.any():
-        small = 256 if t > 256 else t
-        # inpaint at a modest size (Telea is O(pixels x radius²)), then bring the fill back up
-        c_small = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
-        m_small = cv2.resize(missing, (small, small), interpolation=cv2.INTER_NEAREST)
-        a_small = cv2.resize((alpha * 255).astype(np.uint8), (small, small), interpolation=cv2.INTER_AREA)
-        filled = cv2.resize(cv2.inpaint(c_small, m_small, 5, cv2.INPAINT_TELEA), (t, t), interpolation=cv2.INTER_LINEAR)
-        a_fill = cv2.resize(cv2.inpaint(a_small, m_small, 5, cv2.INPAINT_TELEA), (t, t),
-                            interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-        head = cv2.resize((heights > heights[0, 0] + 1e-4).astype(np.float32), (t, t), interpolation=cv2.INTER_LINEAR)
-        a_fill = np.where(in_image, a_fill, a_fill * head)
-        colour = np.where(missing[..., None] > 0, filled, colour)
-        alpha = np.where(missing > 0, a_fill, alpha)
-    return colour, alpha.astype(np.float32), known
