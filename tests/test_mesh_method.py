@@ -27,6 +27,13 @@ def test_only_small_enclosed_regions_are_islands():
     big = np.ones((T, T), bool)
     big[10:40, 10:40] = False              # enclosed but a fifth of the grid: a side of the head, not noise
     assert not unseen_islands(big).any()
+    # a strip along a contour: long (over 0.5 % of the grid) but thin, every texel within 1.3 % of the
+    # side of a seen one: an island; the same strip five times as wide is not
+    strip = np.ones((256, 256), bool)
+    strip[40:200, 100:106] = False
+    assert (~strip).sum() > 0.005 * strip.size and unseen_islands(strip)[40:200, 100:106].all()
+    strip[40:200, 100:130] = False
+    assert not unseen_islands(strip).any()
 
 
 def test_islands_take_their_neighbours_colour_and_the_rest_the_mirror():

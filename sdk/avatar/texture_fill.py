@@ -21,15 +21,24 @@ MIRROR_BLENDS = ("poisson", "copy")
 _NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
 
-def unseen_islands(seen: np.ndarray, max_fraction: float = 0.005) -> np.ndarray:
-    """Small unseen regions enclosed by seen texels ``(T, T)`` bool: the visibility tests' noise along the
-    jaw and under the nose (grazing or self-occluded for a texel or two), not a side of the head."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats((~seen).astype(np.uint8), connectivity=8)
+def unseen_islands(seen: np.ndarray, max_fraction: float = 0.005, max_half_width: float = 0.02) -> np.ndarray:
+    """Unseen regions enclosed by seen texels ``(T, T)`` bool that are small (at most ``max_fraction`` of
+    the texels) or thin (no texel farther than ``max_half_width`` of the side from a seen one): the
+    visibility tests' noise along the jaw and under the nose (grazing or self-occluded for a texel or
+    two), and the strip along a face's contour that meets the camera at a grazing angle, not a side of
+    the head. Their mirror texels are no better guess than their neighbours: a face is not placed that
+    symmetrically (a mirrored contour strip brought the other side's ear onto the cheek)."""
+    unseen = (~seen).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(unseen, connectivity=8)
     t = seen.shape[0]
     x, y, w, h, area = (stats[:, i] for i in range(5))
-    small = (area <= max_fraction * seen.size) & (x > 0) & (y > 0) & (x + w < t) & (y + h < t)
-    small[0] = False                                   # label 0: the seen texels themselves
-    return small[labels] & ~seen
+    enclosed = (x > 0) & (y > 0) & (x + w < t) & (y + h < t)
+    depth = cv2.distanceTransform(unseen, cv2.DIST_L2, 5)            # distance to the nearest seen texel
+    deepest = np.zeros(n)
+    np.maximum.at(deepest, labels.ravel(), depth.ravel())
+    island = enclosed & ((area <= max_fraction * seen.size) | (deepest <= max_half_width * t))
+    island[0] = False                                  # label 0: the seen texels themselves
+    return island[labels] & ~seen
 
 
 def better_seen_mirrored(seen: np.ndarray, cosines: np.ndarray, below: float, mirror_above: float) -> np.ndarray:
