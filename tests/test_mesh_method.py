@@ -201,9 +201,14 @@ def test_a_mirrored_texel_stays_transparent_where_the_photo_shows_background_the
     alpha[:, T // 2:3 * T // 4] = 1.0                      # the matte covers the right half's inner band
     in_image = np.ones((T, T), bool)
     in_image[: T // 4] = False                             # the top rows lie beyond the photo
+    alpha[40, 40] = 0.0                                    # a pinhole in the matte: not a hole in the head
     colour = np.full((T, T, 3), 100, np.uint8)
-    _, out_alpha, known = fill_unseen(colour, alpha, seen, in_image, np.zeros((T, T), np.float32))
+    margin = 2 / T                                         # the outline may widen by 2 texels
+    _, out_alpha, known = fill_unseen(colour, alpha, seen, in_image, np.zeros((T, T), np.float32),
+                                      hull_margin=margin)
     assert known[:, T // 2:].all()                         # all mirrored
     assert out_alpha[T // 4:, T // 2:3 * T // 4].min() == 1.0    # inside the outline: the mirror's opacity
-    assert out_alpha[T // 4:, 3 * T // 4:].max() == 0.0         # outside it: background stays background
+    assert out_alpha[T // 4:, 3 * T // 4 + 2:].max() == 0.0     # beyond it: background stays background
     assert out_alpha[: T // 4, 3 * T // 4:].min() == 1.0         # beyond the photo: the mirror's
+    _, exact, _ = fill_unseen(colour, alpha, seen, in_image, np.zeros((T, T), np.float32), hull_margin=0.0)
+    assert exact[40, 40] == 0.0 and exact[T // 4:, 3 * T // 4:].max() == 0.0   # no margin: the matte as it is

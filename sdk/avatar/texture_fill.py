@@ -93,7 +93,7 @@ def harmonic_offset(boundary: np.ndarray, region: np.ndarray, anchors: np.ndarra
 
 
 def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_image: np.ndarray,
-                heights: np.ndarray, blend: str = "poisson") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                heights: np.ndarray, blend: str = "poisson", hull_margin: float = 0.012) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """colour ``(T, T, 3)`` uint8 and alpha ``(T, T)`` float of a texture whose ``seen`` texels came from the
     photo -> the filled colour and alpha, and which texels hold known (seen or mirrored) content.
 
@@ -103,7 +103,8 @@ def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_imag
     match). Small enclosed unseen islands are inpainted from their own neighbourhood, not mirrored: the
     other side of a face is not symmetric to the texel (a mirrored jaw lands on the background beside the
     other jaw). The rest is inpainted. No filled texel is more opaque than the photo's matte where it
-    projects (``alpha`` holds that for every texel): the head lies inside its outline in the photo, and
+    projects (``alpha`` holds that for every texel; its largest value within ``hull_margin`` of the side,
+    for the matte's pinholes): the head lies inside its outline in the photo, and
     heads are not symmetric in outline (without this, the background beside a turned head's far outline,
     seen on the proxy's rim, showed as a transparent crescent between mirrored hair and the seen head).
     Beyond the photo's edges (``in_image`` False) the filled opacity is kept to the head's proxy
@@ -124,8 +125,12 @@ def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_imag
     blended = np.clip(np.rint(mirrored + offset), 0, 255).astype(colour.dtype)
     colour = np.where(mirror[..., None], blended, colour)
     # The head lies inside its outline in the photo (the visual hull): a texel whose projection the matte
-    # calls background (``alpha``, sampled there for every texel) stays transparent whatever fills it.
-    photo_alpha = alpha
+    # calls background (``alpha``, sampled there for every texel) stays transparent whatever fills it. The
+    # matte is a segmentation with pinholes in hair: widened by ``hull_margin`` (a dilation), its outline
+    # bounds the fill without passing the holes on.
+    radius = max(0, int(round(hull_margin * t)))
+    photo_alpha = alpha if radius == 0 else \
+        cv2.dilate(alpha, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
     alpha = np.where(mirror, np.where(in_image, np.minimum(alpha[:, ::-1], photo_alpha), alpha[:, ::-1]), alpha)
     known = seen | mirror
     missing = (~known).astype(np.uint8)
