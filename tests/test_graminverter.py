@@ -192,3 +192,27 @@ def test_optional_refinement_lowers_the_input_view_error(bundle):
     assert after < 0.95 * before, (float(before), float(after))
     assert all(torch.equal(v, inv.generator.state_dict()[k]) for k, v in params.items())  # generator untouched
     assert all(p.requires_grad for p in inv.generator.parameters())                    # and left as found
+
+
+def test_evaluate_compares_both_methods_and_applies_the_shipping_rule(bundle, tmp_path):
+    """``gramcast evaluate --methods mesh,graminverter`` on real photos: both methods' rows, and the
+    shipping rule's verdict in the JSON and the table. An untrained inverter draws nobody's face, so it
+    must not ship."""
+    import shutil
+
+    from gramcast.cli import main
+
+    faces = Path(__file__).resolve().parent / "data" / "faces"
+    data = tmp_path / "portraits"
+    (data / "person001").mkdir(parents=True)
+    shutil.copy(faces / "london_neutral_001_03.jpg", data / "person001" / "a.jpg")
+    shutil.copy(faces / "london_smiling_001_08.jpg", data / "person001" / "b.jpg")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(data), "--methods", "mesh,graminverter", "--weights", str(bundle),
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"mesh", "graminverter"}
+    verdict = results["verdict"]
+    assert verdict["candidate"] == "graminverter" and verdict["ships"] is False
+    assert [c["check"] for c in verdict["checks"]] == ["id_xpose", "id_nv", "psnr_mv", "yaw_slope"]
+    assert "Shipping rule, graminverter against mesh: does not ship" in (out / "results.md").read_text()

@@ -262,6 +262,10 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
         means["portraits"] = sum(1 for r in rows if "error" not in r)
         means["failed"] = sum(1 for r in rows if "error" in r)
         results["methods"][method] = {"means": means, "portraits": rows, "cross_pose": xpose}
+    if {"mesh", "graminverter"} <= set(results["methods"]):
+        from gramcast.training.ship_rule import ship_verdict
+
+        results["verdict"] = ship_verdict(results)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=1))
@@ -283,4 +287,9 @@ def markdown_table(results: dict) -> str:
             cells.append("–" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.3f}"))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     notes = "".join(f"\n- {n}" for n in results.get("notes", []))
-    return "\n".join(lines) + ("\n\nNotes:" + notes if notes else "") + "\n"
+    table = "\n".join(lines) + ("\n\nNotes:" + notes if notes else "") + "\n"
+    if results.get("verdict"):
+        from gramcast.training.ship_rule import verdict_markdown
+
+        table += "\n" + verdict_markdown(results["verdict"])
+    return table

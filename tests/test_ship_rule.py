@@ -1,0 +1,92 @@
+"""The shipping rule of a learned enrollment method against mesh, on results with known answers."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gramcast.training.enroll_eval import markdown_table
+from gramcast.training.ship_rule import ShipRule, bootstrap_interval, paired_differences, ship_verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _results(xpose_gain: float, nv_gain: float, psnr_mv: float = 40.0, yaw_slope: float = 1.0,
+             noise: float = 0.0, people: int = 12) -> dict:
+    """Two methods on the same people: the candidate's identities are the baseline's plus a gain (and, with
+    ``noise``, a per-person deviation of alternating sign)."""
+    rng = np.random.default_rng(1)
+    base_p, cand_p, base_x, cand_x = [], [], [], []
+    for i in range(people):
+        person = f"p{i}"
+        nv = float(rng.uniform(0.6, 0.9))
+        wobble = noise * (1 if i % 2 else -1)
+        base_p.append({"person": person, "photo": "a.jpg", "id_nv": nv})
+        cand_p.append({"person": person, "photo": "a.jpg", "id_nv": nv + nv_gain + wobble})
+        for target in ("b.jpg", "c.jpg"):
+            x = float(rng.uniform(0.4, 0.7))
+            base_x.append({"person": person, "target": target, "id_xpose": x})
+            cand_x.append({"person": person, "target": target, "id_xpose": x + xpose_gain + wobble})
+    return {"methods": {
+        "mesh": {"means": {"psnr_mv": 48.0, "yaw_slope": 0.96}, "portraits": base_p, "cross_pose": base_x},
+        "graminverter": {"means": {"psnr_mv": psnr_mv, "yaw_slope": yaw_slope}, "portraits": cand_p,
+                         "cross_pose": cand_x}}}
+
+
+def test_paired_differences_match_rows_and_skip_missing_values():
+    cand = [{"person": "a", "target": "1", "v": 0.5}, {"person": "b", "target": "1", "v": None},
+            {"person": "c", "target": "2", "v": 0.9}, {"person": "d", "target": "1", "v": float("nan")}]
+    base = [{"person": "c", "target": "2", "v": 0.4}, {"person": "a", "target": "1", "v": 0.2},
+            {"person": "b", "target": "1", "v": 0.3}, {"person": "d", "target": "1", "v": 0.1}]
+    diffs, people = paired_differences(cand, base, "v", ("person", "target"))
+    assert np.allclose(diffs, [0.3, 0.5]) and people.tolist() == ["a", "c"]
+
+
+def test_bootstrap_interval_of_a_constant_difference_is_that_value_and_of_one_person_its_mean():
+    diffs = np.full(10, 0.1)
+    people = np.array([f"p{i}" for i in range(10)], object)
+    assert bootstrap_interval(diffs, people) == pytest.approx((0.1, 0.1))
+    # one person's pairs always move together: every resample draws that person, mean 0.2
+    one = np.array(["x"] * 4, object)
+    assert bootstrap_interval(np.array([0.0, 0.1, 0.3, 0.4]), one) == pytest.approx((0.2, 0.2))
+    # symmetric differences: the interval straddles 0
+    lo, hi = bootstrap_interval(np.array([0.1, -0.1] * 8), np.array([f"p{i}" for i in range(16)], object))
+    assert lo < 0 < hi
+
+
+def test_a_clear_gain_on_both_identities_with_consistent_turning_views_ships():
+    verdict = ship_verdict(_results(0.1, 0.05))
+    assert verdict["ships"] and all(c["passed"] for c in verdict["checks"])
+    xpose = verdict["checks"][0]
+    assert xpose["pairs"] == 24 and xpose["people"] == 12
+    assert xpose["mean_difference"] == pytest.approx(0.1) and xpose["interval"][0] > 0
+
+
+@pytest.mark.parametrize("kwargs, failing", [
+    (dict(xpose_gain=0.01, nv_gain=0.15, noise=0.1), {"id_xpose"}),     # a gain inside the people's spread
+    (dict(xpose_gain=0.1, nv_gain=-0.05), {"id_nv"}),                    # worse at yaw +-0.4
+    (dict(xpose_gain=0.1, nv_gain=0.05, psnr_mv=34.0), {"psnr_mv"}),     # inconsistent views
+    (dict(xpose_gain=0.1, nv_gain=0.05, yaw_slope=0.5), {"yaw_slope"}),  # a flattened head
+])
+def test_each_condition_alone_stops_shipping(kwargs, failing):
+    verdict = ship_verdict(_results(**kwargs))
+    assert not verdict["ships"]
+    assert {c["check"] for c in verdict["checks"] if not c["passed"]} == failing
+
+
+def test_the_verdict_needs_both_methods_and_reads_in_the_markdown_table():
+    with pytest.raises(ValueError, match="--methods mesh,graminverter"):
+        ship_verdict({"methods": {"mesh": _results(0.1, 0.1)["methods"]["mesh"]}})
+    results = _results(0.1, 0.05)
+    results["verdict"] = ship_verdict(results, rule=ShipRule(resamples=500))
+    assert "graminverter against mesh: **ships**" in markdown_table(results)
+
+
+def test_the_recorded_tiny_inverter_evaluation_does_not_ship():
+    """The model card's first inverter (a 64² prior, encoder trained for an hour on a CPU) against mesh on
+    the LFW validation people: worse on both identities beyond noise."""
+    results = json.loads((ROOT / "docs/eval/lfw20_graminverter_tiny/results.json").read_text())
+    verdict = ship_verdict(results)
+    assert not verdict["ships"]
+    xpose, nv = verdict["checks"][:2]
+    assert xpose["interval"][1] < 0 and nv["interval"][1] < 0
