@@ -5,8 +5,8 @@ on novel-view identity -- ``id_xpose`` (enrolled from one photo, compared with t
 at their poses) and ``ID_nv`` (the photo against renders at yaw +-0.4) -- while its own renders stay
 consistent (PSNR_mv >= 35 dB) and its heads turn with the camera (``yaw_slope`` >= 0.9). "Beats" is paired
 and with a margin for chance: the same portraits (and photo pairs) under both methods, the mean
-difference's bootstrap interval (over people) above 0. With 16 people and ~17 photo pairs a difference
-of 0.01 in the means is within noise, and a verdict on the means alone would flip with a reshuffle.
+difference's bootstrap interval (over people) above 0. The evaluation sets are a few dozen pairs of a
+few dozen people, so a verdict on the means alone would turn on which people happen to be in them.
 """
 from __future__ import annotations
 

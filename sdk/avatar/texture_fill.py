@@ -92,8 +92,8 @@ def harmonic_offset(boundary: np.ndarray, region: np.ndarray, anchors: np.ndarra
     return out
 
 
-def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_image: np.ndarray,
-                heights: np.ndarray, blend: str = "poisson", hull_margin: float = 0.012) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_image: np.ndarray, heights: np.ndarray,
+                blend: str = "poisson", hull_margin: float = 0.012) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """colour ``(T, T, 3)`` uint8 and alpha ``(T, T)`` float of a texture whose ``seen`` texels came from the
     photo -> the filled colour and alpha, and which texels hold known (seen or mirrored) content.
 
@@ -104,9 +104,9 @@ def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_imag
     other side of a face is not symmetric to the texel (a mirrored jaw lands on the background beside the
     other jaw). The rest is inpainted. No filled texel is more opaque than the photo's matte where it
     projects (``alpha`` holds that for every texel; its largest value within ``hull_margin`` of the side,
-    for the matte's pinholes): the head lies inside its outline in the photo, and
-    heads are not symmetric in outline (without this, the background beside a turned head's far outline,
-    seen on the proxy's rim, showed as a transparent crescent between mirrored hair and the seen head).
+    for the matte's pinholes): the head lies inside its outline in the photo, and heads are not symmetric
+    in outline (without this, the background beside a turned head's far outline, seen on the proxy's rim,
+    showed as a transparent crescent between mirrored hair and the seen head).
     Beyond the photo's edges (``in_image`` False) the filled opacity is kept to the head's proxy
     (``heights`` ``(G, G)`` above the flat surround) instead: a head cut by the crop must not continue
     as a strip of hair to the grid's edge. ``blend`` "copy": the mirror's colour as it is."""
