@@ -1,8 +1,9 @@
 """Loading user images robustly: whatever a selfie file is, we get RGB uint8 or a clear error.
 
-Handles EXIF orientation, grayscale, palette, CMYK, 16-bit and alpha images (alpha is composited
-over white, as a viewer would show it), downscales huge images, and refuses decompression bombs,
-truncated, empty or non-image files with an ``InvalidImageError`` that says what to do.
+Handles JPEG, PNG, WebP and the rest of Pillow's formats, and HEIC/HEIF (what an iPhone camera saves by
+default; through ``pillow-heif``); EXIF orientation, grayscale, palette, CMYK, 16-bit and alpha images
+(alpha is composited over white, as a viewer would show it); downscales huge images, and refuses
+decompression bombs, truncated, empty or non-image files with an ``InvalidImageError`` that says what to do.
 """
 from __future__ import annotations
 
@@ -28,9 +29,28 @@ def _describe(src) -> str:
     return f"<{type(src).__name__}>"
 
 
+def _register_heif() -> None:
+    """Let Pillow open HEIC/HEIF files (once; a no-op where pillow-heif is not installed, which then
+    leaves such files to the "not an image gramcast can read" error)."""
+    global _heif_registered
+    if _heif_registered:
+        return
+    _heif_registered = True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # pragma: no cover - pillow-heif is a dependency; a trimmed install may lack it
+        return
+    register_heif_opener()
+
+
+_heif_registered = False
+
+
 def load_image(src, max_side: int = MAX_SIDE) -> np.ndarray:
     """Decode ``src`` (path, bytes, PIL image or array) to an ``(H, W, 3)`` uint8 RGB array."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    _register_heif()
 
     name = _describe(src)
     if isinstance(src, np.ndarray):
@@ -62,7 +82,7 @@ def load_image(src, max_side: int = MAX_SIDE) -> np.ndarray:
         except InvalidImageError:
             raise
         except UnidentifiedImageError:
-            raise InvalidImageError(f"{name} is not an image gramcast can read: use JPEG, PNG or WebP") from None
+            raise InvalidImageError(f"{name} is not an image gramcast can read: use JPEG, PNG, WebP or HEIC") from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise InvalidImageError(f"{name} is damaged or truncated ({exc}): export the photo again") from None
     try:

@@ -89,3 +89,21 @@ def test_arrays(rgb):
         load_image(rgb.astype(np.float32))          # floats outside [0, 1]
     with pytest.raises(InvalidImageError):
         load_image(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_heic_photos_load_upright_like_jpegs(rgb):
+    """HEIC, an iPhone's default format: decoded to the same picture (within the codecs' loss), with its
+    EXIF orientation applied as for a JPEG."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    img = Image.fromarray(rgb[:, :300])                          # 512 x 300, portrait
+    heic = encode(img, "HEIF", quality=95)
+    assert heic[4:12] == b"ftypheic"                             # a real HEIC container, not a re-labelled PNG
+    out = load_image(heic)
+    assert out.shape == (512, 300, 3) and np.abs(out.astype(int) - rgb[:, :300].astype(int)).mean() < 4
+    exif = Image.Exif()
+    exif[0x0112] = 6                                             # "rotate 90 CW to display"
+    turned = load_image(encode(img, "HEIF", quality=95, exif=exif.tobytes()))
+    upright = load_image(encode(img, "JPEG", quality=95, exif=exif))
+    assert turned.shape == upright.shape == (300, 512, 3)
+    assert np.abs(turned.astype(int) - upright.astype(int)).mean() < 6
