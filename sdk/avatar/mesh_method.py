@@ -50,8 +50,10 @@ class MeshConfig:
     mirror_blend: str = "poisson"
     #: A texel the photo sees at a grazing angle (cosine below this) takes its mirror texel instead where
     #: the photo sees that one squarely (cosine at least ``mirror_min_facing``): the far side of a turned
-    #: face, whose few pixels smear its eye and mouth corner over the cheek. 0 keeps every seen texel.
-    prefer_mirror_below: float = 0.3
+    #: face, whose few pixels smear its eye and mouth corner over the cheek. 0 (the default) keeps every
+    #: seen texel: at 0.3, 48 LFW photos turned 0.3-0.64 rad kept their ID_nv (+0.012 against 0) but lost
+    #: 0.5 dB, 0.008 of identity and 0.009 of LPIPS at the input view.
+    prefer_mirror_below: float = 0.0
     mirror_min_facing: float = 0.5
 
 
