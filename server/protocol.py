@@ -7,7 +7,7 @@ client and the docs follow it.
 
 Client -> server
   join    {token, room, avatar?, preview?}  enter a room; ``avatar`` names a .gca the server has
-  enroll  {image, face?}                    JPEG/PNG selfie bytes; the server enrolls and uses it. ``face``
+  enroll  {image, face?}                    JPEG/PNG/WebP/HEIC selfie bytes; the server enrolls and uses it. ``face``
                                             (ENROLL_FACES; default "only"): which face of a selfie that
                                             shows several of similar size ("only" refuses it)
   offer   {sdp, sdp_type, target?}          an SDP offer (ICE gathered, no trickle). Without ``target``
