@@ -90,3 +90,26 @@ def test_the_recorded_tiny_inverter_evaluation_does_not_ship():
     assert not verdict["ships"]
     xpose, nv = verdict["checks"][:2]
     assert xpose["interval"][1] < 0 and nv["interval"][1] < 0
+
+
+def test_paired_report_reads_direction_and_noise():
+    """Known changes: identity up by a constant (better), LPIPS up by a constant (worse: lower is better),
+    PSNR changed by alternating +-1 (within noise), a score only one run holds (no row)."""
+    before = _results(0.0, 0.0)
+    after = json.loads(json.dumps(before))
+    m_before, m_after = before["methods"]["mesh"], after["methods"]["mesh"]
+    for i, (rb, ra) in enumerate(zip(m_before["portraits"], m_after["portraits"])):
+        rb.update(lpips=0.30, psnr=30.0)
+        ra.update(lpips=0.31, psnr=30.0 + (1 if i % 2 else -1), ssim=0.9)
+        ra["id_nv"] = rb["id_nv"] + 0.02
+    for rb, ra in zip(m_before["cross_pose"], m_after["cross_pose"]):
+        ra["id_xpose"] = rb["id_xpose"] - 0.05
+    from gramcast.training.ship_rule import paired_report, report_markdown
+
+    rows = {r["score"]: r for r in paired_report(before, after, "mesh")}
+    assert set(rows) == {"psnr", "lpips", "id_nv", "id_xpose"}          # no ssim before: no row
+    assert rows["id_nv"]["verdict"] == "better" and rows["id_nv"]["interval"] == pytest.approx([0.02, 0.02])
+    assert rows["lpips"]["verdict"] == "worse" and rows["lpips"]["mean_difference"] == pytest.approx(0.01)
+    assert rows["id_xpose"]["verdict"] == "worse" and rows["id_xpose"]["pairs"] == 24
+    assert rows["psnr"]["verdict"] == "within noise"
+    assert "| id_nv | 12 | +0.0200 |" in report_markdown(list(rows.values()), "mesh", "old.json")

@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--face", default="only", choices=("only", "largest", "center"),
                    help="which face of a photo showing several of similar size: only (skip the photo, as "
                         "enrollment refuses it; the default), largest, or center (sets centred on their subject)")
+    p.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
+                   help="an earlier run's results.json on the same portraits: print each score's paired change "
+                        "with its 95 %% interval (people resampled) and write comparison.md into OUT")
     p.set_defaults(func=run)
 
 
@@ -34,10 +37,40 @@ def run(args) -> int:
     if args.refine_steps < 0:
         raise GramcastError(f"--refine-steps {args.refine_steps}: give 0 or more")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    before = _load_results(args.compare) if args.compare else None
+    if before is not None and not set(methods) & set(before["methods"]):
+        raise GramcastError(f"--compare {args.compare} holds none of the methods to evaluate ({', '.join(methods)})")
     results = evaluate_methods(args.dir, args.out, EvalConfig(methods=methods, max_portraits=args.max,
                                                                       weights=args.weights,
                                                                       refine_steps=args.refine_steps,
                                                                       face=args.face))
     print(markdown_table(results))
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'contact_sheet.png'}")
+    if before is not None:
+        from gramcast.media_io import atomic_output
+        from gramcast.training.ship_rule import paired_report, report_markdown
+
+        shared = [m for m in results["methods"] if m in before["methods"]]
+        text = "\n".join(report_markdown(paired_report(before, results, m), m, str(args.compare)) for m in shared)
+        print(text)
+        with atomic_output(args.out / "comparison.md") as tmp:
+            tmp.write_text(text)
+        print(f"wrote {args.out / 'comparison.md'}")
     return 0
+
+
+def _load_results(path: Path) -> dict:
+    """An earlier ``gramcast evaluate`` results.json, checked before any work."""
+    import json
+
+    from gramcast.errors import GramcastError
+
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise GramcastError(f"--compare {path}: cannot read it ({exc.strerror})") from None
+    except ValueError:
+        raise GramcastError(f"--compare {path}: not JSON; give the results.json an earlier evaluate wrote") from None
+    if not isinstance(data, dict) or not isinstance(data.get("methods"), dict):
+        raise GramcastError(f"--compare {path}: not a gramcast evaluate results.json (no 'methods')")
+    return data

@@ -1,4 +1,5 @@
-"""When a learned enrollment method may replace ``mesh``: the model card's shipping rule, computed.
+"""Paired comparisons of ``gramcast evaluate`` results: when a learned enrollment method may replace
+``mesh`` (the model card's shipping rule), and what a change did to a method (``evaluate --compare``).
 
 A candidate (``graminverter``) ships when, on people left out of training, it beats the baseline (``mesh``)
 on novel-view identity -- ``id_xpose`` (enrolled from one photo, compared with the person's other photos
@@ -14,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["ShipRule", "paired_differences", "bootstrap_interval", "ship_verdict", "verdict_markdown"]
+__all__ = ["ShipRule", "paired_differences", "bootstrap_interval", "ship_verdict", "verdict_markdown", "paired_report",
+           "report_markdown"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,42 @@ def verdict_markdown(verdict: dict) -> str:
             + ("**ships**" if verdict["ships"] else "does not ship"))
     return head + "\n" + "".join(f"\n- {'pass' if ch['passed'] else 'FAIL'}: {ch['detail']}"
                                  for ch in verdict["checks"]) + "\n"
+
+
+#: ``gramcast evaluate --compare``: the per-portrait scores compared, and which way is better
+PORTRAIT_SCORES = {"psnr": +1, "ssim": +1, "lpips": -1, "id": +1, "id_nv": +1, "psnr_mv": +1, "ssim_mv": +1,
+                   "yaw_error": -1}
+
+
+def paired_report(before: dict, after: dict, method: str, rule: ShipRule = ShipRule()) -> list[dict]:
+    """Each score of ``method`` in two ``gramcast evaluate`` results on the same portraits (``before``, e.g.
+    an earlier commit's, and ``after``), paired: the mean change after - before with its bootstrap interval
+    (people resampled) and a verdict, "better" / "worse" where the interval excludes 0, else "within noise".
+    One row per score that both results hold for at least one portrait."""
+    b, a = before["methods"][method], after["methods"][method]
+    rows = []
+    scores = [(k, s, "portraits", ("person", "photo")) for k, s in PORTRAIT_SCORES.items()]
+    scores.append(("id_xpose", +1, "cross_pose", ("person", "target")))
+    for key, sign, table, pair in scores:
+        diffs, people = paired_differences(a.get(table, []), b.get(table, []), key, pair)
+        if len(diffs) == 0:
+            continue
+        lo, hi = bootstrap_interval(diffs, people, rule.resamples, rule.confidence, rule.seed)
+        if lo > 0 or hi < 0:
+            verdict = "better" if (lo > 0) == (sign > 0) else "worse"
+        else:
+            verdict = "within noise"
+        rows.append({"score": key, "pairs": int(len(diffs)), "people": len(set(people.tolist())),
+                     "mean_difference": float(diffs.mean()), "interval": [lo, hi], "verdict": verdict})
+    return rows
+
+
+def report_markdown(rows: list[dict], method: str, before: str) -> str:
+    """``paired_report``'s rows as a table."""
+    lines = [f"Paired against {before} ({method}):", "",
+             "| score | pairs | change | 95 % interval | verdict |", "|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["interval"]
+        lines.append(f"| {r['score']} | {r['pairs']} | {r['mean_difference']:+.4f} | {lo:+.4f} .. {hi:+.4f} | "
+                     f"{r['verdict']} |")
+    return "\n".join(lines) + "\n"
