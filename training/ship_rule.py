@@ -60,6 +60,14 @@ def bootstrap_interval(diffs: np.ndarray, people: np.ndarray, resamples: int = 4
     return float(lo), float(hi)
 
 
+def _verdict(lo: float, hi: float, sign: int = +1) -> str:
+    """A paired change's interval read as "better" / "worse" (it excludes 0; ``sign`` -1: lower is better)
+    or "within noise"."""
+    if lo > 0 or hi < 0:
+        return "better" if (lo > 0) == (sign > 0) else "worse"
+    return "within noise"
+
+
 def _beats(name: str, diffs: np.ndarray, people: np.ndarray, rule: ShipRule) -> dict:
     if len(diffs) == 0:
         return {"check": name, "passed": False, "pairs": 0, "detail": "no portraits that both methods scored"}
@@ -68,7 +76,7 @@ def _beats(name: str, diffs: np.ndarray, people: np.ndarray, rule: ShipRule) -> 
     return {"check": name, "passed": lo > 0, "pairs": int(len(diffs)), "people": len(set(people.tolist())),
             "mean_difference": mean, "interval": [lo, hi],
             "detail": f"{name} {mean:+.3f} ({rule.confidence:.0%} interval {lo:+.3f} .. {hi:+.3f}, "
-                      f"{len(diffs)} pairs): " + ("better" if lo > 0 else "worse" if hi < 0 else "within noise")}
+                      f"{len(diffs)} pairs): " + _verdict(lo, hi)}
 
 
 def _at_least(name: str, value, bound: float) -> dict:
@@ -125,12 +133,8 @@ def paired_report(before: dict, after: dict, method: str, rule: ShipRule = ShipR
         if len(diffs) == 0:
             continue
         lo, hi = bootstrap_interval(diffs, people, rule.resamples, rule.confidence, rule.seed)
-        if lo > 0 or hi < 0:
-            verdict = "better" if (lo > 0) == (sign > 0) else "worse"
-        else:
-            verdict = "within noise"
         rows.append({"score": key, "pairs": int(len(diffs)), "people": len(set(people.tolist())),
-                     "mean_difference": float(diffs.mean()), "interval": [lo, hi], "verdict": verdict})
+                     "mean_difference": float(diffs.mean()), "interval": [lo, hi], "verdict": _verdict(lo, hi, sign)})
     return rows
 
 
