@@ -5,7 +5,9 @@ what the photo shows by a Poisson (gradient-domain) blend: the mirrored side kee
 colour is offset by the smooth (harmonic) correction that makes it meet the seen texels without a seam.
 The two sides of a photographed face are lit differently, so copied as they are, a turned photo's mirrored
 cheek showed as a bright strip beside the far eye, the look of a second face. What neither side shows is
-inpainted; small enclosed unseen islands (the visibility tests' noise) from their own neighbourhood.
+inpainted; small or thin enclosed unseen islands (the visibility tests' noise) from their own
+neighbourhood. Nothing filled is more opaque than the photo's matte where it projects: the head lies
+inside its outline in the photo (the visual hull).
 """
 from __future__ import annotations
 
