@@ -7,6 +7,7 @@ decompression bombs, truncated, empty or non-image files with an ``InvalidImageE
 """
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from pathlib import Path
@@ -29,21 +30,15 @@ def _describe(src) -> str:
     return f"<{type(src).__name__}>"
 
 
+@functools.cache
 def _register_heif() -> None:
     """Let Pillow open HEIC/HEIF files (once; a no-op where pillow-heif is not installed, which then
     leaves such files to the "not an image gramcast can read" error)."""
-    global _heif_registered
-    if _heif_registered:
-        return
-    _heif_registered = True
     try:
         from pillow_heif import register_heif_opener
     except ImportError:  # pragma: no cover - pillow-heif is a dependency; a trimmed install may lack it
         return
     register_heif_opener()
-
-
-_heif_registered = False
 
 
 def load_image(src, max_side: int = MAX_SIDE) -> np.ndarray:

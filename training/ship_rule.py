@@ -68,15 +68,21 @@ def _verdict(lo: float, hi: float, sign: int = +1) -> str:
     return "within noise"
 
 
+def _paired_summary(diffs: np.ndarray, people: np.ndarray, rule: ShipRule, sign: int = +1) -> dict:
+    """Pairs, people, mean change, its interval and verdict of non-empty paired differences."""
+    lo, hi = bootstrap_interval(diffs, people, rule.resamples, rule.confidence, rule.seed)
+    return {"pairs": int(len(diffs)), "people": len(set(people.tolist())), "mean_difference": float(diffs.mean()),
+            "interval": [lo, hi], "verdict": _verdict(lo, hi, sign)}
+
+
 def _beats(name: str, diffs: np.ndarray, people: np.ndarray, rule: ShipRule) -> dict:
     if len(diffs) == 0:
         return {"check": name, "passed": False, "pairs": 0, "detail": "no portraits that both methods scored"}
-    lo, hi = bootstrap_interval(diffs, people, rule.resamples, rule.confidence, rule.seed)
-    mean = float(diffs.mean())
-    return {"check": name, "passed": lo > 0, "pairs": int(len(diffs)), "people": len(set(people.tolist())),
-            "mean_difference": mean, "interval": [lo, hi],
+    summary = _paired_summary(diffs, people, rule)
+    (lo, hi), mean = summary["interval"], summary["mean_difference"]
+    return {"check": name, "passed": lo > 0, **summary,
             "detail": f"{name} {mean:+.3f} ({rule.confidence:.0%} interval {lo:+.3f} .. {hi:+.3f}, "
-                      f"{len(diffs)} pairs): " + _verdict(lo, hi)}
+                      f"{len(diffs)} pairs): " + summary["verdict"]}
 
 
 def _at_least(name: str, value, bound: float) -> dict:
@@ -132,9 +138,7 @@ def paired_report(before: dict, after: dict, method: str, rule: ShipRule = ShipR
         diffs, people = paired_differences(a.get(table, []), b.get(table, []), key, pair)
         if len(diffs) == 0:
             continue
-        lo, hi = bootstrap_interval(diffs, people, rule.resamples, rule.confidence, rule.seed)
-        rows.append({"score": key, "pairs": int(len(diffs)), "people": len(set(people.tolist())),
-                     "mean_difference": float(diffs.mean()), "interval": [lo, hi], "verdict": _verdict(lo, hi, sign)})
+        rows.append({"score": key, **_paired_summary(diffs, people, rule, sign)})
     return rows
 
 
