@@ -2,7 +2,7 @@
 
 Anywhere a generator checkpoint path is taken (``GRAMModel.load``, ``gramcast sample --prior``,
 ``gramcast-train encoder --generator``), ``bundled:NAME`` names a shipped one instead, e.g.
-``bundled:tiny``. What each was trained on and how well it scores is in the README's model card.
+``bundled:tiny``. What each was trained on and how well it scores is in docs/MODEL_CARD.md (a summary in the README).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gramcast.errors import CheckpointError
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PREFIX = "bundled:"
 
-#: name -> file in gramcast/assets (what each is: assets/NOTICE.md and the README's model card)
+#: name -> file in gramcast/assets (what each is: assets/NOTICE.md and docs/MODEL_CARD.md)
 BUNDLED_PRIORS: dict[str, str] = {
     "tiny": "prior_gram_tiny_lfw64.safetensors",   # the `tiny` preset (64², 12 manifolds) trained on LFW
 }
