@@ -3,8 +3,8 @@
     python bench/render_ab.py --ref 049af7a [--sizes 256 512] [--batches 1 8] [--threads 2]
                               [--avatars tiny,small,mesh,graminverter] [--json docs/bench/render_ab_2core.json]
 
-The reference is that commit's ``sdk/avatar/renderer.py`` and ``heightfield.py`` (read with ``git show``)
-over this tree's other modules, so it measures changes to those two files. Avatars: bakes of random-init
+The reference is that commit's renderer modules (``sdk/avatar/renderer.py``, ``heightfield.py``, ``layer_compositing.py``, ``layer_hits.py``; read with ``git show``)
+over this tree's other modules, so it measures changes to the renderer's modules. Avatars: bakes of random-init
 ``tiny`` and ``small`` GRAMModels (12 and 24 layers, as ``render_cache.py``), ``mesh``: the sample portrait
 enrolled with the mesh method (1 layer), and ``graminverter``: the
 sample portrait enrolled by random-init ``small`` networks (24 layers bounded by the portrait's matte,
@@ -32,17 +32,17 @@ import torch
 
 def load_reference(ref: str, into: Path):
     """The reference commit's renderer module, importing its own heightfield (and, from 344d402 on,
-    layer_compositing) module."""
+    layer_compositing, and from the split of the renderer on, layer_hits) module."""
     def show(path: str) -> str | None:
         done = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True)
         return done.stdout if done.returncode == 0 else None
 
     def own_modules(src: str) -> str:
-        return re.sub(r"from gramcast\.avatar\.(heightfield|layer_compositing) import", r"from ref_\1 import", src)
+        return re.sub(r"from gramcast\.avatar\.(heightfield|layer_compositing|layer_hits) import", r"from ref_\1 import", src)
 
-    for name in ("heightfield", "layer_compositing", "renderer"):
+    for name in ("heightfield", "layer_compositing", "layer_hits", "renderer"):
         src = show(f"sdk/avatar/{name}.py")
-        if src is None and name != "layer_compositing":
+        if src is None and name not in ("layer_compositing", "layer_hits"):
             raise SystemExit(f"{ref} has no sdk/avatar/{name}.py")
         if src is not None:
             (into / f"ref_{name}.py").write_text(own_modules(src))
