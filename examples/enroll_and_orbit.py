@@ -11,6 +11,8 @@ import numpy as np
 import gramcast
 from gramcast.media_io import save_animation
 
+if any(a in ("-h", "--help") for a in sys.argv[1:]):
+    sys.exit(__doc__)
 photo = sys.argv[1] if len(sys.argv) > 1 else Path(gramcast.__file__).parent / "assets" / "sample_portrait.png"
 out = Path(sys.argv[2] if len(sys.argv) > 2 else "out")
 out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Render one identity of the GRAM generator from several viewpoints, with depth and normals.
 
-    python examples/render_gram_views.py [checkpoint.safetensors] [-o views.png]
+    python examples/render_gram_views.py [checkpoint.safetensors | bundled:tiny] [-o views.png]
 
-Without a checkpoint a randomly initialised tiny model is used (shapes and API are the same).
+Without a checkpoint the GAN prior that ships in the package (``bundled:tiny``) draws the identity.
 """
 import argparse
 
@@ -10,16 +10,16 @@ import numpy as np
 
 from gramcast.camera import Pose
 from gramcast.media_io import save_image, to_uint8
-from gramcast.model import GRAMConfig, GRAMModel
+from gramcast.model import GRAMModel
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("checkpoint", nargs="?")
+    ap.add_argument("checkpoint", nargs="?", default="bundled:tiny")
     ap.add_argument("-o", "--out", default="views.png")
     args = ap.parse_args()
 
-    model = GRAMModel.load(args.checkpoint) if args.checkpoint else GRAMModel.from_config(GRAMConfig.preset("tiny"))
+    model = GRAMModel.load(args.checkpoint).eval()
     ws = model.sample_ws(1, seed=7)
     poses = [Pose(yaw, 0.0) for yaw in (-0.5, -0.25, 0.0, 0.25, 0.5)]
     rows = {"rgb": [], "depth": [], "normal": []}
