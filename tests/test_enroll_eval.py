@@ -57,6 +57,7 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     (data / "person001").mkdir(parents=True)
     shutil.copy(FACES / "london_neutral_001_03.jpg", data / "person001" / "a.jpg")
     shutil.copy(FACES / "london_smiling_001_08.jpg", data / "person001" / "b.jpg")
+    shutil.copy(FACES / "london_neutral_001_03.jpg", data / "person001" / "c.jpg")    # the enrolled photo again
     shutil.copy(FACES / "london_neutral_002_03.jpg", data / "solo.jpg")
     out = tmp_path / "out"
     assert main(["evaluate", str(data), "--methods", "mesh", "--out", str(out)]) == 0
@@ -66,7 +67,12 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     assert 20 < mesh["means"]["psnr"] < 60 and 0.5 < mesh["means"]["ssim"] <= 1.0
     assert mesh["means"]["psnr_mv"] > 25
     assert 0.8 < mesh["means"]["yaw_slope"] < 1.2 and mesh["means"]["yaw_error"] < 0.1
-    assert len(mesh["cross_pose"]) == 1 and mesh["cross_pose"][0]["target"] == "b.jpg"
+    pairs = {row["target"]: row for row in mesh["cross_pose"]}
+    assert sorted(pairs) == ["b.jpg", "c.jpg"]
+    # id_xpose's reference, the enrolled photo against the other: itself again scores 1, the same person
+    # smiling less, but clearly the same person
+    assert pairs["c.jpg"]["id_photos"] > 0.99 and 0.3 < pairs["b.jpg"]["id_photos"] < 0.99
+    assert "id_photos" in (out / "results.md").read_text()
     assert "| mesh |" in (out / "results.md").read_text()
     assert (out / "contact_sheet.png").stat().st_size > 1000
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2

@@ -6,6 +6,8 @@ crop and the avatar rendered at the photo's pose, re-aligned the same way), nove
 depth-warped into its neighbour, the yaw protocol of GRAMInverter's Sec. 4). For people with several
 photos: enroll from the first, render at the pose of each other photo and compare identities
 (``id_xpose``), and the mirror check for the same pair (render at the mirrored pose vs the mirrored photo).
+``id_photos``, the enrolled photo itself against the other photo, is id_xpose's reference: what the
+photo alone carries of the person at the other pose (an avatar that added nothing and lost nothing).
 LPIPS and identity need their weights (``gramcast.training.pretrained``); without them they are null.
 """
 from __future__ import annotations
@@ -249,13 +251,15 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
                 xpose.append({"person": person, "source": photos[0].name, "target": other.name,
                               "yaw": p.yaw, "pitch": p.pitch,
                               "id_xpose": metrics.identity(view.crop, target.crop),
-                              "id_xpose_mirror": metrics.identity(mview.crop, mirror_target.crop)})
+                              "id_xpose_mirror": metrics.identity(mview.crop, mirror_target.crop),
+                              # id_xpose's reference: the enrolled photo itself against the other one
+                              "id_photos": metrics.identity(aligned.crop, target.crop)})
         keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error"]
         means = {}
         for k in keys:
             vals = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
             means[k] = float(np.mean(vals)) if vals else None
-        for k in ("id_xpose", "id_xpose_mirror"):
+        for k in ("id_xpose", "id_xpose_mirror", "id_photos"):
             vals = [r[k] for r in xpose if r.get(k) is not None]
             means[k] = float(np.mean(vals)) if vals else None
         means["enroll_s"] = float(np.mean(t_enroll)) if t_enroll else None
@@ -278,7 +282,7 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
 
 def markdown_table(results: dict) -> str:
     cols = ["portraits", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error",
-            "id_xpose", "id_xpose_mirror", "enroll_s"]
+            "id_xpose", "id_xpose_mirror", "id_photos", "enroll_s"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for method, r in results["methods"].items():
         cells = []
