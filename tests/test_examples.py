@@ -75,13 +75,17 @@ def test_aiortc_avatar_track_records_the_avatar_from_a_video(tmp_path):
     from gramcast import Avatar, enroll
 
     enroll(SAMPLE).save(tmp_path / "me.gca")
-    portrait = np.asarray(Image.open(SAMPLE).convert("RGB").resize((360, 360)))
+    # the sample's head, filling most of the camera's height (its eyes ~55 px apart), so that the avatar the
+    # session draws in its place is large enough for the tracker to find again in the recording
+    portrait = np.asarray(Image.open(SAMPLE).convert("RGB").crop((96, 0, 416, 320)).resize((420, 420)))
     frame = np.zeros((480, 640, 3), np.uint8)
-    frame[60:420, 140:500] = portrait
+    frame[30:450, 110:530] = portrait
     with av.open(str(tmp_path / "camera.mp4"), "w") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
-        for _ in range(25 * 12):                                       # the example records 10 s
+        # the example records 10 s from its start; a camera that ended before (a slow start) would leave
+        # the session easing the avatar out at the end
+        for _ in range(25 * 25):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode())
     assert Avatar.load(tmp_path / "me.gca").num_layers == 1
@@ -90,6 +94,8 @@ def test_aiortc_avatar_track_records_the_avatar_from_a_video(tmp_path):
     with av.open(str(tmp_path / "avatar.mp4")) as recorded:
         frames = [f.to_ndarray(format="rgb24") for f in recorded.decode(video=0)]
     assert len(frames) > 25
-    last = frames[-1]
-    assert last.shape[0] == 480                                        # SessionConfig(output_size="480p")
-    assert face_yaw(last) is not None
+    assert all(f.shape[0] == 480 for f in frames)                      # SessionConfig(output_size="480p")
+    # the avatar's face in the recording once tracking has started (a second in) and to its end
+    picks = np.linspace(25, len(frames) - 1, 5).astype(int)
+    found = [face_yaw(frames[i]) is not None for i in picks]
+    assert sum(found) >= 4, (found, [round(float(frames[i].mean()), 1) for i in picks])
