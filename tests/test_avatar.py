@@ -340,7 +340,8 @@ def test_enroll_rejects_bad_photos_and_writes_nothing(tmp_path, case, error, cap
 
 def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_avatar, capsys):
     """A photo of a head turned 0.6 rad (the sample avatar rendered there): refused by default with the
-    measured angle, accepted with the gate lifted; 0.4 rad is enrolled with a warning, 0.15 rad without."""
+    measured angle, accepted with the gate lifted; 0.37 rad (measured about 0.41: the tracker reads
+    this render a few hundredths further turned) is enrolled with a warning, 0.15 rad without."""
     import cv2
 
     import gramcast
@@ -348,7 +349,7 @@ def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_
 
     renderer = Renderer(sample_avatar)
     paths = {}
-    for yaw in (0.15, 0.4, 0.6):
+    for yaw in (0.15, 0.37, 0.6):
         rgb, alpha = renderer.render_rgba((yaw, 0.0), 512)
         photo = (rgb * alpha[..., None] + 200 * (1 - alpha[..., None])).astype(np.uint8)
         paths[yaw] = tmp_path / f"turned_{yaw}.png"
@@ -364,10 +365,10 @@ def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_
     assert main(["enroll", str(paths[0.6]), "-o", str(out), "--max-yaw", "0.8"]) == 0 and out.is_file()
     assert abs(gramcast.enroll(paths[0.6], max_yaw=None).meta["input_pose"]["yaw"]) > 0.45
     capsys.readouterr()
-    turned = gramcast.enroll(paths[0.4])
+    turned = gramcast.enroll(paths[0.37])
     assert 0.3 < abs(turned.meta["input_pose"]["yaw"]) < 0.45
     assert len(turned.meta["warnings"]) == 1 and "doubled features" in turned.meta["warnings"][0]
-    assert main(["enroll", str(paths[0.4]), "-o", str(out)]) == 0
+    assert main(["enroll", str(paths[0.37]), "-o", str(out)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gramcast enroll: warning: the face in")
     assert Avatar.load(out).meta["warnings"] == turned.meta["warnings"]   # kept in the file
@@ -381,7 +382,7 @@ def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_
         tilted = gramcast.enroll((rgb * alpha[..., None] + 200 * (1 - alpha[..., None])).astype(np.uint8))
         assert abs(tilted.meta["input_pose"]["pitch"]) > 0.3
         assert len(tilted.meta["warnings"]) == 1 and words in tilted.meta["warnings"][0]
-    assert main(["enroll", str(paths[0.4]), "-o", str(out), "--max-yaw", "-1"]) == 2
+    assert main(["enroll", str(paths[0.37]), "-o", str(out), "--max-yaw", "-1"]) == 2
 
 
 def test_enroll_a_huge_photo(tmp_path):

@@ -1,0 +1,71 @@
+"""The person's own colours under a soft matte edge: known layers composited, then separated again."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
+from gramcast.face import detect_and_align, foreground_matte
+from gramcast.face.matte import foreground_colours
+from gramcast.images import load_image
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sdk" / "assets" / "sample_portrait.png"
+GREEN = np.array([0.0, 255.0, 0.0])
+
+
+def known_layers(size=256, edge_px=6.0):
+    """A warm foreground disc with a soft edge over a cool background, both smooth gradients. The edge is
+    narrower than the coarse blur (16 px here), as a hair edge is at enrollment's scale: wider ones are
+    only partly separated (blur fusion assumes F and B smooth over the blur)."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float64) / size
+    fg = np.stack([200 + 40 * xx, 120 + 60 * yy, 60 + 30 * xx * yy], -1)
+    bg = np.stack([20 + 30 * yy, 90 + 50 * xx, 220 - 40 * yy], -1)
+    radius = np.hypot(xx - 0.5, yy - 0.5) * size
+    alpha = np.clip((90.0 - radius) / edge_px, 0.0, 1.0)
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    return np.rint(image).astype(np.uint8), alpha.astype(np.float32), fg
+
+
+def test_the_soft_edge_gets_the_foregrounds_colour_back():
+    image, alpha, fg = known_layers()
+    out = foreground_colours(image, alpha).astype(np.float64)
+    edge = (alpha > 0.1) & (alpha < 0.9)
+    as_is = np.abs(image[edge] - fg[edge]).mean()          # the photo's colour: half background
+    separated = np.abs(out[edge] - fg[edge]).mean()
+    assert as_is > 40
+    assert separated < 0.2 * as_is, (separated, as_is)
+
+
+def test_solid_pixels_keep_their_colour_and_an_opaque_matte_changes_nothing():
+    image, alpha, _ = known_layers()
+    out = foreground_colours(image, alpha)
+    assert (out[alpha >= 0.98] == image[alpha >= 0.98]).all()
+    assert (foreground_colours(image, np.ones_like(alpha)) == image).all()
+
+
+@pytest.fixture(scope="module")
+def green_screened():
+    """The sample portrait composited over green by its own matte, with that matte: the edge's truth is
+    known to hold no green."""
+    rgb = load_image(SAMPLE)
+    aligned = detect_and_align(rgb, size=256)
+    matte = foreground_matte(aligned.crop)
+    comp = matte[..., None] * aligned.crop + (1 - matte[..., None]) * GREEN
+    aligned.crop[:] = np.rint(comp).astype(np.uint8)
+    return aligned, matte
+
+
+def test_an_enrolled_edge_does_not_carry_the_old_background(green_screened):
+    aligned, matte = green_screened
+
+    def edge_greenness(config):
+        avatar = enroll_mesh(aligned, matte, config)
+        rgb = (avatar.textures[0, :3].permute(1, 2, 0).numpy() + 1) * 127.5
+        a = avatar.textures[0, 3].numpy()
+        edge = (a > 0.1) & (a < 0.9)
+        assert edge.sum() > 500
+        return float((rgb[..., 1] - 0.5 * (rgb[..., 0] + rgb[..., 2]))[edge].mean())
+
+    kept = edge_greenness(MeshConfig(texture_resolution=256, foreground_colours=False))
+    separated = edge_greenness(MeshConfig(texture_resolution=256))
+    assert kept > separated + 30, (kept, separated)
