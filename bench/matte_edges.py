@@ -29,7 +29,6 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKDROP_TERMS = 6          # 1, x, y, x², xy, y²
 FLAT_COLOURS = {"blue": (30, 60, 200), "white": (250, 250, 250), "red": (200, 40, 40), "green": (40, 170, 60)}
 
 
@@ -92,30 +91,34 @@ def background(kind: str, h: int, w: int, photos: list[Path], rng) -> np.ndarray
     return np.clip(np.array(FLAT_COLOURS[kind], float) * shade * np.ones((h, w, 1)), 0, 255)
 
 
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    return float(10 * np.log10(255.0 ** 2 / max(((a - b) ** 2)[mask].mean(), 1e-10)))
-
-
-def score(comp: np.ndarray, truth_grey: np.ndarray, alpha: np.ndarray, options: dict, size: int = 256) -> dict:
-    """Enroll ``comp`` with ``options``, render at its pose over grey, compare with ``truth_grey`` in the
-    aligned crop."""
-    import gramcast
-    from gramcast.avatar.renderer import Renderer
+def truth_in_crop(comp: np.ndarray, truth_grey: np.ndarray, alpha: np.ndarray, size: int = 256):
+    """The truth over grey ``(S, S, 3)`` in ``comp``'s aligned crop, and that crop's masks ``(S, S)`` of the
+    truth's soft-edge band and of the head."""
     from gramcast.face.alignment import detect_and_align, warp_to_crop
 
     aligned = detect_and_align(comp, size=size)
-    avatar = gramcast.enroll(comp, method="mesh", face="largest", **options)
-    pose = avatar.meta["input_pose"]
-    rgb, a = Renderer(avatar, device="cpu").render_rgba((pose["yaw"], pose["pitch"]), size)
-    grey = np.clip(rgb * a[..., None] + 128.0 * (1 - a[..., None]), 0, 255).astype(np.uint8)
-    render = detect_and_align(grey, size=size).crop.astype(np.float64)      # the render's own framing
-    truth = warp_to_crop(np.clip(truth_grey, 0, 255).astype(np.uint8), aligned.crop_from_image, size)
+    truth = warp_to_crop(truth_grey, aligned.crop_from_image, size)
     opacity = warp_to_crop(alpha.astype(np.float32), aligned.crop_from_image, size)
     band = cv2.dilate(((opacity > 0.02) & (opacity < 0.98)).astype(np.uint8), disc(3)) > 0
     head = cv2.dilate((opacity > 0.02).astype(np.uint8), disc(3)) > 0
-    truth = truth.astype(np.float64)
-    return {"psnr_band": psnr(render, truth, band), "psnr_head": psnr(render, truth, head),
-            "psnr_all": psnr(render, truth, np.ones_like(band))}
+    return truth, band, head
+
+
+def score(comp: np.ndarray, truth, band, head, options: dict, size: int = 256) -> dict:
+    """Enroll ``comp`` with ``options``, render at its pose over grey, realign (the render's own framing)
+    and compare with the truth (``truth_in_crop``)."""
+    import gramcast
+    from gramcast.avatar.renderer import Renderer
+    from gramcast.compositing import over
+    from gramcast.face.alignment import detect_and_align
+    from gramcast.training.enroll_eval import masked_psnr
+
+    avatar = gramcast.enroll(comp, method="mesh", face="largest", **options)
+    pose = avatar.meta["input_pose"]
+    rgb, a = Renderer(avatar, device="cpu").render_rgba((pose["yaw"], pose["pitch"]), size)
+    render = detect_and_align(over(rgb, a, np.full_like(rgb, 128)), size=size).crop
+    return {"psnr_band": masked_psnr(render, truth, band), "psnr_head": masked_psnr(render, truth, head),
+            "psnr_all": masked_psnr(render, truth, np.ones_like(band))}
 
 
 def parse_variants(text: str) -> dict[str, dict]:
@@ -157,6 +160,7 @@ def run() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
+    from gramcast.compositing import over
     from gramcast.errors import GramcastError
     from gramcast.face import foreground_matte
     from gramcast.images import load_image
@@ -173,13 +177,12 @@ def run() -> None:
         rgb = load_image(path)
         alpha, colour = keyed_truth(rgb, foreground_matte(rgb), rng)
         for kind in kinds:
-            a = alpha[..., None]
-            comp = np.clip(a * colour + (1 - a) * background(kind, *rgb.shape[:2], lfw, rng), 0, 255).astype(np.uint8)
-            truth_grey = a * colour + (1 - a) * 128.0
+            comp = over(colour, alpha, background(kind, *rgb.shape[:2], lfw, rng))
             row = {"photo": path.name, "background": kind}
             try:
+                truth = truth_in_crop(comp, over(colour, alpha, np.full_like(colour, 128.0)), alpha)
                 for name, options in variants.items():
-                    row[name] = score(comp, truth_grey, alpha, options)
+                    row[name] = score(comp, *truth, options)
             except GramcastError as e:
                 print(f"skipped {path.name} over {kind}: {e}")
                 continue

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
+from gramcast.compositing import over
 from gramcast.face import detect_and_align, foreground_matte
 from gramcast.face.matte import foreground_colours
 from gramcast.images import load_image
@@ -22,8 +23,7 @@ def known_layers(size=256, edge_px=6.0):
     bg = np.stack([20 + 30 * yy, 90 + 50 * xx, 220 - 40 * yy], -1)
     radius = np.hypot(xx - 0.5, yy - 0.5) * size
     alpha = np.clip((90.0 - radius) / edge_px, 0.0, 1.0)
-    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
-    return np.rint(image).astype(np.uint8), alpha.astype(np.float32), fg
+    return over(fg, alpha, bg), alpha.astype(np.float32), fg
 
 
 def test_the_soft_edge_gets_the_foregrounds_colour_back():
@@ -50,8 +50,7 @@ def green_screened():
     rgb = load_image(SAMPLE)
     aligned = detect_and_align(rgb, size=256)
     matte = foreground_matte(aligned.crop)
-    comp = matte[..., None] * aligned.crop + (1 - matte[..., None]) * GREEN
-    aligned.crop[:] = np.rint(comp).astype(np.uint8)
+    aligned.crop[:] = over(aligned.crop, matte, np.broadcast_to(GREEN, aligned.crop.shape))
     return aligned, matte
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from gramcast.errors import GramcastError
 
-__all__ = ["ssim", "evaluate_methods", "EvalConfig", "find_portraits"]
+__all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig", "find_portraits"]
 
 MV_YAW_PAIRS = ((-0.3, -0.2), (-0.1, 0.0), (0.0, 0.1), (0.2, 0.3))
 NOVEL_YAWS = (-0.4, 0.4)
@@ -75,7 +75,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
     return float(m.mean())
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB) of two 8-bit-range images ``(H, W, C)`` over ``mask`` ``(H, W)``; nan for an empty mask."""
     err = (a.astype(np.float64) - b.astype(np.float64))[mask]
     return float(10 * math.log10(255.0 ** 2 / max(float((err ** 2).mean()), 1e-12))) if err.size else math.nan
 
@@ -164,7 +165,7 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
         again = _align(_canvas(rgb, alpha), res)
         a_alpha = warp_to_crop(alpha, again.crop_from_image, res)
         mask = (matte > 0.5) & (a_alpha > 0.99)
-        row["psnr"] = _psnr(again.crop, photo_aligned.crop, mask)
+        row["psnr"] = masked_psnr(again.crop, photo_aligned.crop, mask)
         row["ssim"] = ssim(torch.from_numpy(again.crop).permute(2, 0, 1) / 255.0,
                            torch.from_numpy(photo_aligned.crop).permute(2, 0, 1) / 255.0, torch.from_numpy(mask))
         row["lpips"] = metrics.lpips_distance(again.crop, photo_aligned.crop)
@@ -188,7 +189,7 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
         m = (vis & (tgt.alpha > 0.99) & (src.alpha.mean() > 0))[0, 0]
         w8 = ((warped[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
         t8 = ((tgt.rgb[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
-        ps.append(_psnr(w8, t8, m.numpy()))
+        ps.append(masked_psnr(w8, t8, m.numpy()))
         ss.append(ssim(torch.from_numpy(w8).permute(2, 0, 1) / 255, torch.from_numpy(t8).permute(2, 0, 1) / 255, m))
     row["psnr_mv"], row["ssim_mv"] = float(np.nanmean(ps)), float(np.nanmean(ss))
     return row
