@@ -68,3 +68,23 @@ def test_an_enrolled_edge_does_not_carry_the_old_background(green_screened):
     kept = edge_greenness(MeshConfig(texture_resolution=256, foreground_colours=False))
     separated = edge_greenness(MeshConfig(texture_resolution=256))
     assert kept > separated + 30, (kept, separated)
+
+
+def test_an_enrolled_edge_takes_its_opacity_from_the_photo_not_the_segmentations_ramp(green_screened):
+    """The green-screened sample's opacity over green is its matte exactly. Enrolled from a blurred copy of that
+    matte (a coarser segmentation), the texture's opacity comes back near the truth's only with the edge solved
+    from the photo's colours (``MeshConfig.refine_matte``)."""
+    import cv2
+
+    aligned, matte = green_screened
+    ramp = cv2.GaussianBlur(matte, (0, 0), 4)
+
+    def texture_alpha(m, refine):
+        return enroll_mesh(aligned, m, MeshConfig(texture_resolution=256, refine_matte=refine)).textures[0, 3].numpy()
+
+    truth = texture_alpha(matte, False)
+    edge = (truth > 0.02) & (truth < 0.98)
+    assert edge.sum() > 500
+    as_ramp = np.abs(texture_alpha(ramp, False) - truth)[edge].mean()
+    solved = np.abs(texture_alpha(ramp, True) - truth)[edge].mean()
+    assert solved < 0.6 * as_ramp, (solved, as_ramp)

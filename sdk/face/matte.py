@@ -17,7 +17,8 @@ import numpy as np
 
 from gramcast.face.landmarks import Closeable, _import_mediapipe
 
-__all__ = ["Matting", "foreground_matte", "restrict_to_person", "keep_subject", "landmark_hull", "foreground_colours"]
+__all__ = ["Matting", "foreground_matte", "restrict_to_person", "keep_subject", "landmark_hull", "foreground_colours",
+           "refine_matte"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
@@ -107,6 +108,26 @@ def foreground_matte(rgb: np.ndarray, landscape: bool | None = None, one_person:
         landscape = rgb.shape[1] > 1.2 * rgb.shape[0]
     with Matting(landscape, one_person=one_person) as matting:
         return matting(rgb)
+
+
+def refine_matte(rgb: np.ndarray, matte: np.ndarray, band: float = 0.02, sure: float = 0.95) -> np.ndarray:
+    """``matte`` ``(H, W)`` in [0, 1] with its soft edge solved from the colours of ``rgb`` ``(H, W, 3)`` uint8.
+
+    The selfie model's matte is a segmentation at 256²: its edge is a smooth ramp that misses strands and
+    gaps and runs past the head. Where it is unsure (between ``1 - sure`` and ``sure``, widened by ``band``
+    of the image's longer side on each side) the opacity is solved by closed-form matting
+    (``gramcast.face.closed_form_matting``), pulled weakly towards the matte's own value; elsewhere the
+    matte is kept. What the segmentation got wrong by more than the band (a second person it took in) stays.
+    About 0.9 s for the 716² widened crop of an enrollment on 2 cores.
+    """
+    from gramcast.face.closed_form_matting import solve_alpha
+
+    r = max(1, int(round(band * max(matte.shape))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    fg = cv2.erode((matte >= sure).astype(np.uint8), kernel) > 0
+    bg = cv2.erode((matte <= 1.0 - sure).astype(np.uint8), kernel) > 0
+    guess = np.where(fg, 1.0, np.where(bg, 0.0, matte.astype(np.float64)))
+    return solve_alpha(rgb.astype(np.float64) / 255.0, guess, fg | bg).astype(np.float32)
 
 
 def foreground_colours(rgb: np.ndarray, matte: np.ndarray, radii: tuple[float, ...] = (0.063, 0.007),
