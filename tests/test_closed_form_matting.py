@@ -80,6 +80,10 @@ def test_refine_matte_sharpens_a_segmentations_ramp_and_keeps_the_sure_regions()
     assert np.abs(out - alpha)[edge].mean() < 0.3 * np.abs(ramp - alpha)[edge].mean()
     far = cv2.erode((ramp <= 0.05).astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
     assert (out[far] == 0).all()
+    # an image beyond max_side is solved smaller and upsampled: coarser, still far nearer than the ramp
+    halved = refine_matte(image, ramp, max_side=100)
+    assert np.abs(halved - alpha)[edge].mean() < 0.6 * np.abs(ramp - alpha)[edge].mean()
+    assert (halved[far] == 0).all()
     # a matte with no soft edge at all is returned as it is
     hard = (alpha > 0.5).astype(np.float32)
     assert np.array_equal(refine_matte(image, np.zeros_like(hard)), np.zeros_like(hard))

@@ -61,7 +61,7 @@ class MeshConfig:
     foreground_colours: bool = True
     #: Solve the matte's soft edge from the photo's colours (``gramcast.face.matte.refine_matte``, closed-form
     #: matting) instead of taking the segmentation's ramp: on the same keyed portraits 1.7 dB closer to the
-    #: truth in the edge band, 1.0 dB over the head; ~1.2 s per enrollment on 2 cores.
+    #: truth in the edge band, 1.0 dB over the head; ~0.75 s per enrollment on 2 cores.
     refine_matte: bool = True
 
 

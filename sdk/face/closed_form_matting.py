@@ -38,6 +38,10 @@ def window_laplacians(colours: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     return np.eye(9) - (1.0 + g) / 9.0
 
 
+#: Windows assembled at a time: their (K, 9, 9) parts and index arrays stay tens of MB, not hundreds.
+WINDOWS_PER_CHUNK = 16384
+
+
 def solve_alpha(image: np.ndarray, values: np.ndarray, known: np.ndarray, eps: float = 1e-5, prior: float = 1e-4,
                 rtol: float = 1e-4, max_iter: int = 2000) -> np.ndarray:
     """Opacity ``(H, W)`` in [0, 1] of ``image`` ``(H, W, 3)`` float in [0, 1] (module docstring): ``values``
@@ -45,29 +49,34 @@ def solve_alpha(image: np.ndarray, values: np.ndarray, known: np.ndarray, eps: f
     the conjugate-gradient solve starts from. Only the 3x3 windows that touch an unknown pixel enter."""
     h, w = known.shape
     out = np.clip(values, 0.0, 1.0).astype(np.float64)
-    unknown = ~known
-    centres = cv2.dilate(unknown.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    flat_out = out.ravel()
+    unknown = ~known.ravel()
+    centres = cv2.dilate((~known).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     centres[0, :] = centres[-1, :] = centres[:, 0] = centres[:, -1] = False
     if not centres.any():
         return out
-    cy, cx = np.nonzero(centres)
-    py, px = cy[:, None] + _OFFSETS[:, 0], cx[:, None] + _OFFSETS[:, 1]              # (K, 9)
-    lap = window_laplacians(image[py, px].astype(np.float64), eps)                  # (K, 9, 9)
-    # unknown pixels numbered 0..n-1, known ones -1 - (their flat index)
-    number = np.where(unknown.ravel(), np.cumsum(unknown.ravel()) - 1, -1 - np.arange(h * w))
-    ids = number[py * w + px]
-    rows = np.broadcast_to(ids[:, :, None], lap.shape).ravel()
-    cols = np.broadcast_to(ids[:, None, :], lap.shape).ravel()
-    lap = lap.ravel()
     n = int(unknown.sum())
-    free_row, free_col = rows >= 0, cols >= 0
-    uu = free_row & free_col
-    a_uu = sp.csr_matrix((lap[uu], (rows[uu], cols[uu])), shape=(n, n)) + prior * sp.identity(n, format="csr")
-    uk = free_row & ~free_col
-    # the known pixels' pull on the unknown ones: - L_uk a_k, summed per row
-    rhs = prior * out.ravel()[unknown.ravel()] - np.bincount(rows[uk], lap[uk] * out.ravel()[-1 - cols[uk]],
-                                                              minlength=n)
+    number = np.full(h * w, -1, np.int32)                  # unknown pixels numbered 0..n-1, known ones -1
+    number[unknown] = np.arange(n, dtype=np.int32)
+    a_uu = prior * sp.identity(n, format="csr")
+    rhs = prior * flat_out[unknown]
+    cy, cx = np.nonzero(centres)
+    for lo in range(0, len(cy), WINDOWS_PER_CHUNK):
+        py = cy[lo:lo + WINDOWS_PER_CHUNK, None] + _OFFSETS[:, 0]                       # (k, 9)
+        px = cx[lo:lo + WINDOWS_PER_CHUNK, None] + _OFFSETS[:, 1]
+        lap = window_laplacians(image[py, px].astype(np.float64), eps)                  # (k, 9, 9)
+        flat = py * w + px
+        ids = number[flat]
+        free = ids >= 0
+        rows = np.broadcast_to(ids[:, :, None], lap.shape)
+        uu = free[:, :, None] & free[:, None, :]
+        a_uu = a_uu + sp.csr_matrix((lap[uu], (rows[uu], np.broadcast_to(ids[:, None, :], lap.shape)[uu])),
+                                    shape=(n, n))
+        # the known pixels' pull on the unknown ones: - L_uk a_k, summed per row
+        uk = free[:, :, None] & ~free[:, None, :]
+        cols = np.broadcast_to(flat[:, None, :], lap.shape)[uk]
+        rhs -= np.bincount(rows[uk], lap[uk] * flat_out[cols], minlength=n)
     jacobi = sp.diags(1.0 / a_uu.diagonal())
-    alpha, _ = spl.cg(a_uu, rhs, x0=out.ravel()[unknown.ravel()], rtol=rtol, M=jacobi, maxiter=max_iter)
-    out.ravel()[unknown.ravel()] = np.clip(alpha, 0.0, 1.0)
+    alpha, _ = spl.cg(a_uu, rhs, x0=flat_out[unknown], rtol=rtol, M=jacobi, maxiter=max_iter)
+    flat_out[unknown] = np.clip(alpha, 0.0, 1.0)
     return out
