@@ -28,12 +28,10 @@ from _report import emit
 import cv2
 import numpy as np
 
+from gramcast.face.matte import disc
+
 ROOT = Path(__file__).resolve().parents[1]
 FLAT_COLOURS = {"blue": (30, 60, 200), "white": (250, 250, 250), "red": (200, 40, 40), "green": (40, 170, 60)}
-
-
-def disc(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def spread(mask: np.ndarray, image: np.ndarray, sigma: float) -> np.ndarray:

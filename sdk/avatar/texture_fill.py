@@ -16,6 +16,8 @@ import numpy as np
 import scipy.sparse as sparse
 from scipy.sparse.linalg import splu
 
+from gramcast.face.matte import disc
+
 __all__ = ["unseen_islands", "better_seen_mirrored", "harmonic_offset", "fill_unseen", "MIRROR_BLENDS"]
 
 MIRROR_BLENDS = ("poisson", "copy")
@@ -132,7 +134,7 @@ def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_imag
     # bounds the fill without passing the holes on.
     radius = max(0, int(round(hull_margin * t)))
     photo_alpha = alpha if radius == 0 else \
-        cv2.dilate(alpha, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+        cv2.dilate(alpha, disc(radius))
     alpha = np.where(mirror, np.where(in_image, np.minimum(alpha[:, ::-1], photo_alpha), alpha[:, ::-1]), alpha)
     known = seen | mirror
     missing = (~known).astype(np.uint8)

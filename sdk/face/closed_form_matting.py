@@ -48,6 +48,7 @@ def solve_alpha(image: np.ndarray, values: np.ndarray, known: np.ndarray, eps: f
     ``(H, W)`` where ``known`` ``(H, W)`` bool, and elsewhere the guess the solution is weakly pulled to and
     the conjugate-gradient solve starts from. Only the 3x3 windows that touch an unknown pixel enter."""
     h, w = known.shape
+    image = np.asarray(image, np.float64)
     out = np.clip(values, 0.0, 1.0).astype(np.float64)
     flat_out = out.ravel()
     unknown = ~known.ravel()
@@ -64,7 +65,7 @@ def solve_alpha(image: np.ndarray, values: np.ndarray, known: np.ndarray, eps: f
     for lo in range(0, len(cy), WINDOWS_PER_CHUNK):
         py = cy[lo:lo + WINDOWS_PER_CHUNK, None] + _OFFSETS[:, 0]                       # (k, 9)
         px = cx[lo:lo + WINDOWS_PER_CHUNK, None] + _OFFSETS[:, 1]
-        lap = window_laplacians(image[py, px].astype(np.float64), eps)                  # (k, 9, 9)
+        lap = window_laplacians(image[py, px], eps)                                      # (k, 9, 9)
         flat = py * w + px
         ids = number[flat]
         free = ids >= 0

@@ -18,10 +18,15 @@ import numpy as np
 from gramcast.face.landmarks import Closeable, _import_mediapipe
 
 __all__ = ["Matting", "foreground_matte", "restrict_to_person", "keep_subject", "landmark_hull", "foreground_colours",
-           "refine_matte"]
+           "refine_matte", "disc"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
+
+
+def disc(radius: int) -> np.ndarray:
+    """An elliptical structuring element ``(2r+1, 2r+1)`` uint8 for growing and shrinking masks by ``radius`` pixels."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 class Matting(Closeable):
@@ -66,8 +71,7 @@ def restrict_to_person(matte: np.ndarray, person: np.ndarray, grow: float = 0.03
     stays while separate people and objects go."""
     side = max(matte.shape)
     radius = max(1, int(round(grow * side)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    near = cv2.dilate((person > 0.5).astype(np.uint8), kernel).astype(np.float32)
+    near = cv2.dilate((person > 0.5).astype(np.uint8), disc(radius)).astype(np.float32)
     near = cv2.GaussianBlur(near, (0, 0), radius / 2)
     return (matte * np.clip(2.0 * near, 0.0, 1.0)).astype(np.float32)
 
@@ -98,7 +102,7 @@ def landmark_hull(points: np.ndarray, shape: tuple[int, int], grow: float = 0.0)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(points - 0.5).astype(np.int32)), 1)
     radius = int(round(grow * np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean())))
     if radius > 0:
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+        mask = cv2.dilate(mask, disc(radius))
     return mask
 
 
@@ -141,8 +145,7 @@ def refine_matte(rgb: np.ndarray, matte: np.ndarray, band: float = 0.02, sure: f
 def _sure_regions(matte: np.ndarray, band: float, sure: float) -> tuple[np.ndarray, np.ndarray]:
     """Where ``matte`` is surely foreground and surely background: at least ``sure`` (at most ``1 - sure``)
     everywhere within ``band`` of the longer side. ``(H, W)`` bool each."""
-    r = max(1, int(round(band * max(matte.shape))))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    kernel = disc(max(1, int(round(band * max(matte.shape)))))
     fg = cv2.erode((matte >= sure).astype(np.uint8), kernel) > 0
     bg = cv2.erode((matte <= 1.0 - sure).astype(np.uint8), kernel) > 0
     return fg, bg
