@@ -12,7 +12,9 @@ every edge pixel's opacity and colour solve the compositing equation against it 
 foreground; where foreground and backdrop are too alike to solve, the selfie matte's value is kept. Each
 portrait is composited over each background kind (``photo``: a blurred LFW photo, ``blue``, ``white``),
 enrolled with every variant (MeshConfig options), rendered at the input pose, realigned, and scored by
-PSNR in the ground truth's soft-edge band, over the head, and over the whole crop. Printed: means per
+PSNR in the ground truth's soft-edge band, over the head, and over the whole crop. ``people`` (not in the
+default set): a mosaic of unblurred LFW photos, whose faces and bodies beside the head the matte must
+leave out; what it keeps of them shows in the crop's score. Printed: means per
 variant and background, and each variant's paired difference against the first. The keyed truth uses the
 same selfie model where the backdrop cannot decide, so it favours no variant there; it is not a
 hand-made matte.
@@ -77,6 +79,13 @@ def keyed_truth(rgb: np.ndarray, matte: np.ndarray, rng) -> tuple[np.ndarray, np
 
 
 def background(kind: str, h: int, w: int, photos: list[Path], rng) -> np.ndarray:
+    if kind == "people" and photos:
+        # a 3 x 3 mosaic of unblurred LFW photos: faces, shoulders and clutter beside the subject's head,
+        # each face about half the subject's size (what the segmentation must leave out)
+        from gramcast.images import load_image
+        rows = [np.concatenate([cv2.resize(load_image(photos[rng.integers(len(photos))]), (w // 3 + 1, h // 3 + 1),
+                                           interpolation=cv2.INTER_CUBIC) for _ in range(3)], 1) for _ in range(3)]
+        return np.concatenate(rows, 0)[:h, :w].astype(np.float64)
     if kind == "photo":
         if photos:
             from gramcast.images import load_image

@@ -45,7 +45,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     """
     from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
-    from gramcast.face.matte import Matting, keep_subject
+    from gramcast.face.matte import Matting, agreed_matte, keep_subject
     from gramcast.face.quality import photo_quality, quality_warnings
     from gramcast.images import load_image
 
@@ -65,10 +65,12 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             "(the limit is enroll's max_yaw, --max-yaw on the command line)")
     with Matting(one_person=True) as matting:
         config = MeshConfig(**options) if method == "mesh" else None
-        context = (photo_context(rgb, aligned, config.context_margin, matting)
+        agreed = config is None or config.agreed_matte
+        context = (photo_context(rgb, aligned, config.context_margin, matting, agreed)
                    if config is not None and config.context_margin else None)
         if context is None:
-            matte = keep_subject(matting(aligned.crop), aligned.pixels, aligned.others)
+            found = agreed_matte(matting, aligned.crop) if agreed else matting(aligned.crop)
+            matte = keep_subject(found, aligned.pixels, aligned.others)
         else:   # the widened crop's matte holds the crop's: one matting pass, not two
             pad, size = int(context.offset), aligned.size
             matte = context.matte[pad:pad + size, pad:pad + size]

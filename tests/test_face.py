@@ -19,7 +19,7 @@ from gramcast.face import (
 )
 from gramcast.face.geometry import rotation_from_pose, rotation_to_pose, umeyama
 from gramcast.face.landmarks import DetectedFace
-from gramcast.face.matte import keep_subject, restrict_to_person
+from gramcast.face.matte import agreed_matte, keep_subject, restrict_to_person
 from gramcast.face.pose import estimate_pose
 from gramcast.images import load_image
 
@@ -183,6 +183,55 @@ def test_restricting_a_matte_keeps_the_persons_region_grown_and_drops_the_rest()
     assert np.array_equal(out[20:80, 10:40], matte[20:80, 10:40])      # the hair it missed is kept
     assert out[:, 60:].max() == 0.0                                     # the other person is gone
     assert out.max() <= 1.0 and (out <= matte + 1e-7).all()             # it only ever removes
+
+
+class _PositionalMatting:
+    """A segmentation that finds the bright pixels (the person) and also marks, whatever the picture
+    holds there, a square at its upper left (junk tied to where the model looks, not to the photo), and
+    a thin frame along its border when the picture is smaller than 100 px (junk of a low-resolution look)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, rgb):
+        self.calls += 1
+        m = (rgb[..., 0] > 128).astype(np.float32)
+        m[5:15, 5:15] = 1.0
+        if rgb.shape[0] < 100:
+            m[:, :2] = 1.0
+        return m
+
+
+def test_agreed_matte_keeps_what_every_look_finds_and_drops_what_one_look_makes_up():
+    rgb = np.zeros((120, 120, 3), np.uint8)
+    rgb[40:100, 50:90] = 255                                        # the person, off centre
+    matting = _PositionalMatting()
+    out = agreed_matte(matting, rgb)
+    assert matting.calls == 2                                        # the photo and its mirror image
+    assert out[40:100, 50:90].min() == 1.0                           # the person: in every look
+    assert out[5:15, 5:15].max() == 0.0                              # the upper left square: in one look only
+    assert (out <= matting(rgb)).all()
+    # the aligned crop inside: two looks more; the square each look of the crop adds at its own upper
+    # left (25..35 here) is in the wide looks' mirror neither, so it goes too
+    matting.calls = 0
+    out = agreed_matte(matting, rgb, inner=(20, 80), feather=0.1)
+    assert matting.calls == 4
+    assert out[40:100, 50:90].min() == 1.0 and out[25:35, 25:35].max() == 0.0
+    assert out[5:15, 5:15].max() == 0.0
+
+
+def test_agreed_matte_blends_the_crops_looks_in_without_a_seam():
+    """The wide looks find a person everywhere, the crop's looks nowhere: inside the crop the matte
+    fades from the wide verdict at its edge to the crop's beyond the feather, never by a step."""
+    def matting(im):
+        return np.full(im.shape[:2], 1.0 if im.shape[0] == 160 else 0.0, np.float32)
+
+    out = agreed_matte(matting, np.zeros((160, 160, 3), np.uint8), inner=(30, 100), feather=0.2)
+    assert out[:, :30].min() == 1.0 and out[:, 130:].min() == 1.0     # outside the crop: the wide looks
+    assert out[55:105, 55:105].max() == 0.0                           # beyond the feather: the crop's looks
+    row = out[80, 25:135]
+    assert np.abs(np.diff(row)).max() <= 1.0 / 20 + 1e-6              # at most 1 / (feather x side) a pixel
+    assert out[31, 31] > 0.9 and out[80, 31] > 0.9                    # at the crop's edge: still the wide verdict
 
 
 def test_one_person_matte_drops_a_second_person_beside_the_subject():

@@ -22,7 +22,7 @@ from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.avatar.texture_fill import better_seen_mirrored, fill_unseen
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
-from gramcast.face.matte import foreground_colours, keep_subject, refine_matte
+from gramcast.face.matte import agreed_matte, foreground_colours, keep_subject, refine_matte
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "facing_cosines"]
@@ -63,6 +63,11 @@ class MeshConfig:
     #: matting) instead of taking the segmentation's ramp: on the same keyed portraits 1.7 dB closer to the
     #: truth in the edge band, 1.0 dB over the head; ~0.75 s per enrollment on 2 cores.
     refine_matte: bool = True
+    #: The person matte where four looks at the photo agree (``gramcast.face.matte.agreed_matte``): the photo,
+    #: its mirror image, the aligned crop alone and its mirror; False: the widened crop's one segmentation.
+    #: Keyed portraits over photos of crowds rendered 3.7 dB closer to the truth over the crop, over
+    #: blurred photos 2.6 dB, over plain backdrops within 0.25 dB (bench/matte_edges.py); ~0.1 s more.
+    agreed_matte: bool = True
 
 
 def world_landmarks(aligned: AlignedFace, ref: ReferenceFace) -> np.ndarray:
@@ -151,9 +156,10 @@ class PhotoContext:
     offset: float
 
 
-def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting) -> PhotoContext:
+def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting, agreed: bool = True) -> PhotoContext:
     """``aligned``'s crop widened by ``margin`` of its side on every side (same scale), with its matte
-    (``matting``: crop -> matte, e.g. a ``gramcast.face.Matting``) less the people of ``aligned.others``."""
+    (``matting``: crop -> matte, e.g. a ``gramcast.face.Matting``; ``agreed``: where four looks agree,
+    ``gramcast.face.matte.agreed_matte``) less the people of ``aligned.others``."""
     size = aligned.size
     pad = int(round(margin * size))
     wide_from_image = aligned.crop_from_image + np.array([[0, 0, pad], [0, 0, pad]], dtype=np.float64)
@@ -164,7 +170,8 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
     h, w = image.shape[:2]
     inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
-    matte = keep_subject(matting(crop), aligned.pixels + pad, [face + pad for face in aligned.others])
+    found = agreed_matte(matting, crop, (pad, size)) if agreed else matting(crop)
+    matte = keep_subject(found, aligned.pixels + pad, [face + pad for face in aligned.others])
     return PhotoContext(crop, matte, inside, float(pad))
 
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from gramcast.face.landmarks import Closeable, _import_mediapipe
 
-__all__ = ["Matting", "foreground_matte", "restrict_to_person", "keep_subject", "landmark_hull", "foreground_colours",
-           "refine_matte", "disc"]
+__all__ = ["Matting", "foreground_matte", "agreed_matte", "restrict_to_person", "keep_subject", "landmark_hull",
+           "foreground_colours", "refine_matte", "disc"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
@@ -63,6 +63,35 @@ class Matting(Closeable):
         self._seg.close()
         if self._pose is not None:
             self._pose.close()
+
+
+def agreed_matte(matting, rgb: np.ndarray, inner: tuple[int, int] | None = None, feather: float = 0.03) -> np.ndarray:
+    """The person matte ``(H, W)`` of ``rgb`` ``(H, W, 3)`` uint8 where every look at the photo agrees: the
+    least of ``matting``'s mattes of ``rgb`` and of its mirror image, and, inside the square ``inner``
+    (offset, side: an aligned crop within its widened crop), of that square alone and its mirror image
+    (the segmentation runs at a fixed input size, so the square is seen at a higher resolution), blended
+    in over ``feather`` of the square's side from its edge so that no seam shows.
+
+    The selfie model's mistakes on a busy background (a neighbour's shoulder, a bright patch beside the
+    hair) change from one look to the next; the person does not. On keyed portraits over photos of crowds
+    the raw matte's error (the mass of |matte - truth|) fell from 8.9 % to 4.6 % of the crop, over blurred
+    photos from 11.4 % to 5.1 %; over plain studio backdrops it rose from 2.0 % to 2.2 % (a little hair is
+    lost). Four segmentations instead of one (bench/matte_edges.py, docs/ENROLLMENT_LOG.md).
+    """
+    def both_ways(image: np.ndarray) -> np.ndarray:
+        mirrored = matting(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]
+        return np.minimum(matting(image), mirrored)
+
+    matte = both_ways(rgb)
+    if inner is not None:
+        at, side = inner
+        window = (slice(at, at + side), slice(at, at + side))
+        tight = np.minimum(matte[window], both_ways(np.ascontiguousarray(rgb[window])))
+        ramp = np.minimum(np.arange(side) + 0.5, side - 0.5 - np.arange(side)) / max(1.0, feather * side)
+        weight = np.clip(np.minimum(ramp[:, None], ramp[None, :]), 0.0, 1.0).astype(np.float32)
+        matte = matte.copy()
+        matte[window] = matte[window] + weight * (tight - matte[window])
+    return matte.astype(np.float32)
 
 
 def restrict_to_person(matte: np.ndarray, person: np.ndarray, grow: float = 0.03) -> np.ndarray:
