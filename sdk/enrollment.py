@@ -46,7 +46,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
     from gramcast.face.matte import Matting, agreed_matte, keep_subject
-    from gramcast.face.quality import photo_quality, quality_warnings
+    from gramcast.face.quality import MAX_MATTE_DISAGREEMENT, photo_quality, quality_warnings
     from gramcast.images import load_image
 
     if method not in METHODS:
@@ -69,11 +69,12 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
         context = (photo_context(rgb, aligned, config.context_margin, matting, agreed)
                    if config is not None and config.context_margin else None)
         if context is None:
-            found = agreed_matte(matting, aligned.crop) if agreed else matting(aligned.crop)
+            found, disagreement = agreed_matte(matting, aligned.crop) if agreed else (matting(aligned.crop), 0.0)
             matte = keep_subject(found, aligned.pixels, aligned.others)
         else:   # the widened crop's matte holds the crop's: one matting pass, not two
             pad, size = int(context.offset), aligned.size
             matte = context.matte[pad:pad + size, pad:pad + size]
+            disagreement = context.disagreement
         if method == "graminverter":
             from gramcast.avatar.graminverter import InverterConfig, enroll_graminverter
 
@@ -84,7 +85,13 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
                         "source": Path(source).name if source != "the image" else "array"})
     quality = photo_quality(aligned)
     avatar.meta["photo_quality"] = dataclasses.asdict(quality)
+    avatar.meta["matte_disagreement"] = disagreement
     warnings = quality_warnings(quality, source)
+    if disagreement > MAX_MATTE_DISAGREEMENT:
+        warnings.append(
+            f"the background of {source} is busy (the person matte's looks disagreed over {disagreement:.0%} of the "
+            "person's area): pieces of it may show beside the avatar's head; a photo against a plain wall gives a "
+            "cleaner avatar")
     if method == "mesh" and abs(yaw) > WARN_INPUT_YAW:
         warnings.append(
             f"the face in {source} is turned {abs(yaw):.2f} rad ({math.degrees(abs(yaw)):.0f} deg) to the side: the "

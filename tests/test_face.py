@@ -206,16 +206,19 @@ def test_agreed_matte_keeps_what_every_look_finds_and_drops_what_one_look_makes_
     rgb = np.zeros((120, 120, 3), np.uint8)
     rgb[40:100, 50:90] = 255                                        # the person, off centre
     matting = _PositionalMatting()
-    out = agreed_matte(matting, rgb)
+    out, disagreement = agreed_matte(matting, rgb)
     assert matting.calls == 2                                        # the photo and its mirror image
+    # each look's square (upper left, and upper right in the mirror's) is in that look alone: 2 x 100 px
+    # of disagreement over the person's 60 x 40
+    assert disagreement == pytest.approx(200 / 2400)
     assert out[40:100, 50:90].min() == 1.0                           # the person: in every look
     assert out[5:15, 5:15].max() == 0.0                              # the upper left square: in one look only
     assert (out <= matting(rgb)).all()
     # the aligned crop inside: two looks more; the square each look of the crop adds at its own upper
     # left (25..35 here) is in the wide looks' mirror neither, so it goes too
     matting.calls = 0
-    out = agreed_matte(matting, rgb, inner=(20, 80), feather=0.1)
-    assert matting.calls == 4
+    out, more = agreed_matte(matting, rgb, inner=(20, 80), feather=0.1)
+    assert matting.calls == 4 and more > disagreement                # the crop's looks add their own junk
     assert out[40:100, 50:90].min() == 1.0 and out[25:35, 25:35].max() == 0.0
     assert out[5:15, 5:15].max() == 0.0
 
@@ -226,7 +229,7 @@ def test_agreed_matte_blends_the_crops_looks_in_without_a_seam():
     def matting(im):
         return np.full(im.shape[:2], 1.0 if im.shape[0] == 160 else 0.0, np.float32)
 
-    out = agreed_matte(matting, np.zeros((160, 160, 3), np.uint8), inner=(30, 100), feather=0.2)
+    out, _ = agreed_matte(matting, np.zeros((160, 160, 3), np.uint8), inner=(30, 100), feather=0.2)
     assert out[:, :30].min() == 1.0 and out[:, 130:].min() == 1.0     # outside the crop: the wide looks
     assert out[55:105, 55:105].max() == 0.0                           # beyond the feather: the crop's looks
     row = out[80, 25:135]

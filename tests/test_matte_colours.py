@@ -1,6 +1,7 @@
 """The person's own colours under a soft matte edge: known layers composited, then separated again."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -88,3 +89,29 @@ def test_an_enrolled_edge_takes_its_opacity_from_the_photo_not_the_segmentations
     as_ramp = np.abs(texture_alpha(ramp, False) - truth)[edge].mean()
     solved = np.abs(texture_alpha(ramp, True) - truth)[edge].mean()
     assert solved < 0.6 * as_ramp, (solved, as_ramp)
+
+
+def _crowd(portraits, size=512, tile=128):
+    """A wall of small portraits (people beside the subject, each a quarter of its size), tiled in a fixed order."""
+    out = np.zeros((size, size, 3), np.uint8)
+    rng = np.random.default_rng(2)
+    for y in range(0, size, tile):
+        for x in range(0, size, tile):
+            out[y:y + tile, x:x + tile] = cv2.resize(portraits[rng.integers(len(portraits))], (tile, tile),
+                                                     interpolation=cv2.INTER_AREA)
+    return out
+
+
+def test_a_portrait_over_a_crowd_is_warned_about_its_busy_background_and_on_a_plain_wall_not():
+    """The matte's looks (gramcast.face.matte.agreed_matte) disagree where the selfie model is unsure what
+    belongs to the person: over a wall of other faces they disagree over much of the person's area."""
+    import gramcast
+
+    faces = sorted((Path(__file__).parent / "data" / "faces").glob("*.jpg"))
+    portraits = [load_image(p) for p in faces]
+    subject = portraits[2]
+    plain = gramcast.enroll(subject)
+    busy = gramcast.enroll(over(subject, foreground_matte(subject), _crowd(portraits)), face="largest")
+    assert plain.meta["matte_disagreement"] < 0.05 and not any("busy" in w for w in plain.meta.get("warnings", []))
+    assert busy.meta["matte_disagreement"] > 0.3
+    assert any("background of the image is busy" in w for w in busy.meta["warnings"])

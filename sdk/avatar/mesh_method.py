@@ -154,6 +154,8 @@ class PhotoContext:
     matte: np.ndarray
     inside: np.ndarray
     offset: float
+    #: how much the matte's looks disagreed (``gramcast.face.matte.agreed_matte``; 0 with one look)
+    disagreement: float = 0.0
 
 
 def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting, agreed: bool = True) -> PhotoContext:
@@ -170,9 +172,9 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
     h, w = image.shape[:2]
     inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
-    found = agreed_matte(matting, crop, (pad, size)) if agreed else matting(crop)
+    found, disagreement = agreed_matte(matting, crop, (pad, size)) if agreed else (matting(crop), 0.0)
     matte = keep_subject(found, aligned.pixels + pad, [face + pad for face in aligned.others])
-    return PhotoContext(crop, matte, inside, float(pad))
+    return PhotoContext(crop, matte, inside, float(pad), disagreement)
 
 
 def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = MeshConfig(),

@@ -22,12 +22,15 @@ from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, AlignedFace
 from gramcast.face.matte import landmark_hull
 
 __all__ = ["PhotoQuality", "photo_quality", "quality_warnings", "eye_openness", "MIN_SHARPNESS", "MIN_BRIGHTNESS",
-           "MAX_CLIPPED", "MIN_EYE_OPENNESS"]
+           "MAX_CLIPPED", "MIN_EYE_OPENNESS", "MAX_MATTE_DISAGREEMENT"]
 
 MIN_SHARPNESS = 12.0        # below: "blurred" (~0.5 % of LFW)
 MIN_BRIGHTNESS = 55.0       # face mean grey level below: "too dark" (none of the 400 LFW photos)
 MAX_CLIPPED = 0.15          # fraction of the face at >= 250 above: "overexposed"
 MIN_EYE_OPENNESS = 0.14     # below: "eyes closed" (~0.5 % of LFW, all closed or squeezed shut)
+# Above: "busy background" (gramcast.face.matte.agreed_matte's disagreement; keyed portraits over plain walls
+# reach 0.14, over photos of crowds half are above; 4 of 20 LFW photos, press photos with people beside).
+MAX_MATTE_DISAGREEMENT = 0.15
 
 # mediapipe face mesh: each eye's corners and the middle of its upper and lower lid
 _EYES = ((33, 133, 159, 145), (362, 263, 386, 374))
