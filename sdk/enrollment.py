@@ -71,7 +71,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
         if context is None:
             found, disagreement = agreed_matte(matting, aligned.crop) if agreed else (matting(aligned.crop), 0.0)
             matte = keep_subject(found, aligned.pixels, aligned.others)
-        else:   # the widened crop's matte holds the crop's: one matting pass, not two
+        else:   # the widened crop's matte holds the crop's: no looks of their own
             pad, size = int(context.offset), aligned.size
             matte = context.matte[pad:pad + size, pad:pad + size]
             disagreement = context.disagreement
