@@ -66,7 +66,8 @@ class MeshConfig:
     #: The person matte where four looks at the photo agree (``gramcast.face.matte.agreed_matte``): the photo,
     #: its mirror image, the aligned crop alone and its mirror; False: the widened crop's one segmentation.
     #: Keyed portraits over photos of crowds rendered 3.7 dB closer to the truth over the crop, over
-    #: blurred photos 2.6 dB, over plain backdrops within 0.25 dB (bench/matte_edges.py); ~0.1 s more.
+    #: blurred photos 2.6 dB, over plain backdrops within 0.25 dB (bench/matte_edges.py); 0.03 s more per
+    #: enrollment (three more segmentations, less edge left for refine_matte to solve).
     agreed_matte: bool = True
 
 
