@@ -188,7 +188,7 @@ def test_restricting_a_matte_keeps_the_persons_region_grown_and_drops_the_rest()
 class _PositionalMatting:
     """A segmentation that finds the bright pixels (the person) and also marks, whatever the picture
     holds there, a square at its upper left (junk tied to where the model looks, not to the photo), and
-    a thin frame along its border when the picture is smaller than 100 px (junk of a low-resolution look)."""
+    a strip along its left edge when the picture is smaller than 100 px (junk of a low-resolution look)."""
 
     def __init__(self):
         self.calls = 0
