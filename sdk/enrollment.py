@@ -43,9 +43,9 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     Raises ``FaceNotFoundError`` / ``MultipleFacesError`` / ``FaceTooSmallError`` / ``FaceTurnedError`` /
     ``InvalidImageError`` with what to do.
     """
-    from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context
+    from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context, subject_matte
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
-    from gramcast.face.matte import Matting, agreed_matte, keep_subject
+    from gramcast.face.matte import Matting
     from gramcast.face.quality import MAX_MATTE_DISAGREEMENT, photo_quality, quality_warnings
     from gramcast.images import load_image
 
@@ -69,8 +69,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
         context = (photo_context(rgb, aligned, config.context_margin, matting, agreed)
                    if config is not None and config.context_margin else None)
         if context is None:
-            found, disagreement = agreed_matte(matting, aligned.crop) if agreed else (matting(aligned.crop), 0.0)
-            matte = keep_subject(found, aligned.pixels, aligned.others)
+            matte, disagreement = subject_matte(matting, aligned.crop, aligned, agreed=agreed)
         else:   # the widened crop's matte holds the crop's: no looks of their own
             pad, size = int(context.offset), aligned.size
             matte = context.matte[pad:pad + size, pad:pad + size]

@@ -25,7 +25,7 @@ from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, u
 from gramcast.face.matte import agreed_matte, foreground_colours, keep_subject, refine_matte
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
-__all__ = ["MeshConfig", "PhotoContext", "photo_context", "enroll_mesh", "surface_heights", "facing_cosines"]
+__all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "enroll_mesh", "surface_heights", "facing_cosines"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,17 @@ class PhotoContext:
     disagreement: float = 0.0
 
 
+def subject_matte(matting, crop: np.ndarray, aligned: AlignedFace, pad: int = 0,
+                  agreed: bool = True) -> tuple[np.ndarray, float]:
+    """The person matte ``(S', S')`` of ``crop``: ``aligned``'s crop, or that crop widened by ``pad`` pixels on
+    every side (``photo_context``), less the people of ``aligned.others`` (``keep_subject``), and how much its
+    looks disagreed. ``agreed``: the looks of ``gramcast.face.matte.agreed_matte`` (the aligned crop inside a
+    widened one among them); False: ``matting``'s one look (disagreement 0)."""
+    inner = (pad, aligned.size) if pad else None
+    found, disagreement = agreed_matte(matting, crop, inner) if agreed else (matting(crop), 0.0)
+    return keep_subject(found, aligned.pixels + pad, [face + pad for face in aligned.others]), disagreement
+
+
 def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting, agreed: bool = True) -> PhotoContext:
     """``aligned``'s crop widened by ``margin`` of its side on every side (same scale), with its matte
     (``matting``: crop -> matte, e.g. a ``gramcast.face.Matting``; ``agreed``: where four looks agree,
@@ -173,8 +184,7 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
     h, w = image.shape[:2]
     inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
-    found, disagreement = agreed_matte(matting, crop, (pad, size)) if agreed else (matting(crop), 0.0)
-    matte = keep_subject(found, aligned.pixels + pad, [face + pad for face in aligned.others])
+    matte, disagreement = subject_matte(matting, crop, aligned, pad, agreed)
     return PhotoContext(crop, matte, inside, float(pad), disagreement)
 
 

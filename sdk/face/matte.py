@@ -93,12 +93,10 @@ def agreed_matte(matting, rgb: np.ndarray, inner: tuple[int, int] | None = None,
         window = (slice(at, at + side), slice(at, at + side))
         least_in, most_in = both_ways(np.ascontiguousarray(rgb[window]))
         tight = np.minimum(matte[window], least_in)
-        most = most.copy()
-        most[window] = np.maximum(most[window], most_in)
+        most[window] = np.maximum(most[window], most_in)      # both_ways' arrays are fresh: updated in place
         ramp = np.minimum(np.arange(side) + 0.5, side - 0.5 - np.arange(side)) / max(1.0, feather * side)
         weight = np.clip(np.minimum(ramp[:, None], ramp[None, :]), 0.0, 1.0).astype(np.float32)
-        matte = matte.copy()
-        matte[window] = matte[window] + weight * (tight - matte[window])
+        matte[window] += weight * (tight - matte[window])
     disagreement = float(np.count_nonzero(most - matte > 0.5)) / max(1, int(np.count_nonzero(matte > 0.5)))
     return matte.astype(np.float32), disagreement
 
