@@ -12,7 +12,9 @@ every edge pixel's opacity and colour solve the compositing equation against it 
 foreground; where foreground and backdrop are too alike to solve, the selfie matte's value is kept. Each
 portrait is composited over each background kind (``photo``: a blurred LFW photo, ``blue``, ``white``),
 enrolled with every variant (MeshConfig options), rendered at the input pose, realigned, and scored by
-PSNR in the ground truth's soft-edge band, over the head, and over the whole crop. ``people`` (not in the
+PSNR in the ground truth's soft-edge band, over the head, over the whole crop, and over the ring around the
+crop that the texture takes from the photo (``ring_score``, which also scores the person matte itself
+against the truth's opacity). ``people`` (not in the
 default set): a mosaic of unblurred LFW photos, whose faces and bodies beside the head the matte must
 leave out; what it keeps of them shows in the crop's score. Printed: means per
 variant and background, and each variant's paired difference against the first. The keyed truth uses the
@@ -128,6 +130,36 @@ def score(comp: np.ndarray, truth, band, head, options: dict, size: int = 256) -
             "psnr_all": masked_psnr(render, truth, np.ones_like(band))}
 
 
+def ring_score(comp: np.ndarray, truth_grey: np.ndarray, truth_alpha: np.ndarray, options: dict, matting,
+               size: int = 512) -> dict:
+    """Around the aligned crop (``MeshConfig.context_margin``; the crop itself excluded, and what lies beyond
+    the photo), what the texture takes from the photo, which turned views show beside the head and a render at
+    the input pose does not reach: ``psnr_ring``, the widened crop's colours under its matte
+    (``mesh_method.photo_colours``) over grey against the truth over grey. And the person matte itself
+    against the truth's opacity over the widened crop (where the photo has pixels), as masses of
+    |matte - truth| in % of the aligned crop's area: ``matte_error`` in all, ``matte_junk_ring`` (matte above
+    the truth, around the crop)."""
+    from gramcast.avatar.mesh_method import MeshConfig, photo_colours, photo_context
+    from gramcast.compositing import over
+    from gramcast.face.alignment import detect_and_align, warp_to_crop
+    from gramcast.training.enroll_eval import masked_psnr
+
+    config = MeshConfig(**options)
+    aligned = detect_and_align(comp, size=size, face="largest")
+    ctx = photo_context(comp, aligned, config.context_margin, matting, config.agreed_matte, config.matte_look_margin)
+    colour, matte = photo_colours(ctx.crop, ctx.matte, config)
+    pad, side = int(ctx.offset), ctx.crop.shape[0]
+    wide_from_image = aligned.crop_from_image + np.array([[0, 0, pad], [0, 0, pad]])
+    truth = warp_to_crop(truth_grey, wide_from_image, side)
+    opacity = warp_to_crop(truth_alpha.astype(np.float32), wide_from_image, side)
+    ring = ctx.inside.copy()
+    ring[pad:pad + aligned.size, pad:pad + aligned.size] = False
+    area = 0.01 * aligned.size ** 2
+    return {"psnr_ring": masked_psnr(over(colour, matte, np.full_like(colour, 128)), truth, ring),
+            "matte_error": float((np.abs(ctx.matte - opacity) * ctx.inside).sum() / area),
+            "matte_junk_ring": float(np.clip(ctx.matte - opacity, 0, None)[ring].sum() / area)}
+
+
 def parse_variants(text: str) -> dict[str, dict]:
     """``name:key=value;key=value,name2:...`` -> {name: MeshConfig options}, each value read as its field's
     type (booleans as 0/1)."""
@@ -170,6 +202,7 @@ def run() -> None:
     from gramcast.compositing import over
     from gramcast.errors import GramcastError
     from gramcast.face import foreground_matte
+    from gramcast.face.matte import Matting
     from gramcast.images import load_image
 
     portraits = [p for s in ("london", "canada") for p in sorted((args.data / s).glob("*.jpg"))[::args.every]]
@@ -180,42 +213,49 @@ def run() -> None:
     kinds = args.backgrounds.split(",")
     rng = np.random.default_rng(args.seed)
     rows, start = [], time.perf_counter()
-    for n, path in enumerate(portraits):
-        rgb = load_image(path)
-        alpha, colour = keyed_truth(rgb, foreground_matte(rgb), rng)
-        for kind in kinds:
-            comp = over(colour, alpha, background(kind, *rgb.shape[:2], lfw, rng))
-            row = {"photo": path.name, "background": kind}
-            try:
-                truth = truth_in_crop(comp, over(colour, alpha, np.full_like(colour, 128.0)), alpha)
-                for name, options in variants.items():
-                    row[name] = score(comp, *truth, options)
-            except GramcastError as e:
-                print(f"skipped {path.name} over {kind}: {e}")
-                continue
-            rows.append(row)
-        print(f"{n + 1}/{len(portraits)} portraits, {time.perf_counter() - start:.0f} s", flush=True)
+    with Matting(one_person=True) as matting:     # the ring scores' looks
+        for n, path in enumerate(portraits):
+            rgb = load_image(path)
+            alpha, colour = keyed_truth(rgb, foreground_matte(rgb), rng)
+            for kind in kinds:
+                comp = over(colour, alpha, background(kind, *rgb.shape[:2], lfw, rng))
+                row = {"photo": path.name, "background": kind}
+                try:
+                    grey = over(colour, alpha, np.full_like(colour, 128.0))
+                    truth = truth_in_crop(comp, grey, alpha)
+                    for name, options in variants.items():
+                        row[name] = score(comp, *truth, options)
+                        row[name].update(ring_score(comp, grey, alpha, options, matting))
+                except GramcastError as e:
+                    print(f"skipped {path.name} over {kind}: {e}")
+                    continue
+                rows.append(row)
+            print(f"{n + 1}/{len(portraits)} portraits, {time.perf_counter() - start:.0f} s", flush=True)
 
-    keys = ("psnr_band", "psnr_head", "psnr_all")
+    keys = ("psnr_band", "psnr_head", "psnr_all", "psnr_ring", "matte_error", "matte_junk_ring")
     first = next(iter(variants))
     summary = {}
     for name in variants:
-        summary[name] = {kind: {k: float(np.mean([r[name][k] for r in rows if r["background"] == kind]))
+        # nanmean: a photo with no pixels around its aligned crop has no ring to score
+        summary[name] = {kind: {k: float(np.nanmean([r[name][k] for r in rows if r["background"] == kind]))
                                 for k in keys} for kind in kinds}
-        summary[name]["all"] = {k: float(np.mean([r[name][k] for r in rows])) for k in keys}
+        summary[name]["all"] = {k: float(np.nanmean([r[name][k] for r in rows])) for k in keys}
         if name != first:
             for k in keys:
-                d = np.array([r[name][k] - r[first][k] for r in rows])
-                summary[name][f"{k}_vs_{first}"] = {"mean": float(d.mean()), "min": float(d.min()),
+                # the matte's errors: lower is better; "worst" is the pair that lost most either way
+                d = np.array([r[name][k] - r[first][k] for r in rows]) * (-1 if k.startswith("matte") else 1)
+                d = d[np.isfinite(d)]
+                summary[name][f"{k}_vs_{first}"] = {"mean": float(d.mean()), "worst": float(d.min()),
                                                     "better_fraction": float((d > 0).mean())}
-    print(f"\n{'variant':<12}{'background':<12}" + "".join(f"{k:>12}" for k in keys))
+    print(f"\n{'variant':<12}{'background':<12}" + "".join(f"{k:>16}" for k in keys))
     for name in variants:
         for kind in kinds + ["all"]:
-            print(f"{name:<12}{kind:<12}" + "".join(f"{summary[name][kind][k]:>12.2f}" for k in keys))
+            print(f"{name:<12}{kind:<12}" + "".join(f"{summary[name][kind][k]:>16.2f}" for k in keys))
     for name in list(variants)[1:]:
-        print(f"{name} - {first}, paired (mean, worst, fraction better): " + "; ".join(
-            f"{k} {summary[name][f'{k}_vs_{first}']['mean']:+.2f} dB, {summary[name][f'{k}_vs_{first}']['min']:+.2f}, "
-            f"{summary[name][f'{k}_vs_{first}']['better_fraction']:.0%}" for k in keys))
+        print(f"{name} against {first}, paired (mean gain, worst, fraction better; PSNR in dB, matte errors in "
+              "% of the crop, a fall counted as a gain): " + "; ".join(
+                  "{} {mean:+.2f}, {worst:+.2f}, {better_fraction:.0%}".format(k, **summary[name][f"{k}_vs_{first}"])
+                  for k in keys))
     emit({"portraits": len(portraits), "pairs": len(rows), "variants": variants, "summary": summary,
           "rows": rows}, args.json)
 

@@ -66,7 +66,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     with Matting(one_person=True) as matting:
         config = MeshConfig(**options) if method == "mesh" else None
         agreed = config is None or config.agreed_matte
-        context = (photo_context(rgb, aligned, config.context_margin, matting, agreed)
+        context = (photo_context(rgb, aligned, config.context_margin, matting, agreed, config.matte_look_margin)
                    if config is not None and config.context_margin else None)
         if context is None:
             matte, disagreement = subject_matte(matting, aligned.crop, aligned, agreed=agreed)

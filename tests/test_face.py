@@ -217,7 +217,7 @@ def test_agreed_matte_keeps_what_every_look_finds_and_drops_what_one_look_makes_
     # the aligned crop inside: two looks more; the square each look of the crop adds at its own upper
     # left (25..35 here) is in the wide looks' mirror neither, so it goes too
     matting.calls = 0
-    out, more = agreed_matte(matting, rgb, inner=(20, 80), feather=0.1)
+    out, more = agreed_matte(matting, rgb, [(20, 80)], feather=0.1)
     assert matting.calls == 4 and more > disagreement                # the crop's looks add their own junk
     assert out[40:100, 50:90].min() == 1.0 and out[25:35, 25:35].max() == 0.0
     assert out[5:15, 5:15].max() == 0.0
@@ -229,12 +229,39 @@ def test_agreed_matte_blends_the_crops_looks_in_without_a_seam():
     def matting(im):
         return np.full(im.shape[:2], 1.0 if im.shape[0] == 160 else 0.0, np.float32)
 
-    out, _ = agreed_matte(matting, np.zeros((160, 160, 3), np.uint8), inner=(30, 100), feather=0.2)
+    out, _ = agreed_matte(matting, np.zeros((160, 160, 3), np.uint8), [(30, 100)], feather=0.2)
     assert out[:, :30].min() == 1.0 and out[:, 130:].min() == 1.0     # outside the crop: the wide looks
     assert out[55:105, 55:105].max() == 0.0                           # beyond the feather: the crop's looks
     row = out[80, 25:135]
     assert np.abs(np.diff(row)).max() <= 1.0 / 20 + 1e-6              # at most 1 / (feather x side) a pixel
     assert out[31, 31] > 0.9 and out[80, 31] > 0.9                    # at the crop's edge: still the wide verdict
+
+
+def test_agreed_matte_checks_each_window_against_the_next_wider_look_only():
+    """Three nested looks (a 200 px photo, the 160 px widened crop at 20, the 100 px aligned crop at 50): what
+    the widened and aligned crops' looks call person but the widest does not (green here) goes in the ring
+    around the aligned crop, where the widest look is the widened crop's second opinion, and stays deep
+    inside the aligned crop, where the widest look (the lowest resolution) does not count."""
+    def matting(im):
+        found = im[..., 0] > 128                                   # the person: every look finds it
+        if im.shape[0] < 200:
+            found = found | (im[..., 1] > 128)                     # green: the closer looks' mistake
+        return found.astype(np.float32)
+
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    rgb[60:140, 80:120, 0] = 255                                    # the person
+    rgb[25:35, 25:35, 1] = 255                                      # green in the ring (inside the widened crop)
+    rgb[90:100, 60:70, 1] = 255                                     # green deep in the aligned crop
+    out, disagreement = agreed_matte(matting, rgb, [(20, 160), (50, 100)], feather=0.05, region=(20, 160))
+    assert out.shape == (160, 160)
+    assert out[40:120, 60:100].min() == 1.0                          # the person (at 60..140, 80..120 in rgb)
+    assert out[5:15, 5:15].max() == 0.0                               # the ring's green: the widest look says no
+    assert out[70:80, 40:50].min() == 1.0                             # the aligned crop's: the widest does not count
+    # the disagreement counts the widened crop's looks and finer ones: those agree everywhere here
+    assert disagreement == 0.0
+    # without the widest look the ring's green stays
+    out, _ = agreed_matte(matting, np.ascontiguousarray(rgb[20:180, 20:180]), [(30, 100)], feather=0.05)
+    assert out[5:15, 5:15].min() == 1.0
 
 
 def test_one_person_matte_drops_a_second_person_beside_the_subject():

@@ -43,6 +43,34 @@ def test_the_context_is_the_crop_widened_at_its_own_scale(painted):
     assert 0.5 < ctx.inside.mean() < 1.0 and ctx.inside[pad:pad + 256, pad:pad + 256].all()
 
 
+def test_a_wider_look_checks_the_ring_but_leaves_the_context_as_it_was(painted):
+    """``look_margin`` above the context's margin: the matte's first looks are at the crop widened that far
+    (and its mirror image), then the widened crop's and the aligned crop's; the context's pixels, the
+    photo's bounds and the matte's size stay those of the widened crop."""
+    image, aligned = painted
+    seen = []
+
+    def matting(rgb):
+        seen.append(rgb.shape[:2])
+        return foreground_matte(rgb)
+
+    plain = photo_context(image, aligned, 0.25, matting)
+    assert seen == [(384, 384)] * 2 + [(256, 256)] * 2
+    seen.clear()
+    wider = photo_context(image, aligned, 0.25, matting, look_margin=0.4)
+    assert seen == [(460, 460)] * 2 + [(384, 384)] * 2 + [(256, 256)] * 2        # 256 + 2 x round(0.4 x 256)
+    assert wider.offset == plain.offset and wider.matte.shape == plain.matte.shape
+    assert np.array_equal(wider.inside, plain.inside)
+    assert np.array_equal(wider.crop, plain.crop)
+    # deep inside the aligned crop the widest look does not count: the matte is the same there
+    pad = int(plain.offset)
+    core = (slice(pad + 16, pad + 240),) * 2
+    assert np.abs(wider.matte[core] - plain.matte[core]).max() < 0.05
+    seen.clear()
+    photo_context(image, aligned, 0.25, matting, look_margin=0.2)             # not wider: no more looks
+    assert len(seen) == 4
+
+
 def test_texels_beyond_the_crop_take_the_photos_colours_only_with_the_context(painted):
     image, aligned = painted
     matte = foreground_matte(aligned.crop)

@@ -61,8 +61,10 @@ class AlignedFace:
         return invert_affine(self.crop_from_image)
 
 
-def warp_to_crop(image: np.ndarray, crop_from_image: np.ndarray, size: int) -> np.ndarray:
-    """Warp an image (any channels) into a ``size``² crop; outside the image is reflected."""
+def warp_to_crop(image: np.ndarray, crop_from_image: np.ndarray, size: int,
+                 border: int = cv2.BORDER_REFLECT101) -> np.ndarray:
+    """Warp an image (any channels) into a ``size``² crop; outside the image is reflected (``border``: another
+    OpenCV border mode)."""
     m = to_index_matrix(crop_from_image)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.5:  # warpAffine does not low-pass; pre-shrink so large photos do not alias
@@ -70,8 +72,8 @@ def warp_to_crop(image: np.ndarray, crop_from_image: np.ndarray, size: int) -> n
         small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         pre = np.array([[small.shape[1] / image.shape[1], 0, 0], [0, small.shape[0] / image.shape[0], 0]])
         crop_from_small = np.vstack([crop_from_image, [0, 0, 1]]) @ np.linalg.inv(np.vstack([pre, [0, 0, 1]]))
-        return warp_to_crop(small, crop_from_small[:2], size)
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        return warp_to_crop(small, crop_from_small[:2], size, border)
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def align_face(image: np.ndarray, face: DetectedFace, size: int = 256,
