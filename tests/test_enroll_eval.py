@@ -71,7 +71,10 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     assert sorted(pairs) == ["b.jpg", "c.jpg"]
     # id_xpose's reference, the enrolled photo against the other: itself again scores 1, the same person
     # smiling less, but clearly the same person
-    assert pairs["c.jpg"]["id_photos"] > 0.99 and 0.3 < pairs["b.jpg"]["id_photos"] < 0.99
+    if any("identity skipped" in note for note in results["notes"]):     # no ArcFace weights on this machine
+        assert pairs["c.jpg"]["id_photos"] is None and "fetch arcface" in " ".join(results["notes"])
+    else:
+        assert pairs["c.jpg"]["id_photos"] > 0.99 and 0.3 < pairs["b.jpg"]["id_photos"] < 0.99
     assert "id_photos" in (out / "results.md").read_text()
     assert "| mesh |" in (out / "results.md").read_text()
     assert (out / "contact_sheet.png").stat().st_size > 1000
