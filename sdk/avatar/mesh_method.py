@@ -74,8 +74,8 @@ class MeshConfig:
     #: so that the ring around the aligned crop (hair, ears, shoulders; what turned views show beside the
     #: head) has the widened crop's looks checked by another, as the aligned crop's looks check the crop.
     #: Keyed portraits: the matte's junk in that ring fell from 4.6 to 3.2 % of the crop's area over crowds,
-    #: 2.9 to 1.7 % over blurred photos (bench/matte_edges.py); 0.17 s more per enrollment. Nothing more where
-    #: it is not above ``context_margin``.
+    #: 2.9 to 1.7 % over blurred photos (bench/matte_edges.py); 0.18 s more per enrollment (bench/enroll.py).
+    #: Nothing more where it is not above ``context_margin``.
     matte_look_margin: float = 0.35
 
 
