@@ -15,7 +15,7 @@ import pytest
 from gramcast.errors import FaceNotFoundError, FaceTooSmallError, InvalidImageError, MultipleFacesError
 from gramcast.face import (
     FaceMesh, HeadTracker, OneEuroConfig, OneEuroFilter, TrackerConfig, detect_and_align, foreground_matte,
-    load_reference,
+    load_reference, pick_single_face,
 )
 from gramcast.face.geometry import rotation_from_pose, rotation_to_pose, umeyama
 from gramcast.face.landmarks import DetectedFace
@@ -121,6 +121,16 @@ def test_errors_for_faceless_multiple_and_tiny_faces(mesh):
     small = cv2.resize(a, (128, 128), interpolation=cv2.INTER_AREA)
     with pytest.raises(FaceTooSmallError, match="between the eyes"):
         detect_and_align(np.pad(small, ((100, 100), (100, 100), (0, 0)), mode="edge"), mesh=mesh)
+
+
+def test_a_face_just_under_the_limit_is_not_reported_as_meeting_it(mesh):
+    """39.6 px between the eyes rounds to the limit (40): the message must still show it is short."""
+    face = mesh.detect(load_image(DATA / "london_neutral_002_03.jpg"))[0]
+    for wanted, shown in ((39.6, "39.6 px"), (39.96, "39.96 px"), (25.2, "25 px")):
+        scaled = DetectedFace(face.points * (wanted / face.eye_distance))
+        with pytest.raises(FaceTooSmallError) as err:
+            pick_single_face([scaled])
+        assert f"({shown} between the eyes, at least 40 needed)" in str(err.value)
 
 
 def _face_centre_in_image(aligned) -> np.ndarray:

@@ -118,9 +118,19 @@ def pick_single_face(faces: list[DetectedFace], source: str = "the image",
         main = min(similar, key=lambda f: float(np.linalg.norm(f.five.mean(axis=0) - centre)))
     if main.eye_distance < min_eye_distance:
         raise FaceTooSmallError(
-            f"the face in {source} is too small ({main.eye_distance:.0f} px between the eyes, at least "
-            f"{min_eye_distance:.0f} needed): use a closer or higher-resolution photo")
+            f"the face in {source} is too small ({_short_of(main.eye_distance, min_eye_distance)} px between the "
+            f"eyes, at least {min_eye_distance:g} needed): use a closer or higher-resolution photo")
     return main
+
+
+def _short_of(value: float, limit: float) -> str:
+    """``value`` (below ``limit``) in as few decimals as show that it is below: 39.6 against 40 is "39.6",
+    not "40"."""
+    for decimals in range(4):
+        text = f"{value:.{decimals}f}"
+        if float(text) < limit:
+            return text
+    return f"{value:g}"
 
 
 def detect_and_align(image: np.ndarray, size: int = 256, source: str = "the image",
