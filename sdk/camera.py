@@ -38,6 +38,7 @@ __all__ = [
     "FOV_DEG", "CAMERA_RADIUS", "RAY_NEAR", "RAY_FAR", "BACKGROUND_Z", "SCENE_HALF_EXTENT",
     "Pose", "as_pose_tensor", "pose_to_c2w", "c2w_to_pose", "camera_position", "focal_length",
     "intrinsics", "pixel_grid", "generate_rays", "rays_through_pixels", "world_to_camera", "project_points",
+    "image_motion_bound",
 ]
 
 
@@ -180,3 +181,35 @@ def project_points(
     u = width / 2.0 + f * cam[..., 0] / depth
     v = height / 2.0 - f * cam[..., 1] / depth
     return torch.stack([u, v], dim=-1), depth
+
+
+def _camera_rotation(yaw: float, pitch: float) -> list[list[float]]:
+    """The rotation of ``pose_to_c2w`` (columns right, up, back) for one pose, in plain floats."""
+    cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+    right, back = (cy, 0.0, -sy), (sy * cp, sp, cy * cp)
+    up = (back[1] * right[2] - back[2] * right[1], back[2] * right[0] - back[0] * right[2],
+          back[0] * right[1] - back[1] * right[0])
+    return [[right[i], up[i], back[i]] for i in range(3)]
+
+
+def image_motion_bound(pose_a, pose_b, height: int, radius: float, fov_deg: float = FOV_DEG) -> float:
+    """The most any point within ``radius`` of the origin can move between the images of two cameras at poses
+    ``pose_a`` and ``pose_b`` ((yaw, pitch) in radians), in pixels of a ``height``-pixel image: an upper bound.
+
+    Both cameras orbit the origin at ``CAMERA_RADIUS`` = D, so a point p has camera coordinates R^T p - D e_z.
+    The two frames differ by the rotation Q = R_a^T R_b of angle phi, which moves R^T p by a chord of at most
+    2 sin(phi / 2) |p|, along which the point stays within ``radius`` of the origin, at a depth of at least
+    D - r; there the projection stretches a step by at most f sqrt(1 + (r / (D - r))^2) / (D - r).
+    A few dozen float operations: cheap enough for every video frame."""
+    d = CAMERA_RADIUS
+    if not 0.0 <= radius < d:
+        raise ValueError(f"radius must be in [0, {d}) (inside the camera sphere), got {radius}")
+    ra = _camera_rotation(float(pose_a[0]), float(pose_a[1]))
+    rb = _camera_rotation(float(pose_b[0]), float(pose_b[1]))
+    q = [[sum(ra[k][i] * rb[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
+    # the angle from both its sine (the skew part) and cosine (the trace): exact for small angles too
+    sin_phi = 0.5 * math.sqrt((q[2][1] - q[1][2]) ** 2 + (q[0][2] - q[2][0]) ** 2 + (q[1][0] - q[0][1]) ** 2)
+    phi = math.atan2(sin_phi, 0.5 * (q[0][0] + q[1][1] + q[2][2] - 1.0))
+    chord = 2.0 * math.sin(phi / 2.0) * radius
+    near = d - radius
+    return focal_length(height, fov_deg) * chord * math.sqrt(1.0 + (radius / near) ** 2) / near

@@ -35,6 +35,9 @@ class SessionStats:
     tracking_ms: float = 0.0
     render_ms: float = 0.0
     compose_ms: float = 0.0
+    #: Frames that placed the previous render again (the head had not moved enough to show;
+    #: ``SessionConfig.reuse_render_px``); render_ms averages the frames that rendered.
+    renders_reused: int = 0
     encode_ms: float = 0.0
     #: Camera frame received -> its avatar frame handed to the sender (+ last encode time).
     latency_ms: float = 0.0

@@ -61,6 +61,9 @@ def register(sub) -> None:
                    help="samples of the renderer's full-resolution search along occlusion edges of one-layer "
                         "(mesh) avatars: smoother edges when the head turns, ~1.5 ms more a frame on a CPU "
                         "(default: 12 while a session keeps up, off while it drops frames; 0 = never)")
+    v.add_argument("--reuse-render-px", type=float, default=0.5, metavar="PX",
+                   help="place the last render again while no point of the avatar can have moved more than PX "
+                        "pixels since: a still head costs few renders (default: 0.5; 0 = render every frame)")
     s.set_defaults(func=run_serve)
 
 
@@ -89,9 +92,13 @@ def session_config(args):
     edge = args.edge_samples
     if edge is not None and not (edge == 0 or 2 <= edge <= 64):
         raise GramcastError(f"--edge-samples {edge}: use 0 (off) or 2 to 64 samples (default: 12 for mesh avatars)")
+    if not 0.0 <= args.reuse_render_px <= 8.0:
+        raise GramcastError(f"--reuse-render-px {args.reuse_render_px}: use 0 (render every frame) to 8 pixels "
+                            "(default 0.5)")
     return SessionConfig(output_size=output_size, avatar_resolution=args.avatar_resolution, max_fps=args.max_fps,
                          background=args.background, device=args.device, backend=args.backend,
-                         pipeline={"auto": None, "on": True, "off": False}[args.pipeline], edge_samples=edge)
+                         pipeline={"auto": None, "on": True, "off": False}[args.pipeline], edge_samples=edge,
+                         reuse_render_px=args.reuse_render_px)
 
 
 def run_token(args) -> int:

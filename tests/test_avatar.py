@@ -283,6 +283,34 @@ def test_turning_the_avatar_opens_no_holes_and_turns_the_face(sample_avatar):
     assert yaws == sorted(yaws) and yaws[0] < -0.2 and yaws[-1] > 0.2, yaws
 
 
+def _shown_points(renderer, poses, size=192) -> torch.Tensor:
+    """World points of every pixel that a render shows (alpha > 0.01) at ``poses``: ``(N, 3)``."""
+    c2w = camera.pose_to_c2w(poses)
+    out = renderer.render(poses, size)
+    origins, dirs = camera.generate_rays(c2w, size, size)
+    points = origins + out.depth[:, 0, ..., None] * dirs
+    return points[out.alpha[:, 0] > 0.01]
+
+
+def test_content_radius_bounds_every_point_a_render_shows(sample_avatar):
+    """Back-projected from renders at many poses, no shown point lies beyond ``content_radius``; on a disc of
+    known radius and height it is nearly reached (what is left: a texel's and a grid cell's reach)."""
+    poses = [(y, p) for y in (-0.5, -0.2, 0.0, 0.3, 0.5) for p in (-0.3, 0.0, 0.3)]
+    renderer = Renderer(sample_avatar, device="cpu")
+    shown = _shown_points(renderer, poses).norm(dim=-1)
+    assert 0.1 < float(shown.max()) <= renderer.content_radius < camera.CAMERA_RADIUS
+    g = torch.linspace(-0.14, 0.14, 256)
+    disc = ((g[None, :] ** 2 + g[:, None] ** 2) <= 0.06 ** 2).float()
+    textures = torch.cat([torch.zeros(3, 256, 256), disc[None]])[None]
+    flat = Avatar(torch.full((1, 128, 128), 0.05), textures, 0.14)
+    expected = math.hypot(0.06, 0.05)
+    shown = _shown_points(Renderer(flat, device="cpu"), poses).norm(dim=-1)
+    # the disc's rim, and the texel beyond it that bilinear lookups blend in
+    assert expected - 1e-3 <= float(shown.max()) <= math.hypot(0.06 + 0.28 / 255, 0.05) + 1e-4
+    assert float(shown.max()) <= flat.content_radius() <= expected + 0.01
+    assert Avatar(torch.zeros(1, 8, 8), torch.zeros(1, 4, 8, 8), 0.14).content_radius() == 0.0
+
+
 def test_premultiplied_frames_are_the_render_in_8_bits(sample_avatar):
     from gramcast.compositing import premultiply
 

@@ -97,3 +97,35 @@ def test_rays_on_requested_device_and_dtype():
     c2w = camera.pose_to_c2w((0.1, 0.0)).double()
     o, d = camera.generate_rays(c2w, 3, 3)
     assert o.dtype == d.dtype == torch.float64
+
+
+def _projected_motion(points: torch.Tensor, pose_a, pose_b, size: int) -> torch.Tensor:
+    """How far each world point ``(N, 3)`` moves between the images of the two poses, in pixels."""
+    c2w = camera.pose_to_c2w(torch.tensor([pose_a, pose_b], dtype=torch.float64))
+    uv, _ = camera.project_points(points.expand(2, -1, -1), c2w, size, size)
+    return (uv[1] - uv[0]).norm(dim=-1)
+
+
+def test_image_motion_bound_holds_for_every_point_and_is_nearly_reached():
+    """Points on the sphere of the radius (the farthest any can be), pose pairs apart by small and large
+    steps of yaw, pitch or both: no point moves more than the bound, and the worst comes close to it (the
+    bound's slack is the depth of the nearest point, ~10 % at a radius of 0.33)."""
+    gen = torch.Generator().manual_seed(0)
+    for radius in (0.05, 0.2, 0.33):
+        dirs = torch.randn(20000, 3, generator=gen, dtype=torch.float64)
+        points = dirs / dirs.norm(dim=-1, keepdim=True) * radius
+        for _ in range(12):
+            a = (torch.rand(2, generator=gen, dtype=torch.float64) - 0.5).tolist()
+            step = 10 ** float(torch.empty(1).uniform_(-4, -0.5, generator=gen))
+            kind = int(torch.randint(3, (1,), generator=gen))
+            b = (a[0] + step * (kind != 1), a[1] + step * (kind != 0) * (1 if kind == 1 else -0.5))
+            bound = camera.image_motion_bound(a, b, 256, radius)
+            worst = float(_projected_motion(points, a, b, 256).max())
+            assert worst <= bound * (1 + 1e-9), (radius, a, b)
+            assert worst >= 0.85 * bound, (radius, a, b, worst, bound)
+    assert camera.image_motion_bound((0.2, 0.1), (0.2, 0.1), 512, 0.3) == 0.0
+    # in pixels of the image asked for: twice the size, twice the motion
+    assert camera.image_motion_bound((0, 0), (1e-3, 0), 512, 0.2) == pytest.approx(
+        2 * camera.image_motion_bound((0, 0), (1e-3, 0), 256, 0.2))
+    with pytest.raises(ValueError, match="inside the camera sphere"):
+        camera.image_motion_bound((0, 0), (0.1, 0), 256, 1.0)

@@ -61,6 +61,35 @@ async def test_slow_rendering_drops_frames_and_latency_stays_flat():
     assert loop_lag < 0.05
 
 
+class ReusingProcessor:
+    """Says every other frame reused its render, as AvatarFrameProcessor does for a still head."""
+
+    def __init__(self):
+        self.frames = 0
+
+    def process(self, rgb, timestamp):
+        self.frames += 1
+        reused = self.frames % 2 == 0
+        return rgb, {"tracking_ms": 1.0, "face_found": True, "render_reused": reused,
+                     **({} if reused else {"render_ms": 20.0})}
+
+    def set_avatar(self, avatar):
+        pass
+
+
+async def test_reused_renders_are_counted_and_leave_the_render_time_alone():
+    camera = ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * 12, fps=30, loop=False)
+    proc = ReusingProcessor()
+    session = AvatarSession(object(), SessionConfig(max_fps=0), processor=proc)
+    out = session.attach(camera)
+    for _ in range(8):
+        await asyncio.wait_for(out.recv(), 2.0)
+    await session.close()
+    stats = session.stats()
+    assert stats["renders_reused"] >= 4 and abs(stats["renders_reused"] - proc.frames // 2) <= 1
+    assert stats["render_ms"] == 20.0         # the frames that rendered, not a mean with the reused ones
+
+
 async def test_fast_rendering_passes_every_frame_and_fps_cap_applies():
     camera = ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * 10, fps=30)
     session = AvatarSession(object(), SessionConfig(max_fps=10), processor=SlowProcessor(0.0))

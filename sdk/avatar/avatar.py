@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gramcast import camera
@@ -56,6 +57,32 @@ class Avatar:
     @property
     def texture_resolution(self) -> int:
         return self.textures.shape[-1]
+
+    def content_radius(self) -> float:
+        """How far from the origin the farthest point a render of this avatar can show may lie (world units):
+        0.0 where nothing is opaque anywhere.
+
+        A shown point lies on a layer's height field over a cell of its grid that holds, or borders, a texel
+        with any opacity (a bilinear lookup reaches one texel beyond). Over a cell the height is bilinear, so
+        |h| is largest at a corner, as is x² + y²: the cell's corners bound its points' distance."""
+        alpha = self.textures[:, 3]                                                    # (L, T, T)
+        if not bool((alpha > 0).any()):
+            return 0.0
+        n_g, n_t, e = self.geometry_resolution, self.texture_resolution, float(self.extent)
+        # texels that can lend opacity to a lookup, then the grid cells they lie in, widened by a cell
+        lends = F.max_pool2d((alpha > 0).float()[:, None], 3, 1, 1)[:, 0] > 0
+        layer, row, col = torch.nonzero(lends, as_tuple=True)
+        to_cell = (n_g - 1) / max(n_t - 1, 1)
+        cells = torch.zeros(self.num_layers, max(n_g - 1, 1), max(n_g - 1, 1))
+        cells[layer, (row * to_cell).long().clamp_(max=n_g - 2), (col * to_cell).long().clamp_(max=n_g - 2)] = 1.0
+        cells = F.max_pool2d(cells[:, None], 3, 1, 1)[:, 0] > 0
+        # each cell's largest x² + y² and h² over its four corners
+        coords = torch.linspace(-e, e, n_g, dtype=torch.float64)
+        xy2 = coords[None, :] ** 2 + coords[:, None] ** 2                              # (G, G)
+        h2 = self.heights.double() ** 2                                                # (L, G, G)
+        corner_max = lambda g: F.max_pool2d(g[:, None], 2, 1)[:, 0]                    # noqa: E731
+        r2 = corner_max(xy2[None]) + corner_max(h2)                                    # (L, G-1, G-1)
+        return math.sqrt(float(r2[cells].max()))
 
     def describe(self) -> dict:
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "layers": self.num_layers,

@@ -220,6 +220,8 @@ class Renderer:
         self._drawn = drawn_layers(avatar)
         self.plan = resolve_compositing(self._drawn, compositing)
         self.num_drawn_layers = self._drawn.num_layers
+        #: the farthest any point a frame shows may lie from the origin (``Avatar.content_radius``)
+        self.content_radius = self._drawn.content_radius()
         self.compositing = "single" if self.num_drawn_layers == 1 else ("ordered" if self.plan else "general")
         self.backend = backend
         self.settings = settings
