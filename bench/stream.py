@@ -25,6 +25,7 @@ machine slows every hop that needs a core.
     python bench/stream.py --compare --max-sessions 3 --json docs/bench/stream_2core.json \\
         --hops docs/bench/stream_hops_2core.json
     python bench/stream.py --compare-edges --max-sessions 3     # occlusion-edge search on / off
+    python bench/stream.py --compare-reuse --still --max-sessions 4    # a still head: last render reused / not
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_pa
                                                    output_format="rgb24" if baseline else "yuv420p",
                                                    pipeline={"unpipelined": False, "pipelined": True}.get(variant),
                                                    edge_samples={"no-edges": 0, "edges": 12}.get(variant),
+                                                   **({"reuse_render_px": 0.0} if variant == "no-reuse" else {}),
                                                    trace=hoptrace.mark if hops_path else None))
 
     async def main():
@@ -105,12 +107,23 @@ class StampedFrames:
         return stamp_frame(self.base[i % len(self.base)], (self.tag << 16) | i)
 
 
-def camera_frames() -> list[np.ndarray]:
-    """25 frames of a real person's head along a yaw sweep (unstamped)."""
+def camera_frames(still: bool = False) -> list[np.ndarray]:
+    """25 frames of a real person's head along a yaw sweep (unstamped); ``still``: the person's photo held
+    still, with fresh sensor noise (sigma 3 levels) in each frame."""
     import gramcast
     from gramcast.compositing import place_rgba
 
-    person = gramcast.enroll(ROOT / "tests" / "data" / "faces" / "london_neutral_001_03.jpg")
+    photo = ROOT / "tests" / "data" / "faces" / "london_neutral_001_03.jpg"
+    if still:
+        import cv2
+
+        from gramcast.images import load_image
+
+        rng = np.random.default_rng(0)
+        frame = np.full((480, 640, 3), 110, np.float32)
+        frame[40:440, 120:520] = cv2.resize(load_image(photo), (400, 400), interpolation=cv2.INTER_AREA)
+        return [np.clip(frame + rng.normal(0.0, 3.0, frame.shape), 0, 255).astype(np.uint8) for _ in range(25)]
+    person = gramcast.enroll(photo)
     renderer = gramcast.Renderer(person)
     base = []
     for k in range(25):
@@ -212,6 +225,12 @@ def main() -> None:
                     help="measure sessions whose renderer never searches a mesh avatar's occlusion edges at "
                          "full resolution (SessionConfig(edge_samples=0)), always does (12) and does while "
                          "the session keeps up (None, the default) side by side, alternating")
+    ap.add_argument("--compare-reuse", action="store_true",
+                    help="measure sessions that render every frame (SessionConfig(reuse_render_px=0)) and ones "
+                         "that place the last render again while the head is still (the default) side by side")
+    ap.add_argument("--still", action="store_true",
+                    help="the cameras show a person holding still (a photo with fresh sensor noise each frame) "
+                         "instead of a head turning to and fro")
     args = ap.parse_args()
     import tempfile
 
@@ -221,6 +240,7 @@ def main() -> None:
 
     variants = (["baseline", "current"] if args.compare else ["unpipelined", "pipelined"] if args.compare_pipeline
                 else ["no-edges", "edges", "current"] if args.compare_edges
+                else ["no-reuse", "current"] if args.compare_reuse
                 else ["baseline" if args.baseline else "current"])
     tmp = Path(tempfile.mkdtemp())
     if args.avatar is not None:
@@ -229,7 +249,7 @@ def main() -> None:
     else:
         avatar_file = str(tmp / "a.gca")
         gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png").save(avatar_file)
-    base = camera_frames()
+    base = camera_frames(still=args.still)
     if args.hops:
         hoptrace.enable("c_")
     ctx = mp.get_context("spawn")
@@ -280,6 +300,7 @@ def main() -> None:
     main_variant = variants[-1]
     streamed = gramcast.Avatar.load(avatar_file)
     results = {"cpu_cores": os.cpu_count(), "avatar_size": args.avatar_size, "camera_fps": 25,
+               "camera": "still" if args.still else "yaw sweep",
                "one_torch_thread": args.one_torch_thread,
                "avatar": {"file": str(args.avatar) if args.avatar else "sample portrait, mesh method",
                           "method": streamed.meta.get("method"), "layers": streamed.num_layers},
