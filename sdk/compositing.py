@@ -122,7 +122,6 @@ class AvatarFrameProcessor:
 
     def __init__(self, avatar, config, tracker=None, renderer=None):
         from gramcast.face import HeadTracker
-
         from gramcast.render_reuse import RenderReuse
 
         self.config = config
@@ -130,7 +129,7 @@ class AvatarFrameProcessor:
         self.edge_samples = config.edge_samples
         self._avatar = avatar
         self.renderer = renderer or self._renderer(avatar)
-        self._reuse = RenderReuse(getattr(config, "reuse_render_px", 0.0))
+        self._reuse = RenderReuse(config.reuse_render_px)
 
     def _renderer(self, avatar):
         from gramcast.avatar import Renderer, RenderSettings

@@ -69,8 +69,8 @@ class SessionConfig:
     edge_samples: int | None = None
     #: Place the last render again, instead of rendering anew, while no point of the avatar can have moved
     #: more than this many pixels of the render since (``gramcast.render_reuse``): a still head's tracked pose
-    #: wanders by fractions of a pixel from frame to frame. At 0.5 a still head reused 84-89 % of its renders,
-    #: whose frames were then off by 0.06-0.1 levels on average (bench/render_reuse.py). 0 = render every frame.
+    #: wanders by fractions of a pixel from frame to frame. At 0.5 a still head reused 83-87 % of its renders,
+    #: whose frames were then off by 0.06-0.10 levels on average (bench/render_reuse.py). 0 = render every frame.
     reuse_render_px: float = 0.5
     #: Copy this many top rows of the camera frame into the output (0 = off). For measuring
     #: glass-to-glass latency with frame counters stamped into the camera (bench/stream.py).
@@ -92,7 +92,8 @@ class SessionConfig:
     def __post_init__(self):
         _check_output_format(self.output_format)
         if not self.reuse_render_px >= 0.0:
-            raise ValueError(f"reuse_render_px must be 0 (render every frame) or more pixels, not {self.reuse_render_px}")
+            raise ValueError("reuse_render_px must be 0 (render every frame) or more pixels, "
+                             f"not {self.reuse_render_px}")
 
     def size_for(self, camera_wh: tuple[int, int]) -> tuple[int, int]:
         if self.output_size is None:
