@@ -26,6 +26,7 @@ machine slows every hop that needs a core.
         --hops docs/bench/stream_hops_2core.json
     python bench/stream.py --compare-edges --max-sessions 3     # occlusion-edge search on / off
     python bench/stream.py --compare-reuse --still --max-sessions 4    # a still head: last render reused / not
+    python bench/stream.py --compare-resolution --avatar FILE.gca      # smaller renders while behind / never
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_pa
                                                    pipeline={"unpipelined": False, "pipelined": True}.get(variant),
                                                    edge_samples={"no-edges": 0, "edges": 12}.get(variant),
                                                    **({"reuse_render_px": 0.0} if variant == "no-reuse" else {}),
+                                                   **({"resolution_steps": ()} if variant == "fixed-size" else {}),
                                                    trace=hoptrace.mark if hops_path else None))
 
     async def main():
@@ -186,6 +188,14 @@ async def run_sessions(port: int, sessions: int, seconds: float, base, run: int,
 
     try:
         per = await asyncio.gather(*(receive(c, v) for c, v in tracks))
+        for p, pub in zip(per, clients[::2]):
+            # what the publisher's session ended at: quality level, render size, reused renders
+            try:
+                st = await pub.request_stats()
+            except Exception:  # an older server, or one that is closing: the figures above stand
+                continue
+            p["session"] = {k: st.get(k) for k in ("quality_level", "render_resolution", "renders_reused",
+                                                   "edge_search_offs", "frames_dropped")}
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     keys = [p.pop("_keys") for p in per]
@@ -228,6 +238,9 @@ def main() -> None:
     ap.add_argument("--compare-reuse", action="store_true",
                     help="measure sessions that render every frame (SessionConfig(reuse_render_px=0)) and ones "
                          "that place the last render again while the head is still (the default) side by side")
+    ap.add_argument("--compare-resolution", action="store_true",
+                    help="measure sessions that always render at --avatar-size (SessionConfig(resolution_steps=())) "
+                         "and ones that render smaller while they fall behind (the default) side by side")
     ap.add_argument("--still", action="store_true",
                     help="the cameras show a person holding still (a photo with fresh sensor noise each frame) "
                          "instead of a head turning to and fro")
@@ -241,6 +254,7 @@ def main() -> None:
     variants = (["baseline", "current"] if args.compare else ["unpipelined", "pipelined"] if args.compare_pipeline
                 else ["no-edges", "edges", "current"] if args.compare_edges
                 else ["no-reuse", "current"] if args.compare_reuse
+                else ["fixed-size", "current"] if args.compare_resolution
                 else ["baseline" if args.baseline else "current"])
     tmp = Path(tempfile.mkdtemp())
     if args.avatar is not None:
@@ -286,6 +300,11 @@ def main() -> None:
                       f"{r['latency_ms_median']:6.1f} ms, cores used: server {r['cores_used']['server']:.2f}, "
                       f"bench clients {r['cores_used']['bench_clients']:.2f}, load average "
                       f"{r['load_average_1min']:.2f}", flush=True)
+                ended = [p["session"] for p in r["per_session"] if "session" in p]
+                if ended:
+                    print("         sessions ended at: " + "; ".join(
+                        f"level {e['quality_level']}, {e['render_resolution']} px, {e['renders_reused']} renders "
+                        f"reused" for e in ended), flush=True)
             if out[variants[-1]]["runs"][-1]["min_fps"] < 20:
                 break
     finally:

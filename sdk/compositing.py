@@ -130,6 +130,8 @@ class AvatarFrameProcessor:
         self._avatar = avatar
         self.renderer = renderer or self._renderer(avatar)
         self._reuse = RenderReuse(config.reuse_render_px)
+        #: the side of the avatar render now (``set_render_resolution``; starts at the config's)
+        self.render_resolution = int(config.avatar_resolution)
 
     def _renderer(self, avatar):
         from gramcast.avatar import Renderer, RenderSettings
@@ -151,6 +153,10 @@ class AvatarFrameProcessor:
         if getattr(self.renderer, "num_drawn_layers", 1) == 1:
             self.renderer = self._renderer(self._avatar)
 
+    def set_render_resolution(self, resolution: int) -> None:
+        """Render at ``resolution``² from the next frame on (the placement scales it to the head either way)."""
+        self.render_resolution = int(resolution)
+
     @property
     def searches_edges(self) -> bool:
         """Whether the renderer's frames search occlusion edges now (a multi-layer avatar's never do)."""
@@ -171,7 +177,7 @@ class AvatarFrameProcessor:
         """The output frame: the avatar rendered at ``tracked``'s pose, placed where the head is in ``rgb``."""
         cfg = self.config
         t1 = time.perf_counter()
-        res = cfg.avatar_resolution
+        res = self.render_resolution
         renderer = self.renderer
         avatar = self._reuse.lookup(renderer, tracked.yaw_pitch, res)
         reused = avatar is not None

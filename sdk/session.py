@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gramcast.frame_processor import FrameProcessor, TrackedFrame, TwoStageFrameProcessor, as_two_stage, is_two_stage
-from gramcast.render_quality import EdgeGovernor, EdgeGovernorConfig
+from gramcast.render_quality import QualityGovernor, QualityGovernorConfig, QualityStep, quality_steps
 from gramcast.session_stats import SessionStats, ewma
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class SessionConfig:
     backend: str = "torch"
     #: The renderer's full-resolution search along occlusion edges (``RenderSettings.edge_samples``).
     #: None: the renderer's default (on for one-layer ``mesh`` avatars) while the session keeps up, off
-    #: while it drops camera frames for lack of time (``gramcast.render_quality.EdgeGovernor``; on a CPU it
+    #: while it drops camera frames for lack of time (``gramcast.render_quality.QualityGovernor``; on a CPU it
     #: costs ~1.5 ms a frame at 256², and two sessions on 2 cores did not hold 25 frames/s with it).
     #: 0 = always off; N = always N samples.
     edge_samples: int | None = None
@@ -72,6 +72,12 @@ class SessionConfig:
     #: wanders by fractions of a pixel from frame to frame. At 0.5 a still head reused 83-87 % of its renders,
     #: whose frames were then off by 0.06-0.10 levels on average (bench/render_reuse.py). 0 = render every frame.
     reuse_render_px: float = 0.5
+    #: Fractions of ``avatar_resolution`` the session renders at, one step further each time it keeps dropping
+    #: camera frames for lack of time (after turning the edge search off, where it governs that), and back
+    #: after calm spells (``gramcast.render_quality``): the render is placed at the head's size either way, so a
+    #: loaded machine's avatar comes out softer rather than late. () = always ``avatar_resolution``. The
+    #: ``onnx`` backend keeps its size (it exports a model per size, which takes seconds).
+    resolution_steps: tuple[float, ...] = (0.875, 0.75, 0.625)
     #: Copy this many top rows of the camera frame into the output (0 = off). For measuring
     #: glass-to-glass latency with frame counters stamped into the camera (bench/stream.py).
     passthrough_rows: int = 0
@@ -91,6 +97,10 @@ class SessionConfig:
 
     def __post_init__(self):
         _check_output_format(self.output_format)
+        steps = tuple(float(x) for x in self.resolution_steps)
+        if any(not 0.1 <= x < 1.0 for x in steps) or list(steps) != sorted(steps, reverse=True):
+            raise ValueError(f"resolution_steps must be fractions in [0.1, 1), largest first, not {self.resolution_steps}")
+        self.resolution_steps = steps
         if not self.reuse_render_px >= 0.0:
             raise ValueError("reuse_render_px must be 0 (render every frame) or more pixels, "
                              f"not {self.reuse_render_px}")
@@ -111,13 +121,14 @@ class AvatarSession:
     """Renders ``avatar`` at the head pose tracked in an incoming aiortc video track.
 
     ``executor`` (one thread) runs the renders; without one the session makes its own. Tracking
-    runs in a thread of the session's own when the pipeline is on. ``edge_governor``: when the renderer's
-    edge search goes off and on again (``SessionConfig.edge_samples`` None; ``gramcast.render_quality``)."""
+    runs in a thread of the session's own when the pipeline is on. ``quality_governor``: when the session steps
+    its render quality down and back up (the edge search where ``SessionConfig.edge_samples`` is None, then
+    ``SessionConfig.resolution_steps``; ``gramcast.render_quality``)."""
 
     def __init__(self, avatar, config: SessionConfig | None = None,
                  processor: FrameProcessor | None = None,
                  executor: concurrent.futures.Executor | None = None,
-                 edge_governor: EdgeGovernorConfig | None = None):
+                 quality_governor: QualityGovernorConfig | None = None):
         self.config = config or SessionConfig()
         self.avatar = avatar
         self._processor = processor
@@ -141,9 +152,12 @@ class AvatarSession:
         self._new_frame = asyncio.Event()
         self._ended = False
         self._face_found = True
-        # None: the renderer's edge search as configured; else it goes off while frames are dropped
-        self._edges = (EdgeGovernor(edge_governor or EdgeGovernorConfig(), now=time.monotonic())
-                       if self.config.edge_samples is None else None)
+        # the levels of render quality the session steps through while it drops frames (None: just the one)
+        self._steps = quality_steps(self.config.edge_samples is None,
+                                    self.config.resolution_steps if self.config.backend == "torch" else ())
+        self._quality = (QualityGovernor(len(self._steps) - 1, quality_governor or QualityGovernorConfig(),
+                                         now=time.monotonic()) if len(self._steps) > 1 else None)
+        self._stats.render_resolution = self.config.avatar_resolution
 
     # -------------------------------------------------------------- public API
     def attach(self, track):
@@ -170,7 +184,8 @@ class AvatarSession:
         searching = getattr(self._processor, "searches_edges", None)
         if searching is not None:
             return bool(searching)
-        return self._edges.on if self._edges is not None else self.config.edge_samples != 0
+        wish = self._steps[self._quality.level].edge_search if self._quality is not None else None
+        return wish if wish is not None else self.config.edge_samples != 0
 
     def set_avatar(self, avatar) -> None:
         """Switch to another avatar from the next rendered frame on. The processor makes its renderer in
@@ -267,8 +282,8 @@ class AvatarSession:
         return not self._tracking and self._tracked is None
 
     def _start(self, frame, arrived: float) -> None:
-        if self._edges is not None and self._edges.frame(arrived):
-            self._set_edge_search(True)
+        if self._quality is not None:
+            self._set_quality(self._quality.frame(arrived))
         loop = asyncio.get_running_loop()
         try:
             if self._pipelined:
@@ -323,22 +338,37 @@ class AvatarSession:
     def _dropped_behind(self, now: float) -> None:
         """A camera frame dropped because the session was still busy with earlier ones."""
         self._stats.frames_dropped += 1
-        if self._edges is not None and self._edges.dropped(now) is not None:
-            self._set_edge_search(False)
+        if self._quality is not None:
+            self._set_quality(self._quality.dropped(now))
 
-    def _set_edge_search(self, on: bool) -> None:
+    def _set_quality(self, level: int | None) -> None:
+        """Render at quality ``level`` from the next frame on (None: no change)."""
+        if level is None:
+            return
+        step, s = self._steps[level], self._stats
         # counted where the renderer searched (a multi-layer avatar's never does)
-        self._stats.edge_search_offs += int(not on and getattr(self._processor, "searches_edges", True))
+        s.edge_search_offs += int(step.edge_search is False and self._steps[s.quality_level].edge_search is True
+                                  and getattr(self._processor, "searches_edges", True))
+        s.quality_level = level
+        s.render_resolution = self._resolution(step)
         try:
-            self._executor.submit(self._apply_edge_search, on)
+            self._executor.submit(self._apply_quality, step)
         except RuntimeError:  # the executor was shut down: the session is closing
             pass
 
-    def _apply_edge_search(self, on: bool) -> None:
-        # In the render thread, between frames (it makes a renderer: torch work)
+    def _resolution(self, step: QualityStep) -> int:
+        """The render size of ``step``: a multiple of 8 (whole cells of the renderer's 1/4-resolution search)."""
+        res = self.config.avatar_resolution
+        return res if step.resolution_scale >= 1.0 else max(16, int(round(res * step.resolution_scale / 8.0)) * 8)
+
+    def _apply_quality(self, step: QualityStep) -> None:
+        # In the render thread, between frames (a new edge setting makes a renderer: torch work)
         set_edges = getattr(self.processor, "set_edge_samples", None)
-        if set_edges is not None:
-            set_edges(None if on else 0)
+        if set_edges is not None and step.edge_search is not None:
+            set_edges(None if step.edge_search else 0)
+        set_resolution = getattr(self.processor, "set_render_resolution", None)
+        if set_resolution is not None:
+            set_resolution(self._resolution(step))
 
     def _track_work(self, frame, arrived: float) -> TrackedFrame:
         t0 = time.monotonic()

@@ -45,6 +45,10 @@ class SessionStats:
     #: how often a session that fell behind turned it off.
     edge_search: int = 1
     edge_search_offs: int = 0
+    #: The session's render quality now: 0 = full, higher = stepped down while it fell behind
+    #: (``gramcast.render_quality``), and the avatar render's side at that level.
+    quality_level: int = 0
+    render_resolution: int = 0
     _in_rate: _Rate = field(default_factory=_Rate, repr=False)
     _out_rate: _Rate = field(default_factory=_Rate, repr=False)
 

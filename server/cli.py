@@ -64,6 +64,10 @@ def register(sub) -> None:
     v.add_argument("--reuse-render-px", type=float, default=0.5, metavar="PX",
                    help="place the last render again while no point of the avatar can have moved more than PX "
                         "pixels since: a still head costs few renders (default: 0.5; 0 = render every frame)")
+    v.add_argument("--resolution-steps", default="0.875,0.75,0.625", metavar="F,F,...",
+                   help="fractions of --avatar-resolution a session renders at, one step further each time it "
+                        "keeps dropping camera frames for lack of time, back after calm spells: a loaded machine's "
+                        "avatar comes out softer rather than late (default: 0.875,0.75,0.625; 'none' = never)")
     s.set_defaults(func=run_serve)
 
 
@@ -95,10 +99,18 @@ def session_config(args):
     if not 0.0 <= args.reuse_render_px <= 8.0:
         raise GramcastError(f"--reuse-render-px {args.reuse_render_px}: use 0 (render every frame) to 8 pixels "
                             "(default 0.5)")
+    steps_text = args.resolution_steps.strip().lower()
+    try:
+        steps = () if steps_text in ("none", "") else tuple(float(x) for x in steps_text.split(","))
+        if any(not 0.1 <= x < 1.0 for x in steps) or list(steps) != sorted(steps, reverse=True):
+            raise ValueError
+    except ValueError:
+        raise GramcastError(f"--resolution-steps {args.resolution_steps!r}: give fractions in [0.1, 1), largest "
+                            "first, separated by commas (e.g. 0.875,0.75,0.625), or 'none'") from None
     return SessionConfig(output_size=output_size, avatar_resolution=args.avatar_resolution, max_fps=args.max_fps,
                          background=args.background, device=args.device, backend=args.backend,
                          pipeline={"auto": None, "on": True, "off": False}[args.pipeline], edge_samples=edge,
-                         reuse_render_px=args.reuse_render_px)
+                         reuse_render_px=args.reuse_render_px, resolution_steps=steps)
 
 
 def run_token(args) -> int:
