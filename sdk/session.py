@@ -346,11 +346,17 @@ class AvatarSession:
         if level is None:
             return
         step, s = self._steps[level], self._stats
+        before = s.quality_level
         # counted where the renderer searched (a multi-layer avatar's never does)
-        s.edge_search_offs += int(step.edge_search is False and self._steps[s.quality_level].edge_search is True
+        s.edge_search_offs += int(step.edge_search is False and self._steps[before].edge_search is True
                                   and getattr(self._processor, "searches_edges", True))
         s.quality_level = level
         s.render_resolution = self._resolution(step)
+        # for operators: a session stepping down is a machine short of cores
+        log.info("avatar session render quality %s to level %d of %d: %d px%s (%d camera frames dropped so far)",
+                 "down" if level > before else "up", level, len(self._steps) - 1, s.render_resolution,
+                 "" if step.edge_search is None else f", edge search {'on' if step.edge_search else 'off'}",
+                 s.frames_dropped)
         try:
             self._executor.submit(self._apply_quality, step)
         except RuntimeError:  # the executor was shut down: the session is closing

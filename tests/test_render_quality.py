@@ -164,7 +164,10 @@ class ResolutionCostProcessor:
         pass
 
 
-async def test_a_session_that_falls_behind_renders_smaller_until_it_keeps_up():
+async def test_a_session_that_falls_behind_renders_smaller_until_it_keeps_up(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="gramcast.session")
     proc = ResolutionCostProcessor()
     camera = ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * 10, fps=20)
     config = SessionConfig(max_fps=30, edge_samples=0, avatar_resolution=256)   # no edge step: sizes only
@@ -181,3 +184,4 @@ async def test_a_session_that_falls_behind_renders_smaller_until_it_keeps_up():
     stats = session.stats()
     assert stats["render_resolution"] == sizes[-1] and stats["quality_level"] == len(sizes)
     assert late >= 14                                   # the last second at the camera's 20 fps, or nearly
+    assert "render quality down to level 1 of 3: 224 px" in caplog.text     # what the operator's log says
