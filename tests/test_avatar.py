@@ -309,6 +309,9 @@ def test_content_radius_bounds_every_point_a_render_shows(sample_avatar):
     assert expected - 1e-3 <= float(shown.max()) <= math.hypot(0.06 + 0.28 / 255, 0.05) + 1e-4
     assert float(shown.max()) <= flat.content_radius() <= expected + 0.01
     assert Avatar(torch.zeros(1, 8, 8), torch.zeros(1, 4, 8, 8), 0.14).content_radius() == 0.0
+    # a grid of one point has no cells: its square's corner and height bound it
+    assert Avatar(torch.full((1, 1, 1), 0.05), torch.ones(1, 4, 1, 1), 0.1).content_radius() == pytest.approx(
+        math.hypot(0.1 * math.sqrt(2), 0.05))
 
 
 def test_premultiplied_frames_are_the_render_in_8_bits(sample_avatar):

@@ -69,6 +69,8 @@ class Avatar:
         if not bool((alpha > 0).any()):
             return 0.0
         n_g, n_t, e = self.geometry_resolution, self.texture_resolution, float(self.extent)
+        if n_g < 2 or n_t < 2:     # no cells to bound: the grid's corners and the highest point
+            return math.hypot(e * math.sqrt(2.0), float(self.heights.abs().max()))
         # texels that can lend opacity to a lookup, then the grid cells they lie in, widened by a cell
         lends = F.max_pool2d((alpha > 0).float()[:, None], 3, 1, 1)[:, 0] > 0
         layer, row, col = torch.nonzero(lends, as_tuple=True)
