@@ -99,7 +99,8 @@ class SessionConfig:
         _check_output_format(self.output_format)
         steps = tuple(float(x) for x in self.resolution_steps)
         if any(not 0.1 <= x < 1.0 for x in steps) or list(steps) != sorted(steps, reverse=True):
-            raise ValueError(f"resolution_steps must be fractions in [0.1, 1), largest first, not {self.resolution_steps}")
+            raise ValueError("resolution_steps must be fractions in [0.1, 1), largest first, "
+                             f"not {self.resolution_steps}")
         self.resolution_steps = steps
         if not self.reuse_render_px >= 0.0:
             raise ValueError("reuse_render_px must be 0 (render every frame) or more pixels, "
