@@ -150,12 +150,18 @@ class AvatarFrameProcessor:
         if samples == self.edge_samples:
             return
         self.edge_samples = samples
-        if getattr(self.renderer, "num_drawn_layers", 1) == 1:
+        if self.can_search_edges:
             self.renderer = self._renderer(self._avatar)
 
     def set_render_resolution(self, resolution: int) -> None:
         """Render at ``resolution``² from the next frame on (the placement scales it to the head either way)."""
         self.render_resolution = int(resolution)
+
+    @property
+    def can_search_edges(self) -> bool:
+        """Whether this avatar's renderer searches occlusion edges when asked to (one drawn layer; a
+        multi-layer avatar's never does)."""
+        return getattr(self.renderer, "num_drawn_layers", 1) == 1
 
     @property
     def searches_edges(self) -> bool:

@@ -90,6 +90,11 @@ class QualityGovernor:
             return self.level
         return None
 
+    def step_down(self) -> int:
+        """One more step down at once (the level just taken gave up nothing); returns the level."""
+        self.level = min(self.level + 1, self.lowest)
+        return self.level
+
     def frame(self, now: float) -> int | None:
         if self._first_frame is None:
             self._first_frame = now

@@ -346,8 +346,11 @@ class AvatarSession:
         """Render at quality ``level`` from the next frame on (None: no change)."""
         if level is None:
             return
-        step, s = self._steps[level], self._stats
+        s = self._stats
         before = s.quality_level
+        if level > before and self._gives_up_nothing(before, level):
+            level = self._quality.step_down()
+        step = self._steps[level]
         # counted where the renderer searched (a multi-layer avatar's never does)
         s.edge_search_offs += int(step.edge_search is False and self._steps[before].edge_search is True
                                   and getattr(self._processor, "searches_edges", True))
@@ -362,6 +365,13 @@ class AvatarSession:
             self._executor.submit(self._apply_quality, step)
         except RuntimeError:  # the executor was shut down: the session is closing
             pass
+
+    def _gives_up_nothing(self, before: int, level: int) -> bool:
+        """Whether stepping from ``before`` to ``level`` only turns off an edge search the renderer never makes (a
+        multi-layer avatar's), so the session should go one step further at once."""
+        a, b = self._steps[before], self._steps[level]
+        return (level < len(self._steps) - 1 and a.resolution_scale == b.resolution_scale
+                and getattr(self._processor, "can_search_edges", True) is False)
 
     def _resolution(self, step: QualityStep) -> int:
         """The render size of ``step``: a multiple of 8 (whole cells of the renderer's 1/4-resolution search)."""

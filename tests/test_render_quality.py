@@ -185,3 +185,28 @@ async def test_a_session_that_falls_behind_renders_smaller_until_it_keeps_up(cap
     assert stats["render_resolution"] == sizes[-1] and stats["quality_level"] == len(sizes)
     assert late >= 14                                   # the last second at the camera's 20 fps, or nearly
     assert "render quality down to level 1 of 3: 224 px" in caplog.text     # what the operator's log says
+
+
+class MultiLayerCostProcessor(ResolutionCostProcessor):
+    """As above, for an avatar whose renderer has no edge search to give up (a multi-layer one)."""
+
+    can_search_edges = searches_edges = False
+
+    def __init__(self):
+        super().__init__()
+        self.edge_calls = []
+
+    def set_edge_samples(self, samples):
+        self.edge_calls.append(samples)
+
+
+async def test_a_multi_layer_avatar_s_session_skips_the_edge_step_and_renders_smaller_at_once():
+    proc = MultiLayerCostProcessor()
+    camera = ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * 10, fps=20)
+    session = AvatarSession(object(), SessionConfig(max_fps=30, avatar_resolution=256), processor=proc,
+                            quality_governor=QualityGovernorConfig(warmup_s=0.3))
+    await _run(session, camera, 3.0)
+    stats = session.stats()
+    # levels: 0 full, 1 edges off, 2 = 224 px, ...: the first pattern of drops goes straight to 224 px
+    assert [c[0] for c in proc.calls][:2] == [224, 192] and stats["quality_level"] >= 3
+    assert stats["edge_search_offs"] == 0 and stats["edge_search"] == 0
