@@ -9,7 +9,8 @@ give up, in order (``quality_steps``):
 2. then render resolution (``SessionConfig.resolution_steps``: 7/8, 6/8, 5/8 of ``avatar_resolution``): the
    render is placed scaled to the head's size in the frame either way, so it comes out softer, not smaller. A
    24-layer avatar renders in ~2/3 of the time at 3/4 the size and ~1/2 at 5/8: one such session on 2 cores
-   streamed at 24.5 frames/s (at 5/8) where it had 16.9 at full size (bench/stream.py --compare-resolution).
+   streamed at 24.6 frames/s (at 5/8) where it had 17.7 at full size (bench/stream.py --compare-resolution).
+   A multi-layer avatar's renderer never searches edges: its session skips step 1.
 
 ``QualityGovernor`` keeps the level: one step down once ``drops_to_step`` of the last ``window`` camera frames
 were dropped for lack of time, one step back up after a calm spell that doubles (to a cap) each time the
