@@ -74,7 +74,7 @@ def run_clip(avatar, frames: list[np.ndarray], tolerances: list[float], size: in
             if info["render_reused"]:
                 r["reused"] += 1
                 truth = proc.renderer.render_premultiplied(tracked.yaw_pitch, size).astype(np.float32)
-                r["error"].append(float(np.abs(proc._reuse._last[3].astype(np.float32) - truth).mean()))
+                r["error"].append(float(np.abs(proc.reuse.image.astype(np.float32) - truth).mean()))
             else:
                 r["render_ms"].append(info["render_ms"])
     for proc in procs.values():

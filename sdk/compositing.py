@@ -129,7 +129,8 @@ class AvatarFrameProcessor:
         self.edge_samples = config.edge_samples
         self._avatar = avatar
         self.renderer = renderer or self._renderer(avatar)
-        self._reuse = RenderReuse(config.reuse_render_px)
+        #: the last render, and whether it may stand for the next frame's (``SessionConfig.reuse_render_px``)
+        self.reuse = RenderReuse(config.reuse_render_px)
         #: the side of the avatar render now (``set_render_resolution``; starts at the config's)
         self.render_resolution = int(config.avatar_resolution)
 
@@ -185,11 +186,11 @@ class AvatarFrameProcessor:
         t1 = time.perf_counter()
         res = self.render_resolution
         renderer = self.renderer
-        avatar = self._reuse.lookup(renderer, tracked.yaw_pitch, res)
+        avatar = self.reuse.lookup(renderer, tracked.yaw_pitch, res)
         reused = avatar is not None
         if not reused:
             avatar = on_torch_thread(renderer.render_premultiplied, tracked.yaw_pitch, res)
-            self._reuse.store(renderer, tracked.yaw_pitch, res, avatar)
+            self.reuse.store(renderer, tracked.yaw_pitch, res, avatar)
         t2 = time.perf_counter()
         out_w, out_h = cfg.size_for((rgb.shape[1], rgb.shape[0]))
         bg = make_background(cfg.background, (out_w, out_h), rgb, cfg.background_color, cfg.background_image)

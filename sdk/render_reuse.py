@@ -43,5 +43,10 @@ class RenderReuse:
         moved = image_motion_bound(pose, yaw_pitch, res, radius)
         return image if moved <= self.tolerance_px else None
 
+    @property
+    def image(self) -> np.ndarray | None:
+        """The stored render (what a reuse hands back), or None before the first."""
+        return None if self._last is None else self._last[3]
+
     def store(self, renderer, yaw_pitch, resolution: int, image: np.ndarray) -> None:
         self._last = (renderer, (float(yaw_pitch[0]), float(yaw_pitch[1])), int(resolution), image)

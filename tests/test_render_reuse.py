@@ -94,8 +94,9 @@ def test_reuse_is_refused_for_another_renderer_size_or_a_stand_in():
     assert reuse.lookup(Known(), (0.0, 0.0), SIZE) is None
     assert reuse.lookup(known, (0.0, 0.0), SIZE * 2) is None
     assert reuse.lookup(known, (0.01, 0.0), SIZE) is None
-    reuse.store(StandIn(), (0.0, 0.0), SIZE, image)
-    assert reuse.lookup(reuse._last[0], (0.0, 0.0), SIZE) is None
+    stand_in = StandIn()
+    reuse.store(stand_in, (0.0, 0.0), SIZE, image)
+    assert reuse.image is image and reuse.lookup(stand_in, (0.0, 0.0), SIZE) is None
     never = RenderReuse(0.0)
     never.store(known, (0.0, 0.0), SIZE, image)
     assert never.lookup(known, (0.0, 0.0), SIZE) is None
