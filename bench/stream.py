@@ -47,6 +47,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = b"bench-stream-secret-0123456789"
 
+#: What each measured variant changes in the sessions' ``SessionConfig`` ("current": nothing, the defaults).
+VARIANT_SESSION = {"unpipelined": {"pipeline": False}, "pipelined": {"pipeline": True},
+                   "no-edges": {"edge_samples": 0}, "edges": {"edge_samples": 12},
+                   "no-reuse": {"reuse_render_px": 0.0}, "fixed-size": {"resolution_steps": ()}}
+#: --compare-* options: the variants they run side by side, alternating, and what they measure.
+COMPARISONS = {
+    "compare_pipeline": (["unpipelined", "pipelined"],
+                         "sessions that track and render each frame in turn and ones that track the next frame "
+                         "while one renders (SessionConfig(pipeline=False / True))"),
+    "compare_edges": (["no-edges", "edges", "current"],
+                      "sessions whose renderer never searches a mesh avatar's occlusion edges at full resolution "
+                      "(SessionConfig(edge_samples=0)), always does (12) and does while the session keeps up "
+                      "(None, the default)"),
+    "compare_reuse": (["no-reuse", "current"],
+                      "sessions that render every frame (SessionConfig(reuse_render_px=0)) and ones that place "
+                      "the last render again while the head is still (the default)"),
+    "compare_resolution": (["fixed-size", "current"],
+                           "sessions that always render at --avatar-size (SessionConfig(resolution_steps=())) and "
+                           "ones that render smaller while they fall behind (the default)"),
+}
+
 
 def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_path: str | None,
            one_torch_thread: bool = False) -> None:
@@ -69,10 +90,7 @@ def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_pa
         return AvatarSession(avatar, SessionConfig(output_size="480p", avatar_resolution=avatar_size,
                                                    passthrough_rows=16, max_fps=30,
                                                    output_format="rgb24" if baseline else "yuv420p",
-                                                   pipeline={"unpipelined": False, "pipelined": True}.get(variant),
-                                                   edge_samples={"no-edges": 0, "edges": 12}.get(variant),
-                                                   **({"reuse_render_px": 0.0} if variant == "no-reuse" else {}),
-                                                   **({"resolution_steps": ()} if variant == "fixed-size" else {}),
+                                                   **VARIANT_SESSION.get(variant, {}),
                                                    trace=hoptrace.mark if hops_path else None))
 
     async def main():
@@ -227,20 +245,9 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="measure --baseline and the current pipeline side by side: two servers, "
                          "each session count run on the baseline and then on the current one")
-    ap.add_argument("--compare-pipeline", action="store_true",
-                    help="measure sessions that track and render each frame in turn and ones that "
-                         "track the next frame while one renders (SessionConfig(pipeline=False / True)) "
-                         "side by side, alternating")
-    ap.add_argument("--compare-edges", action="store_true",
-                    help="measure sessions whose renderer never searches a mesh avatar's occlusion edges at "
-                         "full resolution (SessionConfig(edge_samples=0)), always does (12) and does while "
-                         "the session keeps up (None, the default) side by side, alternating")
-    ap.add_argument("--compare-reuse", action="store_true",
-                    help="measure sessions that render every frame (SessionConfig(reuse_render_px=0)) and ones "
-                         "that place the last render again while the head is still (the default) side by side")
-    ap.add_argument("--compare-resolution", action="store_true",
-                    help="measure sessions that always render at --avatar-size (SessionConfig(resolution_steps=())) "
-                         "and ones that render smaller while they fall behind (the default) side by side")
+    for name, (_, what) in COMPARISONS.items():
+        ap.add_argument("--" + name.replace("_", "-"), action="store_true",
+                        help=f"measure {what} side by side, alternating")
     ap.add_argument("--still", action="store_true",
                     help="the cameras show a person holding still (a photo with fresh sensor noise each frame) "
                          "instead of a head turning to and fro")
@@ -251,10 +258,8 @@ def main() -> None:
     import gramcast.server.client  # noqa: F401  installs aiortc_latency: must precede uninstall / enable
     from gramcast.server import hoptrace
 
-    variants = (["baseline", "current"] if args.compare else ["unpipelined", "pipelined"] if args.compare_pipeline
-                else ["no-edges", "edges", "current"] if args.compare_edges
-                else ["no-reuse", "current"] if args.compare_reuse
-                else ["fixed-size", "current"] if args.compare_resolution
+    compared = [v for name, (v, _) in COMPARISONS.items() if getattr(args, name)]
+    variants = (["baseline", "current"] if args.compare else compared[0] if compared
                 else ["baseline" if args.baseline else "current"])
     tmp = Path(tempfile.mkdtemp())
     if args.avatar is not None:
