@@ -50,7 +50,7 @@ SECRET = b"bench-stream-secret-0123456789"
 #: What each measured variant changes in the sessions' ``SessionConfig`` ("current": nothing, the defaults).
 VARIANT_SESSION = {"unpipelined": {"pipeline": False}, "pipelined": {"pipeline": True},
                    "no-edges": {"edge_samples": 0}, "edges": {"edge_samples": 12},
-                   "no-reuse": {"reuse_render_px": 0.0}, "fixed-size": {"resolution_steps": ()}}
+                   "every-frame": {"reuse_render_px": 0.0, "still_px": 0.0}, "fixed-size": {"resolution_steps": ()}}
 #: --compare-* options: the variants they run side by side, alternating, and what they measure.
 COMPARISONS = {
     "compare_pipeline": (["unpipelined", "pipelined"],
@@ -60,9 +60,9 @@ COMPARISONS = {
                       "sessions whose renderer never searches a mesh avatar's occlusion edges at full resolution "
                       "(SessionConfig(edge_samples=0)), always does (12) and does while the session keeps up "
                       "(None, the default)"),
-    "compare_reuse": (["no-reuse", "current"],
-                      "sessions that render every frame (SessionConfig(reuse_render_px=0)) and ones that place "
-                      "the last render again while the head is still (the default)"),
+    "compare_reuse": (["every-frame", "current"],
+                      "sessions that track and render every frame (SessionConfig(reuse_render_px=0, still_px=0)) "
+                      "and ones that keep the last pose and render while the head is still (the defaults)"),
     "compare_resolution": (["fixed-size", "current"],
                            "sessions that always render at --avatar-size (SessionConfig(resolution_steps=())) and "
                            "ones that render smaller while they fall behind (the default)"),

@@ -121,11 +121,11 @@ class AvatarFrameProcessor:
     ``AvatarSession`` runs in two threads to overlap one frame's tracking with the previous render."""
 
     def __init__(self, avatar, config, tracker=None, renderer=None):
-        from gramcast.face import HeadTracker
+        from gramcast.face import HeadTracker, TrackerConfig
         from gramcast.render_reuse import RenderReuse
 
         self.config = config
-        self.tracker = tracker or HeadTracker()
+        self.tracker = tracker or HeadTracker(TrackerConfig(still_px=config.still_px))
         self.edge_samples = config.edge_samples
         self._avatar = avatar
         self.renderer = renderer or self._renderer(avatar)
@@ -177,8 +177,14 @@ class AvatarFrameProcessor:
     def track(self, rgb: np.ndarray, timestamp: float):
         """The head in the camera frame ``rgb`` (H, W, 3) uint8 (a ``TrackedHead``) and its timing."""
         t0 = time.perf_counter()
+        still_before = getattr(self.tracker, "frames_still", 0)
         tracked = self.tracker.update(rgb, timestamp)
-        return tracked, {"tracking_ms": (time.perf_counter() - t0) * 1e3, "face_found": tracked.face_found}
+        info = {"face_found": tracked.face_found,
+                "tracking_still": getattr(self.tracker, "frames_still", 0) > still_before}
+        # a frame answered without the face mesh reports no tracking time: tracking_ms stays what tracking costs
+        if not info["tracking_still"]:
+            info["tracking_ms"] = (time.perf_counter() - t0) * 1e3
+        return tracked, info
 
     def draw(self, rgb: np.ndarray, tracked) -> tuple[np.ndarray, dict[str, Any]]:
         """The output frame: the avatar rendered at ``tracked``'s pose, placed where the head is in ``rgb``."""

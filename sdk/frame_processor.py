@@ -19,7 +19,8 @@ class FrameProcessor(Protocol):
 
     def process(self, rgb: np.ndarray, timestamp: float) -> tuple[np.ndarray, dict[str, Any]]:
         """rgb: (H, W, 3) uint8. Returns the output (H', W', 3) uint8 and timings/flags
-        (``tracking_ms``, ``render_ms``, ``compose_ms``, ``face_found``)."""
+        (``tracking_ms``, ``render_ms``, ``compose_ms``, ``face_found``; ``tracking_still`` / ``render_reused``
+        where the frame took the last tracked pose / the last render, and reports no time for that step)."""
 
     def set_avatar(self, avatar) -> None: ...
 

@@ -72,6 +72,10 @@ class SessionConfig:
     #: wanders by fractions of a pixel from frame to frame. At 0.5 a still head reused 83-87 % of its renders,
     #: whose frames were then off by 0.06-0.10 levels on average (bench/render_reuse.py). 0 = render every frame.
     reuse_render_px: float = 0.5
+    #: A camera frame in which the face's box moved less than this many camera pixels since the last tracked
+    #: frame keeps that frame's pose without running the face mesh, at most 3 frames in a row
+    #: (``TrackerConfig.still_px``, ``gramcast.face.stillness``). 0 = track every frame.
+    still_px: float = 0.25
     #: Fractions of ``avatar_resolution`` the session renders at, one step further each time it keeps dropping
     #: camera frames for lack of time (after turning the edge search off, where it governs that), and back
     #: after calm spells (``gramcast.render_quality``): the render is placed at the head's size either way, so a
@@ -102,6 +106,8 @@ class SessionConfig:
             raise ValueError("resolution_steps must be fractions in [0.1, 1), largest first, "
                              f"not {self.resolution_steps}")
         self.resolution_steps = steps
+        if not self.still_px >= 0.0:
+            raise ValueError(f"still_px must be 0 (track every frame) or more pixels, not {self.still_px}")
         if not self.reuse_render_px >= 0.0:
             raise ValueError("reuse_render_px must be 0 (render every frame) or more pixels, "
                              f"not {self.reuse_render_px}")
@@ -440,6 +446,8 @@ class AvatarSession:
                 setattr(s, key, ewma(getattr(s, key), float(info[key])))
         if info.get("render_reused"):
             s.renders_reused += 1
+        if info.get("tracking_still"):
+            s.tracks_still += 1
         found = bool(info.get("face_found", True))
         if self._face_found and not found:
             s.faces_lost += 1

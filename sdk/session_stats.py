@@ -38,6 +38,9 @@ class SessionStats:
     #: Frames that placed the previous render again (the head had not moved enough to show;
     #: ``SessionConfig.reuse_render_px``); render_ms averages the frames that rendered.
     renders_reused: int = 0
+    #: Frames whose head pose was the last tracked frame's, the face having held still (``TrackerConfig.still_px``);
+    #: tracking_ms averages the frames that ran the face mesh.
+    tracks_still: int = 0
     encode_ms: float = 0.0
     #: Camera frame received -> its avatar frame handed to the sender (+ last encode time).
     latency_ms: float = 0.0

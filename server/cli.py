@@ -64,6 +64,10 @@ def register(sub) -> None:
     v.add_argument("--reuse-render-px", type=float, default=0.5, metavar="PX",
                    help="place the last render again while no point of the avatar can have moved more than PX "
                         "pixels since: a still head costs few renders (default: 0.5; 0 = render every frame)")
+    v.add_argument("--still-px", type=float, default=0.25, metavar="PX",
+                   help="a camera frame in which the face moved less than PX camera pixels keeps the last pose "
+                        "without running the face mesh, at most 3 frames in a row (default: 0.25; 0 = track "
+                        "every frame)")
     v.add_argument("--resolution-steps", default="0.875,0.75,0.625", metavar="F,F,...",
                    help="fractions of --avatar-resolution a session renders at, one step further each time it "
                         "keeps dropping camera frames for lack of time, back after calm spells: a loaded machine's "
@@ -99,6 +103,8 @@ def session_config(args):
     if not 0.0 <= args.reuse_render_px <= 8.0:
         raise GramcastError(f"--reuse-render-px {args.reuse_render_px}: use 0 (render every frame) to 8 pixels "
                             "(default 0.5)")
+    if not 0.0 <= args.still_px <= 8.0:
+        raise GramcastError(f"--still-px {args.still_px}: use 0 (track every frame) to 8 pixels (default 0.25)")
     steps_text = args.resolution_steps.strip().lower()
     try:
         steps = () if steps_text in ("none", "") else tuple(float(x) for x in steps_text.split(","))
@@ -110,7 +116,7 @@ def session_config(args):
     return SessionConfig(output_size=output_size, avatar_resolution=args.avatar_resolution, max_fps=args.max_fps,
                          background=args.background, device=args.device, backend=args.backend,
                          pipeline={"auto": None, "on": True, "off": False}[args.pipeline], edge_samples=edge,
-                         reuse_render_px=args.reuse_render_px, resolution_steps=steps)
+                         reuse_render_px=args.reuse_render_px, resolution_steps=steps, still_px=args.still_px)
 
 
 def run_token(args) -> int:

@@ -22,7 +22,7 @@ def test_defaults_are_the_session_defaults():
 
     cfg, default = session_config(serve_args()), SessionConfig()
     for name in ("output_size", "avatar_resolution", "max_fps", "background", "device", "backend", "pipeline",
-                 "edge_samples", "reuse_render_px", "resolution_steps"):
+                 "edge_samples", "reuse_render_px", "resolution_steps", "still_px"):
         assert getattr(cfg, name) == getattr(default, name), name
 
 
@@ -38,6 +38,7 @@ def test_options_reach_the_session_config():
     assert session_config(serve_args("--edge-samples", "0")).edge_samples == 0
     assert session_config(serve_args("--reuse-render-px", "0")).reuse_render_px == 0.0
     assert session_config(serve_args("--reuse-render-px", "0.5")).reuse_render_px == 0.5
+    assert session_config(serve_args("--still-px", "0")).still_px == 0.0
     assert session_config(serve_args("--resolution-steps", "none")).resolution_steps == ()
     assert session_config(serve_args("--resolution-steps", "0.8, 0.6")).resolution_steps == (0.8, 0.6)
 
@@ -72,6 +73,7 @@ def test_a_sessions_renderer_searches_edges_unless_told_not_to_and_switches_betw
     (["--reuse-render-px", "-1"], "--reuse-render-px -1"),
     (["--resolution-steps", "0.5,0.75"], "largest first"),
     (["--resolution-steps", "half"], "--resolution-steps 'half'"),
+    (["--still-px", "-0.5"], "--still-px -0.5"),
     (["--device", "banana"], "not a device torch knows"),
 ])
 def test_bad_values_are_refused_with_one_line_before_anything_starts(extra, words, capsys, tmp_path):

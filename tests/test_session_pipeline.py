@@ -62,7 +62,7 @@ async def test_slow_rendering_drops_frames_and_latency_stays_flat():
 
 
 class ReusingProcessor:
-    """Says every other frame reused its render, as AvatarFrameProcessor does for a still head."""
+    """Says every other frame reused its pose and render, as AvatarFrameProcessor does for a still head."""
 
     def __init__(self):
         self.frames = 0
@@ -70,14 +70,14 @@ class ReusingProcessor:
     def process(self, rgb, timestamp):
         self.frames += 1
         reused = self.frames % 2 == 0
-        return rgb, {"tracking_ms": 1.0, "face_found": True, "render_reused": reused,
-                     **({} if reused else {"render_ms": 20.0})}
+        return rgb, {"face_found": True, "render_reused": reused, "tracking_still": reused,
+                     **({} if reused else {"render_ms": 20.0, "tracking_ms": 5.0})}
 
     def set_avatar(self, avatar):
         pass
 
 
-async def test_reused_renders_are_counted_and_leave_the_render_time_alone():
+async def test_reused_renders_and_still_poses_are_counted_and_leave_the_step_times_alone():
     camera = ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * 12, fps=30, loop=False)
     proc = ReusingProcessor()
     session = AvatarSession(object(), SessionConfig(max_fps=0), processor=proc)
@@ -88,6 +88,7 @@ async def test_reused_renders_are_counted_and_leave_the_render_time_alone():
     stats = session.stats()
     assert stats["renders_reused"] >= 4 and abs(stats["renders_reused"] - proc.frames // 2) <= 1
     assert stats["render_ms"] == 20.0         # the frames that rendered, not a mean with the reused ones
+    assert stats["tracks_still"] == stats["renders_reused"] and stats["tracking_ms"] == 5.0
 
 
 async def test_fast_rendering_passes_every_frame_and_fps_cap_applies():

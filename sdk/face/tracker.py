@@ -11,6 +11,7 @@ from gramcast.face.filters import OneEuroConfig, OneEuroFilter
 from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh
 from gramcast.face.pose import HeadPose, estimate_pose
 from gramcast.face.reference import ReferenceFace, load_reference
+from gramcast.face.stillness import affine_motion_px, face_signature, frame_change
 
 __all__ = ["TrackerConfig", "TrackedHead", "HeadTracker"]
 
@@ -20,7 +21,11 @@ class TrackerConfig:
     """angles / placement: One-Euro parameters for (yaw, pitch, roll) in radians and for the crop's
     centre and log-size in frame heights (a head moves ~0.3 frame heights/s where it turns ~1 rad/s).
     hold_s: how long the last pose is held after the face is lost; ease_s: how long it then takes to
-    ease back to frontal. max_faces: faces detected per frame (the tracker follows one of them)."""
+    ease back to frontal. max_faces: faces detected per frame (the tracker follows one of them).
+    still_px / max_still_frames / still_change: a frame in which the face's box moved less than ``still_px``
+    frame pixels since the last tracked frame (``gramcast.face.stillness``), and changed by at most
+    ``still_change`` grey levels (RMS), takes that frame's answer without running the face mesh, at most
+    ``max_still_frames`` in a row; ``still_px = 0`` tracks every frame."""
 
     angles: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=5.0))
     placement: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=40.0))
@@ -28,6 +33,9 @@ class TrackerConfig:
     ease_s: float = 1.0
     max_faces: int = 2
     max_fit_error: float = 0.3
+    still_px: float = 0.25
+    max_still_frames: int = 3
+    still_change: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,9 @@ class HeadTracker(Closeable):
         self._last_centre: np.ndarray | None = None
         self.faces_lost = 0                          # times the followed face disappeared
         self._lost_counted = False
+        self.frames_still = 0                        # frames answered without the face mesh (face held still)
+        self._still_run = 0
+        self._tracked: tuple[TrackedHead, np.ndarray, tuple[float, float], float] | None = None
 
     def _choose(self, faces: list[DetectedFace]) -> DetectedFace | None:
         if not faces:
@@ -87,6 +98,39 @@ class HeadTracker(Closeable):
     def update(self, frame, timestamp: float | None = None) -> TrackedHead:
         rgb, frame_time = _frame_to_rgb(frame)
         t = timestamp if timestamp is not None else (frame_time if frame_time is not None else time.monotonic())
+        still = self._still_answer(rgb, t)
+        if still is not None:
+            return still
+        head = self._track(rgb, t)
+        self._remember(rgb, head)
+        return head
+
+    def _still_answer(self, rgb: np.ndarray, t: float) -> TrackedHead | None:
+        """The last tracked frame's answer (at time ``t``) where the face has not moved since; else None."""
+        cfg = self.config
+        if self._tracked is None or cfg.still_px <= 0.0 or self._still_run >= cfg.max_still_frames:
+            return None
+        head, reference, centre, side = self._tracked
+        current = face_signature(rgb, centre, side)
+        if (current is None or frame_change(reference, current) > cfg.still_change
+                or affine_motion_px(reference, current, side) > cfg.still_px):
+            return None
+        self._still_run += 1
+        self.frames_still += 1
+        return replace(head, timestamp=t)
+
+    def _remember(self, rgb: np.ndarray, head: TrackedHead) -> None:
+        """Keep a tracked frame's answer and its face's signature for ``_still_answer``."""
+        self._still_run = 0
+        self._tracked = None
+        if head.face_found and self.config.still_px > 0.0:
+            # the face's inner box (the aligned crop spans about twice the face)
+            centre, side = head.pose.center, 0.5 * head.pose.crop_size
+            reference = face_signature(rgb, centre, side)
+            if reference is not None:
+                self._tracked = (head, reference, centre, side)
+
+    def _track(self, rgb: np.ndarray, t: float) -> TrackedHead:
         h = float(rgb.shape[0])
         face = self._choose(self._mesh.detect(rgb))
         if face is not None:
