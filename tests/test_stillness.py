@@ -64,6 +64,12 @@ def test_the_tracker_answers_a_still_face_without_the_face_mesh_and_tracks_a_mov
         before = tracker.frames_still
         moved = tracker.update(_noisy(_moved(scene, [[1, 0, 3], [0, 1, 0]]), rng), 40 / 25)
         assert tracker.frames_still == before and moved.pose.center[0] > heads[-1].pose.center[0] + 0.3
+        # the same picture at another frame size (a sender adapting its resolution) is tracked anew
+        tracker.update(_noisy(scene, rng), 41 / 25)
+        smaller = cv2.resize(_noisy(scene, rng), (480, 360), interpolation=cv2.INTER_AREA)
+        before = tracker.frames_still
+        resized = tracker.update(smaller, 42 / 25)
+        assert tracker.frames_still == before and resized.face_found
     with HeadTracker(TrackerConfig(still_px=0.0)) as tracker:
         for i in range(10):
             tracker.update(_noisy(scene, rng), i / 25)

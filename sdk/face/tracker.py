@@ -86,7 +86,8 @@ class HeadTracker(Closeable):
         self._lost_counted = False
         self.frames_still = 0                        # frames answered without the face mesh (face held still)
         self._still_run = 0
-        self._tracked: tuple[TrackedHead, np.ndarray, tuple[float, float], float] | None = None
+        # the last tracked frame's answer, its face's signature, box centre and side, and the frame's shape
+        self._tracked: tuple[TrackedHead, np.ndarray, tuple[float, float], float, tuple] | None = None
 
     def _choose(self, faces: list[DetectedFace]) -> DetectedFace | None:
         if not faces:
@@ -110,8 +111,9 @@ class HeadTracker(Closeable):
         cfg = self.config
         if self._tracked is None or cfg.still_px <= 0.0 or self._still_run >= cfg.max_still_frames:
             return None
-        head, reference, centre, side = self._tracked
-        current = face_signature(rgb, centre, side)
+        head, reference, centre, side, shape = self._tracked
+        # a camera that changed its frame size (a WebRTC sender adapting) is tracked anew
+        current = face_signature(rgb, centre, side) if rgb.shape == shape else None
         if (current is None or frame_change(reference, current) > cfg.still_change
                 or affine_motion_px(reference, current, side) > cfg.still_px):
             return None
@@ -128,7 +130,7 @@ class HeadTracker(Closeable):
             centre, side = head.pose.center, 0.5 * head.pose.crop_size
             reference = face_signature(rgb, centre, side)
             if reference is not None:
-                self._tracked = (head, reference, centre, side)
+                self._tracked = (head, reference, centre, side, rgb.shape)
 
     def _track(self, rgb: np.ndarray, t: float) -> TrackedHead:
         h = float(rgb.shape[0])
