@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["QualityGovernorConfig", "QualityGovernor", "QualityStep", "quality_steps"]
+__all__ = ["QualityGovernorConfig", "QualityGovernor", "QualityStep", "quality_steps", "QualityLadder"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,43 @@ class QualityGovernor:
             self._recent.clear()
             return self.level
         return None
+
+
+class QualityLadder:
+    """A session's levels of render quality (``quality_steps``) and the governor that picks one. ``frame`` and
+    ``dropped`` return the step to render at from the next frame on where it changes, else None."""
+
+    def __init__(self, steps: list[QualityStep], avatar_resolution: int,
+                 config: QualityGovernorConfig = QualityGovernorConfig(), now: float = 0.0):
+        self.steps = steps
+        self.avatar_resolution = int(avatar_resolution)
+        self._governor = QualityGovernor(len(steps) - 1, config, now)
+
+    @property
+    def level(self) -> int:
+        return self._governor.level
+
+    @property
+    def step(self) -> QualityStep:
+        return self.steps[self.level]
+
+    def frame(self, now: float) -> QualityStep | None:
+        level = self._governor.frame(now)
+        return None if level is None else self.steps[level]
+
+    def dropped(self, now: float, can_search_edges: bool = True) -> QualityStep | None:
+        """A frame dropped for lack of time. ``can_search_edges`` False (a multi-layer avatar's renderer): a step
+        that would only turn off the edge search gives up nothing, so the ladder goes one further at once."""
+        before = self.level
+        level = self._governor.dropped(now)
+        if level is None:
+            return None
+        if (not can_search_edges and level < len(self.steps) - 1
+                and self.steps[level].resolution_scale == self.steps[before].resolution_scale):
+            level = self._governor.step_down()
+        return self.steps[level]
+
+    def resolution(self, step: QualityStep) -> int:
+        """The render size of ``step``: a multiple of 8 (whole cells of the renderer's 1/4-resolution search)."""
+        res = self.avatar_resolution
+        return res if step.resolution_scale >= 1.0 else max(16, int(round(res * step.resolution_scale / 8.0)) * 8)

@@ -25,104 +25,18 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 
 from gramcast.frame_processor import FrameProcessor, TrackedFrame, TwoStageFrameProcessor, as_two_stage, is_two_stage
-from gramcast.render_quality import QualityGovernor, QualityGovernorConfig, QualityStep, quality_steps
+from gramcast.render_quality import QualityGovernorConfig, QualityLadder, QualityStep, quality_steps
+from gramcast.session_config import OUTPUT_PRESETS, SessionConfig, check_output_format
 from gramcast.session_stats import SessionStats, ewma
 
+# SessionConfig and OUTPUT_PRESETS live in gramcast.session_config; they are named here too, where apps import them
+__all__ = ["AvatarSession", "SessionConfig", "OUTPUT_PRESETS", "output_video_frame"]
+
 log = logging.getLogger(__name__)
-
-#: Output sizes (width, height) WebRTC apps commonly negotiate, plus square ones.
-OUTPUT_PRESETS: dict[str, tuple[int, int]] = {
-    "180p": (320, 180), "240p": (320, 240), "360p": (640, 360), "480p": (640, 480),
-    "540p": (960, 540), "720p": (1280, 720),
-    "square256": (256, 256), "square512": (512, 512),
-}
-
-
-@dataclass
-class SessionConfig:
-    """How the avatar video looks and how fast it may go."""
-
-    #: A preset name from OUTPUT_PRESETS or (width, height); None = the camera's own size.
-    output_size: str | tuple[int, int] | None = "480p"
-    #: Side of the square avatar render before it is placed in the frame.
-    avatar_resolution: int = 256
-    #: "color" (a flat colour), "blur" (the blurred camera frame) or "image".
-    background: str = "color"
-    background_color: tuple[int, int, int] = (24, 24, 28)
-    background_image: np.ndarray | None = None
-    #: Frames per second the output never exceeds (camera frames beyond it are dropped).
-    max_fps: float = 30.0
-    #: Torch device or "auto" for the renderer; "onnx" backend where installed.
-    device: str = "auto"
-    backend: str = "torch"
-    #: The renderer's full-resolution search along occlusion edges (``RenderSettings.edge_samples``).
-    #: None: the renderer's default (on for one-layer ``mesh`` avatars) while the session keeps up, off
-    #: while it drops camera frames for lack of time (``gramcast.render_quality.QualityGovernor``; on a CPU it
-    #: costs ~1.5 ms a frame at 256², and two sessions on 2 cores did not hold 25 frames/s with it).
-    #: 0 = always off; N = always N samples.
-    edge_samples: int | None = None
-    #: Place the last render again, instead of rendering anew, while no point of the avatar can have moved
-    #: more than this many pixels of the render since (``gramcast.render_reuse``): a still head's tracked pose
-    #: wanders by fractions of a pixel from frame to frame. At 0.5 a still head reused 83-87 % of its renders,
-    #: whose frames were then off by 0.06-0.10 levels on average (bench/render_reuse.py). 0 = render every frame.
-    reuse_render_px: float = 0.5
-    #: A camera frame in which the face's box moved less than this many camera pixels since the last tracked
-    #: frame keeps that frame's pose without running the face mesh, at most 3 frames in a row
-    #: (``TrackerConfig.still_px``, ``gramcast.face.stillness``). 0 = track every frame.
-    still_px: float = 0.25
-    #: Fractions of ``avatar_resolution`` the session renders at, one step further each time it keeps dropping
-    #: camera frames for lack of time (after turning the edge search off, where it governs that), and back
-    #: after calm spells (``gramcast.render_quality``): the render is placed at the head's size either way, so a
-    #: loaded machine's avatar comes out softer rather than late. () = always ``avatar_resolution``. The
-    #: ``onnx`` backend keeps its size (it exports a model per size, which takes seconds).
-    resolution_steps: tuple[float, ...] = (0.875, 0.75, 0.625)
-    #: Copy this many top rows of the camera frame into the output (0 = off). For measuring
-    #: glass-to-glass latency with frame counters stamped into the camera (bench/stream.py).
-    passthrough_rows: int = 0
-    #: Track the next camera frame while the current one renders (two worker threads); else one
-    #: thread tracks and renders each frame in turn. None: on when the renderer runs on a GPU. On
-    #: a CPU the render already takes every core, so the overlap gains nothing there and costs
-    #: latency (2 cores, 24-layer avatar: 19.1 vs 18.8 frames/s, 124 vs 69 ms; README).
-    #: Processors with only ``process`` always run in one thread.
-    pipeline: bool | None = None
-    #: Pixel format of the output frames: "yuv420p" (what the video encoders take; odd sizes fall
-    #: back to rgb24) or "rgb24" (for applications that read the frames themselves).
-    output_format: str = "yuv420p"
-    #: Per-frame tracing for latency breakdowns (bench/stream.py --hops): called as
-    #: ``trace(event, image, monotonic_time)`` from the event loop and the worker thread, with the
-    #: camera frame, its RGB array or the output frame as ``image``. None (the default) = off.
-    trace: Callable[[str, Any, float], None] | None = None
-
-    def __post_init__(self):
-        _check_output_format(self.output_format)
-        steps = tuple(float(x) for x in self.resolution_steps)
-        if any(not 0.1 <= x < 1.0 for x in steps) or list(steps) != sorted(steps, reverse=True):
-            raise ValueError("resolution_steps must be fractions in [0.1, 1), largest first, "
-                             f"not {self.resolution_steps}")
-        self.resolution_steps = steps
-        if not self.still_px >= 0.0:
-            raise ValueError(f"still_px must be 0 (track every frame) or more pixels, not {self.still_px}")
-        if not self.reuse_render_px >= 0.0:
-            raise ValueError("reuse_render_px must be 0 (render every frame) or more pixels, "
-                             f"not {self.reuse_render_px}")
-
-    def size_for(self, camera_wh: tuple[int, int]) -> tuple[int, int]:
-        if self.output_size is None:
-            return camera_wh
-        if isinstance(self.output_size, str):
-            try:
-                return OUTPUT_PRESETS[self.output_size]
-            except KeyError:
-                raise ValueError(f"unknown output size {self.output_size!r}; presets: {sorted(OUTPUT_PRESETS)}") from None
-        w, h = self.output_size
-        return int(w), int(h)
-
 
 class AvatarSession:
     """Renders ``avatar`` at the head pose tracked in an incoming aiortc video track.
@@ -160,10 +74,11 @@ class AvatarSession:
         self._ended = False
         self._face_found = True
         # the levels of render quality the session steps through while it drops frames (None: just the one)
-        self._steps = quality_steps(self.config.edge_samples is None,
-                                    self.config.resolution_steps if self.config.backend == "torch" else ())
-        self._quality = (QualityGovernor(len(self._steps) - 1, quality_governor or QualityGovernorConfig(),
-                                         now=time.monotonic()) if len(self._steps) > 1 else None)
+        steps = quality_steps(self.config.edge_samples is None,
+                              self.config.resolution_steps if self.config.backend == "torch" else ())
+        governor = quality_governor or QualityGovernorConfig()
+        self._quality = (QualityLadder(steps, self.config.avatar_resolution, governor, now=time.monotonic())
+                         if len(steps) > 1 else None)
         self._stats.render_resolution = self.config.avatar_resolution
 
     # -------------------------------------------------------------- public API
@@ -191,7 +106,7 @@ class AvatarSession:
         searching = getattr(self._processor, "searches_edges", None)
         if searching is not None:
             return bool(searching)
-        wish = self._steps[self._quality.level].edge_search if self._quality is not None else None
+        wish = self._quality.step.edge_search if self._quality is not None else None
         return wish if wish is not None else self.config.edge_samples != 0
 
     def set_avatar(self, avatar) -> None:
@@ -346,43 +261,29 @@ class AvatarSession:
         """A camera frame dropped because the session was still busy with earlier ones."""
         self._stats.frames_dropped += 1
         if self._quality is not None:
-            self._set_quality(self._quality.dropped(now))
+            searchable = getattr(self._processor, "can_search_edges", True) is not False
+            self._set_quality(self._quality.dropped(now, searchable))
 
-    def _set_quality(self, level: int | None) -> None:
-        """Render at quality ``level`` from the next frame on (None: no change)."""
-        if level is None:
+    def _set_quality(self, step: QualityStep | None) -> None:
+        """Render at the ladder's new ``step`` from the next frame on (None: no change)."""
+        if step is None:
             return
-        s = self._stats
-        before = s.quality_level
-        if level > before and self._gives_up_nothing(before, level):
-            level = self._quality.step_down()
-        step = self._steps[level]
+        s, ladder = self._stats, self._quality
+        before, level = s.quality_level, ladder.level
         # counted where the renderer searched (a multi-layer avatar's never does)
-        s.edge_search_offs += int(step.edge_search is False and self._steps[before].edge_search is True
+        s.edge_search_offs += int(step.edge_search is False and ladder.steps[before].edge_search is True
                                   and getattr(self._processor, "searches_edges", True))
         s.quality_level = level
-        s.render_resolution = self._resolution(step)
+        s.render_resolution = ladder.resolution(step)
         # for operators: a session stepping down is a machine short of cores
         log.info("avatar session render quality %s to level %d of %d: %d px%s (%d camera frames dropped so far)",
-                 "down" if level > before else "up", level, len(self._steps) - 1, s.render_resolution,
+                 "down" if level > before else "up", level, len(ladder.steps) - 1, s.render_resolution,
                  "" if step.edge_search is None else f", edge search {'on' if step.edge_search else 'off'}",
                  s.frames_dropped)
         try:
             self._executor.submit(self._apply_quality, step)
         except RuntimeError:  # the executor was shut down: the session is closing
             pass
-
-    def _gives_up_nothing(self, before: int, level: int) -> bool:
-        """Whether stepping from ``before`` to ``level`` only turns off an edge search the renderer never makes (a
-        multi-layer avatar's), so the session should go one step further at once."""
-        a, b = self._steps[before], self._steps[level]
-        return (level < len(self._steps) - 1 and a.resolution_scale == b.resolution_scale
-                and getattr(self._processor, "can_search_edges", True) is False)
-
-    def _resolution(self, step: QualityStep) -> int:
-        """The render size of ``step``: a multiple of 8 (whole cells of the renderer's 1/4-resolution search)."""
-        res = self.config.avatar_resolution
-        return res if step.resolution_scale >= 1.0 else max(16, int(round(res * step.resolution_scale / 8.0)) * 8)
 
     def _apply_quality(self, step: QualityStep) -> None:
         # In the render thread, between frames (a new edge setting makes a renderer: torch work)
@@ -391,7 +292,7 @@ class AvatarSession:
             set_edges(None if step.edge_search else 0)
         set_resolution = getattr(self.processor, "set_render_resolution", None)
         if set_resolution is not None:
-            set_resolution(self._resolution(step))
+            set_resolution(self._quality.resolution(step))
 
     def _track_work(self, frame, arrived: float) -> TrackedFrame:
         t0 = time.monotonic()
@@ -501,11 +402,6 @@ def _pipeline_on(config: SessionConfig) -> bool:
     return resolve_device(config.device).type != "cpu"
 
 
-def _check_output_format(pixel_format: str) -> None:
-    if pixel_format not in ("yuv420p", "rgb24"):
-        raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {pixel_format!r}")
-
-
 def output_video_frame(rgb: np.ndarray, pixel_format: str = "yuv420p"):
     """An RGB (H, W, 3) uint8 array as the ``av.VideoFrame`` the session sends: yuv420p by default.
 
@@ -516,7 +412,7 @@ def output_video_frame(rgb: np.ndarray, pixel_format: str = "yuv420p"):
     """
     import av
 
-    _check_output_format(pixel_format)
+    check_output_format(pixel_format)
     h, w = rgb.shape[:2]
     if pixel_format == "rgb24" or h % 2 or w % 2:
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")

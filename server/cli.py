@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from gramcast.session import OUTPUT_PRESETS
+from gramcast.session_config import OUTPUT_PRESETS
 
 
 def register(sub) -> None:
@@ -43,7 +43,7 @@ def register(sub) -> None:
                         "(one 24-layer session on 2 cores: 13 -> 19 fps), slower for many light ones")
     s.add_argument("--weights", type=Path, default=None,
                    help="GRAMInverter bundle for --enroll-method graminverter (default: the installed one)")
-    v = s.add_argument_group("avatar video (every session; gramcast.session.SessionConfig)")
+    v = s.add_argument_group("avatar video (every session; gramcast.session_config.SessionConfig)")
     v.add_argument("--output-size", default="480p", metavar="SIZE",
                    help=f"frame size sent to peers: {', '.join(OUTPUT_PRESETS)}, WIDTHxHEIGHT, or 'camera' "
                         "for the camera's own (default: 480p)")
@@ -79,7 +79,7 @@ def session_config(args):
     """The ``SessionConfig`` of ``gramcast serve``'s options; a bad value is a GramcastError."""
     from gramcast.device import device_option
     from gramcast.errors import GramcastError
-    from gramcast.session import SessionConfig
+    from gramcast.session_config import SessionConfig
 
     size = args.output_size.strip().lower()
     if size == "camera":
