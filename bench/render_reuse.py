@@ -74,11 +74,11 @@ def run_clip(avatar, frames: list[np.ndarray], variants: list[tuple[float, float
     for i, frame in enumerate(frames):
         for t, proc in procs.items():
             t0 = time.perf_counter()
-            tracked, _ = proc.track(frame, i / FPS)
+            tracked, track_info = proc.track(frame, i / FPS)
             _, info = proc.draw(frame, tracked)
             r = rec[t]
             r["frame_ms"].append((time.perf_counter() - t0) * 1e3)
-            r["still"] += int(proc.tracker.frames_still > r["still"])
+            r["still"] += int(track_info["tracking_still"])
             if info["render_reused"]:
                 r["reused"] += 1
                 truth = proc.renderer.render_premultiplied(tracked.yaw_pitch, size).astype(np.float32)

@@ -177,10 +177,8 @@ class AvatarFrameProcessor:
     def track(self, rgb: np.ndarray, timestamp: float):
         """The head in the camera frame ``rgb`` (H, W, 3) uint8 (a ``TrackedHead``) and its timing."""
         t0 = time.perf_counter()
-        still_before = getattr(self.tracker, "frames_still", 0)
         tracked = self.tracker.update(rgb, timestamp)
-        info = {"face_found": tracked.face_found,
-                "tracking_still": getattr(self.tracker, "frames_still", 0) > still_before}
+        info = {"face_found": tracked.face_found, "tracking_still": bool(getattr(tracked, "still", False))}
         # a frame answered without the face mesh reports no tracking time: tracking_ms stays what tracking costs
         if not info["tracking_still"]:
             info["tracking_ms"] = (time.perf_counter() - t0) * 1e3

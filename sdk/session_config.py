@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["OUTPUT_PRESETS", "SessionConfig", "check_output_format"]
+__all__ = ["OUTPUT_PRESETS", "SessionConfig", "check_output_format", "check_resolution_steps"]
 
 #: Output sizes (width, height) WebRTC apps commonly negotiate, plus square ones.
 OUTPUT_PRESETS: dict[str, tuple[int, int]] = {
@@ -73,11 +73,7 @@ class SessionConfig:
 
     def __post_init__(self):
         check_output_format(self.output_format)
-        steps = tuple(float(x) for x in self.resolution_steps)
-        if any(not 0.1 <= x < 1.0 for x in steps) or list(steps) != sorted(steps, reverse=True):
-            raise ValueError("resolution_steps must be fractions in [0.1, 1), largest first, "
-                             f"not {self.resolution_steps}")
-        self.resolution_steps = steps
+        self.resolution_steps = check_resolution_steps(self.resolution_steps)
         if not self.still_px >= 0.0:
             raise ValueError(f"still_px must be 0 (track every frame) or more pixels, not {self.still_px}")
         if not self.reuse_render_px >= 0.0:
@@ -100,3 +96,12 @@ class SessionConfig:
 def check_output_format(pixel_format: str) -> None:
     if pixel_format not in ("yuv420p", "rgb24"):
         raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {pixel_format!r}")
+
+
+def check_resolution_steps(steps) -> tuple[float, ...]:
+    """``SessionConfig.resolution_steps`` as a tuple of floats, or a ValueError: fractions in [0.1, 1), largest
+    first."""
+    fractions = tuple(float(x) for x in steps)
+    if any(not 0.1 <= x < 1.0 for x in fractions) or list(fractions) != sorted(fractions, reverse=True):
+        raise ValueError(f"resolution_steps must be fractions in [0.1, 1), largest first, not {steps}")
+    return fractions

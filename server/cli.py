@@ -79,7 +79,7 @@ def session_config(args):
     """The ``SessionConfig`` of ``gramcast serve``'s options; a bad value is a GramcastError."""
     from gramcast.device import device_option
     from gramcast.errors import GramcastError
-    from gramcast.session_config import SessionConfig
+    from gramcast.session_config import SessionConfig, check_resolution_steps
 
     size = args.output_size.strip().lower()
     if size == "camera":
@@ -107,9 +107,7 @@ def session_config(args):
         raise GramcastError(f"--still-px {args.still_px}: use 0 (track every frame) to 8 pixels (default 0.25)")
     steps_text = args.resolution_steps.strip().lower()
     try:
-        steps = () if steps_text in ("none", "") else tuple(float(x) for x in steps_text.split(","))
-        if any(not 0.1 <= x < 1.0 for x in steps) or list(steps) != sorted(steps, reverse=True):
-            raise ValueError
+        steps = check_resolution_steps(() if steps_text in ("none", "") else steps_text.split(","))
     except ValueError:
         raise GramcastError(f"--resolution-steps {args.resolution_steps!r}: give fractions in [0.1, 1), largest "
                             "first, separated by commas (e.g. 0.875,0.75,0.625), or 'none'") from None

@@ -61,6 +61,8 @@ def test_the_tracker_answers_a_still_face_without_the_face_mesh_and_tracks_a_mov
         assert all(h.face_found for h in heads)
         still = [h for a, h in zip(heads, heads[1:]) if h.pose == a.pose]
         assert len(still) >= tracker.frames_still and still[0].timestamp > 0
+        assert sum(h.still for h in heads) == tracker.frames_still and all(h.pose == a.pose for a, h in
+                                                                          zip(heads, heads[1:]) if h.still)
         before = tracker.frames_still
         moved = tracker.update(_noisy(_moved(scene, [[1, 0, 3], [0, 1, 0]]), rng), 40 / 25)
         assert tracker.frames_still == before and moved.pose.center[0] > heads[-1].pose.center[0] + 0.3

@@ -41,12 +41,14 @@ class TrackerConfig:
 @dataclass(frozen=True)
 class TrackedHead:
     """One frame's answer: smoothed pose, confidence in [0, 1] (1 = a tight fit, 0 = no face) and the
-    frame's timestamp (seconds)."""
+    frame's timestamp (seconds). ``still``: the face held still, and this is the last tracked frame's answer
+    (the face mesh did not run; ``TrackerConfig.still_px``)."""
 
     pose: HeadPose
     confidence: float
     timestamp: float
     face_found: bool
+    still: bool = False
 
     @property
     def yaw_pitch(self) -> tuple[float, float]:
@@ -119,7 +121,7 @@ class HeadTracker(Closeable):
             return None
         self._still_run += 1
         self.frames_still += 1
-        return replace(head, timestamp=t)
+        return replace(head, timestamp=t, still=True)
 
     def _remember(self, rgb: np.ndarray, head: TrackedHead) -> None:
         """Keep a tracked frame's answer and its face's signature for ``_still_answer``."""
