@@ -7,18 +7,19 @@ import http
 import logging
 import mimetypes
 import signal
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from aiortc import RTCConfiguration, RTCPeerConnection
-from aiortc.contrib.media import MediaRelay
+from aiortc import RTCPeerConnection
 from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from gramcast.server import ice, protocol
+from gramcast.server.ice_servers import IceServersConfig
 from gramcast.server.rooms import Participant, RoomRegistry
 from gramcast.server.signaling import SignalingConnection
 from gramcast.server.tokens import load_secret
@@ -40,6 +41,8 @@ class ServerConfig:
     #: ICE host addresses to offer: None = aioice's choice (127.0.0.1 added where that is empty);
     #: ["127.0.0.1"] keeps all media on loopback (tests).
     ice_addresses: list[str] | None = None
+    #: STUN/TURN servers for every peer connection, the server's and (sent in ``joined``) its clients'.
+    ice_servers: IceServersConfig = field(default_factory=IceServersConfig)
     max_participants_per_room: int = 8
     join_timeout_s: float = 30.0
     max_errors_per_connection: int = 200
@@ -54,6 +57,11 @@ class ServerConfig:
     #: None uses ``gramcast.enroll``).
     enroll_fn: Callable[..., Any] | None = None
     static_dir: Path = field(default_factory=lambda: STATIC_DIR)
+    #: Serve https and wss with this certificate chain and private key (PEM files): browsers open the
+    #: camera only on https pages (and localhost). None: plain http, for localhost or behind a proxy that
+    #: terminates TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 class GramcastServer:
@@ -64,12 +72,12 @@ class GramcastServer:
             raise ValueError("the server needs at least one avatar")
         self.config = config or ServerConfig()
         self.secret = load_secret(self.config.secret)
+        self._tls = tls_context(self.config.tls_cert, self.config.tls_key)
         self.avatars: dict[str, Any] = dict(avatars)
         self._default_avatar = next(iter(self.avatars))
         self.rooms = RoomRegistry(self.config.max_participants_per_room)
         self.connections: dict[str, SignalingConnection] = {}
         self._open: set[SignalingConnection] = set()
-        self.relay = MediaRelay()
         self._server = None
         ice.set_host_addresses(self.config.ice_addresses if self.config.ice_addresses is not None else [])
 
@@ -78,9 +86,7 @@ class GramcastServer:
         return self._default_avatar
 
     def new_peer_connection(self) -> RTCPeerConnection:
-        # No STUN/TURN: nothing outside this machine is reachable, and aiortc's default STUN
-        # server would only add a timeout to every connection.
-        return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        return RTCPeerConnection(self.config.ice_servers.rtc_configuration())
 
     def make_pipeline(self, avatar):
         if self.config.pipeline_factory is not None:
@@ -141,14 +147,15 @@ class GramcastServer:
         self._server = await serve(
             self._handle, self.config.host, self.config.port,
             process_request=self._process_request, max_size=protocol.MAX_MESSAGE_BYTES + 1024,
-            compression=None, close_timeout=2,
+            compression=None, close_timeout=2, ssl=self._tls,
         )
         if self.config.port == 0:
             self.config.port = self._server.sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.config.port}/"
+        scheme = "https" if self.config.tls_cert is not None else "http"
+        return f"{scheme}://{self.config.host}:{self.config.port}/"
 
     async def stop(self) -> None:
         """Close every session (peer connections, pipelines) and the listening socket."""
@@ -181,3 +188,28 @@ class GramcastServer:
     def stats(self) -> dict:
         return {"rooms": self.rooms.rooms(), "participants": self.rooms.participant_count(),
                 "connections": len(self._open), "status": http.HTTPStatus.OK.phrase}
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server side's TLS context from PEM files (None without a certificate); a ValueError says what is wrong."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("TLS needs both a certificate and its private key (--tls-cert and --tls-key)")
+    for what, path in (("certificate", cert), ("private key", key)):
+        if not Path(path).is_file():
+            raise ValueError(f"TLS: no {what} file {path}")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+
+    def no_passphrase():  # OpenSSL would otherwise ask on the terminal of a headless server
+        raise ValueError(f"TLS: the private key {key} is encrypted; give it unencrypted (e.g. `openssl pkey -in "
+                         f"{key} -out plain.key`) and readable only by the server's user")
+
+    try:
+        ctx.load_cert_chain(cert, key, password=no_passphrase)
+    except PermissionError:
+        raise ValueError(f"TLS: cannot read {cert} or {key}: run the server as a user that may") from None
+    except ssl.SSLError as exc:   # not PEM, or the key does not belong to the certificate
+        raise ValueError(f"TLS: cannot use certificate {cert} with key {key} ({exc.reason or exc}); give the "
+                         "PEM certificate chain and the private key it was issued for") from None
+    return ctx

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from gramcast.session_config import OUTPUT_PRESETS
 
+TURN_SECRET_ENV = "GRAMCAST_TURN_SECRET"
+TURN_PASSWORD_ENV = "GRAMCAST_TURN_PASSWORD"
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -33,6 +36,11 @@ def register(sub) -> None:
     s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
     s.add_argument("--room", default="demo", help="room for the printed join links (default: demo)")
     s.add_argument("--secret", help="token secret (default: $GRAMCAST_SECRET, else a random one for this run)")
+    s.add_argument("--tls-cert", type=Path, default=None, metavar="CERT.pem",
+                   help="serve https and wss with this certificate chain (with --tls-key): browsers open the "
+                        "camera only on https pages and localhost (default: plain http, e.g. behind a proxy "
+                        "that terminates TLS)")
+    s.add_argument("--tls-key", type=Path, default=None, metavar="KEY.pem", help="the certificate's private key")
     s.add_argument("--loopback-ice", action="store_true",
                    help="offer only 127.0.0.1 as ICE candidate (clients on this machine only)")
     s.add_argument("--enroll-method", default="mesh", choices=("mesh", "graminverter"),
@@ -43,6 +51,25 @@ def register(sub) -> None:
                         "(one 24-layer session on 2 cores: 13 -> 19 fps), slower for many light ones")
     s.add_argument("--weights", type=Path, default=None,
                    help="GRAMInverter bundle for --enroll-method graminverter (default: the installed one)")
+    n = s.add_argument_group("reaching clients on other networks (gramcast.server.ice_servers; the server hands "
+                             "these to every client when it joins)")
+    n.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="a STUN or TURN server for every peer connection (repeat for several): stun:HOST[:PORT] "
+                        "lets a server behind NAT offer its public address, turn:HOST[:PORT][?transport=udp|tcp] "
+                        "or turns:HOST[:PORT] relays media for clients that cannot reach this machine directly "
+                        "(default: none, only this machine's own addresses)")
+    n.add_argument("--turn-secret", default=None, metavar="SECRET",
+                   help="the TURN server's shared secret (coturn: use-auth-secret, static-auth-secret): every "
+                        f"participant gets its own credentials, valid for --turn-ttl (default: ${TURN_SECRET_ENV})")
+    n.add_argument("--turn-username", default=None, help="fixed TURN username, the same for every participant")
+    n.add_argument("--turn-password", default=None,
+                   help=f"fixed TURN password (default: ${TURN_PASSWORD_ENV})")
+    n.add_argument("--turn-ttl", type=float, default=24 * 3600.0, metavar="S",
+                   help="lifetime of per-participant TURN credentials in seconds; a call cannot outlast it "
+                        "(default: 86400)")
+    n.add_argument("--ice-relay-only", action="store_true",
+                   help="send all media through the TURN server, the server's and the clients' (networks where "
+                        "only the relay is reachable; checking a TURN deployment)")
     v = s.add_argument_group("avatar video (every session; gramcast.session_config.SessionConfig)")
     v.add_argument("--output-size", default="480p", metavar="SIZE",
                    help=f"frame size sent to peers: {', '.join(OUTPUT_PRESETS)}, WIDTHxHEIGHT, or 'camera' "
@@ -117,6 +144,23 @@ def session_config(args):
                          reuse_render_px=args.reuse_render_px, resolution_steps=steps, still_px=args.still_px)
 
 
+def ice_servers_config(args):
+    """The ``IceServersConfig`` of ``gramcast serve``'s options; a bad value is a GramcastError."""
+    from gramcast.errors import GramcastError
+    from gramcast.server.ice_servers import IceServersConfig
+
+    secret = args.turn_secret or os.environ.get(TURN_SECRET_ENV) or None
+    # $GRAMCAST_TURN_PASSWORD counts only beside a --turn-username: alone, left from another setup, it is
+    # not a credential.
+    password = args.turn_password or (os.environ.get(TURN_PASSWORD_ENV) if args.turn_username else None)
+    try:
+        return IceServersConfig(urls=tuple(args.ice_server), turn_username=args.turn_username,
+                                turn_password=password, turn_secret=secret, turn_ttl_s=args.turn_ttl,
+                                relay_only=args.ice_relay_only)
+    except ValueError as exc:
+        raise GramcastError(f"{exc} (gramcast serve --help: 'reaching clients on other networks')") from None
+
+
 def run_token(args) -> int:
     from gramcast.server.tokens import load_secret, mint_token
 
@@ -151,16 +195,22 @@ def run_serve(args) -> int:
         use_one_torch_thread()
     from gramcast.avatar import Avatar
     from gramcast.errors import GramcastError
-    from gramcast.server.app import GramcastServer, ServerConfig
+    from gramcast.server.app import GramcastServer, ServerConfig, tls_context
     from gramcast.server.tokens import SECRET_ENV, mint_token
 
     if not 0 <= args.port <= 65535:
         raise GramcastError(f"--port {args.port}: give 0 to 65535 (0 picks a free one)")
     secret = args.secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
     session = session_config(args)
+    ice_servers = ice_servers_config(args)
+    try:
+        tls_context(args.tls_cert, args.tls_key)   # a bad certificate stops the server before the avatars load
+    except ValueError as exc:
+        raise GramcastError(str(exc)) from None
     avatars = {path.stem: Avatar.load(path) for path in args.avatar}
     config = ServerConfig(host=args.host, port=args.port, secret=secret,
-                          ice_addresses=["127.0.0.1"] if args.loopback_ice else None,
+                          ice_addresses=["127.0.0.1"] if args.loopback_ice else None, ice_servers=ice_servers,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key,
                           enroll_fn=selfie_enroller(args.enroll_method, args.weights), session=session)
     server = GramcastServer(avatars, config)
 

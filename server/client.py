@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import connect
 
 from gramcast.server import aiortc_latency, ice, protocol
+from gramcast.server.ice_servers import rtc_configuration
 from gramcast.server.protocol import SERVER_MESSAGES, CLIENT_MESSAGES
 
 # aioice 0.13 can start a consent task on an already closed ICE connection; see gramcast.server.ice.
@@ -29,12 +31,19 @@ class ServerError(Exception):
 
 
 class GramcastClient:
-    def __init__(self, ws_url: str, token: str, room: str, avatar: str | None = None, preview: bool = False):
+    def __init__(self, ws_url: str, token: str, room: str, avatar: str | None = None, preview: bool = False,
+                 ssl_context: ssl.SSLContext | None = None):
+        """``ws_url``: ``ws://HOST:PORT/ws``, or ``wss://`` for a server with TLS (``ssl_context`` trusts a
+        certificate the system does not, e.g. a self-signed one)."""
         self.ws_url = ws_url
+        self.ssl_context = ssl_context
         self.token, self.room, self.avatar, self.preview = token, room, avatar, preview
         self.ws = None
         self.participant: str | None = None
         self.peers: dict[str, dict] = {}
+        #: The STUN/TURN servers and ICE transport policy the server gave in ``joined``.
+        self.ice_servers: list[dict] = []
+        self.ice_transport_policy = "all"
         self.pcs: dict[str | None, RTCPeerConnection] = {}
         self.events: asyncio.Queue = asyncio.Queue()
         self.errors: list[ServerError] = []
@@ -56,7 +65,8 @@ class GramcastClient:
         await self.ws.send(protocol.encode(kind, CLIENT_MESSAGES, **fields))
 
     async def connect(self) -> None:
-        self.ws = await connect(self.ws_url, max_size=None, compression=None)
+        tls = {"ssl": self.ssl_context} if self.ssl_context is not None else {}
+        self.ws = await connect(self.ws_url, max_size=None, compression=None, **tls)
         self._reader = asyncio.create_task(self._read())
         joined = self._expect("joined")
         fields = {"token": self.token, "room": self.room, "preview": self.preview}
@@ -66,6 +76,8 @@ class GramcastClient:
         msg = await joined
         self.participant = msg["participant"]
         self.peers = {p["participant"]: p for p in msg["peers"]}
+        self.ice_servers = list(msg.get("ice_servers", []))
+        self.ice_transport_policy = msg.get("ice_transport_policy", "all")
 
     def _expect(self, kind: str) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
@@ -105,6 +117,9 @@ class GramcastClient:
                 if not fut.done():
                     fut.set_exception(ConnectionError(f"signaling connection closed ({exc!r})"))
 
+    def _new_pc(self) -> RTCPeerConnection:
+        return RTCPeerConnection(rtc_configuration(self.ice_servers, self.ice_transport_policy))
+
     def _add_pc(self, key: str | None, pc: RTCPeerConnection) -> None:
         self.pcs = {**self.pcs, key: pc}
 
@@ -137,7 +152,7 @@ class GramcastClient:
         """Send the camera (and microphone); with ``preview`` the own avatar comes back as ``preview_track``."""
         if None in self.pcs:
             raise RuntimeError("this client already publishes")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = self._new_pc()
         self._add_pc(None, pc)
         got_preview = asyncio.get_running_loop().create_future()
 
@@ -168,7 +183,7 @@ class GramcastClient:
         if old is not None:  # re-subscribing replaces the previous connection
             self.pcs = {k: v for k, v in self.pcs.items() if k != target}
             await _close_pc(old)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = self._new_pc()
         self._add_pc(target, pc)
         tracks: dict[str, Any] = {}
         pc.on("track", lambda t: tracks.setdefault(t.kind, t))

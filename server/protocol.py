@@ -18,8 +18,12 @@ Client -> server
   stats   {}                                ask for this session's stats
   leave   {}                                leave the room and close
 Server -> client
-  joined  {participant, room, peers}       accepted; ``peers`` lists the others as maps
-                                            {participant, name, publishing}
+  joined  {participant, room, peers, ice_servers?, ice_transport_policy?}
+                                            accepted; ``peers`` lists the others as maps
+                                            {participant, name, publishing}; ``ice_servers``: the
+                                            STUN/TURN servers to give every peer connection, as WebRTC
+                                            RTCIceServer maps {urls, username?, credential?} (none: use
+                                            none); ``ice_transport_policy``: "all" (default) or "relay"
   answer  {sdp, sdp_type, target?}          the server's SDP answer to the offer with that target
   peer    {event, participant, name}        event = "joined" | "publishing" | "left"; subscribe to a
                                             participant once it is "publishing"
@@ -54,7 +58,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "leave": {},
 }
 SERVER_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
-    "joined": {"participant": (_STR, True), "room": (_STR, True), "peers": (_LIST, True)},
+    "joined": {"participant": (_STR, True), "room": (_STR, True), "peers": (_LIST, True),
+               "ice_servers": (_LIST, False), "ice_transport_policy": (_STR, False)},
     "answer": {"sdp": (_STR, True), "sdp_type": (_STR, True), "target": (_STR, False)},
     "peer": {"event": (_STR, True), "participant": (_STR, True), "name": (_STR, True)},
     "stats": {"stats": (_MAP, True)},

@@ -121,7 +121,9 @@ class SignalingConnection:
         self.participant = p
         self.server.connections[p.id] = self
         others = self.server.rooms.others(p)
-        await self.send("joined", participant=p.id, room=p.room, peers=[o.describe() for o in others])
+        servers = self.server.config.ice_servers
+        await self.send("joined", participant=p.id, room=p.room, peers=[o.describe() for o in others],
+                        ice_servers=servers.servers_for(p.id), ice_transport_policy=servers.transport_policy)
         await self.server.broadcast(p, "peer", event="joined", participant=p.id, name=p.name)
 
     async def on_offer(self, msg) -> None:

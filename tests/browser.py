@@ -21,10 +21,10 @@ def chromium_path() -> str:
 
 
 @asynccontextmanager
-async def chromium_page(fake_camera_y4m=None):
+async def chromium_page(fake_camera_y4m=None, extra_args=()):
     from playwright.async_api import async_playwright
 
-    args = list(CHROMIUM_FLAGS)
+    args = [*CHROMIUM_FLAGS, *extra_args]
     if fake_camera_y4m is not None:
         args.append(f"--use-file-for-fake-video-capture={fake_camera_y4m}")
     async with async_playwright() as pw:

@@ -1,5 +1,5 @@
-"""`gramcast serve`'s avatar-video options: parsed into the SessionConfig every session gets, bad values
-refused before anything starts."""
+"""`gramcast serve`'s avatar-video and ICE options: parsed into the SessionConfig every session gets and the
+STUN/TURN configuration every connection gets, bad values refused before anything starts."""
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 
 from gramcast.cli import build_parser, main
 from gramcast.errors import GramcastError
-from gramcast.server.cli import session_config
+from gramcast.server.cli import TURN_PASSWORD_ENV, TURN_SECRET_ENV, ice_servers_config, session_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,3 +124,37 @@ def test_a_port_out_of_range_or_taken_is_refused_in_one_line(capsys, tmp_path):
         assert main(["serve", "--avatar", str(path), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0] and "another --port" in err[0]
+
+
+def test_ice_options_reach_the_ice_configuration(monkeypatch):
+    monkeypatch.delenv(TURN_SECRET_ENV, raising=False)
+    monkeypatch.delenv(TURN_PASSWORD_ENV, raising=False)
+    none = ice_servers_config(serve_args())
+    assert none.urls == () and none.servers_for("p1") == [] and none.transport_policy == "all"
+    cfg = ice_servers_config(serve_args("--ice-server", "stun:stun.example.org", "--ice-server", "turn:t.example.org",
+                                        "--turn-secret", "s", "--turn-ttl", "600", "--ice-relay-only"))
+    assert cfg.urls == ("stun:stun.example.org", "turn:t.example.org") and cfg.turn_secret == "s"
+    assert cfg.turn_ttl_s == 600 and cfg.transport_policy == "relay"
+    monkeypatch.setenv(TURN_SECRET_ENV, "from-env")
+    assert ice_servers_config(serve_args("--ice-server", "turn:t.example.org")).turn_secret == "from-env"
+    monkeypatch.delenv(TURN_SECRET_ENV)
+    monkeypatch.setenv(TURN_PASSWORD_ENV, "pw")
+    fixed = ice_servers_config(serve_args("--ice-server", "turn:t.example.org", "--turn-username", "u"))
+    assert fixed.servers_for("p1")[0]["credential"] == "pw"
+    # a password left in the environment is no credential without a username
+    assert ice_servers_config(serve_args("--ice-server", "stun:s.example.org")).turn_password is None
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--ice-server", "turn.example.org"], "ICE server 'turn.example.org': use stun:HOST"),
+    (["--ice-server", "turn:t.example.org"], "a TURN server needs credentials"),
+    (["--ice-server", "stun:s.example.org", "--ice-relay-only"], "relay-only ICE needs a TURN server"),
+    (["--turn-secret", "s"], "no turn: or turns: server"),
+])
+def test_bad_ice_options_are_refused_with_one_line(extra, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv(TURN_SECRET_ENV, raising=False)
+    with pytest.raises(GramcastError, match=words.replace("(", r"\(")):
+        ice_servers_config(serve_args(*extra))
+    assert main(["serve", "--avatar", str(tmp_path / "missing.gca"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "gramcast serve --help" in err and len(err.splitlines()) == 1

@@ -10,6 +10,7 @@ const state = {
   pendingAnswers: new Map(),      // target ("" = publish) -> resolve
   framesDecoded: {},              // participant id (or "preview") -> count, for tests and stats
   lastStats: null, events: [],
+  ice: { iceServers: [], iceTransportPolicy: "all" },   // the server's STUN/TURN servers, from "joined"
 };
 window.gramcast = state;
 
@@ -52,7 +53,7 @@ function addTile(id, label) {
 async function publish(preview) {
   state.camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
   $("camera").srcObject = state.camera;
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection(state.ice);
   state.publishPc = pc;
   const [video] = state.camera.getVideoTracks();
   pc.addTransceiver(video, { direction: preview ? "sendrecv" : "sendonly", streams: [state.camera] });
@@ -65,7 +66,7 @@ async function publish(preview) {
 
 async function subscribe(pid, name) {
   if (state.subscriptions.has(pid)) return;
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection(state.ice);
   const tile = addTile(pid, name);
   state.subscriptions.set(pid, { pc, tile });
   const stream = new MediaStream();
@@ -85,6 +86,7 @@ async function onMessage(msg) {
   switch (msg.type) {
     case "joined":
       state.me = msg.participant;
+      state.ice = { iceServers: msg.ice_servers || [], iceTransportPolicy: msg.ice_transport_policy || "all" };
       status(`Joined room ${msg.room} as ${msg.participant}.`);
       await publish($("preview").checked);
       status(`Publishing in room ${msg.room}.`);
