@@ -20,6 +20,7 @@ from websockets.http11 import Response
 
 from gramcast.server import ice, protocol
 from gramcast.server.ice_servers import IceServersConfig
+from gramcast.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from gramcast.server.rooms import Participant, RoomRegistry
 from gramcast.server.signaling import SignalingConnection
 from gramcast.server.tokens import load_secret
@@ -62,6 +63,9 @@ class ServerConfig:
     #: terminates TLS.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Serve ``GET /metrics`` (Prometheus text format: sessions' frame rates, latency, quality, counters).
+    #: ``GET /healthz`` is always served.
+    metrics: bool = True
 
 
 class GramcastServer:
@@ -79,6 +83,7 @@ class GramcastServer:
         self.connections: dict[str, SignalingConnection] = {}
         self._open: set[SignalingConnection] = set()
         self._server = None
+        self.metrics = ServerMetrics(self)
         ice.set_host_addresses(self.config.ice_addresses if self.config.ice_addresses is not None else [])
 
     # ------------------------------------------------------------ services for connections
@@ -104,7 +109,12 @@ class GramcastServer:
         try:
             avatar = await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, image, face=face))
         except GramcastError as exc:  # the selfie's fault: tell the participant what to change
+            self.metrics.count("enrollment", "refused")
             raise protocol.ProtocolError("enroll_failed", str(exc)) from None
+        except Exception:
+            self.metrics.count("enrollment", "failed")
+            raise
+        self.metrics.count("enrollment", "enrolled")
         name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"
         self.avatars[name] = avatar
         return name
@@ -123,16 +133,18 @@ class GramcastServer:
         root = self.config.static_dir.resolve()
         target = (root / rel).resolve()
         if root not in target.parents or not target.is_file():
-            return Response(404, "Not Found", Headers([("Content-Type", "text/plain")]), b"not found\n")
+            return _http_response(404, "not found\n")
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        body = target.read_bytes()
-        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
-                           ("Cache-Control", "no-cache")])
-        return Response(200, "OK", headers, body)
+        return _http_response(200, target.read_bytes(), ctype)
 
     def _process_request(self, connection, request):
-        if request.path.split("?", 1)[0] == WS_PATH:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
             return None
+        if path == "/healthz":   # for a load balancer or an orchestrator's liveness probe
+            return _http_response(200, "ok\n")
+        if path == "/metrics" and self.config.metrics:
+            return _http_response(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
         return self._static_response(request.path)
 
     async def _handle(self, ws) -> None:
@@ -185,9 +197,12 @@ class GramcastServer:
         print("gramcast server: shutting down", flush=True)
         await self.stop()
 
-    def stats(self) -> dict:
-        return {"rooms": self.rooms.rooms(), "participants": self.rooms.participant_count(),
-                "connections": len(self._open), "status": http.HTTPStatus.OK.phrase}
+
+def _http_response(status: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
+    data = body.encode() if isinstance(body, str) else body
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
+                       ("Cache-Control", "no-cache")])
+    return Response(status, http.HTTPStatus(status).phrase, headers, data)
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

@@ -41,6 +41,9 @@ def register(sub) -> None:
                         "camera only on https pages and localhost (default: plain http, e.g. behind a proxy "
                         "that terminates TLS)")
     s.add_argument("--tls-key", type=Path, default=None, metavar="KEY.pem", help="the certificate's private key")
+    s.add_argument("--no-metrics", action="store_true",
+                   help="do not serve GET /metrics (Prometheus text format: sessions, frame rates, latency, "
+                        "quality steps, errors; no names or rooms); GET /healthz answers either way")
     s.add_argument("--loopback-ice", action="store_true",
                    help="offer only 127.0.0.1 as ICE candidate (clients on this machine only)")
     s.add_argument("--enroll-method", default="mesh", choices=("mesh", "graminverter"),
@@ -210,7 +213,7 @@ def run_serve(args) -> int:
     avatars = {path.stem: Avatar.load(path) for path in args.avatar}
     config = ServerConfig(host=args.host, port=args.port, secret=secret,
                           ice_addresses=["127.0.0.1"] if args.loopback_ice else None, ice_servers=ice_servers,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, metrics=not args.no_metrics,
                           enroll_fn=selfie_enroller(args.enroll_method, args.weights), session=session)
     server = GramcastServer(avatars, config)
 

@@ -67,6 +67,7 @@ class SignalingConnection:
             pass
 
     async def send_error(self, code: str, message: str, fatal: bool = False) -> None:
+        self.server.metrics.count("signaling_error", code)
         await self.send_frame(protocol.error_frame(code, message, fatal))
 
     async def run(self) -> None:
@@ -99,6 +100,7 @@ class SignalingConnection:
             await self.send_error(exc.code, str(exc))
         except (TokenError, RoomFullError) as exc:
             self.errors += 1
+            self.server.metrics.count("join", "refused")
             await self.send_error("join_refused", str(exc), fatal=True)
             await self.ws.close()
         except ConnectionClosed:
@@ -120,6 +122,7 @@ class SignalingConnection:
         p = self.server.rooms.join(grant.room, grant.name, avatar_name, bool(msg.get("preview", False)))
         self.participant = p
         self.server.connections[p.id] = self
+        self.server.metrics.count("join", "accepted")
         others = self.server.rooms.others(p)
         servers = self.server.config.ice_servers
         await self.send("joined", participant=p.id, room=p.room, peers=[o.describe() for o in others],
@@ -183,6 +186,7 @@ class SignalingConnection:
         def on_track(track):
             if track.kind == "video" and self.pipeline is None:
                 self.pipeline = self.server.make_pipeline(self.server.avatars[p.avatar_name])
+                self.server.metrics.session_started(self.pipeline, p.id)
                 p.media["video"] = Yuv420Track(self.pipeline.attach(track))
                 if p.preview:
                     pc.addTrack(relay.subscribe(p.media["video"], buffered=False))
@@ -268,6 +272,7 @@ class SignalingConnection:
             await ice.close_peer_connection(self.publish_pc)
         if self.pipeline is not None:
             await self.pipeline.close()
+            self.server.metrics.session_ended(self.pipeline)
         if p is not None:
             p.media.clear()
         try:
