@@ -57,6 +57,10 @@ class ServerConfig:
     #: Turns selfie bytes into an Avatar, ``enroll_fn(image, face=...)`` (``face`` as ``gramcast.enroll``'s;
     #: None uses ``gramcast.enroll``).
     enroll_fn: Callable[..., Any] | None = None
+    #: Selfies enrolled at once; others wait their turn (an enrollment takes every core for a second or
+    #: more, so several at once would stall every session's video), and give up after ``enroll_wait_s``.
+    max_concurrent_enrollments: int = 1
+    enroll_wait_s: float = 30.0
     static_dir: Path = field(default_factory=lambda: STATIC_DIR)
     #: Serve https and wss with this certificate chain and private key (PEM files): browsers open the
     #: camera only on https pages (and localhost). None: plain http, for localhost or behind a proxy that
@@ -81,6 +85,10 @@ class GramcastServer:
         self._default_avatar = next(iter(self.avatars))
         self.rooms = RoomRegistry(self.config.max_participants_per_room)
         self.connections: dict[str, SignalingConnection] = {}
+        #: Each participant's own enrolled selfie, by participant id: (name, avatar). Private to its owner
+        #: (no one else can join with it), replaced by its next selfie, dropped when it leaves.
+        self.selfies: dict[str, tuple[str, Any]] = {}
+        self._enroll_slots = asyncio.Semaphore(self.config.max_concurrent_enrollments)
         self._open: set[SignalingConnection] = set()
         self._server = None
         self.metrics = ServerMetrics(self)
@@ -89,6 +97,16 @@ class GramcastServer:
     # ------------------------------------------------------------ services for connections
     def default_avatar_name(self) -> str:
         return self._default_avatar
+
+    def avatar_for(self, participant: Participant):
+        """The avatar ``participant`` shows: its own selfie if it enrolled one, else the one it picked."""
+        selfie = self.selfies.get(participant.id)
+        if selfie is not None and selfie[0] == participant.avatar_name:
+            return selfie[1]
+        return self.avatars[participant.avatar_name]
+
+    def forget_selfie(self, owner: str) -> None:
+        self.selfies.pop(owner, None)
 
     def new_peer_connection(self) -> RTCPeerConnection:
         return RTCPeerConnection(self.config.ice_servers.rtc_configuration())
@@ -101,6 +119,23 @@ class GramcastServer:
         return AvatarSession(avatar, self.config.session)
 
     async def enroll_selfie(self, image: bytes, owner: str, face: str = "only") -> str:
+        """Enrolls ``owner``'s selfie as its own avatar (replacing an earlier one); returns its name."""
+        try:
+            async with asyncio.timeout(self.config.enroll_wait_s):
+                await self._enroll_slots.acquire()
+        except TimeoutError:
+            self.metrics.count("enrollment", "busy")
+            raise protocol.ProtocolError("enroll_busy", "the server is busy enrolling other selfies; send yours "
+                                                        "again in a minute") from None
+        try:
+            avatar = await self._enroll(image, face)
+        finally:
+            self._enroll_slots.release()
+        name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"
+        self.selfies[owner] = (name, avatar)
+        return name
+
+    async def _enroll(self, image: bytes, face: str):
         fn = self.config.enroll_fn
         if fn is None:
             from gramcast import enroll as fn  # noqa: PLC0415 (heavy, imported on demand)
@@ -115,9 +150,7 @@ class GramcastServer:
             self.metrics.count("enrollment", "failed")
             raise
         self.metrics.count("enrollment", "enrolled")
-        name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"
-        self.avatars[name] = avatar
-        return name
+        return avatar
 
     async def broadcast(self, sender: Participant, kind: str, **fields) -> None:
         data = protocol.encode(kind, **fields)

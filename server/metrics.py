@@ -100,6 +100,8 @@ class ServerMetrics:
             ("gramcast_subscriptions", "Peer connections carrying a participant's avatar to another",
              sum(len(c.subscriptions) for c in list(server._open))),
             ("gramcast_sessions", "Avatar sessions (participants publishing a camera)", len(self.live)),
+            ("gramcast_selfie_avatars", "Avatars enrolled from participants' selfies, held while they stay",
+             len(server.selfies)),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 

@@ -9,7 +9,10 @@ Client -> server
   join    {token, room, avatar?, preview?}  enter a room; ``avatar`` names a .gca the server has
   enroll  {image, face?}                    JPEG/PNG/WebP/HEIC selfie bytes; the server enrolls and uses it. ``face``
                                             (ENROLL_FACES; default "only"): which face of a selfie that
-                                            shows several of similar size ("only" refuses it)
+                                            shows several of similar size ("only" refuses it). The
+                                            avatar is this participant's alone; error "enroll_failed"
+                                            says what to change in the selfie, "enroll_busy" to retry
+                                            later (selfies are enrolled one at a time per server)
   offer   {sdp, sdp_type, target?}          an SDP offer (ICE gathered, no trickle). Without ``target``
                                             it publishes camera + mic (and receives the own preview);
                                             with ``target`` = a participant id it subscribes to that

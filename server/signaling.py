@@ -168,9 +168,10 @@ class SignalingConnection:
             raise ProtocolError("bad_field", f"'enroll' field 'face' must be one of {', '.join(protocol.ENROLL_FACES)}")
         name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id, face=face)
         self.participant.avatar_name = name
+        avatar = self.server.avatar_for(self.participant)
         if self.pipeline is not None:
-            self.pipeline.set_avatar(self.server.avatars[name])
-        warnings = list(self.server.avatars[name].meta.get("warnings", []))
+            self.pipeline.set_avatar(avatar)
+        warnings = list(avatar.meta.get("warnings", []))
         await self.send("enrolled", avatar=name, **({"warnings": warnings} if warnings else {}))
 
     # ---------------------------------------------------------------- media
@@ -185,7 +186,7 @@ class SignalingConnection:
         @pc.on("track")
         def on_track(track):
             if track.kind == "video" and self.pipeline is None:
-                self.pipeline = self.server.make_pipeline(self.server.avatars[p.avatar_name])
+                self.pipeline = self.server.make_pipeline(self.server.avatar_for(p))
                 self.server.metrics.session_started(self.pipeline, p.id)
                 p.media["video"] = Yuv420Track(self.pipeline.attach(track))
                 if p.preview:
@@ -258,6 +259,7 @@ class SignalingConnection:
         if p is not None:
             self.server.rooms.leave(p)
             self.server.connections.pop(p.id, None)
+            self.server.forget_selfie(p.id)
             # Others stop receiving this participant before its tracks go away.
             for other in list(self.server.connections.values()):  # others may leave meanwhile
                 await other.drop_subscription(p.id)

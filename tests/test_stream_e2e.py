@@ -196,12 +196,11 @@ async def test_chromium_joins_and_decodes_the_avatar_of_its_own_camera(avatars, 
                         break
                 assert yaw is not None, "no face in the avatar frames the browser's camera produced"
                 # the page's selfie button enrolls a new avatar from the camera and switches to it
-                before = set(server.avatars)
+                assert browser_pid not in server.selfies
                 await page.click("#selfie")
                 await page.wait_for_function(
                     "document.getElementById('status').textContent.includes('Enrolled')", timeout=60000)
-                new = set(server.avatars) - before
-                assert len(new) == 1 and server.avatars[new.pop()].meta["method"] == "mesh"
+                assert server.selfies[browser_pid][1].meta["method"] == "mesh"
     finally:
         await server.stop()
 
@@ -215,7 +214,8 @@ async def test_enroll_a_selfie_over_signaling_and_refuse_a_faceless_one(avatars)
     try:
         async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws", mint_token(SECRET, "e", "eve"), "e") as eve:
             name = await eve.enroll(PERSON.read_bytes())
-            assert name in server.avatars and server.avatars[name].meta["method"] == "mesh"
+            own = lambda name: server.selfies[eve.participant][0] == name   # noqa: E731 (the session's own avatar)
+            assert own(name) and server.selfies[eve.participant][1].meta["method"] == "mesh"
             import cv2
 
             ok, wall = cv2.imencode(".jpg", np.full((300, 300, 3), 128, np.uint8))
@@ -233,7 +233,7 @@ async def test_enroll_a_selfie_over_signaling_and_refuse_a_faceless_one(avatars)
             with pytest.raises(ServerError) as info:
                 await eve.enroll(pair.tobytes(), face="biggest")
             assert info.value.code == "bad_field"
-            assert await eve.enroll(pair.tobytes(), face="largest") in server.avatars
+            assert own(await eve.enroll(pair.tobytes(), face="largest"))
             assert eve.enroll_warnings == []
             # a head turned 0.37 rad (the sample avatar rendered there; the tracker reads ~0.41): enrolled, warned
             from gramcast import Renderer
@@ -241,9 +241,9 @@ async def test_enroll_a_selfie_over_signaling_and_refuse_a_faceless_one(avatars)
             rgb, alpha = Renderer(avatars["sample"]).render_rgba((0.37, 0.0), 512)
             ok, turned = cv2.imencode(".png", cv2.cvtColor(
                 (rgb * alpha[..., None] + 200 * (1 - alpha[..., None])).astype(np.uint8), cv2.COLOR_RGB2BGR))
-            assert await eve.enroll(turned.tobytes()) in server.avatars
+            assert own(await eve.enroll(turned.tobytes()))
             assert len(eve.enroll_warnings) == 1 and "turned" in eve.enroll_warnings[0]
             # the session is still alive after the refusals
-            assert await eve.enroll(PERSON.read_bytes()) in server.avatars
+            assert own(await eve.enroll(PERSON.read_bytes())) and len(server.selfies) == 1
     finally:
         await server.stop()

@@ -109,7 +109,8 @@ async function onMessage(msg) {
       break;
     case "error":   // a selfie the server could not use says what to change (face the camera, come closer...)
       status(msg.code === "enroll_failed" ? `Could not enroll that selfie: ${msg.message}`
-                                          : `Server error ${msg.code}: ${msg.message}`);
+           : msg.code === "enroll_busy" ? `Could not enroll now: ${msg.message}`
+           : `Server error ${msg.code}: ${msg.message}`);
       break;
   }
 }
