@@ -45,6 +45,9 @@ class ServerConfig:
     #: STUN/TURN servers for every peer connection, the server's and (sent in ``joined``) its clients'.
     ice_servers: IceServersConfig = field(default_factory=IceServersConfig)
     max_participants_per_room: int = 8
+    #: Participants publishing a camera (each an avatar session: tracking and rendering every frame) at
+    #: once; more are refused with "server_full" rather than slowing every session down. None: no limit.
+    max_sessions: int | None = None
     join_timeout_s: float = 30.0
     max_errors_per_connection: int = 200
     #: Builds the per-publisher video pipeline from an avatar: an object with

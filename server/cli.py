@@ -41,6 +41,11 @@ def register(sub) -> None:
                         "camera only on https pages and localhost (default: plain http, e.g. behind a proxy "
                         "that terminates TLS)")
     s.add_argument("--tls-key", type=Path, default=None, metavar="KEY.pem", help="the certificate's private key")
+    s.add_argument("--max-sessions", type=int, default=0, metavar="N",
+                   help="participants streaming an avatar at once; more are refused (\"server_full\") rather than "
+                        "slowing every call down (default: 0, no limit; see docs/BENCHMARKS.md for what 2 cores hold)")
+    s.add_argument("--max-participants-per-room", type=int, default=8, metavar="N",
+                   help="participants in one room (default: 8)")
     s.add_argument("--no-metrics", action="store_true",
                    help="do not serve GET /metrics (Prometheus text format: sessions, frame rates, latency, "
                         "quality steps, errors; no names or rooms); GET /healthz answers either way")
@@ -203,6 +208,10 @@ def run_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise GramcastError(f"--port {args.port}: give 0 to 65535 (0 picks a free one)")
+    if args.max_sessions < 0:
+        raise GramcastError(f"--max-sessions {args.max_sessions}: give a number of sessions, or 0 for no limit")
+    if args.max_participants_per_room < 1:
+        raise GramcastError(f"--max-participants-per-room {args.max_participants_per_room}: give at least 1")
     secret = args.secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
     session = session_config(args)
     ice_servers = ice_servers_config(args)
@@ -214,6 +223,8 @@ def run_serve(args) -> int:
     config = ServerConfig(host=args.host, port=args.port, secret=secret,
                           ice_addresses=["127.0.0.1"] if args.loopback_ice else None, ice_servers=ice_servers,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, metrics=not args.no_metrics,
+                          max_sessions=args.max_sessions or None,
+                          max_participants_per_room=args.max_participants_per_room,
                           enroll_fn=selfie_enroller(args.enroll_method, args.weights), session=session)
     server = GramcastServer(avatars, config)
 

@@ -178,6 +178,10 @@ class SignalingConnection:
     async def _publish(self, sdp: str):
         if self.publish_pc is not None:
             raise ProtocolError("already_publishing", "this participant already publishes")
+        limit = self.server.config.max_sessions
+        if limit is not None and sum(c.publish_pc is not None for c in self.server.connections.values()) >= limit:
+            raise ProtocolError("server_full", f"this server already streams {limit} avatars, as many as it "
+                                               "is set to; try again later or another server")
         p = self.participant
         pc = self.server.new_peer_connection()
         self.publish_pc = pc

@@ -158,3 +158,12 @@ def test_bad_ice_options_are_refused_with_one_line(extra, words, capsys, tmp_pat
     assert main(["serve", "--avatar", str(tmp_path / "missing.gca"), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and "gramcast serve --help" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--max-sessions", "-1"], "--max-sessions -1: give a number of sessions, or 0 for no limit"),
+    (["--max-participants-per-room", "0"], "--max-participants-per-room 0: give at least 1"),
+])
+def test_bad_limits_are_refused_with_one_line(extra, words, capsys, tmp_path):
+    assert main(["serve", "--avatar", str(tmp_path / "missing.gca"), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"gramcast serve: error: {words}"

@@ -1,0 +1,71 @@
+"""A server's capacity limits: a full room refuses the next participant, a server streaming its most
+avatar sessions refuses the next camera with "server_full" while the others go on, and a freed place
+is taken again."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from gramcast.server.app import GramcastServer, ServerConfig
+from gramcast.server.client import GramcastClient, ServerError
+from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline
+from gramcast.server.tokens import mint_token
+
+SECRET = b"limits-test-secret-0123456789abc"
+
+
+def camera():
+    return ArrayVideoTrack([np.full((48, 64, 3), 120, np.uint8)] * 4)
+
+
+async def start(**cfg):
+    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
+                                                                pipeline_factory=PassThroughPipeline, **cfg))
+    await server.start()
+    return server, f"ws://127.0.0.1:{server.config.port}/ws"
+
+
+async def test_a_full_room_refuses_the_next_participant():
+    server, ws = await start(max_participants_per_room=2)
+    try:
+        async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r"), \
+                   GramcastClient(ws, mint_token(SECRET, "r", "b"), "r"):
+            with pytest.raises(ServerError) as info:
+                async with GramcastClient(ws, mint_token(SECRET, "r", "c"), "r"):
+                    pass
+            assert info.value.code == "join_refused" and "full (2 participants)" in str(info.value)
+            async with GramcastClient(ws, mint_token(SECRET, "other", "c"), "other"):
+                pass   # other rooms are not affected
+    finally:
+        await server.stop()
+
+
+async def test_the_session_limit_refuses_the_next_camera_and_frees_with_a_leaver():
+    server, ws = await start(max_sessions=2)
+    try:
+        a, b, c = (GramcastClient(ws, mint_token(SECRET, "r", n), "r") for n in "abc")
+        for client in (a, b, c):
+            await client.connect()
+        await a.publish(camera())
+        await b.publish(camera())
+        with pytest.raises(ServerError) as info:
+            await c.publish(camera())
+        assert info.value.code == "server_full" and "2 avatars" in str(info.value)
+        # the two sessions go on: c receives a's video
+        video, _ = await c.subscribe(a.participant)
+        await asyncio.wait_for(video.recv(), 15)
+        await a.close()
+        for _ in range(100):
+            if a.participant not in server.connections:
+                break
+            await asyncio.sleep(0.05)
+        c2 = GramcastClient(ws, mint_token(SECRET, "r", "c2"), "r")
+        await c2.connect()
+        await c2.publish(camera())           # a's place
+        assert sum(conn.publish_pc is not None for conn in server.connections.values()) == 2
+        for client in (b, c, c2):
+            await client.close()
+    finally:
+        await server.stop()
