@@ -35,6 +35,9 @@ def register(sub) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
     s.add_argument("--room", default="demo", help="room for the printed join links (default: demo)")
+    s.add_argument("--public-url", default=None, metavar="URL",
+                   help="the server's address as clients see it, for the printed join links (e.g. "
+                        "https://avatars.example.org/ behind a proxy; default: --host and --port)")
     s.add_argument("--secret", help="token secret (default: $GRAMCAST_SECRET, else a random one for this run)")
     s.add_argument("--tls-cert", type=Path, default=None, metavar="CERT.pem",
                    help="serve https and wss with this certificate chain (with --tls-key): browsers open the "
@@ -195,6 +198,28 @@ def selfie_enroller(method: str, weights: Path | None = None):
     return functools.partial(enroll, method="graminverter", weights=inverter)
 
 
+def join_links(page_url: str, room: str, secret: bytes, names=("guest1", "guest2"), ttl_s: float = 12 * 3600):
+    """``(name, link)``: the web client's address with a token for ``name`` to join ``room``."""
+    from urllib.parse import urlencode
+
+    from gramcast.server.tokens import mint_token
+
+    return [(name, f"{page_url}?{urlencode({'room': room, 'token': mint_token(secret, room, name, ttl_s=ttl_s)})}")
+            for name in names]
+
+
+def _log_events() -> None:
+    """A server logs what happens (joins, leaves, enrollments, quality steps) with the time, by default;
+    other libraries' INFO lines (aioice logs every connectivity check) only with -v."""
+    import logging
+
+    gramcast_log = logging.getLogger("gramcast")
+    if gramcast_log.getEffectiveLevel() > logging.INFO:
+        gramcast_log.setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+
 def run_serve(args) -> int:
     if args.one_torch_thread:
         from gramcast.torch_threads import use_one_torch_thread
@@ -204,15 +229,21 @@ def run_serve(args) -> int:
     from gramcast.avatar import Avatar
     from gramcast.errors import GramcastError
     from gramcast.server.app import GramcastServer, ServerConfig, tls_context
-    from gramcast.server.tokens import SECRET_ENV, mint_token
+    from gramcast.server.tokens import SECRET_ENV
 
     if not 0 <= args.port <= 65535:
         raise GramcastError(f"--port {args.port}: give 0 to 65535 (0 picks a free one)")
+    public_url = args.public_url
+    if public_url is not None:
+        if not public_url.startswith(("http://", "https://")) or "?" in public_url or "#" in public_url:
+            raise GramcastError(f"--public-url {public_url!r}: give the page's address, http(s)://HOST[:PORT][/PATH]/")
+        public_url = public_url if public_url.endswith("/") else public_url + "/"
     if args.max_sessions < 0:
         raise GramcastError(f"--max-sessions {args.max_sessions}: give a number of sessions, or 0 for no limit")
     if args.max_participants_per_room < 1:
         raise GramcastError(f"--max-participants-per-room {args.max_participants_per_room}: give at least 1")
     secret = args.secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
+    _log_events()
     session = session_config(args)
     ice_servers = ice_servers_config(args)
     try:
@@ -234,9 +265,8 @@ def run_serve(args) -> int:
         except OSError as exc:      # the address: taken by another process, not this machine's, a privileged port
             raise GramcastError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; stop what uses "
                                 "it or choose another --port / --host") from None
-        for name in ("guest1", "guest2"):
-            token = mint_token(server.secret, args.room, name, ttl_s=12 * 3600)
-            print(f"join as {name}: {server.url}?room={args.room}&token={token}", flush=True)
+        for name, link in join_links(public_url or server.url, args.room, server.secret):
+            print(f"join as {name}: {link}", flush=True)
         await server.run_until_signal()
 
     asyncio.run(main())

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 if TYPE_CHECKING:  # pragma: no cover
     from gramcast.server.app import GramcastServer
 
-__all__ = ["ServerMetrics", "CONTENT_TYPE_LATEST"]
+__all__ = ["ServerMetrics", "CONTENT_TYPE_LATEST", "pipeline_stats"]
 
 #: AvatarSession.stats() counters -> (metric name, help). Summed over live and ended sessions.
 SESSION_COUNTERS = {
@@ -79,7 +79,7 @@ class ServerMetrics:
         """Moves the session's final counters into the totals (call once the pipeline is closed)."""
         if self.live.pop(pipeline, None) is None:
             return
-        stats = _stats(pipeline)
+        stats = pipeline_stats(pipeline)
         for key in SESSION_COUNTERS:
             self.ended[key] += int(stats.get(key, 0))
         self.ended_sessions += 1
@@ -105,7 +105,7 @@ class ServerMetrics:
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 
-        live = [(participant, _stats(pipeline)) for pipeline, participant in list(self.live.items())]
+        live = [(participant, pipeline_stats(pipeline)) for pipeline, participant in list(self.live.items())]
         for key, (name, doc) in SESSION_COUNTERS.items():
             total = self.ended[key] + sum(int(stats.get(key, 0)) for _, stats in live)
             yield CounterMetricFamily(name, doc, value=total)
@@ -130,7 +130,7 @@ class ServerMetrics:
             yield family
 
 
-def _stats(pipeline) -> dict:
+def pipeline_stats(pipeline) -> dict:
     """A pipeline's stats; a broken one counts as none rather than failing the whole scrape."""
     try:
         return dict(pipeline.stats())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -19,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from gramcast.server import aiortc_latency, hoptrace, ice, protocol
+from gramcast.server.metrics import pipeline_stats
 from gramcast.server.protocol import ProtocolError
 from gramcast.server.rooms import Participant, RoomFullError
 from gramcast.server.tokens import TokenError, verify_token
@@ -51,6 +53,7 @@ class SignalingConnection:
         self.relay = MediaRelay()
         self.errors = 0
         self._closed = False
+        self._joined_at = 0.0
 
     # ---------------------------------------------------------------- plumbing
     async def send(self, kind: str, **fields) -> None:
@@ -97,10 +100,13 @@ class SignalingConnection:
             await handler(msg)
         except ProtocolError as exc:
             self.errors += 1
+            if exc.code == "server_full":
+                log.warning("%s: camera refused, %s", self.participant.id, exc)
             await self.send_error(exc.code, str(exc))
         except (TokenError, RoomFullError) as exc:
             self.errors += 1
             self.server.metrics.count("join", "refused")
+            log.info("join refused from %s: %s", _peer_address(self.ws), exc)
             await self.send_error("join_refused", str(exc), fatal=True)
             await self.ws.close()
         except ConnectionClosed:
@@ -123,6 +129,9 @@ class SignalingConnection:
         self.participant = p
         self.server.connections[p.id] = self
         self.server.metrics.count("join", "accepted")
+        self._joined_at = time.monotonic()
+        log.info("%s joined room %r as %r from %s (avatar %r)", p.id, p.room, p.name, _peer_address(self.ws),
+                 avatar_name)
         others = self.server.rooms.others(p)
         servers = self.server.config.ice_servers
         await self.send("joined", participant=p.id, room=p.room, peers=[o.describe() for o in others],
@@ -166,7 +175,13 @@ class SignalingConnection:
         face = msg.get("face", "only")
         if face not in protocol.ENROLL_FACES:
             raise ProtocolError("bad_field", f"'enroll' field 'face' must be one of {', '.join(protocol.ENROLL_FACES)}")
-        name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id, face=face)
+        started = time.monotonic()
+        try:
+            name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id, face=face)
+        except ProtocolError as exc:
+            log.info("%s: selfie not enrolled (%s: %s)", self.participant.id, exc.code, exc)
+            raise
+        log.info("%s enrolled a selfie in %.1f s", self.participant.id, time.monotonic() - started)
         self.participant.avatar_name = name
         avatar = self.server.avatar_for(self.participant)
         if self.pipeline is not None:
@@ -210,6 +225,7 @@ class SignalingConnection:
         if "video" not in p.media:
             raise ProtocolError("no_video", "the publish offer must send a video track (the camera)")
         p.publishing = True
+        log.info("%s publishes its camera (avatar %r)", p.id, p.avatar_name)
         await self.server.broadcast(p, "peer", event="publishing", participant=p.id, name=p.name)
         return pc.localDescription
 
@@ -264,6 +280,8 @@ class SignalingConnection:
             self.server.rooms.leave(p)
             self.server.connections.pop(p.id, None)
             self.server.forget_selfie(p.id)
+            log.info("%s left room %r after %s%s", p.id, p.room, _duration(time.monotonic() - self._joined_at),
+                     _session_summary(self.pipeline))
             # Others stop receiving this participant before its tracks go away.
             for other in list(self.server.connections.values()):  # others may leave meanwhile
                 await other.drop_subscription(p.id)
@@ -285,6 +303,28 @@ class SignalingConnection:
             await self.ws.close()
         except Exception:  # the socket may already be gone
             pass
+
+
+def _peer_address(ws) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError, AttributeError):
+        return "?"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{seconds:.1f} s"
+
+
+def _session_summary(pipeline) -> str:
+    """What an avatar session did, for the log line of its participant leaving."""
+    stats = pipeline_stats(pipeline) if pipeline is not None else {}
+    if "frames_in" not in stats:
+        return ""
+    return (f": {stats['frames_in']} camera frames, {stats.get('frames_out', 0)} avatar frames sent, "
+            f"{stats.get('frames_dropped', 0)} dropped, {stats.get('faces_lost', 0)} times the face was lost")
 
 
 class Yuv420Track(MediaStreamTrack):

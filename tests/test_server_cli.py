@@ -167,3 +167,27 @@ def test_bad_ice_options_are_refused_with_one_line(extra, words, capsys, tmp_pat
 def test_bad_limits_are_refused_with_one_line(extra, words, capsys, tmp_path):
     assert main(["serve", "--avatar", str(tmp_path / "missing.gca"), *extra]) == 2
     assert capsys.readouterr().err.strip() == f"gramcast serve: error: {words}"
+
+
+def test_join_links_carry_the_room_and_a_token_for_it():
+    from urllib.parse import parse_qs, urlsplit
+
+    from gramcast.server.cli import join_links
+    from gramcast.server.tokens import verify_token
+
+    secret = b"links-secret-0123456789abcdef0123"
+    links = join_links("https://avatars.example.org/team/", "design review & co", secret)
+    assert [name for name, _ in links] == ["guest1", "guest2"]
+    for name, link in links:
+        url = urlsplit(link)
+        assert (url.scheme, url.netloc, url.path) == ("https", "avatars.example.org", "/team/")
+        query = parse_qs(url.query)
+        assert query["room"] == ["design review & co"]
+        assert verify_token(secret, query["token"][0], room="design review & co").name == name
+
+
+@pytest.mark.parametrize("url", ["avatars.example.org", "ftp://x.org/", "https://x.org/?room=a"])
+def test_a_public_url_that_is_no_page_address_is_refused(url, capsys, tmp_path):
+    assert main(["serve", "--avatar", str(tmp_path / "missing.gca"), "--public-url", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--public-url {url!r}: give the page's address" in err and len(err.splitlines()) == 1

@@ -1,9 +1,11 @@
-"""GET /metrics and /healthz of a running server through a real call: live gauges follow the call, counters
-only grow (a session's frames stay counted after it ends), errors and refused joins are counted by code,
-and no room or participant name appears."""
+"""What an operator sees of a running server through a real call: GET /metrics and /healthz (live gauges
+follow the call, counters only grow: a session's frames stay counted after it ends, errors and refused joins
+are counted by code, no room or participant name appears) and the log lines of joins, cameras and leaves."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,7 +58,8 @@ def avatar_session(avatar):
     return AvatarSession(avatar, SessionConfig(output_size=(320, 240), avatar_resolution=128, max_fps=15))
 
 
-async def test_metrics_follow_a_call_and_its_end():
+async def test_metrics_and_log_follow_a_call_and_its_end(caplog):
+    caplog.set_level(logging.INFO, logger="gramcast.server")
     import gramcast
 
     avatar = gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png")
@@ -106,6 +109,14 @@ async def test_metrics_follow_a_call_and_its_end():
         for key in ("gramcast_session_frames_in_total", "gramcast_session_frames_out_total"):
             assert after[(key, ())] >= live[(key, ())]
         assert not [k for k in after if ("participant", a.participant) in k[1]]
+        lines = [r.getMessage() for r in caplog.records if r.name == "gramcast.server.signaling"]
+        me = [line for line in lines if line.startswith(a.participant)]
+        assert me[0].startswith(f"{a.participant} joined room 'secret-room' as 'Alice Example' from 127.0.0.1:")
+        assert me[1] == f"{a.participant} publishes its camera (avatar 'sample')"
+        left = re.fullmatch(rf"{a.participant} left room 'secret-room' after [\d.]+ s: (\d+) camera frames, (\d+) avatar "
+                            r"frames sent, \d+ dropped, (\d+) times the face was lost", me[-1])
+        assert left and int(left[1]) >= live[("gramcast_session_frames_in_total", ())] and int(left[3]) >= 1
+        assert any(line.startswith("join refused from 127.0.0.1:") for line in lines)
     finally:
         await server.stop()
 

@@ -163,6 +163,11 @@ async def test_gramcast_serve_runs_headless_and_stops_cleanly_on_sigterm(avatars
             assert guest.participant
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+        # what happened is in its log, with the time, without -v
+        log = proc.stderr.read()
+        assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO gramcast.server.signaling: p\d+-\w+ joined "
+                         r"room 'demo' as 'guest1' from 127\.0\.0\.1:\d+", log, re.M), log
+        assert re.search(r"INFO gramcast.server.signaling: p\d+-\w+ left room 'demo' after", log), log
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -130,7 +130,11 @@ async function collectStats() {
 
 function join(ev) {
   ev.preventDefault();
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  // beside the page, so that a proxy serving it under a path (https://example.org/avatars/) serves this too
+  const address = new URL("ws", location.href);
+  address.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  address.search = ""; address.hash = "";
+  const url = address.href;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
