@@ -37,3 +37,23 @@ async def chromium_page(fake_camera_y4m=None, extra_args=()):
             yield page
         finally:
             await browser.close()
+
+
+def green_camera_file(folder):
+    """A fake camera for Chromium: 30 flat green 320x240 frames in a .y4m file; returns its path."""
+    import numpy as np
+
+    from gramcast.server.synthetic import write_y4m
+
+    path = folder / "camera.y4m"
+    write_y4m([np.full((240, 320, 3), (40, 220, 40), np.uint8)] * 30, path)
+    return path
+
+
+async def publish_red(client) -> None:
+    """The page's other participant: a flat red camera and a tone, from a ``GramcastClient``."""
+    import numpy as np
+
+    from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack
+
+    await client.publish(ArrayVideoTrack([np.full((64, 64, 3), (220, 40, 40), np.uint8)] * 4), SineAudioTrack())

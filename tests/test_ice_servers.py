@@ -13,8 +13,9 @@ from gramcast.server import ice
 from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient
 from gramcast.server.ice_servers import IceServersConfig, rtc_configuration, turn_rest_credentials
-from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack
+from gramcast.server.synthetic import PassThroughPipeline
 from gramcast.server.tokens import mint_token
+from browser import publish_red
 from turn import coturn
 
 SECRET = b"ice-servers-test-secret-0123456789"
@@ -104,8 +105,7 @@ async def test_a_call_relayed_through_the_turn_server_end_to_end(tmp_path):
                     assert client.ice_transport_policy == "relay"
                     (turn,) = client.ice_servers
                     assert turn["urls"] == [url] and turn["username"].endswith(":" + client.participant)
-                await a.publish(ArrayVideoTrack([np.full((64, 64, 3), (220, 40, 40), np.uint8)] * 4),
-                                SineAudioTrack())
+                await publish_red(a)
                 video, audio = await b.subscribe(await b.wait_for_peer(), timeout=20)
                 assert video is not None and audio is not None
                 for _ in range(5):
@@ -136,11 +136,9 @@ LOCAL_CANDIDATE_TYPES_JS = """async (pid) => {
 
 async def test_the_web_client_takes_the_servers_turn_relay(tmp_path):
     """The page has no ICE configuration of its own: it relays through the TURN server the server names."""
-    from browser import chromium_page
-    from gramcast.server.synthetic import write_y4m
+    from browser import chromium_page, green_camera_file
 
-    cam = tmp_path / "camera.y4m"
-    write_y4m([np.full((240, 320, 3), (40, 220, 40), np.uint8)] * 30, cam)
+    cam = green_camera_file(tmp_path)
     with coturn(TURN_SECRET, tmp_path) as (url, _):
         servers = IceServersConfig(urls=(url,), turn_secret=TURN_SECRET, relay_only=True)
         cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline, ice_servers=servers)
@@ -149,8 +147,7 @@ async def test_the_web_client_takes_the_servers_turn_relay(tmp_path):
         try:
             async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
                                       mint_token(SECRET, "web", "py"), "web") as py:
-                await py.publish(ArrayVideoTrack([np.full((64, 64, 3), (220, 40, 40), np.uint8)] * 4),
-                                 SineAudioTrack())
+                await publish_red(py)
                 async with chromium_page(cam) as page:
                     await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', 'browser')}&autojoin=1")
                     await page.wait_for_function(

@@ -3,28 +3,24 @@ other participant's video. The avatar pipeline is the pass-through test double h
 tests/test_stream_e2e.py checks the browser with the real avatar pipeline."""
 import asyncio
 
-import numpy as np
 
-from browser import chromium_page
+from browser import chromium_page, green_camera_file, publish_red
 from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient
-from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack, write_y4m
 from gramcast.server.tokens import mint_token
 from gramcast.server.synthetic import PassThroughPipeline
 from test_server_rooms import SECRET
 
 
 async def test_web_client_joins_publishes_and_decodes(tmp_path):
-    cam = tmp_path / "camera.y4m"
-    write_y4m([np.full((240, 320, 3), (40, 220, 40), np.uint8)] * 30, cam)
+    cam = green_camera_file(tmp_path)
     cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline)
     server = GramcastServer({"default": object()}, cfg)
     await server.start()
     try:
         async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
                                   mint_token(SECRET, "web", "py"), "web") as py:
-            await py.publish(ArrayVideoTrack([np.full((64, 64, 3), (220, 40, 40), np.uint8)] * 4),
-                             SineAudioTrack())
+            await publish_red(py)
             async with chromium_page(cam) as page:
                 token = mint_token(SECRET, "web", "browser")
                 await page.goto(f"{server.url}?room=web&token={token}&autojoin=1")

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from gramcast.cli import main
 from gramcast.server.app import GramcastServer, ServerConfig, tls_context
 from gramcast.server.client import GramcastClient
-from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack, write_y4m
+from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack
 from gramcast.server.tokens import mint_token
 
 SECRET = b"tls-test-secret-0123456789abcdef"
@@ -82,17 +82,16 @@ async def test_page_signaling_and_a_call_over_tls(tls_server_config):
 
 
 async def test_the_web_page_over_https_joins_with_wss(tls_server_config, tmp_path):
-    from browser import chromium_page
+    from browser import chromium_page, green_camera_file, publish_red
 
     cfg, trusting = tls_server_config
-    cam = tmp_path / "camera.y4m"
-    write_y4m([np.full((240, 320, 3), (40, 220, 40), np.uint8)] * 30, cam)
+    cam = green_camera_file(tmp_path)
     server = GramcastServer({"default": object()}, cfg)
     await server.start()
     try:
         async with GramcastClient(f"wss://127.0.0.1:{server.config.port}/ws", mint_token(SECRET, "web", "py"), "web",
                                   ssl_context=trusting) as py:
-            await py.publish(ArrayVideoTrack([np.full((64, 64, 3), (220, 40, 40), np.uint8)] * 4), SineAudioTrack())
+            await publish_red(py)
             # The test's own certificate authority is not the browser's: accept it as a user would.
             async with chromium_page(cam, extra_args=["--ignore-certificate-errors"]) as page:
                 await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', 'browser')}&autojoin=1")
