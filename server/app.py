@@ -73,6 +73,10 @@ class ServerConfig:
     #: Serve ``GET /metrics`` (Prometheus text format: sessions' frame rates, latency, quality, counters).
     #: ``GET /healthz`` is always served.
     metrics: bool = True
+    #: On SIGTERM, keep serving the calls in progress for up to this many seconds (new joins refused,
+    #: ``/healthz`` 503 so that a load balancer sends no one new), then stop. 0: stop at once. SIGINT, or a
+    #: second SIGTERM, always stops at once.
+    drain_s: float = 0.0
 
 
 class GramcastServer:
@@ -94,6 +98,8 @@ class GramcastServer:
         self._enroll_slots = asyncio.Semaphore(self.config.max_concurrent_enrollments)
         self._open: set[SignalingConnection] = set()
         self._server = None
+        #: Set while the server drains (``drain``): calls in progress go on, no one new joins.
+        self.draining = False
         self.metrics = ServerMetrics(self)
         ice.set_host_addresses(self.config.ice_addresses if self.config.ice_addresses is not None else [])
 
@@ -177,8 +183,8 @@ class GramcastServer:
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
             return None
-        if path == "/healthz":   # for a load balancer or an orchestrator's liveness probe
-            return _http_response(200, "ok\n")
+        if path == "/healthz":   # for a load balancer or an orchestrator's probe
+            return _http_response(503, "draining\n") if self.draining else _http_response(200, "ok\n")
         if path == "/metrics" and self.config.metrics:
             return _http_response(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
         return self._static_response(request.path)
@@ -219,17 +225,38 @@ class GramcastServer:
         await self.start()
         await self.run_until_signal()
 
-    async def run_until_signal(self) -> None:
-        """Serve (already started) until SIGINT/SIGTERM, then shut down cleanly."""
-        stop = asyncio.Event()
+    async def drain(self, timeout_s: float, interrupted: asyncio.Event | None = None) -> None:
+        """Refuse new joins and wait until every participant has left, ``timeout_s`` has passed, or
+        ``interrupted`` is set."""
+        self.draining = True
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        deadline = loop.time() + timeout_s
+        while self.rooms.participant_count() and loop.time() < deadline:
+            if interrupted is not None and interrupted.is_set():
+                return
+            await asyncio.sleep(0.1)
+
+    async def run_until_signal(self) -> None:
+        """Serve (already started) until SIGINT/SIGTERM, then shut down cleanly (draining first on SIGTERM
+        when ``drain_s`` is set)."""
+        terminate, interrupt = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm():
+            (interrupt if terminate.is_set() else terminate).set()   # a second SIGTERM: at once
+
+        for sig, handler in ((signal.SIGINT, lambda: (terminate.set(), interrupt.set())),
+                             (signal.SIGTERM, on_sigterm)):
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):  # not the main thread / platform
                 pass
         print(f"gramcast server: open {self.url} (websocket {WS_PATH})", flush=True)
-        await stop.wait()
+        await terminate.wait()
+        if self.config.drain_s > 0 and not interrupt.is_set():
+            print(f"gramcast server: draining, {self.rooms.participant_count()} participants in calls "
+                  f"(at most {self.config.drain_s:g} s; SIGINT stops at once)", flush=True)
+            await self.drain(self.config.drain_s, interrupt)
         print("gramcast server: shutting down", flush=True)
         await self.stop()
 

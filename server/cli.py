@@ -49,6 +49,9 @@ def register(sub) -> None:
                         "slowing every call down (default: 0, no limit; see docs/BENCHMARKS.md for what 2 cores hold)")
     s.add_argument("--max-participants-per-room", type=int, default=8, metavar="N",
                    help="participants in one room (default: 8)")
+    s.add_argument("--drain-timeout", type=float, default=0.0, metavar="S",
+                   help="on SIGTERM, let the calls in progress go on for up to S seconds while refusing new "
+                        "joins (/healthz answers 503), then stop; SIGINT stops at once (default: 0, stop at once)")
     s.add_argument("--no-metrics", action="store_true",
                    help="do not serve GET /metrics (Prometheus text format: sessions, frame rates, latency, "
                         "quality steps, errors; no names or rooms); GET /healthz answers either way")
@@ -238,6 +241,8 @@ def run_serve(args) -> int:
         if not public_url.startswith(("http://", "https://")) or "?" in public_url or "#" in public_url:
             raise GramcastError(f"--public-url {public_url!r}: give the page's address, http(s)://HOST[:PORT][/PATH]/")
         public_url = public_url if public_url.endswith("/") else public_url + "/"
+    if not 0 <= args.drain_timeout <= 24 * 3600:
+        raise GramcastError(f"--drain-timeout {args.drain_timeout}: give 0 to 86400 seconds")
     if args.max_sessions < 0:
         raise GramcastError(f"--max-sessions {args.max_sessions}: give a number of sessions, or 0 for no limit")
     if args.max_participants_per_room < 1:
@@ -254,7 +259,7 @@ def run_serve(args) -> int:
     config = ServerConfig(host=args.host, port=args.port, secret=secret,
                           ice_addresses=["127.0.0.1"] if args.loopback_ice else None, ice_servers=ice_servers,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, metrics=not args.no_metrics,
-                          max_sessions=args.max_sessions or None,
+                          max_sessions=args.max_sessions or None, drain_s=args.drain_timeout,
                           max_participants_per_room=args.max_participants_per_room,
                           enroll_fn=selfie_enroller(args.enroll_method, args.weights), session=session)
     server = GramcastServer(avatars, config)

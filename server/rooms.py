@@ -24,7 +24,11 @@ class Participant:
         return {"participant": self.id, "name": self.name, "publishing": self.publishing}
 
 
-class RoomFullError(Exception):
+class JoinRefused(Exception):
+    """A join the server turns down (the client's token aside): the reason is for the client."""
+
+
+class RoomFullError(JoinRefused):
     pass
 
 

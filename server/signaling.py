@@ -22,7 +22,7 @@ from websockets.protocol import State
 from gramcast.server import aiortc_latency, hoptrace, ice, protocol
 from gramcast.server.metrics import pipeline_stats
 from gramcast.server.protocol import ProtocolError
-from gramcast.server.rooms import Participant, RoomFullError
+from gramcast.server.rooms import JoinRefused, Participant
 from gramcast.server.tokens import TokenError, verify_token
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,7 +103,7 @@ class SignalingConnection:
             if exc.code == "server_full":
                 log.warning("%s: camera refused, %s", self.participant.id, exc)
             await self.send_error(exc.code, str(exc))
-        except (TokenError, RoomFullError) as exc:
+        except (TokenError, JoinRefused) as exc:
             self.errors += 1
             self.server.metrics.count("join", "refused")
             log.info("join refused from %s: %s", _peer_address(self.ws), exc)
@@ -121,6 +121,8 @@ class SignalingConnection:
         if self.participant is not None:
             raise ProtocolError("already_joined", "this connection has already joined a room")
         grant = verify_token(self.server.secret, msg["token"], room=msg["room"])
+        if self.server.draining:
+            raise JoinRefused("this server is shutting down and takes no new calls; join again in a moment")
         avatar_name = msg.get("avatar") or self.server.default_avatar_name()
         if avatar_name not in self.server.avatars:
             raise ProtocolError("unknown_avatar", f"no avatar {avatar_name!r} on this server; "

@@ -69,3 +69,21 @@ async def test_the_session_limit_refuses_the_next_camera_and_frees_with_a_leaver
             await client.close()
     finally:
         await server.stop()
+
+
+async def test_draining_ends_at_its_timeout_with_participants_still_in_calls():
+    server, ws = await start()
+    try:
+        async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as a:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await server.drain(0.3)
+            assert 0.3 <= loop.time() - t0 < 2.0 and server.draining
+            assert server.rooms.participant_count() == 1 and a.participant in server.connections
+            stopped = asyncio.Event()
+            stopped.set()
+            t0 = loop.time()
+            await server.drain(30, interrupted=stopped)      # a second signal: no more waiting
+            assert loop.time() - t0 < 1.0
+    finally:
+        await server.stop()

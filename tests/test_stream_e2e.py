@@ -149,17 +149,23 @@ async def test_a_pipelined_session_tracks_and_renders_the_real_head_in_two_threa
     assert session.stats()["frames_out"] >= 10
 
 
-async def test_gramcast_serve_runs_headless_and_stops_cleanly_on_sigterm(avatars):
+async def start_gramcast_serve(avatar_path, *options):
+    """``gramcast serve`` in a subprocess; returns it, its page address and the first join link's token."""
     env = {**os.environ, "GRAMCAST_SECRET": SECRET.decode()}
-    proc = subprocess.Popen([sys.executable, "-m", "gramcast.cli", "serve", "--avatar", str(avatars["path"]),
-                             "--port", "0", "--loopback-ice", "--room", "demo"],
+    proc = subprocess.Popen([sys.executable, "-m", "gramcast.cli", "serve", "--avatar", str(avatar_path),
+                             "--port", "0", "--loopback-ice", "--room", "demo", *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 60)
+    m = re.search(r"(http://[^/]+)/\?room=demo&token=(\S+)", line)
+    assert m, line + proc.stderr.read() if proc.poll() is not None else line
+    return proc, m.group(1), m.group(2)
+
+
+async def test_gramcast_serve_runs_headless_and_stops_cleanly_on_sigterm(avatars):
+    proc, page, token = await start_gramcast_serve(avatars["path"])
     try:
-        line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 60)
-        m = re.search(r"(http://[^/]+)/\?room=demo&token=(\S+)", line)
-        assert m, line + proc.stderr.read() if proc.poll() is not None else line
-        ws_url = m.group(1).replace("http://", "ws://") + "/ws"
-        async with GramcastClient(ws_url, m.group(2), "demo") as guest:
+        ws_url = page.replace("http://", "ws://") + "/ws"
+        async with GramcastClient(ws_url, token, "demo") as guest:
             assert guest.participant
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -168,6 +174,59 @@ async def test_gramcast_serve_runs_headless_and_stops_cleanly_on_sigterm(avatars
         assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO gramcast.server.signaling: p\d+-\w+ joined "
                          r"room 'demo' as 'guest1' from 127\.0\.0\.1:\d+", log, re.M), log
         assert re.search(r"INFO gramcast.server.signaling: p\d+-\w+ left room 'demo' after", log), log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_gramcast_serve_drains_on_sigterm_letting_calls_finish(avatars):
+    """With --drain-timeout, SIGTERM turns /healthz to 503 and new joins away while the call in progress
+    goes on; the server stops once its last participant has left."""
+    import urllib.error
+    import urllib.request
+
+    from gramcast.server.client import ServerError
+
+    def health():
+        try:
+            return urllib.request.urlopen(page + "/healthz", timeout=5).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    proc, page, token = await start_gramcast_serve(avatars["path"], "--drain-timeout", "60")
+    loop = asyncio.get_running_loop()
+    try:
+        ws_url = page.replace("http://", "ws://") + "/ws"
+        async with GramcastClient(ws_url, token, "demo") as guest:
+            await guest.publish(ArrayVideoTrack(camera_frames(avatars["person"], [0.0] * 5)))
+            assert await loop.run_in_executor(None, health) == 200
+
+            async def frames_in(more_than: int) -> int:
+                for _ in range(200):
+                    n = (await guest.request_stats())["frames_in"]
+                    if n > more_than:
+                        return n
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"the session's camera frames stayed at {n}")
+
+            before = await frames_in(0)
+            proc.send_signal(signal.SIGTERM)
+            for _ in range(100):
+                if await loop.run_in_executor(None, health) == 503:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("/healthz never said the server drains")
+            with pytest.raises(ServerError) as refused:
+                async with GramcastClient(ws_url, mint_token(SECRET, "demo", "late"), "demo"):
+                    pass
+            assert refused.value.code == "join_refused" and "shutting down" in str(refused.value)
+            await frames_in(before)      # the call in progress goes on
+            await asyncio.sleep(0.5)
+            assert proc.poll() is None
+        # the last participant left: the server stops by itself, well before its 60 s
+        assert await loop.run_in_executor(None, proc.wait, 20) == 0
+        assert "draining, 1 participants in calls" in proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
