@@ -140,6 +140,8 @@ class GramcastServer:
             avatar = await self._enroll(image, face)
         finally:
             self._enroll_slots.release()
+        if owner not in self.connections:   # it left while its selfie was enrolled: keep nothing of it
+            raise protocol.ProtocolError("left", "the participant left before its selfie was enrolled")
         name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"
         self.selfies[owner] = (name, avatar)
         return name
