@@ -158,3 +158,24 @@ async def test_the_web_client_takes_the_servers_turn_relay(tmp_path):
                     assert set(await page.evaluate(LOCAL_CANDIDATE_TYPES_JS, py.participant)) == {"relay"}
         finally:
             await server.stop()
+
+
+async def test_a_stun_server_gives_the_server_and_its_clients_their_reflexive_addresses(tmp_path):
+    """What a server behind NAT needs: the STUN server's answer (here coturn's, on loopback: the same address)
+    is offered as a server-reflexive candidate by the server and by every client it hands the server to."""
+    with coturn(TURN_SECRET, tmp_path) as (url, _):
+        stun = url.replace("turn:", "stun:")
+        cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline,
+                           ice_servers=IceServersConfig(urls=(stun,)))
+        server = GramcastServer({"default": object()}, cfg)
+        await server.start()
+        try:
+            async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
+                                      mint_token(SECRET, "stun", "a"), "stun") as a:
+                assert a.ice_servers == [{"urls": [stun]}] and a.ice_transport_policy == "all"
+                await publish_red(a)
+                pc = a.pcs[None]
+                assert candidate_types(pc.localDescription.sdp) == {"host", "srflx"}
+                assert candidate_types(pc.remoteDescription.sdp) == {"host", "srflx"}   # the server's answer
+        finally:
+            await server.stop()
