@@ -65,25 +65,7 @@ def register(sub) -> None:
                         "(one 24-layer session on 2 cores: 13 -> 19 fps), slower for many light ones")
     s.add_argument("--weights", type=Path, default=None,
                    help="GRAMInverter bundle for --enroll-method graminverter (default: the installed one)")
-    n = s.add_argument_group("reaching clients on other networks (gramcast.server.ice_servers; the server hands "
-                             "these to every client when it joins)")
-    n.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                   help="a STUN or TURN server for every peer connection (repeat for several): stun:HOST[:PORT] "
-                        "lets a server behind NAT offer its public address, turn:HOST[:PORT][?transport=udp|tcp] "
-                        "or turns:HOST[:PORT] relays media for clients that cannot reach this machine directly "
-                        "(default: none, only this machine's own addresses)")
-    n.add_argument("--turn-secret", default=None, metavar="SECRET",
-                   help="the TURN server's shared secret (coturn: use-auth-secret, static-auth-secret): every "
-                        f"participant gets its own credentials, valid for --turn-ttl (default: ${TURN_SECRET_ENV})")
-    n.add_argument("--turn-username", default=None, help="fixed TURN username, the same for every participant")
-    n.add_argument("--turn-password", default=None,
-                   help=f"fixed TURN password (default: ${TURN_PASSWORD_ENV})")
-    n.add_argument("--turn-ttl", type=float, default=24 * 3600.0, metavar="S",
-                   help="lifetime of per-participant TURN credentials in seconds; a call cannot outlast it "
-                        "(default: 86400)")
-    n.add_argument("--ice-relay-only", action="store_true",
-                   help="send all media through the TURN server, the server's and the clients' (networks where "
-                        "only the relay is reachable; checking a TURN deployment)")
+    add_ice_options(s)
     v = s.add_argument_group("avatar video (every session; gramcast.session_config.SessionConfig)")
     v.add_argument("--output-size", default="480p", metavar="SIZE",
                    help=f"frame size sent to peers: {', '.join(OUTPUT_PRESETS)}, WIDTHxHEIGHT, or 'camera' "
@@ -114,6 +96,40 @@ def register(sub) -> None:
                         "keeps dropping camera frames for lack of time, back after calm spells: a loaded machine's "
                         "avatar comes out softer rather than late (default: 0.875,0.75,0.625; 'none' = never)")
     s.set_defaults(func=run_serve)
+
+    c = sub.add_parser(
+        "ice-check", help="check that the STUN/TURN servers answer and accept the credentials",
+        description="Ask each STUN server for this machine's public address and each TURN server for a relayed "
+                    "address, with the credentials `gramcast serve` would hand out, and say what failed and what "
+                    "to check. Takes the same ICE options as serve. Exit 0 when every server works, 1 otherwise.",
+    )
+    add_ice_options(c)
+    c.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for each server "
+                                                                          "(default: 5)")
+    c.set_defaults(func=run_ice_check)
+
+
+def add_ice_options(parser) -> None:
+    """The STUN/TURN options of ``serve`` and ``ice-check`` (read by ``ice_servers_config``)."""
+    n = parser.add_argument_group("reaching clients on other networks (gramcast.server.ice_servers; the server "
+                                  "hands these to every client when it joins)")
+    n.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="a STUN or TURN server for every peer connection (repeat for several): stun:HOST[:PORT] "
+                        "lets a server behind NAT offer its public address, turn:HOST[:PORT][?transport=udp|tcp] "
+                        "or turns:HOST[:PORT] relays media for clients that cannot reach this machine directly "
+                        "(default: none, only this machine's own addresses)")
+    n.add_argument("--turn-secret", default=None, metavar="SECRET",
+                   help="the TURN server's shared secret (coturn: use-auth-secret, static-auth-secret): every "
+                        f"participant gets its own credentials, valid for --turn-ttl (default: ${TURN_SECRET_ENV})")
+    n.add_argument("--turn-username", default=None, help="fixed TURN username, the same for every participant")
+    n.add_argument("--turn-password", default=None,
+                   help=f"fixed TURN password (default: ${TURN_PASSWORD_ENV})")
+    n.add_argument("--turn-ttl", type=float, default=24 * 3600.0, metavar="S",
+                   help="lifetime of per-participant TURN credentials in seconds; a call cannot outlast it "
+                        "(default: 86400)")
+    n.add_argument("--ice-relay-only", action="store_true",
+                   help="send all media through the TURN server, the server's and the clients' (networks where "
+                        "only the relay is reachable; checking a TURN deployment)")
 
 
 def session_config(args):
@@ -173,6 +189,23 @@ def ice_servers_config(args):
                                 relay_only=args.ice_relay_only)
     except ValueError as exc:
         raise GramcastError(f"{exc} (gramcast serve --help: 'reaching clients on other networks')") from None
+
+
+def run_ice_check(args) -> int:
+    from gramcast.errors import GramcastError
+    from gramcast.server.ice_check import check_ice_servers
+
+    config = ice_servers_config(args)
+    if not config.urls:
+        raise GramcastError("name the servers to check: --ice-server stun:HOST[:PORT] or turn:HOST[:PORT] "
+                            "(with --turn-secret or --turn-username/--turn-password)")
+    if not args.timeout > 0:
+        raise GramcastError(f"--timeout {args.timeout}: give a positive number of seconds")
+    checks = asyncio.run(check_ice_servers(config, args.timeout))
+    width = max(len(c.url) for c in checks)
+    for c in checks:
+        print(f"{c.url:<{width}}  {'ok' if c.ok else 'FAILED'}: {c.detail}", flush=True)
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def run_token(args) -> int:

@@ -179,3 +179,29 @@ async def test_a_stun_server_gives_the_server_and_its_clients_their_reflexive_ad
                 assert candidate_types(pc.remoteDescription.sdp) == {"host", "srflx"}   # the server's answer
         finally:
             await server.stop()
+
+
+def test_ice_check_reports_what_each_server_answers(tmp_path, capsys):
+    """`gramcast ice-check` against a real coturn: working STUN and TURN, a wrong secret, a dead port."""
+    from gramcast.cli import main
+    from turn import free_udp_port
+
+    with coturn(TURN_SECRET, tmp_path) as (url, _):
+        stun = url.replace("turn:", "stun:")
+        assert main(["ice-check", "--ice-server", stun, "--ice-server", url, "--turn-secret", TURN_SECRET]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert re.fullmatch(rf"{re.escape(stun)}\s+ok: sees this machine as 127\.0\.0\.1:\d+", out[0]), out
+        assert re.fullmatch(rf"{re.escape(url)}\s+ok: relays at 127\.0\.0\.1:\d+", out[1]), out
+
+        assert main(["ice-check", "--ice-server", url, "--turn-secret", "not-its-secret"]) == 1
+        out = capsys.readouterr().out
+        assert "FAILED: the server refused the credentials (401" in out and "--turn-secret" in out, out
+
+        dead = f"stun:127.0.0.1:{free_udp_port()}"
+        assert main(["ice-check", "--ice-server", dead, "--ice-server", stun, "--timeout", "1"]) == 1
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith(dead) and ("FAILED: no answer within 1 s" in out[0]
+                                            or "FAILED: connection refused" in out[0]), out
+        assert " ok: " in out[1]
+    assert main(["ice-check"]) == 2
+    assert "name the servers to check" in capsys.readouterr().err
