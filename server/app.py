@@ -71,8 +71,9 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: Serve ``GET /metrics`` (Prometheus text format: sessions' frame rates, latency, quality, counters).
-    #: ``GET /healthz`` is always served.
-    metrics: bool = True
+    #: Off by default: on a public address anyone could read how busy the server is. ``GET /healthz`` is
+    #: always served.
+    metrics: bool = False
     #: On SIGTERM, keep serving the calls in progress for up to this many seconds (new joins refused,
     #: ``/healthz`` 503 so that a load balancer sends no one new), then stop. 0: stop at once. SIGINT, or a
     #: second SIGTERM, always stops at once.

@@ -52,9 +52,9 @@ def register(sub) -> None:
     s.add_argument("--drain-timeout", type=float, default=0.0, metavar="S",
                    help="on SIGTERM, let the calls in progress go on for up to S seconds while refusing new "
                         "joins (/healthz answers 503), then stop; SIGINT stops at once (default: 0, stop at once)")
-    s.add_argument("--no-metrics", action="store_true",
-                   help="do not serve GET /metrics (Prometheus text format: sessions, frame rates, latency, "
-                        "quality steps, errors; no names or rooms); GET /healthz answers either way")
+    s.add_argument("--metrics", action="store_true",
+                   help="serve GET /metrics (Prometheus text format: sessions, frame rates, latency, quality "
+                        "steps, errors; no names or rooms); GET /healthz answers either way (default: off)")
     s.add_argument("--loopback-ice", action="store_true",
                    help="offer only 127.0.0.1 as ICE candidate (clients on this machine only)")
     s.add_argument("--enroll-method", default="mesh", choices=("mesh", "graminverter"),
@@ -291,7 +291,7 @@ def run_serve(args) -> int:
     avatars = {path.stem: Avatar.load(path) for path in args.avatar}
     config = ServerConfig(host=args.host, port=args.port, secret=secret,
                           ice_addresses=["127.0.0.1"] if args.loopback_ice else None, ice_servers=ice_servers,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key, metrics=not args.no_metrics,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, metrics=args.metrics,
                           max_sessions=args.max_sessions or None, drain_s=args.drain_timeout,
                           max_participants_per_room=args.max_participants_per_room,
                           enroll_fn=selfie_enroller(args.enroll_method, args.weights), session=session)

@@ -64,7 +64,7 @@ async def test_metrics_and_log_follow_a_call_and_its_end(caplog):
 
     avatar = gramcast.enroll(ROOT / "sdk" / "assets" / "sample_portrait.png")
     server = GramcastServer({"sample": avatar}, ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
-                                                             pipeline_factory=avatar_session))
+                                                             pipeline_factory=avatar_session, metrics=True))
     await server.start()
     ws = f"ws://127.0.0.1:{server.config.port}/ws"
     try:
@@ -121,8 +121,8 @@ async def test_metrics_and_log_follow_a_call_and_its_end(caplog):
         await server.stop()
 
 
-async def test_metrics_can_be_turned_off_health_stays():
-    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, metrics=False,
+async def test_metrics_are_off_unless_asked_for_health_is_always_on():
+    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET,
                                                                 pipeline_factory=PassThroughPipeline))
     await server.start()
     try:
