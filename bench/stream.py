@@ -70,7 +70,7 @@ COMPARISONS = {
 
 
 def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_path: str | None,
-           one_torch_thread: bool = False) -> None:
+           one_torch_thread: bool = False, server_options: dict | None = None) -> None:
     if one_torch_thread:                  # as `gramcast serve --one-torch-thread`, before any torch work
         from gramcast.torch_threads import use_one_torch_thread
 
@@ -96,7 +96,8 @@ def _serve(port_queue, avatar_path: str, avatar_size: int, variant: str, hops_pa
     async def main():
         server = GramcastServer({"a": Avatar.load(avatar_path)},
                                 ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
-                                             pipeline_factory=pipeline, max_participants_per_room=4))
+                                             pipeline_factory=pipeline, max_participants_per_room=4,
+                                             **(server_options or {})))
         await server.start()
         port_queue.put(server.config.port)
         await server.run_until_signal()
@@ -202,7 +203,8 @@ async def run_sessions(port: int, sessions: int, seconds: float, base, run: int,
                 hoptrace.mark_key("cam_sent", key, sent)
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
         return {"fps": fps, "latency_ms_median": statistics.median(lat) if lat else None,
-                "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None, "_keys": keys}
+                "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None, "_keys": keys,
+                "_times": times}
 
     try:
         per = await asyncio.gather(*(receive(c, v) for c, v in tracks))
@@ -217,7 +219,8 @@ async def run_sessions(port: int, sessions: int, seconds: float, base, run: int,
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     keys = [p.pop("_keys") for p in per]
-    return {"sessions": sessions, "per_session": per, "_keys": keys,
+    times = [p.pop("_times") for p in per]
+    return {"sessions": sessions, "per_session": per, "_keys": keys, "_times": times,
             "min_fps": min(p["fps"] for p in per),
             "latency_ms_median": statistics.median([p["latency_ms_median"] for p in per if p["latency_ms_median"]] or [0])}
 
@@ -300,6 +303,7 @@ def main() -> None:
                                    "server": round((_cpu_seconds(proc.pid) - cpu0[1]) / wall, 2)}
                 r["load_average_1min"] = round(os.getloadavg()[0], 2)
                 keys[v].append(r.pop("_keys"))
+                r.pop("_times")
                 out[v]["runs"].append(r)
                 print(f"{v:8s} {n} session(s): min fps {r['min_fps']:5.1f}, median glass-to-glass "
                       f"{r['latency_ms_median']:6.1f} ms, cores used: server {r['cores_used']['server']:.2f}, "

@@ -9,6 +9,7 @@ import mimetypes
 import signal
 import ssl
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -97,6 +98,8 @@ class GramcastServer:
         #: (no one else can join with it), replaced by its next selfie, dropped when it leaves.
         self.selfies: dict[str, tuple[str, Any]] = {}
         self._enroll_slots = asyncio.Semaphore(self.config.max_concurrent_enrollments)
+        # their own threads: a selfie being enrolled holds none of the loop's default executor
+        self._enroll_threads = ThreadPoolExecutor(self.config.max_concurrent_enrollments, "gramcast-enroll")
         self._open: set[SignalingConnection] = set()
         self._server = None
         #: Set while the server drains (``drain``): calls in progress go on, no one new joins.
@@ -154,7 +157,8 @@ class GramcastServer:
         from gramcast.errors import GramcastError
 
         try:
-            avatar = await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, image, face=face))
+            avatar = await asyncio.get_running_loop().run_in_executor(self._enroll_threads,
+                                                                      functools.partial(fn, image, face=face))
         except GramcastError as exc:  # the selfie's fault: tell the participant what to change
             self.metrics.count("enrollment", "refused")
             raise protocol.ProtocolError("enroll_failed", str(exc)) from None
@@ -221,6 +225,7 @@ class GramcastServer:
         await asyncio.gather(*(c.close() for c in list(self._open)), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        self._enroll_threads.shutdown(wait=False, cancel_futures=True)
         ice.set_host_addresses(None)
 
     async def serve_forever(self) -> None:

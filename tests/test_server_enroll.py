@@ -103,3 +103,4 @@ async def test_a_selfie_avatar_is_its_owners_alone_and_goes_with_it():
         assert "default" in server.avatars and len(server.avatars) == 1
     finally:
         await server.stop()
+
