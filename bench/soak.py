@@ -35,7 +35,7 @@ from gramcast.server.client import GramcastClient
 from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack
 from gramcast.server.tokens import mint_token
 
-SECRET = b"bench-soak-secret-0123456789ab"
+SECRET = b"bench-soak-secret-0123456789ab-0"
 
 
 def rss_mb() -> float:

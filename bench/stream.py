@@ -45,7 +45,7 @@ from _report import emit
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = b"bench-stream-secret-0123456789"
+SECRET = b"bench-stream-secret-0123456789-0"
 
 #: What each measured variant changes in the sessions' ``SessionConfig`` ("current": nothing, the defaults).
 VARIANT_SESSION = {"unpipelined": {"pipeline": False}, "pipelined": {"pipeline": True},

@@ -1,26 +1,29 @@
 """Signed, expiring room tokens: who may join which room, until when.
 
-A token is ``base64url(json payload) + "." + base64url(HMAC-SHA256(secret, payload))``. The payload
-holds the room, the participant's display name, the expiry (Unix seconds) and a random nonce. The
-server and ``gramcast token`` share the secret (``GRAMCAST_SECRET`` or a file), so tokens can be minted
-by an app backend without talking to the server.
+A token is a JSON Web Token (RFC 7519) signed with HMAC-SHA256 ("HS256") and the server's secret, whose
+claims are ``room``, ``name`` (the participant's display name), ``exp`` (expiry, Unix seconds), ``iat`` and
+a random ``jti``. Any JWT library mints one, so an app's backend in any language hands its users tokens
+without talking to the server (Node: ``jwt.sign({room, name}, secret, {algorithm: "HS256", expiresIn:
+3600})``); ``gramcast token`` and ``mint_token`` do it here. Only HS256 is accepted, whatever a token's
+header says. The secret is at least 32 bytes (RFC 7518 3.2, the hash's size), shared through
+``GRAMCAST_SECRET`` or an option.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 import secrets
 import time
 from dataclasses import dataclass
+
+import jwt
 
 from gramcast.errors import GramcastError
 
 SECRET_ENV = "GRAMCAST_SECRET"
 DEFAULT_TTL_S = 3600
 MAX_TOKEN_CHARS = 2048
+MIN_SECRET_BYTES = 32
+ALGORITHM = "HS256"
 
 
 class TokenError(GramcastError):
@@ -36,17 +39,10 @@ class RoomGrant:
     expires_at: float
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _check_secret(secret: bytes) -> bytes:
-    if not isinstance(secret, bytes) or len(secret) < 16:
-        raise TokenError("the token secret must be at least 16 bytes; set GRAMCAST_SECRET to a long random string")
+    if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
+        raise TokenError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes; set GRAMCAST_SECRET to a long "
+                         "random string (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
     return secret
 
 
@@ -67,32 +63,31 @@ def mint_token(secret: bytes, room: str, name: str, ttl_s: float = DEFAULT_TTL_S
     if ttl_s <= 0:
         raise TokenError("a token's lifetime must be positive")
     now = time.time() if now is None else now
-    payload = json.dumps(
-        {"room": room, "name": name, "exp": now + ttl_s, "nonce": secrets.token_hex(8)},
-        separators=(",", ":"), sort_keys=True,
-    ).encode()
-    sig = hmac.new(secret, payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(sig)}"
+    claims = {"room": room, "name": name, "iat": int(now), "exp": now + ttl_s, "jti": secrets.token_hex(8)}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def verify_token(secret: bytes, token: object, room: str | None = None, now: float | None = None) -> RoomGrant:
     """Check the signature, the expiry and (if given) the room. Returns the grant or raises TokenError."""
     _check_secret(secret)
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenError("malformed token: ask the app for a new one (`gramcast token ROOM NAME`)")
-    body, sig = token.split(".")
     try:
-        payload, given = _unb64(body), _unb64(sig)
-    except (ValueError, TypeError) as exc:
-        raise TokenError("malformed token: not base64url") from exc
-    expected = hmac.new(secret, payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, given):
-        raise TokenError("invalid token signature: it was not issued with this server's secret")
+        # the expiry is checked below, against ``now``; a backend's clock a little ahead does not matter
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=30,   # leeway: other machines' clocks
+                            options={"verify_exp": False, "verify_iat": False, "require": ["room", "name", "exp"]})
+    except jwt.InvalidSignatureError:
+        raise TokenError("invalid token signature: it was not issued with this server's secret") from None
+    except jwt.InvalidAlgorithmError:
+        raise TokenError(f"token signed with another algorithm: this server takes {ALGORITHM} only") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"token lacks the {exc.claim!r} claim (a token names its room, name and expiry)") from None
+    except jwt.InvalidTokenError as exc:
+        raise TokenError(f"malformed token ({exc}): ask the app for a new one") from None
     try:
-        claims = json.loads(payload)
         grant = RoomGrant(room=str(claims["room"]), name=str(claims["name"]), expires_at=float(claims["exp"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TokenError("malformed token payload") from exc
+    except (ValueError, TypeError) as exc:
+        raise TokenError("malformed token claims") from exc
     now = time.time() if now is None else now
     if now >= grant.expires_at:
         raise TokenError("token expired: ask the app for a new one")

@@ -22,7 +22,7 @@ from gramcast.server.client import GramcastClient
 from gramcast.server.synthetic import PassThroughPipeline, read_stamp, stamp_frame
 from gramcast.server.tokens import mint_token
 
-SECRET = b"latency-test-secret-0123456789"
+SECRET = b"latency-test-secret-0123456789-0"
 
 
 def packet(seq, ts, marker=0, data=None):

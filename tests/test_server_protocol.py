@@ -7,7 +7,7 @@ import pytest
 from gramcast.server import protocol, tokens
 from gramcast.server.protocol import CLIENT_MESSAGES, ProtocolError
 
-SECRET = b"0123456789abcdef-test-secret"
+SECRET = b"0123456789abcdef-test-secret-012"
 
 
 def frame(obj) -> bytes:
@@ -95,9 +95,9 @@ def test_expired_forged_and_malformed_tokens_are_refused():
     with pytest.raises(tokens.TokenError, match="expired"):
         tokens.verify_token(SECRET, tok, now=10.0)
     with pytest.raises(tokens.TokenError, match="signature"):
-        tokens.verify_token(b"another-secret-of-16+bytes", tok, now=1.0)
-    body, sig = tok.split(".")
-    tampered = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + sig
+        tokens.verify_token(b"another-secret-of-32-bytes-or-more", tok, now=1.0)
+    header, body, sig = tok.split(".")
+    tampered = header + "." + body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + sig
     with pytest.raises(tokens.TokenError):
         tokens.verify_token(SECRET, tampered, now=1.0)
     for bad in ["", "abc", "a.b.c", None, 12, "x" * 5000, "!!!.???"]:
@@ -105,14 +105,59 @@ def test_expired_forged_and_malformed_tokens_are_refused():
             tokens.verify_token(SECRET, bad, now=1.0)
 
 
+def _jwt(secret: bytes, header: dict, claims: dict) -> str:
+    """A JSON Web Token put together by hand (RFC 7515/7519), as another language's JWT library makes one."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384}.get(header["alg"])
+    sig = b64(hmac.new(secret, signing_input.encode(), digest).digest()) if digest else ""
+    return signing_input + "." + sig
+
+
+def test_a_jwt_from_any_library_is_a_token_and_only_hs256_is_taken():
+    claims = {"room": "standup", "name": "Grace", "exp": 2_000_000_000}
+    hs256 = _jwt(SECRET, {"alg": "HS256", "typ": "JWT"}, claims)
+    assert tokens.verify_token(SECRET, hs256, room="standup", now=1_900_000_000.0) == \
+        tokens.RoomGrant("standup", "Grace", 2_000_000_000.0)
+    # what mint_token makes reads back with the same standard parts: header, claims, HMAC-SHA256
+    import base64
+    import json
+
+    import hashlib
+    import hmac
+
+    minted = tokens.mint_token(SECRET, "standup", "Ada", ttl_s=60, now=1000.0)
+    header, body, sig = minted.split(".")
+    assert json.loads(base64.urlsafe_b64decode(header + "==")) == {"alg": "HS256", "typ": "JWT"}
+    payload = json.loads(base64.urlsafe_b64decode(body + "=="))
+    assert (payload["room"], payload["name"], payload["exp"]) == ("standup", "Ada", 1060.0)
+    expected = hmac.new(SECRET, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(sig + "==") == expected
+    with pytest.raises(tokens.TokenError, match="another algorithm"):
+        tokens.verify_token(SECRET, _jwt(SECRET, {"alg": "HS384", "typ": "JWT"}, claims), now=1.0)
+    with pytest.raises(tokens.TokenError):        # unsigned ("none") tokens are never taken
+        tokens.verify_token(SECRET, _jwt(SECRET, {"alg": "none", "typ": "JWT"}, claims), now=1.0)
+    with pytest.raises(tokens.TokenError, match="lacks the 'room' claim"):
+        tokens.verify_token(SECRET, _jwt(SECRET, {"alg": "HS256"}, {"name": "x", "exp": 2_000_000_000}), now=1.0)
+    with pytest.raises(tokens.TokenError, match="expired"):
+        tokens.verify_token(SECRET, hs256, now=2_000_000_000.0)
+
+
 def test_short_or_missing_secret_is_refused(monkeypatch):
-    with pytest.raises(tokens.TokenError, match="16 bytes"):
-        tokens.mint_token(b"short", "r", "n")
+    with pytest.raises(tokens.TokenError, match="32 bytes"):
+        tokens.mint_token(b"s" * 31, "r", "n")
     monkeypatch.delenv(tokens.SECRET_ENV, raising=False)
     with pytest.raises(tokens.TokenError, match="GRAMCAST_SECRET"):
         tokens.load_secret()
-    monkeypatch.setenv(tokens.SECRET_ENV, "s" * 20)
-    assert tokens.load_secret() == b"s" * 20
+    monkeypatch.setenv(tokens.SECRET_ENV, "s" * 32)
+    assert tokens.load_secret() == b"s" * 32
 
 
 def test_token_command_mints_a_token_the_server_accepts(capsys, monkeypatch):

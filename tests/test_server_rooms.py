@@ -15,7 +15,7 @@ from gramcast.server.client import GramcastClient, ServerError
 from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack, audio_rms
 from gramcast.server.tokens import mint_token
 
-SECRET = b"rooms-test-secret-0123456789"
+SECRET = b"rooms-test-secret-0123456789-012"
 
 
 def colour_frames(rgb, n=4, size=64):

@@ -25,7 +25,7 @@ from gramcast.server.tokens import mint_token
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sdk" / "assets" / "sample_portrait.png"
 PERSON = Path(__file__).parent / "data" / "faces" / "london_neutral_001_03.jpg"
-SECRET = b"stream-e2e-secret-0123456789"
+SECRET = b"stream-e2e-secret-0123456789-012"
 YAW_PATH = [-0.35] * 20 + [0.0] * 20 + [0.35] * 20     # camera frames, 10 fps: 2 s per pose
 
 
