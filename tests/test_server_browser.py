@@ -1,5 +1,5 @@
 """The web client in a real headless Chromium: it joins, publishes its fake camera, and decodes the
-other participant's video. The avatar pipeline is the pass-through test double here;
+other participant's video; without a camera it still watches, without a microphone it still publishes. The avatar pipeline is the pass-through test double here;
 tests/test_stream_e2e.py checks the browser with the real avatar pipeline."""
 import asyncio
 
@@ -42,5 +42,43 @@ async def test_web_client_joins_publishes_and_decodes(tmp_path):
                 assert mean[1] > 150 and mean[0] < 100, mean
                 # Preview (own stream back) is decoded as well.
                 await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5", timeout=20000)
+    finally:
+        await server.stop()
+
+
+NO_DEVICES_JS = """navigator.mediaDevices.getUserMedia = (constraints) => Promise.reject(
+  new DOMException("Requested device not found", "NotFoundError"));"""
+NO_MICROPHONE_JS = """{
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints) => constraints.audio
+    ? Promise.reject(new DOMException("Requested device not found", "NotFoundError")) : original(constraints);
+}"""
+
+
+async def test_without_a_camera_the_page_watches_and_without_a_microphone_it_publishes(tmp_path):
+    cam = green_camera_file(tmp_path)
+    cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline)
+    server = GramcastServer({"default": object()}, cfg)
+    await server.start()
+    try:
+        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
+                                  mint_token(SECRET, "web", "py"), "web") as py:
+            await publish_red(py)
+            for devices, publishes in ((NO_DEVICES_JS, False), (NO_MICROPHONE_JS, True)):
+                async with chromium_page(cam) as page:
+                    await page.add_init_script(devices)
+                    await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', 'browser')}&autojoin=1")
+                    # it sees the other participant either way
+                    await page.wait_for_function(
+                        f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+                    text = await page.text_content("#status")
+                    if publishes:
+                        await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5",
+                                                     timeout=20000)
+                        assert await page.evaluate("window.gramcast.cameraProblem") is None
+                    else:
+                        assert "without a camera (NotFoundError" in text, text
+                        assert await page.evaluate("document.getElementById('selfie').disabled")
+                        assert not any(p.get("publishing") for p in py.peers.values())
     finally:
         await server.stop()

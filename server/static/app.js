@@ -50,8 +50,23 @@ function addTile(id, label) {
   return { fig, video };
 }
 
+async function openCamera() {
+  // Camera and microphone; without a microphone, the camera alone (the avatar still shows, silent).
+  const video = { width: 640, height: 480 };
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video, audio: true });
+  } catch (err) {
+    return await navigator.mediaDevices.getUserMedia({ video, audio: false });
+  }
+}
+
+// Publishes the camera; returns null, or why there is no camera to publish (none, or not allowed).
 async function publish(preview) {
-  state.camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+  try {
+    state.camera = await openCamera();
+  } catch (err) {
+    return err.name ? `${err.name}: ${err.message}` : `${err}`;
+  }
   $("camera").srcObject = state.camera;
   const pc = new RTCPeerConnection(state.ice);
   state.publishPc = pc;
@@ -62,6 +77,7 @@ async function publish(preview) {
     if (ev.track.kind === "video") $("preview-video").srcObject = new MediaStream([ev.track]);
   };
   await negotiate(pc, null);
+  return null;
 }
 
 async function subscribe(pid, name) {
@@ -88,9 +104,15 @@ async function onMessage(msg) {
       state.me = msg.participant;
       state.ice = { iceServers: msg.ice_servers || [], iceTransportPolicy: msg.ice_transport_policy || "all" };
       status(`Joined room ${msg.room} as ${msg.participant}.`);
-      await publish($("preview").checked);
-      status(`Publishing in room ${msg.room}.`);
+      // the others first: someone without a camera (or who refused it) still watches the call
       for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name);
+      state.cameraProblem = await publish($("preview").checked);
+      if (state.cameraProblem) {
+        status(`Watching room ${msg.room} without a camera (${state.cameraProblem}): the others do not see you.`);
+        $("selfie").disabled = true;
+      } else {
+        status(`Publishing in room ${msg.room}.`);
+      }
       break;
     case "answer": {
       const resolve = state.pendingAnswers.get(msg.target || "");
