@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds (default: 3600)")
     p.add_argument("--secret", help="shared secret (default: $GRAMCAST_SECRET)")
+    p.add_argument("--watch-only", action="store_true",
+                   help="the participant watches the others and publishes no camera (no avatar session to pay for)")
+    p.add_argument("--no-selfie", action="store_true", help="the participant may not enroll selfies")
     p.set_defaults(func=run_token)
 
     s = sub.add_parser(
@@ -211,7 +214,8 @@ def run_ice_check(args) -> int:
 def run_token(args) -> int:
     from gramcast.server.tokens import load_secret, mint_token
 
-    print(mint_token(load_secret(args.secret), args.room, args.name, ttl_s=args.ttl))
+    print(mint_token(load_secret(args.secret), args.room, args.name, ttl_s=args.ttl, publish=not args.watch_only,
+                     enroll=not (args.no_selfie or args.watch_only)))
     return 0
 
 

@@ -44,6 +44,7 @@ class GramcastClient:
         #: The STUN/TURN servers and ICE transport policy the server gave in ``joined``.
         self.ice_servers: list[dict] = []
         self.ice_transport_policy = "all"
+        self.may_publish = self.may_enroll = True
         self.pcs: dict[str | None, RTCPeerConnection] = {}
         self.events: asyncio.Queue = asyncio.Queue()
         self.errors: list[ServerError] = []
@@ -78,6 +79,9 @@ class GramcastClient:
         self.peers = {p["participant"]: p for p in msg["peers"]}
         self.ice_servers = list(msg.get("ice_servers", []))
         self.ice_transport_policy = msg.get("ice_transport_policy", "all")
+        #: What the token allows besides watching.
+        self.may_publish = msg.get("may_publish", True)
+        self.may_enroll = msg.get("may_enroll", True)
 
     def _expect(self, kind: str) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()

@@ -21,12 +21,14 @@ Client -> server
   stats   {}                                ask for this session's stats
   leave   {}                                leave the room and close
 Server -> client
-  joined  {participant, room, peers, ice_servers?, ice_transport_policy?}
+  joined  {participant, room, peers, ice_servers?, ice_transport_policy?, may_publish?, may_enroll?}
                                             accepted; ``peers`` lists the others as maps
                                             {participant, name, publishing}; ``ice_servers``: the
                                             STUN/TURN servers to give every peer connection, as WebRTC
                                             RTCIceServer maps {urls, username?, credential?} (none: use
-                                            none); ``ice_transport_policy``: "all" (default) or "relay"
+                                            none); ``ice_transport_policy``: "all" (default) or "relay";
+                                            ``may_publish`` / ``may_enroll`` false: the token is for
+                                            watching / for no selfies (error "not_allowed" otherwise)
   answer  {sdp, sdp_type, target?}          the server's SDP answer to the offer with that target
   peer    {event, participant, name}        event = "joined" | "publishing" | "left"; subscribe to a
                                             participant once it is "publishing"
@@ -62,7 +64,8 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
 }
 SERVER_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "joined": {"participant": (_STR, True), "room": (_STR, True), "peers": (_LIST, True),
-               "ice_servers": (_LIST, False), "ice_transport_policy": (_STR, False)},
+               "ice_servers": (_LIST, False), "ice_transport_policy": (_STR, False),
+               "may_publish": (_BOOL, False), "may_enroll": (_BOOL, False)},
     "answer": {"sdp": (_STR, True), "sdp_type": (_STR, True), "target": (_STR, False)},
     "peer": {"event": (_STR, True), "participant": (_STR, True), "name": (_STR, True)},
     "stats": {"stats": (_MAP, True)},

@@ -17,6 +17,9 @@ class Participant:
     avatar_name: str
     preview: bool = False
     publishing: bool = False
+    #: What its token allows besides watching (``gramcast.server.tokens.RoomGrant``).
+    may_publish: bool = True
+    may_enroll: bool = True
     # Objects owned by the signaling connection (peer connections, tracks, the avatar pipeline).
     media: dict[str, Any] = field(default_factory=dict)
 

@@ -128,6 +128,7 @@ class SignalingConnection:
             raise ProtocolError("unknown_avatar", f"no avatar {avatar_name!r} on this server; "
                                                   f"available: {sorted(self.server.avatars)}")
         p = self.server.rooms.join(grant.room, grant.name, avatar_name, bool(msg.get("preview", False)))
+        p.may_publish, p.may_enroll = grant.publish, grant.enroll
         self.participant = p
         self.server.connections[p.id] = self
         self.server.metrics.count("join", "accepted")
@@ -137,7 +138,8 @@ class SignalingConnection:
         others = self.server.rooms.others(p)
         servers = self.server.config.ice_servers
         await self.send("joined", participant=p.id, room=p.room, peers=[o.describe() for o in others],
-                        ice_servers=servers.servers_for(p.id), ice_transport_policy=servers.transport_policy)
+                        ice_servers=servers.servers_for(p.id), ice_transport_policy=servers.transport_policy,
+                        may_publish=p.may_publish, may_enroll=p.may_enroll)
         await self.server.broadcast(p, "peer", event="joined", participant=p.id, name=p.name)
 
     async def on_offer(self, msg) -> None:
@@ -174,6 +176,8 @@ class SignalingConnection:
         await self.ws.close()
 
     async def on_enroll(self, msg) -> None:
+        if not self.participant.may_enroll:
+            raise ProtocolError("not_allowed", "this participant's token does not allow enrolling a selfie")
         face = msg.get("face", "only")
         if face not in protocol.ENROLL_FACES:
             raise ProtocolError("bad_field", f"'enroll' field 'face' must be one of {', '.join(protocol.ENROLL_FACES)}")
@@ -195,6 +199,8 @@ class SignalingConnection:
     async def _publish(self, sdp: str):
         if self.publish_pc is not None:
             raise ProtocolError("already_publishing", "this participant already publishes")
+        if not self.participant.may_publish:
+            raise ProtocolError("not_allowed", "this participant's token is for watching: it may not publish a camera")
         limit = self.server.config.max_sessions
         if limit is not None and sum(c.publish_pc is not None for c in self.server.connections.values()) >= limit:
             raise ProtocolError("server_full", f"this server already streams {limit} avatars, as many as it "

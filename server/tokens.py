@@ -1,8 +1,9 @@
 """Signed, expiring room tokens: who may join which room, until when.
 
 A token is a JSON Web Token (RFC 7519) signed with HMAC-SHA256 ("HS256") and the server's secret, whose
-claims are ``room``, ``name`` (the participant's display name), ``exp`` (expiry, Unix seconds), ``iat`` and
-a random ``jti``. Any JWT library mints one, so an app's backend in any language hands its users tokens
+claims are ``room``, ``name`` (the participant's display name), ``exp`` (expiry, Unix seconds), ``iat``, a
+random ``jti`` and, optionally, ``publish`` / ``enroll`` false: a participant who may only watch (no camera,
+no avatar session to pay for) or may not enroll selfies. Any JWT library mints one, so an app's backend in any language hands its users tokens
 without talking to the server (Node: ``jwt.sign({room, name}, secret, {algorithm: "HS256", expiresIn:
 3600})``); ``gramcast token`` and ``mint_token`` do it here. Only HS256 is accepted, whatever a token's
 header says. The secret is at least 32 bytes (RFC 7518 3.2, the hash's size), shared through
@@ -32,11 +33,15 @@ class TokenError(GramcastError):
 
 @dataclass(frozen=True)
 class RoomGrant:
-    """What a valid token allows: ``name`` may join ``room`` until ``expires_at`` (Unix seconds)."""
+    """What a valid token allows: ``name`` may join ``room`` until ``expires_at`` (Unix seconds), publish a
+    camera (an avatar session) unless ``publish`` is False (watching only), and enroll selfies unless
+    ``enroll`` is False."""
 
     room: str
     name: str
     expires_at: float
+    publish: bool = True
+    enroll: bool = True
 
 
 def _check_secret(secret: bytes) -> bytes:
@@ -55,8 +60,10 @@ def load_secret(secret: str | bytes | None = None) -> bytes:
     return _check_secret(secret.encode() if isinstance(secret, str) else secret)
 
 
-def mint_token(secret: bytes, room: str, name: str, ttl_s: float = DEFAULT_TTL_S, now: float | None = None) -> str:
-    """A token letting ``name`` join ``room`` for ``ttl_s`` seconds from ``now``."""
+def mint_token(secret: bytes, room: str, name: str, ttl_s: float = DEFAULT_TTL_S, now: float | None = None,
+               publish: bool = True, enroll: bool = True) -> str:
+    """A token letting ``name`` join ``room`` for ``ttl_s`` seconds from ``now`` (and publish a camera, and
+    enroll selfies, unless told not to: the claims ``publish`` / ``enroll`` false)."""
     _check_secret(secret)
     if not room or not name:
         raise TokenError("a token needs a non-empty room and name")
@@ -64,6 +71,7 @@ def mint_token(secret: bytes, room: str, name: str, ttl_s: float = DEFAULT_TTL_S
         raise TokenError("a token's lifetime must be positive")
     now = time.time() if now is None else now
     claims = {"room": room, "name": name, "iat": int(now), "exp": now + ttl_s, "jti": secrets.token_hex(8)}
+    claims.update({k: False for k, allowed in (("publish", publish), ("enroll", enroll)) if not allowed})
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -85,12 +93,21 @@ def verify_token(secret: bytes, token: object, room: str | None = None, now: flo
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"malformed token ({exc}): ask the app for a new one") from None
     try:
-        grant = RoomGrant(room=str(claims["room"]), name=str(claims["name"]), expires_at=float(claims["exp"]))
+        grant = RoomGrant(room=str(claims["room"]), name=str(claims["name"]), expires_at=float(claims["exp"]),
+                          publish=_flag(claims, "publish"), enroll=_flag(claims, "enroll"))
     except (ValueError, TypeError) as exc:
-        raise TokenError("malformed token claims") from exc
+        raise TokenError(f"malformed token claims ({exc})") from None
     now = time.time() if now is None else now
     if now >= grant.expires_at:
         raise TokenError("token expired: ask the app for a new one")
     if room is not None and grant.room != room:
         raise TokenError(f"this token is for room {grant.room!r}, not {room!r}")
     return grant
+
+
+def _flag(claims: dict, name: str) -> bool:
+    """An optional permission claim: absent means allowed; present, it must be a JSON boolean."""
+    value = claims.get(name, True)
+    if not isinstance(value, bool):
+        raise ValueError(f"the {name!r} claim must be true or false")
+    return value

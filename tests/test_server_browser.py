@@ -82,3 +82,30 @@ async def test_without_a_camera_the_page_watches_and_without_a_microphone_it_pub
                         assert not any(p.get("publishing") for p in py.peers.values())
     finally:
         await server.stop()
+
+
+
+async def test_a_watch_only_link_asks_for_no_camera_and_watches(tmp_path):
+    cam = green_camera_file(tmp_path)
+    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET,
+                                                                pipeline_factory=PassThroughPipeline))
+    await server.start()
+    try:
+        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
+                                  mint_token(SECRET, "web", "py"), "web") as py:
+            await publish_red(py)
+            async with chromium_page(cam) as page:
+                await page.add_init_script("""{
+                  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+                  window.cameraAsked = 0;
+                  navigator.mediaDevices.getUserMedia = (c) => { window.cameraAsked += 1; return original(c); };
+                }""")
+                token = mint_token(SECRET, "web", "viewer", publish=False)
+                await page.goto(f"{server.url}?room=web&token={token}&autojoin=1")
+                await page.wait_for_function(
+                    f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+                assert await page.evaluate("window.cameraAsked") == 0
+                assert "this link is for watching" in await page.text_content("#status")
+                assert await page.evaluate("document.getElementById('selfie').disabled")
+    finally:
+        await server.stop()

@@ -87,3 +87,28 @@ async def test_draining_ends_at_its_timeout_with_participants_still_in_calls():
             assert loop.time() - t0 < 1.0
     finally:
         await server.stop()
+
+
+async def test_a_watch_only_token_watches_and_a_no_selfie_token_publishes_without_selfies():
+    server, ws = await start(enroll_fn=lambda image, face="only": None)
+    try:
+        async with GramcastClient(ws, mint_token(SECRET, "r", "speaker"), "r") as speaker, \
+                   GramcastClient(ws, mint_token(SECRET, "r", "viewer", publish=False, enroll=False), "r") as viewer, \
+                   GramcastClient(ws, mint_token(SECRET, "r", "guest", enroll=False), "r") as guest:
+            assert (viewer.may_publish, viewer.may_enroll) == (False, False)
+            assert (guest.may_publish, guest.may_enroll) == (True, False)
+            assert (speaker.may_publish, speaker.may_enroll) == (True, True)
+            await speaker.publish(camera())
+            with pytest.raises(ServerError) as info:
+                await viewer.publish(camera())
+            assert info.value.code == "not_allowed" and "watching" in str(info.value)
+            for who in (viewer, guest):
+                with pytest.raises(ServerError) as info:
+                    await who.enroll(b"selfie")
+                assert info.value.code == "not_allowed" and "selfie" in str(info.value)
+            video, _ = await viewer.subscribe(speaker.participant)     # watching works
+            await asyncio.wait_for(video.recv(), 15)
+            await guest.publish(camera())                              # a no-selfie guest still publishes
+            assert server.selfies == {}
+    finally:
+        await server.stop()

@@ -148,6 +148,13 @@ def test_a_jwt_from_any_library_is_a_token_and_only_hs256_is_taken():
         tokens.verify_token(SECRET, _jwt(SECRET, {"alg": "HS256"}, {"name": "x", "exp": 2_000_000_000}), now=1.0)
     with pytest.raises(tokens.TokenError, match="expired"):
         tokens.verify_token(SECRET, hs256, now=2_000_000_000.0)
+    # permissions: absent means allowed; false forbids; anything but a boolean is refused
+    grant = tokens.verify_token(SECRET, _jwt(SECRET, {"alg": "HS256"}, {**claims, "publish": False}), now=1.0)
+    assert (grant.publish, grant.enroll) == (False, True)
+    with pytest.raises(tokens.TokenError, match="'enroll' claim must be true or false"):
+        tokens.verify_token(SECRET, _jwt(SECRET, {"alg": "HS256"}, {**claims, "enroll": "no"}), now=1.0)
+    minted = tokens.verify_token(SECRET, tokens.mint_token(SECRET, "r", "v", publish=False, enroll=False))
+    assert (minted.publish, minted.enroll) == (False, False)
 
 
 def test_short_or_missing_secret_is_refused(monkeypatch):
@@ -167,6 +174,12 @@ def test_token_command_mints_a_token_the_server_accepts(capsys, monkeypatch):
     assert main(["token", "room-x", "Bob", "--ttl", "120"]) == 0
     tok = capsys.readouterr().out.strip()
     assert tokens.verify_token(SECRET, tok, room="room-x").name == "Bob"
+    assert main(["token", "room-x", "Eve", "--watch-only"]) == 0
+    watcher = tokens.verify_token(SECRET, capsys.readouterr().out.strip(), room="room-x")
+    assert (watcher.publish, watcher.enroll) == (False, False)
+    assert main(["token", "room-x", "Zoe", "--no-selfie"]) == 0
+    guest = tokens.verify_token(SECRET, capsys.readouterr().out.strip(), room="room-x")
+    assert (guest.publish, guest.enroll) == (True, False)
     monkeypatch.delenv(tokens.SECRET_ENV)
     assert main(["token", "room-x", "Bob"]) == 2
     assert "GRAMCAST_SECRET" in capsys.readouterr().err

@@ -106,6 +106,13 @@ async function onMessage(msg) {
       status(`Joined room ${msg.room} as ${msg.participant}.`);
       // the others first: someone without a camera (or who refused it) still watches the call
       for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name);
+      if (msg.may_enroll === false) $("selfie").disabled = true;
+      if (msg.may_publish === false) {   // a link for watching: no camera asked for
+        state.cameraProblem = "this link is for watching";
+        status(`Watching room ${msg.room}: this link is for watching, the others do not see you.`);
+        $("selfie").disabled = true;
+        break;
+      }
       state.cameraProblem = await publish($("preview").checked);
       if (state.cameraProblem) {
         status(`Watching room ${msg.room} without a camera (${state.cameraProblem}): the others do not see you.`);
