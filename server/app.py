@@ -50,6 +50,9 @@ class ServerConfig:
     #: once; more are refused with "server_full" rather than slowing every session down. None: no limit.
     max_sessions: int | None = None
     join_timeout_s: float = 30.0
+    #: Open signaling websockets at most, joined or not yet; more are turned away (HTTP 503) before their
+    #: handshake, so that a flood of idle connections cannot exhaust the process's file descriptors.
+    max_connections: int = 1000
     max_errors_per_connection: int = 200
     #: Builds the per-publisher video pipeline from an avatar: an object with
     #: ``attach(track) -> MediaStreamTrack``, ``stats() -> dict``, ``set_avatar(avatar)``, ``async close()``.
@@ -189,6 +192,9 @@ class GramcastServer:
     def _process_request(self, connection, request):
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
+            if len(self._open) >= self.config.max_connections:
+                log.warning("turned a websocket away: %d connections open, the most allowed", len(self._open))
+                return _http_response(503, "too many connections; try again later\n")
             return None
         if path == "/healthz":   # for a load balancer or an orchestrator's probe
             return _http_response(503, "draining\n") if self.draining else _http_response(200, "ok\n")

@@ -112,3 +112,29 @@ async def test_a_watch_only_token_watches_and_a_no_selfie_token_publishes_withou
             assert server.selfies == {}
     finally:
         await server.stop()
+
+
+async def test_connections_beyond_the_limit_are_turned_away_before_their_handshake():
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    server, ws = await start(max_connections=2)
+    try:
+        idle = [await connect(ws), await connect(ws)]          # never join: held until join_timeout_s
+        for _ in range(50):
+            if len(server._open) == 2:
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(InvalidStatus) as info:
+            await connect(ws)
+        assert info.value.response.status_code == 503
+        await idle[0].close()
+        for _ in range(100):
+            if len(server._open) < 2:
+                break
+            await asyncio.sleep(0.02)
+        async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as a:   # a freed place is taken
+            assert a.participant
+        await idle[1].close()
+    finally:
+        await server.stop()
