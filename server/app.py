@@ -19,6 +19,7 @@ from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from gramcast.avatar.avatar import AvatarLimits
 from gramcast.server import ice, protocol
 from gramcast.server.ice_servers import IceServersConfig
 from gramcast.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -64,6 +65,11 @@ class ServerConfig:
     #: Turns selfie bytes into an Avatar, ``enroll_fn(image, face=...)`` (``face`` as ``gramcast.enroll``'s;
     #: None uses ``gramcast.enroll``).
     enroll_fn: Callable[..., Any] | None = None
+    #: Send each participant the .gca file of a selfie it enrolled (``enrolled``'s ``file``), for its app to
+    #: keep and send back (``avatar``) next time instead of enrolling again.
+    return_avatar_files: bool = True
+    #: How large an avatar file a participant may send (``avatar``).
+    avatar_limits: AvatarLimits = field(default_factory=AvatarLimits)
     #: Selfies enrolled at once; others wait their turn (an enrollment takes every core for a second or
     #: more, so several at once would stall every session's video), and give up after ``enroll_wait_s``.
     max_concurrent_enrollments: int = 1
@@ -147,8 +153,25 @@ class GramcastServer:
             avatar = await self._enroll(image, face)
         finally:
             self._enroll_slots.release()
-        if owner not in self.connections:   # it left while its selfie was enrolled: keep nothing of it
-            raise protocol.ProtocolError("left", "the participant left before its selfie was enrolled")
+        return self._keep_selfie(owner, avatar)
+
+    async def use_avatar_file(self, data: bytes, owner: str) -> str:
+        """Makes the .gca bytes ``owner`` sent (an avatar it was given earlier) its own avatar; returns its name."""
+        from gramcast.avatar import Avatar
+        from gramcast.errors import AvatarFormatError
+
+        try:
+            avatar = await asyncio.get_running_loop().run_in_executor(
+                self._enroll_threads, Avatar.from_bytes, data, "the avatar file sent", self.config.avatar_limits)
+        except AvatarFormatError as exc:
+            self.metrics.count("enrollment", "bad_file")
+            raise protocol.ProtocolError("bad_avatar", f"{exc}; enroll a new selfie") from None
+        self.metrics.count("enrollment", "from_file")
+        return self._keep_selfie(owner, avatar)
+
+    def _keep_selfie(self, owner: str, avatar) -> str:
+        if owner not in self.connections:   # it left meanwhile: keep nothing of it
+            raise protocol.ProtocolError("left", "the participant left before its avatar was ready")
         name = f"selfie-{owner}-{uuid.uuid4().hex[:6]}"
         self.selfies[owner] = (name, avatar)
         return name

@@ -50,6 +50,8 @@ class GramcastClient:
         self.errors: list[ServerError] = []
         self.preview_track = None
         self.enroll_warnings: list[str] = []
+        #: The .gca bytes of the last selfie enrolled (``enroll``), to keep and send back with ``use_avatar``.
+        self.avatar_file: bytes | None = None
         self._answers: dict[str | None, asyncio.Future] = {}
         self._replies: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
@@ -209,7 +211,15 @@ class GramcastClient:
         await self.send("enroll", image=image, **({} if face is None else {"face": face}))
         reply = await asyncio.wait_for(fut, timeout)
         self.enroll_warnings = list(reply.get("warnings", []))
+        self.avatar_file = reply.get("file")
         return reply["avatar"]
+
+    async def use_avatar(self, file: bytes, timeout: float = 30.0) -> str:
+        """Use an avatar this participant was given before (``avatar_file`` of an earlier enrollment) as its
+        avatar, without a new selfie. Returns the avatar's name (a ServerError "bad_avatar" if refused)."""
+        fut = self._expect("enrolled")
+        await self.send("avatar", file=file)
+        return (await asyncio.wait_for(fut, timeout))["avatar"]
 
     async def close(self) -> None:
         pcs, self.pcs = list(self.pcs.values()), {}

@@ -13,6 +13,9 @@ Client -> server
                                             avatar is this participant's alone; error "enroll_failed"
                                             says what to change in the selfie, "enroll_busy" to retry
                                             later (selfies are enrolled one at a time per server)
+  avatar  {file}                             the bytes of a .gca file this participant was given in an
+                                            earlier ``enrolled`` (its own avatar, kept by the app): use it
+                                            again without a new selfie; "bad_avatar" says what is wrong
   offer   {sdp, sdp_type, target?}          an SDP offer (ICE gathered, no trickle). Without ``target``
                                             it publishes camera + mic (and receives the own preview);
                                             with ``target`` = a participant id it subscribes to that
@@ -33,8 +36,10 @@ Server -> client
   peer    {event, participant, name}        event = "joined" | "publishing" | "left"; subscribe to a
                                             participant once it is "publishing"
   stats   {stats}                           session statistics (a map of numbers)
-  enrolled {avatar, warnings?}              the selfie was enrolled and is now this session's avatar;
-                                            ``warnings``: what would make a better one (a turned head)
+  enrolled {avatar, warnings?, file?}       the selfie (or ``avatar`` file) is now this session's avatar;
+                                            ``warnings``: what would make a better one (a turned head);
+                                            ``file``: a new avatar's .gca bytes, for the app to keep and
+                                            send back in ``avatar`` next time (enroll once)
   error   {code, message, fatal}            what went wrong; ``fatal`` closes the connection
 """
 from __future__ import annotations
@@ -45,9 +50,14 @@ from typing import Any
 import msgpack
 
 PROTOCOL_VERSION = 1
-#: Largest message the server accepts (a selfie for ``enroll``); others are far smaller.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Largest selfie (``enroll``) and avatar file (``avatar``, ``enrolled``; a 24-layer avatar is ~14 MB).
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+MAX_AVATAR_BYTES = 16 * 1024 * 1024
+#: Largest message either side accepts; messages other than those are far smaller.
+MAX_MESSAGE_BYTES = MAX_AVATAR_BYTES + 64 * 1024
 MAX_SIGNALING_BYTES = 64 * 1024
+#: Per message type, the largest string or bytes field (others: MAX_SIGNALING_BYTES).
+FIELD_LIMITS = {"enroll": MAX_IMAGE_BYTES, "avatar": MAX_AVATAR_BYTES, "enrolled": MAX_AVATAR_BYTES}
 #: The values of ``enroll``'s ``face`` (``gramcast.enroll``'s ``face``).
 ENROLL_FACES = ("only", "largest", "center")
 
@@ -57,6 +67,7 @@ _STR, _BYTES, _BOOL, _INT, _MAP, _LIST = str, bytes, bool, int, dict, list
 CLIENT_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "join": {"token": (_STR, True), "room": (_STR, True), "avatar": (_STR, False), "preview": (_BOOL, False)},
     "enroll": {"image": (_BYTES, True), "face": (_STR, False)},
+    "avatar": {"file": (_BYTES, True)},
     "offer": {"sdp": (_STR, True), "sdp_type": (_STR, True), "target": (_STR, False)},
     "ice": {"candidate": (_STR, True), "sdp_mid": (_STR, False), "sdp_mline_index": (_INT, False)},
     "stats": {},
@@ -69,7 +80,7 @@ SERVER_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "answer": {"sdp": (_STR, True), "sdp_type": (_STR, True), "target": (_STR, False)},
     "peer": {"event": (_STR, True), "participant": (_STR, True), "name": (_STR, True)},
     "stats": {"stats": (_MAP, True)},
-    "enrolled": {"avatar": (_STR, True), "warnings": (_LIST, False)},
+    "enrolled": {"avatar": (_STR, True), "warnings": (_LIST, False), "file": (_BYTES, False)},
     "error": {"code": (_STR, True), "message": (_STR, True), "fatal": (_BOOL, True)},
 }
 
@@ -109,7 +120,7 @@ def _validate(kind: str, fields: dict, table: dict) -> Message:
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise ProtocolError("bad_field", f"{kind!r} field {name!r} must be {typ.__name__}")
         clean[name] = value
-    limit = MAX_MESSAGE_BYTES if kind == "enroll" else MAX_SIGNALING_BYTES
+    limit = FIELD_LIMITS.get(kind, MAX_SIGNALING_BYTES)
     for name, value in clean.items():
         if isinstance(value, (str, bytes)) and len(value) > limit:
             raise ProtocolError("too_large", f"{kind!r} field {name!r} exceeds {limit} bytes")

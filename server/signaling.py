@@ -188,12 +188,34 @@ class SignalingConnection:
             log.info("%s: selfie not enrolled (%s: %s)", self.participant.id, exc.code, exc)
             raise
         log.info("%s enrolled a selfie in %.1f s", self.participant.id, time.monotonic() - started)
+        avatar = self._switch_to(name)
+        fields = {}
+        warnings = list(avatar.meta.get("warnings", []))
+        if warnings:
+            fields["warnings"] = warnings
+        if self.server.config.return_avatar_files and hasattr(avatar, "to_bytes"):
+            fields["file"] = avatar.to_bytes()
+        await self.send("enrolled", avatar=name, **fields)
+
+    async def on_avatar(self, msg) -> None:
+        if not self.participant.may_enroll:
+            raise ProtocolError("not_allowed", "this participant's token does not allow an avatar of its own")
+        try:
+            name = await self.server.use_avatar_file(msg["file"], owner=self.participant.id)
+        except ProtocolError as exc:
+            log.info("%s: avatar file not taken (%s: %s)", self.participant.id, exc.code, exc)
+            raise
+        log.info("%s uses an avatar file it kept", self.participant.id)
+        self._switch_to(name)
+        await self.send("enrolled", avatar=name)
+
+    def _switch_to(self, name: str):
+        """Makes the participant's own avatar ``name`` its avatar, in its session too; returns the avatar."""
         self.participant.avatar_name = name
         avatar = self.server.avatar_for(self.participant)
         if self.pipeline is not None:
             self.pipeline.set_avatar(avatar)
-        warnings = list(avatar.meta.get("warnings", []))
-        await self.send("enrolled", avatar=name, **({"warnings": warnings} if warnings else {}))
+        return avatar
 
     # ---------------------------------------------------------------- media
     async def _publish(self, sdp: str):

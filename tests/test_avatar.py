@@ -230,6 +230,24 @@ def test_bad_avatar_files_say_what_is_wrong(tmp_path, case, match):
     with pytest.raises(AvatarFormatError, match=match):
         Avatar.load(path)
     assert main(["info", str(path)]) == 2
+    if case != "missing":    # the same bytes from a client: the same checks, named by the label
+        with pytest.raises(AvatarFormatError, match="the uploaded avatar" if case != "empty" else "is empty"):
+            Avatar.from_bytes(path.read_bytes(), "the uploaded avatar")
+
+
+def test_avatar_bytes_are_its_file_and_come_back_within_limits(tmp_path):
+    from gramcast.avatar.avatar import AvatarLimits
+
+    a = _tiny_avatar()
+    a.save(tmp_path / "a.gca")
+    data = a.to_bytes()
+    b, filed = Avatar.from_bytes(data), Avatar.load(tmp_path / "a.gca")
+    assert torch.equal(b.heights, filed.heights) and torch.equal(b.textures, filed.textures)
+    assert b.meta == a.meta and b.extent == a.extent
+    with pytest.raises(AvatarFormatError, match="larger than this server takes: texture side 16 .at most 8."):
+        Avatar.from_bytes(data, limits=AvatarLimits(max_texture_resolution=8))
+    with pytest.raises(AvatarFormatError, match="layers 2 .at most 1., geometry grid 8 .at most 4."):
+        Avatar.from_bytes(data, limits=AvatarLimits(max_layers=1, max_geometry_resolution=4))
 
 
 # ---------------------------------------------------------------- enrollment

@@ -109,3 +109,52 @@ async def test_a_watch_only_link_asks_for_no_camera_and_watches(tmp_path):
                 assert await page.evaluate("document.getElementById('selfie').disabled")
     finally:
         await server.stop()
+
+
+async def test_the_page_keeps_its_selfie_avatar_and_uses_it_when_it_joins_again(tmp_path):
+    """Enroll once: the selfie's .gca is kept in the browser (IndexedDB) and sent back on the next join,
+    with no new enrollment; "Forget my avatar" deletes it."""
+    import torch
+
+    from gramcast.avatar import Avatar
+
+    enrolled = []
+
+    def enroll(image: bytes, face: str = "only"):
+        gen = torch.Generator().manual_seed(len(enrolled))
+        enrolled.append(Avatar(torch.rand(1, 8, 8, generator=gen) * 0.01, torch.rand(1, 4, 16, 16, generator=gen),
+                               0.14, {"method": "test"}))
+        return enrolled[-1]
+
+    cam = green_camera_file(tmp_path)
+    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, enroll_fn=enroll,
+                                                                pipeline_factory=PassThroughPipeline))
+    await server.start()
+
+    async def join(page, name):
+        await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', name)}&autojoin=1")
+        await page.wait_for_function("window.gramcast.me && (window.gramcast.framesDecoded['preview'] || 0) > 3",
+                                     timeout=20000)
+        return await page.evaluate("window.gramcast.me")
+
+    try:
+        async with chromium_page(cam) as page:
+            first = await join(page, "first")
+            await page.click("#selfie")
+            await page.wait_for_function("window.gramcast.events.some((e) => e.includes('keeps it'))", timeout=20000)
+            assert len(enrolled) == 1 and server.selfies[first][1] is enrolled[0]
+            await page.click("#leave")
+            second = await join(page, "second")
+            await page.wait_for_function(
+                "window.gramcast.events.some((e) => e.includes('kept from your last selfie'))", timeout=20000)
+            assert len(enrolled) == 1                                   # no new enrollment
+            kept = server.selfies[second][1]
+            assert torch.equal(kept.textures, enrolled[0].textures.half().float())
+            await page.click("#forget")
+            await page.wait_for_function("document.getElementById('forget').disabled", timeout=5000)
+            await page.click("#leave")
+            third = await join(page, "third")
+            await asyncio.sleep(1.0)
+            assert third not in server.selfies and len(enrolled) == 1  # nothing kept, nothing sent
+    finally:
+        await server.stop()

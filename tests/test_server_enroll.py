@@ -1,6 +1,7 @@
 """Selfies enrolled over signaling: one at a time across the server (an enrollment takes every core), a
 participant that waits too long told to retry, and each selfie avatar its owner's alone: no one else can
-join with it, the next selfie replaces it, leaving drops it."""
+join with it, the next selfie replaces it, leaving drops it; its .gca goes to its owner, who can send it
+back in a later call instead of enrolling again."""
 from __future__ import annotations
 
 import asyncio
@@ -8,11 +9,12 @@ import threading
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient, ServerError
-from gramcast.server.synthetic import PassThroughPipeline
+from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline
 from gramcast.server.tokens import mint_token
 
 SECRET = b"enroll-test-secret-0123456789abc"
@@ -104,3 +106,63 @@ async def test_a_selfie_avatar_is_its_owners_alone_and_goes_with_it():
     finally:
         await server.stop()
 
+
+
+def _small_avatar(seed: int = 0):
+    import torch
+
+    from gramcast.avatar import Avatar
+
+    gen = torch.Generator().manual_seed(seed)
+    return Avatar(heights=torch.rand(1, 8, 8, generator=gen) * 0.01, textures=torch.rand(1, 4, 16, 16, generator=gen),
+                  extent=0.14, meta={"method": "test", "seed": seed})
+
+
+async def test_a_participant_keeps_its_avatar_file_and_uses_it_again_without_a_selfie():
+    """Enroll once: the server hands the new avatar's .gca to its owner, who sends it back in a later call."""
+    import torch
+
+    from gramcast.avatar.avatar import AvatarLimits
+
+    calls = []
+
+    def enroll(image: bytes, face: str = "only"):
+        calls.append(image)
+        return _small_avatar(len(calls))
+
+    server, ws = await start(enroll, avatar_limits=AvatarLimits(max_texture_resolution=16))
+    try:
+        async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as first:
+            await first.enroll(b"selfie")
+            kept = first.avatar_file
+            enrolled = server.selfies[first.participant][1]
+        assert kept is not None and len(calls) == 1
+        async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as again:
+            await again.publish(ArrayVideoTrack([np.full((48, 64, 3), 90, np.uint8)] * 4))
+            name = await again.use_avatar(kept)
+            mine = server.selfies[again.participant]
+            assert mine[0] == name and len(calls) == 1            # no new enrollment
+            assert torch.equal(mine[1].textures, enrolled.textures.half().float())
+            assert mine[1].meta == enrolled.meta
+            assert server.connections[again.participant].pipeline.avatar is mine[1]   # the session shows it
+            # a damaged file, and one larger than the server takes, say so and change nothing
+            for bad, words in ((kept[: len(kept) // 2], "truncated"),
+                               (_big_avatar_bytes(), "larger than this server takes")):
+                with pytest.raises(ServerError) as info:
+                    await again.use_avatar(bad)
+                assert info.value.code == "bad_avatar" and words in str(info.value) and "selfie" in str(info.value)
+            assert server.selfies[again.participant] == mine
+        async with GramcastClient(ws, mint_token(SECRET, "r", "v", enroll=False), "r") as viewer:
+            with pytest.raises(ServerError) as info:
+                await viewer.use_avatar(kept)
+            assert info.value.code == "not_allowed"
+    finally:
+        await server.stop()
+
+
+def _big_avatar_bytes() -> bytes:
+    import torch
+
+    from gramcast.avatar import Avatar
+
+    return Avatar(torch.zeros(1, 8, 8), torch.rand(1, 4, 32, 32), 0.14, {}).to_bytes()

@@ -20,7 +20,7 @@ from torch import Tensor
 from gramcast import camera
 from gramcast.errors import AvatarFormatError
 
-__all__ = ["Avatar", "FORMAT_NAME", "FORMAT_VERSION", "camera_conventions"]
+__all__ = ["Avatar", "AvatarLimits", "FORMAT_NAME", "FORMAT_VERSION", "camera_conventions"]
 
 FORMAT_NAME = "gramcast-avatar"
 FORMAT_VERSION = 1
@@ -92,30 +92,62 @@ class Avatar:
                 "extent": self.extent, **self.meta}
 
     # ------------------------------------------------------------------ file
+    def _contents(self) -> tuple[dict[str, Tensor], dict[str, str]]:
+        header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+                  "extent": repr(float(self.extent)), "camera": json.dumps(camera_conventions()),
+                  "meta": json.dumps(self.meta)}
+        tensors = {"heights": self.heights.detach().to("cpu", torch.float16).contiguous(),
+                   "textures": self.textures.detach().to("cpu", torch.float16).contiguous()}
+        return tensors, header
+
     def save(self, path: str | Path) -> None:
         """Write atomically: a reader never sees a half-written file."""
         from safetensors.torch import save_file
 
         from gramcast.media_io import atomic_output
 
-        header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-                  "extent": repr(float(self.extent)), "camera": json.dumps(camera_conventions()),
-                  "meta": json.dumps(self.meta)}
-        tensors = {"heights": self.heights.detach().to("cpu", torch.float16).contiguous(),
-                   "textures": self.textures.detach().to("cpu", torch.float16).contiguous()}
+        tensors, header = self._contents()
         with atomic_output(path) as tmp:
             save_file(tensors, str(tmp), metadata=header)
+
+    def to_bytes(self) -> bytes:
+        """The ``.gca`` file's bytes (what ``save`` writes), e.g. to hand an avatar to a client to keep."""
+        from safetensors.torch import save
+
+        tensors, header = self._contents()
+        return save(tensors, metadata=header)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, label: str = "the avatar", limits: "AvatarLimits | None" = None) -> "Avatar":
+        """``load`` for a ``.gca`` file's bytes (e.g. sent by a client), validated as a file is; ``limits``
+        also bounds its size, for bytes from someone else (each problem an ``AvatarFormatError``)."""
+        import tempfile
+
+        if not isinstance(data, (bytes, bytearray, memoryview)) or not data:
+            raise AvatarFormatError(f"{label} is empty: send the bytes of a .gca file")
+        with tempfile.TemporaryDirectory(prefix="gramcast-avatar-") as folder:
+            path = Path(folder) / "avatar.gca"
+            path.write_bytes(bytes(data))
+            avatar = cls._read(path, label)
+        if limits is not None:
+            limits.check(avatar, label)
+        return avatar
 
     @classmethod
     def load(cls, path: str | Path) -> "Avatar":
         """Read and validate a ``.gca`` file; every problem is an ``AvatarFormatError`` that says what."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise AvatarFormatError(f"avatar file {path} does not exist: enroll one with `gramcast enroll PHOTO -o {path}`")
+        return cls._read(path, str(path))
+
+    @classmethod
+    def _read(cls, file: Path, path: str) -> "Avatar":
+        """The validated avatar in ``file``; messages name it ``path``."""
+        from safetensors import safe_open
+
         try:
-            with safe_open(str(path), framework="pt") as fh:
+            with safe_open(str(file), framework="pt") as fh:
                 header = fh.metadata() or {}
                 keys = set(fh.keys())
                 tensors = {k: fh.get_tensor(k) for k in keys & {"heights", "textures"}}
@@ -156,6 +188,24 @@ class Avatar:
         if problems:
             raise AvatarFormatError(f"{path} is damaged: " + "; ".join(problems))
         return cls(heights.float(), textures.float(), extent, meta)
+
+
+@dataclass(frozen=True)
+class AvatarLimits:
+    """How large an avatar from someone else may be (its layers and grid sides), so that one upload cannot
+    take a server's memory or every frame's time. The defaults hold every avatar gramcast makes."""
+
+    max_layers: int = 64
+    max_geometry_resolution: int = 512
+    max_texture_resolution: int = 1024
+
+    def check(self, avatar: "Avatar", label: str = "the avatar") -> None:
+        too_big = [f"{what} {value} (at most {most})" for what, value, most in (
+            ("layers", avatar.num_layers, self.max_layers),
+            ("geometry grid", avatar.geometry_resolution, self.max_geometry_resolution),
+            ("texture side", avatar.texture_resolution, self.max_texture_resolution)) if value > most]
+        if too_big:
+            raise AvatarFormatError(f"{label} is larger than this server takes: " + ", ".join(too_big))
 
 
 def _check_arrays(heights: Tensor, textures: Tensor, extent: float) -> list[str]:

@@ -14,6 +14,31 @@ const state = {
 };
 window.gramcast = state;
 
+// The participant's own avatar (the .gca bytes of its last selfie, from "enrolled"), kept in this browser and
+// sent back when it joins again: enroll once. "Forget my avatar" deletes it.
+const avatarStore = {
+  open() {
+    return new Promise((resolve, reject) => {
+      const req = indexedDB.open("gramcast", 1);
+      req.onupgradeneeded = () => req.result.createObjectStore("avatars");
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  },
+  async run(mode, action) {
+    const db = await this.open();
+    return new Promise((resolve, reject) => {
+      const tx = db.transaction("avatars", mode);
+      const req = action(tx.objectStore("avatars"));
+      tx.oncomplete = () => { db.close(); resolve(req.result); };
+      tx.onerror = () => { db.close(); reject(tx.error); };
+    });
+  },
+  get() { return this.run("readonly", (store) => store.get("mine")); },
+  put(bytes) { return this.run("readwrite", (store) => store.put(bytes, "mine")); },
+  forget() { return this.run("readwrite", (store) => store.delete("mine")); },
+};
+
 function status(text) { $("status").textContent = text; state.events.push(text); }
 
 function send(type, fields = {}) {
@@ -106,7 +131,15 @@ async function onMessage(msg) {
       status(`Joined room ${msg.room} as ${msg.participant}.`);
       // the others first: someone without a camera (or who refused it) still watches the call
       for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name);
-      if (msg.may_enroll === false) $("selfie").disabled = true;
+      if (msg.may_enroll === false) {
+        $("selfie").disabled = true;
+      } else {
+        const kept = await avatarStore.get().catch(() => undefined);
+        if (kept) {   // the avatar of an earlier selfie: no new enrollment needed
+          state.restoring = true;
+          send("avatar", { file: kept });
+        }
+      }
       if (msg.may_publish === false) {   // a link for watching: no camera asked for
         state.cameraProblem = "this link is for watching";
         status(`Watching room ${msg.room}: this link is for watching, the others do not see you.`);
@@ -134,9 +167,24 @@ async function onMessage(msg) {
       break;
     case "stats": state.lastStats = msg.stats; break;
     case "enrolled":
-      status(`Enrolled a new avatar (${msg.avatar}).` + (msg.warnings ? ` Note: ${msg.warnings.join(" ")}` : ""));
+      if (msg.file) {
+        await avatarStore.put(msg.file).catch((err) => status(`Could not keep the avatar in this browser: ${err}`));
+        $("forget").disabled = false;
+        status(`Enrolled a new avatar (${msg.avatar}); this browser keeps it for your next calls.` +
+               (msg.warnings ? ` Note: ${msg.warnings.join(" ")}` : ""));
+      } else {
+        status(state.restoring ? "Using the avatar this browser kept from your last selfie." : `Avatar ${msg.avatar}.`);
+        $("forget").disabled = false;
+      }
+      state.restoring = false;
       break;
     case "error":   // a selfie the server could not use says what to change (face the camera, come closer...)
+      if (msg.code === "bad_avatar") {   // the kept avatar no longer fits this server (e.g. an older format)
+        state.restoring = false;
+        await avatarStore.forget().catch(() => undefined);
+        status(`The avatar this browser kept could not be used (${msg.message}). Take a new selfie.`);
+        break;
+      }
       status(msg.code === "enroll_failed" ? `Could not enroll that selfie: ${msg.message}`
            : msg.code === "enroll_busy" ? `Could not enroll now: ${msg.message}`
            : `Server error ${msg.code}: ${msg.message}`);
@@ -201,4 +249,9 @@ $("token").value = params.get("token") || "";
 $("join-form").addEventListener("submit", join);
 $("leave").addEventListener("click", leave);
 $("selfie").addEventListener("click", () => takeSelfie().catch((err) => status(`Error: ${err}`)));
+$("forget").addEventListener("click", () => avatarStore.forget().then(() => {
+  $("forget").disabled = true;
+  status("This browser no longer keeps your avatar (this call still shows it).");
+}).catch((err) => status(`Error: ${err}`)));
+avatarStore.get().then((kept) => { if (kept) $("forget").disabled = false; }).catch(() => undefined);
 if (params.get("autojoin") === "1" && $("room").value && $("token").value) $("join").click();
