@@ -57,3 +57,35 @@ async def publish_red(client) -> None:
     from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack
 
     await client.publish(ArrayVideoTrack([np.full((64, 64, 3), (220, 40, 40), np.uint8)] * 4), SineAudioTrack())
+
+
+@asynccontextmanager
+async def server_with_publisher(config, secret: bytes, ssl_context=None):
+    """A running server (``config``: a ``ServerConfig``; the pass-through pipeline unless it names one) with a
+    ``GramcastClient`` publishing red in room "web": yields ``(server, client)``, the page's other participant."""
+    import dataclasses
+
+    from gramcast.server.app import GramcastServer
+    from gramcast.server.client import GramcastClient
+    from gramcast.server.synthetic import PassThroughPipeline
+    from gramcast.server.tokens import mint_token
+
+    if config.pipeline_factory is None:
+        config = dataclasses.replace(config, pipeline_factory=PassThroughPipeline)
+    server = GramcastServer({"default": object()}, config)
+    await server.start()
+    try:
+        scheme = "wss" if config.tls_cert is not None else "ws"
+        async with GramcastClient(f"{scheme}://127.0.0.1:{server.config.port}/ws", mint_token(secret, "web", "py"),
+                                  "web", ssl_context=ssl_context) as client:
+            await publish_red(client)
+            yield server, client
+    finally:
+        await server.stop()
+
+
+def join_link(server, secret: bytes, name: str = "browser", **grant) -> str:
+    """The page's address with a token for ``name`` in room "web" and autojoin."""
+    from gramcast.server.tokens import mint_token
+
+    return f"{server.url}?room=web&token={mint_token(secret, 'web', name, **grant)}&autojoin=1"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 
-import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
@@ -136,28 +135,20 @@ LOCAL_CANDIDATE_TYPES_JS = """async (pid) => {
 
 async def test_the_web_client_takes_the_servers_turn_relay(tmp_path):
     """The page has no ICE configuration of its own: it relays through the TURN server the server names."""
-    from browser import chromium_page, green_camera_file
+    from browser import chromium_page, green_camera_file, join_link, server_with_publisher
 
     cam = green_camera_file(tmp_path)
     with coturn(TURN_SECRET, tmp_path) as (url, _):
         servers = IceServersConfig(urls=(url,), turn_secret=TURN_SECRET, relay_only=True)
-        cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline, ice_servers=servers)
-        server = GramcastServer({"default": object()}, cfg)
-        await server.start()
-        try:
-            async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
-                                      mint_token(SECRET, "web", "py"), "web") as py:
-                await publish_red(py)
-                async with chromium_page(cam) as page:
-                    await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', 'browser')}&autojoin=1")
-                    await page.wait_for_function(
-                        f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=30000)
-                    policy = await page.evaluate("window.gramcast.ice.iceTransportPolicy")
-                    assert policy == "relay"
-                    assert set(await page.evaluate(LOCAL_CANDIDATE_TYPES_JS, None)) == {"relay"}
-                    assert set(await page.evaluate(LOCAL_CANDIDATE_TYPES_JS, py.participant)) == {"relay"}
-        finally:
-            await server.stop()
+        async with server_with_publisher(ServerConfig(port=0, secret=SECRET, ice_servers=servers), SECRET) as (
+                server, py):
+            async with chromium_page(cam) as page:
+                await page.goto(join_link(server, SECRET))
+                await page.wait_for_function(
+                    f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=30000)
+                assert await page.evaluate("window.gramcast.ice.iceTransportPolicy") == "relay"
+                assert set(await page.evaluate(LOCAL_CANDIDATE_TYPES_JS, None)) == {"relay"}
+                assert set(await page.evaluate(LOCAL_CANDIDATE_TYPES_JS, py.participant)) == {"relay"}
 
 
 async def test_a_stun_server_gives_the_server_and_its_clients_their_reflexive_addresses(tmp_path):

@@ -1,49 +1,38 @@
 """The web client in a real headless Chromium: it joins, publishes its fake camera, and decodes the
-other participant's video; without a camera it still watches, without a microphone it still publishes. The avatar pipeline is the pass-through test double here;
-tests/test_stream_e2e.py checks the browser with the real avatar pipeline."""
+other participant's video; without a camera it still watches, without a microphone it still publishes; a
+watch-only link asks for no camera; it keeps its selfie avatar for the next call. The avatar pipeline is the
+pass-through test double here; tests/test_stream_e2e.py checks the browser with the real avatar pipeline."""
 import asyncio
 
-
-from browser import chromium_page, green_camera_file, publish_red
+from browser import chromium_page, green_camera_file, join_link, server_with_publisher
 from gramcast.server.app import GramcastServer, ServerConfig
-from gramcast.server.client import GramcastClient
-from gramcast.server.tokens import mint_token
 from gramcast.server.synthetic import PassThroughPipeline
 from test_server_rooms import SECRET
 
 
 async def test_web_client_joins_publishes_and_decodes(tmp_path):
     cam = green_camera_file(tmp_path)
-    cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline)
-    server = GramcastServer({"default": object()}, cfg)
-    await server.start()
-    try:
-        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
-                                  mint_token(SECRET, "web", "py"), "web") as py:
-            await publish_red(py)
-            async with chromium_page(cam) as page:
-                token = mint_token(SECRET, "web", "browser")
-                await page.goto(f"{server.url}?room=web&token={token}&autojoin=1")
-                try:
-                    await page.wait_for_function("window.gramcast && window.gramcast.me", timeout=15000)
-                except Exception:
-                    raise AssertionError(f"page did not join: {page.console_lines} "
-                                         f"{await page.evaluate('window.gramcast && window.gramcast.events')}")
-                browser_pid = await page.evaluate("window.gramcast.me")
-                # The browser decodes the Python participant's stream...
-                await page.wait_for_function(
-                    f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
-                # ...and the Python participant receives the browser's camera (green) through the server.
-                video, _ = await py.subscribe(browser_pid)
+    async with server_with_publisher(ServerConfig(port=0, secret=SECRET), SECRET) as (server, py):
+        async with chromium_page(cam) as page:
+            await page.goto(join_link(server, SECRET))
+            try:
+                await page.wait_for_function("window.gramcast && window.gramcast.me", timeout=15000)
+            except Exception:
+                raise AssertionError(f"page did not join: {page.console_lines} "
+                                     f"{await page.evaluate('window.gramcast && window.gramcast.events')}")
+            browser_pid = await page.evaluate("window.gramcast.me")
+            # The browser decodes the Python participant's stream...
+            await page.wait_for_function(
+                f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+            # ...and the Python participant receives the browser's camera (green) through the server.
+            video, _ = await py.subscribe(browser_pid)
+            frame = await asyncio.wait_for(video.recv(), 15)
+            for _ in range(5):
                 frame = await asyncio.wait_for(video.recv(), 15)
-                for _ in range(5):
-                    frame = await asyncio.wait_for(video.recv(), 15)
-                mean = frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(0)
-                assert mean[1] > 150 and mean[0] < 100, mean
-                # Preview (own stream back) is decoded as well.
-                await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5", timeout=20000)
-    finally:
-        await server.stop()
+            mean = frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(0)
+            assert mean[1] > 150 and mean[0] < 100, mean
+            # Preview (own stream back) is decoded as well.
+            await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5", timeout=20000)
 
 
 NO_DEVICES_JS = """navigator.mediaDevices.getUserMedia = (constraints) => Promise.reject(
@@ -57,58 +46,39 @@ NO_MICROPHONE_JS = """{
 
 async def test_without_a_camera_the_page_watches_and_without_a_microphone_it_publishes(tmp_path):
     cam = green_camera_file(tmp_path)
-    cfg = ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline)
-    server = GramcastServer({"default": object()}, cfg)
-    await server.start()
-    try:
-        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
-                                  mint_token(SECRET, "web", "py"), "web") as py:
-            await publish_red(py)
-            for devices, publishes in ((NO_DEVICES_JS, False), (NO_MICROPHONE_JS, True)):
-                async with chromium_page(cam) as page:
-                    await page.add_init_script(devices)
-                    await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', 'browser')}&autojoin=1")
-                    # it sees the other participant either way
-                    await page.wait_for_function(
-                        f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
-                    text = await page.text_content("#status")
-                    if publishes:
-                        await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5",
-                                                     timeout=20000)
-                        assert await page.evaluate("window.gramcast.cameraProblem") is None
-                    else:
-                        assert "without a camera (NotFoundError" in text, text
-                        assert await page.evaluate("document.getElementById('selfie').disabled")
-                        assert not any(p.get("publishing") for p in py.peers.values())
-    finally:
-        await server.stop()
-
+    async with server_with_publisher(ServerConfig(port=0, secret=SECRET), SECRET) as (server, py):
+        for devices, publishes in ((NO_DEVICES_JS, False), (NO_MICROPHONE_JS, True)):
+            async with chromium_page(cam) as page:
+                await page.add_init_script(devices)
+                await page.goto(join_link(server, SECRET))
+                # it sees the other participant either way
+                await page.wait_for_function(
+                    f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+                text = await page.text_content("#status")
+                if publishes:
+                    await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5", timeout=20000)
+                    assert await page.evaluate("window.gramcast.cameraProblem") is None
+                else:
+                    assert "without a camera (NotFoundError" in text, text
+                    assert await page.evaluate("document.getElementById('selfie').disabled")
+                    assert not any(p.get("publishing") for p in py.peers.values())
 
 
 async def test_a_watch_only_link_asks_for_no_camera_and_watches(tmp_path):
     cam = green_camera_file(tmp_path)
-    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET,
-                                                                pipeline_factory=PassThroughPipeline))
-    await server.start()
-    try:
-        async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
-                                  mint_token(SECRET, "web", "py"), "web") as py:
-            await publish_red(py)
-            async with chromium_page(cam) as page:
-                await page.add_init_script("""{
-                  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-                  window.cameraAsked = 0;
-                  navigator.mediaDevices.getUserMedia = (c) => { window.cameraAsked += 1; return original(c); };
-                }""")
-                token = mint_token(SECRET, "web", "viewer", publish=False)
-                await page.goto(f"{server.url}?room=web&token={token}&autojoin=1")
-                await page.wait_for_function(
-                    f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
-                assert await page.evaluate("window.cameraAsked") == 0
-                assert "this link is for watching" in await page.text_content("#status")
-                assert await page.evaluate("document.getElementById('selfie').disabled")
-    finally:
-        await server.stop()
+    async with server_with_publisher(ServerConfig(port=0, secret=SECRET), SECRET) as (server, py):
+        async with chromium_page(cam) as page:
+            await page.add_init_script("""{
+              const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+              window.cameraAsked = 0;
+              navigator.mediaDevices.getUserMedia = (c) => { window.cameraAsked += 1; return original(c); };
+            }""")
+            await page.goto(join_link(server, SECRET, "viewer", publish=False))
+            await page.wait_for_function(
+                f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+            assert await page.evaluate("window.cameraAsked") == 0
+            assert "this link is for watching" in await page.text_content("#status")
+            assert await page.evaluate("document.getElementById('selfie').disabled")
 
 
 async def test_the_page_keeps_its_selfie_avatar_and_uses_it_when_it_joins_again(tmp_path):
@@ -132,7 +102,7 @@ async def test_the_page_keeps_its_selfie_avatar_and_uses_it_when_it_joins_again(
     await server.start()
 
     async def join(page, name):
-        await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', name)}&autojoin=1")
+        await page.goto(join_link(server, SECRET, name))
         await page.wait_for_function("window.gramcast.me && (window.gramcast.framesDecoded['preview'] || 0) > 3",
                                      timeout=20000)
         return await page.evaluate("window.gramcast.me")

@@ -82,24 +82,17 @@ async def test_page_signaling_and_a_call_over_tls(tls_server_config):
 
 
 async def test_the_web_page_over_https_joins_with_wss(tls_server_config, tmp_path):
-    from browser import chromium_page, green_camera_file, publish_red
+    from browser import chromium_page, green_camera_file, join_link, server_with_publisher
 
     cfg, trusting = tls_server_config
     cam = green_camera_file(tmp_path)
-    server = GramcastServer({"default": object()}, cfg)
-    await server.start()
-    try:
-        async with GramcastClient(f"wss://127.0.0.1:{server.config.port}/ws", mint_token(SECRET, "web", "py"), "web",
-                                  ssl_context=trusting) as py:
-            await publish_red(py)
-            # The test's own certificate authority is not the browser's: accept it as a user would.
-            async with chromium_page(cam, extra_args=["--ignore-certificate-errors"]) as page:
-                await page.goto(f"{server.url}?room=web&token={mint_token(SECRET, 'web', 'browser')}&autojoin=1")
-                await page.wait_for_function(f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10",
-                                             timeout=20000)
-                assert await page.evaluate("window.gramcast.ws.url") == f"wss://127.0.0.1:{server.config.port}/ws"
-    finally:
-        await server.stop()
+    async with server_with_publisher(cfg, SECRET, ssl_context=trusting) as (server, py):
+        # The test's own certificate authority is not the browser's: accept it as a user would.
+        async with chromium_page(cam, extra_args=["--ignore-certificate-errors"]) as page:
+            await page.goto(join_link(server, SECRET))
+            await page.wait_for_function(f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10",
+                                         timeout=20000)
+            assert await page.evaluate("window.gramcast.ws.url") == f"wss://127.0.0.1:{server.config.port}/ws"
 
 
 def test_bad_certificates_are_refused_before_serving(tmp_path, capsys):
