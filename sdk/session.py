@@ -61,6 +61,7 @@ class AvatarSession:
                                 if self._pipelined else None)
         self._processor_ready: concurrent.futures.Future | None = None
         self._stats = SessionStats()
+        self._failures = FailureLog()
         self._input = None
         self._output = None
         self._task: asyncio.Task | None = None
@@ -219,7 +220,7 @@ class AvatarSession:
         fut.add_done_callback(self._tracker_free)
 
     def _track_done(self, fut: asyncio.Future) -> None:
-        self._tracked = _result(fut, "tracking")
+        self._tracked = _result(fut, "tracking", self._failures, self._stats)
         if self._tracked is not None and not self._rendering:
             self._start_render()
 
@@ -337,7 +338,7 @@ class AvatarSession:
         return video, info, item.arrived
 
     def _publish(self, fut: asyncio.Future) -> None:
-        done = _result(fut, "rendering")
+        done = _result(fut, "rendering", self._failures, self._stats)
         if done is None:
             return
         video, info, arrived = done
@@ -382,12 +383,34 @@ class AvatarSession:
         self._stats.encode_ms = ewma(self._stats.encode_ms, ms)
 
 
-def _result(fut: asyncio.Future, doing: str):
-    """A worker's result; None where it was cancelled or failed (logged: one bad frame ends nothing)."""
+class FailureLog:
+    """Logs the frames a session fails: the first with its traceback, then at most one line every
+    ``every_s`` seconds with how many failed since (a broken renderer fails every frame, which would be 25
+    lines a second)."""
+
+    def __init__(self, every_s: float = 10.0):
+        self.every_s = every_s
+        self.last: float | None = None
+        self.since = 0
+
+    def failed(self, doing: str, exc: BaseException, now: float) -> None:
+        if self.last is None:
+            log.error("%s a frame failed", doing, exc_info=exc)
+        elif now - self.last >= self.every_s:
+            log.error("%s failed %d more frames in %.0f s; the last: %r", doing, self.since + 1, now - self.last, exc)
+        else:
+            self.since += 1
+            return
+        self.last, self.since = now, 0
+
+
+def _result(fut: asyncio.Future, doing: str, failures: FailureLog, stats: SessionStats):
+    """A worker's result; None where it was cancelled or failed (logged and counted: one bad frame ends nothing)."""
     if fut.cancelled():
         return None
     if fut.exception() is not None:
-        log.error("%s a frame failed: %r", doing, fut.exception())
+        stats.frames_failed += 1
+        failures.failed(doing, fut.exception(), time.monotonic())
         return None
     return fut.result()
 

@@ -31,6 +31,8 @@ class SessionStats:
     frames_in: int = 0
     frames_out: int = 0
     frames_dropped: int = 0
+    #: Frames whose tracking or rendering raised (logged, at most a line every 10 s; the session goes on).
+    frames_failed: int = 0
     faces_lost: int = 0
     tracking_ms: float = 0.0
     render_ms: float = 0.0

@@ -26,6 +26,7 @@ SESSION_COUNTERS = {
     "frames_out": ("gramcast_session_frames_out", "Avatar frames the sessions sent"),
     "frames_dropped": ("gramcast_session_frames_dropped",
                        "Camera frames skipped because the session was still busy with an earlier one"),
+    "frames_failed": ("gramcast_session_frames_failed", "Camera frames whose tracking or rendering failed"),
     "faces_lost": ("gramcast_session_faces_lost", "Times a session lost the face it was following"),
     "renders_reused": ("gramcast_session_renders_reused",
                        "Frames that placed the previous render again (the head had not moved enough to show)"),

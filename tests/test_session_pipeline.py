@@ -381,3 +381,46 @@ async def test_switching_avatars_happens_in_the_render_thread_between_frames(pip
     assert abs(values[0] - 40) <= 2 and abs(values[1] - 200) <= 2, values
     assert len(proc.switched_in) == 1 and proc.switched_in[0].startswith("gramcast-render")
     await session.close()
+
+
+class BrokenProcessor:
+    """A renderer that fails on every frame after the first ``good`` ones (a device gone bad)."""
+
+    def __init__(self, good: int):
+        self.good, self.calls = good, 0
+
+    def process(self, rgb, timestamp):
+        self.calls += 1
+        if self.calls > self.good:
+            raise RuntimeError(f"render failed on frame {self.calls}")
+        return 255 - rgb, {"tracking_ms": 1.0, "render_ms": 1.0, "face_found": True}
+
+    def set_avatar(self, avatar):
+        pass
+
+
+async def test_failing_frames_are_counted_and_logged_a_line_at_a_time(caplog):
+    import logging
+
+    from gramcast.session import FailureLog
+
+    caplog.set_level(logging.ERROR, logger="gramcast.session")
+    camera = ArrayVideoTrack([np.full((32, 32, 3), i, np.uint8) for i in range(30)], fps=30)
+    session = AvatarSession(object(), SessionConfig(max_fps=30), processor=BrokenProcessor(good=5))
+    out = session.attach(camera)
+    first = await asyncio.wait_for(out.recv(), 2.0)
+    await asyncio.sleep(1.5)
+    await session.close()
+    stats = session.stats()
+    assert first.to_ndarray(format="rgb24").max() >= 200 - 30       # a good frame went out
+    assert stats["frames_failed"] >= 20 and stats["frames_out"] <= 5 + 1
+    lines = [r for r in caplog.records if r.name == "gramcast.session"]
+    assert len(lines) == 1 and lines[0].exc_info is not None        # the first, with its traceback; no flood
+    # later lines: at most one per interval, each saying how many failed since
+    log = FailureLog(every_s=10.0)
+    caplog.clear()
+    for i in range(100):
+        log.failed("rendering", RuntimeError(str(i)), now=i * 0.5)   # 50 s of failures at 2 a second
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 5 and messages[0] == "rendering a frame failed"
+    assert messages[1].startswith("rendering failed 20 more frames in 10 s")
