@@ -309,6 +309,8 @@ def run_serve(args) -> int:
                                 "it or choose another --port / --host") from None
         for name, link in join_links(public_url or server.url, args.room, server.secret):
             print(f"join as {name}: {link}", flush=True)
+        if len(avatars) > 1:
+            print(f"avatars: {', '.join(avatars)} (the first by default; add &avatar=NAME to a link)", flush=True)
         await server.run_until_signal()
 
     asyncio.run(main())

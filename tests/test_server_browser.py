@@ -128,3 +128,23 @@ async def test_the_page_keeps_its_selfie_avatar_and_uses_it_when_it_joins_again(
             assert third not in server.selfies and len(enrolled) == 1  # nothing kept, nothing sent
     finally:
         await server.stop()
+
+
+
+async def test_the_page_joins_with_the_avatar_its_link_names(tmp_path):
+    cam = green_camera_file(tmp_path)
+    server = GramcastServer({"first": object(), "second": object()},
+                            ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline))
+    await server.start()
+    try:
+        async with chromium_page(cam) as page:
+            await page.goto(join_link(server, SECRET, "a") + "&avatar=second")
+            await page.wait_for_function("window.gramcast.me", timeout=15000)
+            me = await page.evaluate("window.gramcast.me")
+            assert server.rooms.get("web", me).avatar_name == "second"
+            await page.goto(join_link(server, SECRET, "b") + "&avatar=third")
+            await page.wait_for_function(
+                "window.gramcast.events.some((e) => e.includes('unknown_avatar'))", timeout=15000)
+            assert "available: ['first', 'second']" in await page.text_content("#status")
+    finally:
+        await server.stop()

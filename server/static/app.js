@@ -215,7 +215,9 @@ function join(ev) {
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
-  ws.onopen = () => send("join", { token: $("token").value.trim(), room: $("room").value.trim(), preview: $("preview").checked });
+  const fields = { token: $("token").value.trim(), room: $("room").value.trim(), preview: $("preview").checked };
+  if ($("avatar").value.trim()) fields.avatar = $("avatar").value.trim();   // one of the server's avatars
+  ws.onopen = () => send("join", fields);
   ws.onmessage = (e) => onMessage(MessagePack.decode(new Uint8Array(e.data))).catch((err) => status(`Error: ${err}`));
   ws.onclose = () => { status("Disconnected."); leave(); };
   $("join").disabled = true; $("leave").disabled = false; $("selfie").disabled = false;
@@ -246,6 +248,7 @@ async function takeSelfie() {
 const params = new URLSearchParams(location.search);
 $("room").value = params.get("room") || "";
 $("token").value = params.get("token") || "";
+$("avatar").value = params.get("avatar") || "";
 $("join-form").addEventListener("submit", join);
 $("leave").addEventListener("click", leave);
 $("selfie").addEventListener("click", () => takeSelfie().catch((err) => status(`Error: ${err}`)));
