@@ -59,7 +59,7 @@ async def test_without_a_camera_the_page_watches_and_without_a_microphone_it_pub
                     await page.wait_for_function("(window.gramcast.framesDecoded['preview'] || 0) > 5", timeout=20000)
                     assert await page.evaluate("window.gramcast.cameraProblem") is None
                 else:
-                    assert "without a camera (NotFoundError" in text, text
+                    assert "not publishing your camera (NotFoundError" in text, text
                     assert await page.evaluate("document.getElementById('selfie').disabled")
                     assert not any(p.get("publishing") for p in py.peers.values())
 
@@ -148,3 +148,18 @@ async def test_the_page_joins_with_the_avatar_its_link_names(tmp_path):
             assert "available: ['first', 'second']" in await page.text_content("#status")
     finally:
         await server.stop()
+
+
+
+async def test_a_full_server_turns_the_camera_away_and_the_page_watches(tmp_path):
+    cam = green_camera_file(tmp_path)
+    async with server_with_publisher(ServerConfig(port=0, secret=SECRET, max_sessions=1), SECRET) as (server, py):
+        async with chromium_page(cam) as page:
+            await page.goto(join_link(server, SECRET))
+            await page.wait_for_function(
+                "window.gramcast.events.some((e) => e.includes('not publishing your camera'))", timeout=20000)
+            status = await page.text_content("#status")
+            assert "already streams 1 avatars" in status, status
+            await page.wait_for_function(
+                f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+            assert await page.evaluate("window.gramcast.camera === null && window.gramcast.publishPc === null")

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, me: null, camera: null, publishPc: null,
   subscriptions: new Map(),       // participant id -> {pc, tile}
-  pendingAnswers: new Map(),      // target ("" = publish) -> resolve
+  pendingAnswers: new Map(),      // target ("" = publish) -> {resolve, reject}
   framesDecoded: {},              // participant id (or "preview") -> count, for tests and stats
   lastStats: null, events: [],
   ice: { iceServers: [], iceTransportPolicy: "all" },   // the server's STUN/TURN servers, from "joined"
@@ -57,7 +57,7 @@ async function gatheringComplete(pc) {
 async function negotiate(pc, target) {
   await pc.setLocalDescription(await pc.createOffer());
   await gatheringComplete(pc);
-  const answered = new Promise((resolve) => state.pendingAnswers.set(target || "", resolve));
+  const answered = new Promise((resolve, reject) => state.pendingAnswers.set(target || "", { resolve, reject }));
   const fields = { sdp: pc.localDescription.sdp, sdp_type: "offer" };
   if (target) fields.target = target;
   send("offer", fields);
@@ -85,7 +85,10 @@ async function openCamera() {
   }
 }
 
-// Publishes the camera; returns null, or why there is no camera to publish (none, or not allowed).
+// The server's answers to a camera's offer that refuse it (a full server, a token for watching).
+const PUBLISH_REFUSALS = new Set(["server_full", "not_allowed", "no_video", "already_publishing"]);
+
+// Publishes the camera; returns null, or why it is not published (no camera, not allowed, the server refused).
 async function publish(preview) {
   try {
     state.camera = await openCamera();
@@ -101,7 +104,14 @@ async function publish(preview) {
   pc.ontrack = (ev) => {
     if (ev.track.kind === "video") $("preview-video").srcObject = new MediaStream([ev.track]);
   };
-  await negotiate(pc, null);
+  try {
+    await negotiate(pc, null);
+  } catch (err) {   // refused: stop the camera rather than leave it on for nothing
+    pc.close();
+    state.camera.getTracks().forEach((t) => t.stop());
+    state.publishPc = null; state.camera = null;
+    return err.message || `${err}`;
+  }
   return null;
 }
 
@@ -148,16 +158,16 @@ async function onMessage(msg) {
       }
       state.cameraProblem = await publish($("preview").checked);
       if (state.cameraProblem) {
-        status(`Watching room ${msg.room} without a camera (${state.cameraProblem}): the others do not see you.`);
+        status(`Watching room ${msg.room}, not publishing your camera (${state.cameraProblem}): the others do not see you.`);
         $("selfie").disabled = true;
       } else {
         status(`Publishing in room ${msg.room}.`);
       }
       break;
     case "answer": {
-      const resolve = state.pendingAnswers.get(msg.target || "");
+      const pending = state.pendingAnswers.get(msg.target || "");
       state.pendingAnswers.delete(msg.target || "");
-      if (resolve) resolve(msg);
+      if (pending) pending.resolve(msg);
       break;
     }
     case "peer":
@@ -183,6 +193,11 @@ async function onMessage(msg) {
         state.restoring = false;
         await avatarStore.forget().catch(() => undefined);
         status(`The avatar this browser kept could not be used (${msg.message}). Take a new selfie.`);
+        break;
+      }
+      if (PUBLISH_REFUSALS.has(msg.code) && state.pendingAnswers.has("")) {   // the camera's offer, refused
+        state.pendingAnswers.get("").reject(new Error(msg.message));
+        state.pendingAnswers.delete("");
         break;
       }
       status(msg.code === "enroll_failed" ? `Could not enroll that selfie: ${msg.message}`
