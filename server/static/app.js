@@ -137,6 +137,7 @@ async function onMessage(msg) {
   switch (msg.type) {
     case "joined":
       state.me = msg.participant;
+      state.tries = 0;
       state.ice = { iceServers: msg.ice_servers || [], iceTransportPolicy: msg.ice_transport_policy || "all" };
       status(`Joined room ${msg.room} as ${msg.participant}.`);
       // the others first: someone without a camera (or who refused it) still watches the call
@@ -189,6 +190,7 @@ async function onMessage(msg) {
       state.restoring = false;
       break;
     case "error":   // a selfie the server could not use says what to change (face the camera, come closer...)
+      if (msg.fatal) state.refused = true;   // an expired token, a full room: joining again would not help
       if (msg.code === "bad_avatar") {   // the kept avatar no longer fits this server (e.g. an older format)
         state.restoring = false;
         await avatarStore.forget().catch(() => undefined);
@@ -220,31 +222,58 @@ async function collectStats() {
   $("stats").textContent = JSON.stringify({ framesDecoded: state.framesDecoded, server: state.lastStats }, null, 1);
 }
 
+// How often, and after how long, a page whose connection dropped joins again (1, 2, 4, 8, 16 s).
+const REJOIN_TRIES = 5;
+
 function join(ev) {
   ev.preventDefault();
+  state.wanted = true; state.tries = 0; state.refused = false;
+  $("join").disabled = true; $("leave").disabled = false; $("selfie").disabled = false;
+  state.statsTimer = setInterval(collectStats, 1000);
+  connect();
+}
+
+function connect() {
   // beside the page, so that a proxy serving it under a path (https://example.org/avatars/) serves this too
   const address = new URL("ws", location.href);
   address.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   address.search = ""; address.hash = "";
-  const url = address.href;
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(address.href);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   const fields = { token: $("token").value.trim(), room: $("room").value.trim(), preview: $("preview").checked };
   if ($("avatar").value.trim()) fields.avatar = $("avatar").value.trim();   // one of the server's avatars
   ws.onopen = () => send("join", fields);
   ws.onmessage = (e) => onMessage(MessagePack.decode(new Uint8Array(e.data))).catch((err) => status(`Error: ${err}`));
-  ws.onclose = () => { status("Disconnected."); leave(); };
-  $("join").disabled = true; $("leave").disabled = false; $("selfie").disabled = false;
-  state.statsTimer = setInterval(collectStats, 1000);
+  ws.onclose = () => {
+    if (ws !== state.ws) return;     // an earlier connection's late close
+    dropMedia();
+    // a dropped network, a restarted server: join again, unless the server refused this page for good
+    if (state.wanted && !state.refused && state.tries < REJOIN_TRIES) {
+      const delay = 1000 * 2 ** state.tries++;
+      status(`Connection lost; joining again in ${delay / 1000} s...`);
+      state.rejoinTimer = setTimeout(connect, delay);
+    } else {
+      if (state.wanted && !state.refused) status("Disconnected.");   // a refusal's own message stays
+      leave();
+    }
+  };
 }
 
-function leave() {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) { send("leave"); state.ws.close(); }
+function dropMedia() {
   for (const pid of [...state.subscriptions.keys()]) unsubscribe(pid);
   if (state.publishPc) state.publishPc.close();
   if (state.camera) state.camera.getTracks().forEach((t) => t.stop());
   state.publishPc = null; state.camera = null;
+  for (const pending of state.pendingAnswers.values()) pending.reject(new Error("the connection closed"));
+  state.pendingAnswers.clear();
+}
+
+function leave() {
+  state.wanted = false;
+  clearTimeout(state.rejoinTimer);
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) { send("leave"); state.ws.close(); }
+  dropMedia();
   clearInterval(state.statsTimer);
   $("join").disabled = false; $("leave").disabled = true; $("selfie").disabled = true;
 }
