@@ -141,7 +141,7 @@ async function onMessage(msg) {
       state.ice = { iceServers: msg.ice_servers || [], iceTransportPolicy: msg.ice_transport_policy || "all" };
       status(`Joined room ${msg.room} as ${msg.participant}.`);
       // the others first: someone without a camera (or who refused it) still watches the call
-      for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name);
+      for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name).catch(() => undefined);
       if (msg.may_enroll === false) {
         $("selfie").disabled = true;
       } else {
@@ -172,7 +172,7 @@ async function onMessage(msg) {
       break;
     }
     case "peer":
-      if (msg.event === "publishing") subscribe(msg.participant, msg.name);
+      if (msg.event === "publishing") subscribe(msg.participant, msg.name).catch(() => undefined);   // closed meanwhile
       if (msg.event === "left") unsubscribe(msg.participant);
       status(`${msg.name} ${msg.event}.`);
       break;
