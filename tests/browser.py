@@ -65,23 +65,16 @@ async def server_with_publisher(config, secret: bytes, ssl_context=None):
     ``GramcastClient`` publishing red in room "web": yields ``(server, client)``, the page's other participant."""
     import dataclasses
 
-    from gramcast.server.app import GramcastServer
     from gramcast.server.client import GramcastClient
-    from gramcast.server.synthetic import PassThroughPipeline
     from gramcast.server.tokens import mint_token
+    from servers import running_server
 
-    if config.pipeline_factory is None:
-        config = dataclasses.replace(config, pipeline_factory=PassThroughPipeline)
-    server = GramcastServer({"default": object()}, config)
-    await server.start()
-    try:
-        scheme = "wss" if config.tls_cert is not None else "ws"
-        async with GramcastClient(f"{scheme}://127.0.0.1:{server.config.port}/ws", mint_token(secret, "web", "py"),
-                                  "web", ssl_context=ssl_context) as client:
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+              if f.name not in ("port", "secret") and getattr(config, f.name) is not None}
+    async with running_server(secret, **fields) as (server, ws):
+        async with GramcastClient(ws, mint_token(secret, "web", "py"), "web", ssl_context=ssl_context) as client:
             await publish_red(client)
             yield server, client
-    finally:
-        await server.stop()
 
 
 def join_link(server, secret: bytes, name: str = "browser", **grant) -> str:

@@ -9,12 +9,12 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from gramcast.server import ice
-from gramcast.server.app import GramcastServer, ServerConfig
+from gramcast.server.app import ServerConfig
 from gramcast.server.client import GramcastClient
 from gramcast.server.ice_servers import IceServersConfig, rtc_configuration, turn_rest_credentials
-from gramcast.server.synthetic import PassThroughPipeline
 from gramcast.server.tokens import mint_token
 from browser import publish_red
+from servers import running_server
 from turn import coturn
 
 SECRET = b"ice-servers-test-secret-0123456789"
@@ -92,12 +92,7 @@ async def test_a_call_relayed_through_the_turn_server_end_to_end(tmp_path):
     came through it, with credentials the server made for each of them."""
     with coturn(TURN_SECRET, tmp_path) as (url, _):
         servers = IceServersConfig(urls=(url,), turn_secret=TURN_SECRET, relay_only=True)
-        cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline,
-                           ice_servers=servers)
-        server = GramcastServer({"default": object()}, cfg)
-        await server.start()
-        ws = f"ws://127.0.0.1:{server.config.port}/ws"
-        try:
+        async with running_server(SECRET, ice_servers=servers) as (server, ws):
             async with GramcastClient(ws, mint_token(SECRET, "relay", "a"), "relay") as a, \
                        GramcastClient(ws, mint_token(SECRET, "relay", "b"), "relay") as b:
                 for client in (a, b):
@@ -115,8 +110,6 @@ async def test_a_call_relayed_through_the_turn_server_end_to_end(tmp_path):
                     for pc in client.pcs.values():
                         assert candidate_types(pc.localDescription.sdp) == {"relay"}
                         assert candidate_types(pc.remoteDescription.sdp) == {"relay"}   # the server's answer
-        finally:
-            await server.stop()
 
 
 LOCAL_CANDIDATE_TYPES_JS = """async (pid) => {
@@ -156,20 +149,13 @@ async def test_a_stun_server_gives_the_server_and_its_clients_their_reflexive_ad
     is offered as a server-reflexive candidate by the server and by every client it hands the server to."""
     with coturn(TURN_SECRET, tmp_path) as (url, _):
         stun = url.replace("turn:", "stun:")
-        cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline,
-                           ice_servers=IceServersConfig(urls=(stun,)))
-        server = GramcastServer({"default": object()}, cfg)
-        await server.start()
-        try:
-            async with GramcastClient(f"ws://127.0.0.1:{server.config.port}/ws",
-                                      mint_token(SECRET, "stun", "a"), "stun") as a:
+        async with running_server(SECRET, ice_servers=IceServersConfig(urls=(stun,))) as (server, ws):
+            async with GramcastClient(ws, mint_token(SECRET, "stun", "a"), "stun") as a:
                 assert a.ice_servers == [{"urls": [stun]}] and a.ice_transport_policy == "all"
                 await publish_red(a)
                 pc = a.pcs[None]
                 assert candidate_types(pc.localDescription.sdp) == {"host", "srflx"}
                 assert candidate_types(pc.remoteDescription.sdp) == {"host", "srflx"}   # the server's answer
-        finally:
-            await server.stop()
 
 
 def test_ice_check_reports_what_each_server_answers(tmp_path, capsys):

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient, ServerError
-from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline
+from gramcast.server.synthetic import ArrayVideoTrack
 from gramcast.server.tokens import mint_token
+from servers import running_server
 
 SECRET = b"enroll-test-secret-0123456789abc"
 
@@ -39,18 +39,11 @@ class SlowEnroll:
         return SimpleNamespace(meta={"source": image.decode()})
 
 
-async def start(enroll, **cfg):
-    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, enroll_fn=enroll,
-                                                                pipeline_factory=PassThroughPipeline, **cfg))
-    await server.start()
-    return server, f"ws://127.0.0.1:{server.config.port}/ws"
-
 
 @pytest.mark.parametrize("slots", [1, 2])
 async def test_enrollments_run_at_most_so_many_at_once_and_all_finish(slots):
     enroll = SlowEnroll(0.3)
-    server, ws = await start(enroll, max_concurrent_enrollments=slots)
-    try:
+    async with running_server(SECRET, enroll_fn=enroll, max_concurrent_enrollments=slots) as (server, ws):
         clients = [GramcastClient(ws, mint_token(SECRET, "r", f"c{i}"), "r") for i in range(4)]
         for c in clients:
             await c.connect()
@@ -61,14 +54,11 @@ async def test_enrollments_run_at_most_so_many_at_once_and_all_finish(slots):
             assert server.selfies[c.participant][1].meta["source"] == f"selfie {i}"
         for c in clients:
             await c.close()
-    finally:
-        await server.stop()
 
 
 async def test_a_selfie_that_waits_too_long_is_told_to_retry_and_the_session_goes_on():
     enroll = SlowEnroll(1.0)
-    server, ws = await start(enroll, enroll_wait_s=0.2)
-    try:
+    async with running_server(SECRET, enroll_fn=enroll, enroll_wait_s=0.2) as (server, ws):
         async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as a, \
                    GramcastClient(ws, mint_token(SECRET, "r", "b"), "r") as b:
             first = asyncio.ensure_future(a.enroll(b"a"))
@@ -80,13 +70,10 @@ async def test_a_selfie_that_waits_too_long_is_told_to_retry_and_the_session_goe
             assert server.selfies[a.participant][0] == name
             assert await b.enroll(b"b again")            # once free, it goes through
             assert enroll.calls == 2
-    finally:
-        await server.stop()
 
 
 async def test_a_selfie_avatar_is_its_owners_alone_and_goes_with_it():
-    server, ws = await start(SlowEnroll(0.0))
-    try:
+    async with running_server(SECRET, enroll_fn=SlowEnroll(0.0)) as (server, ws):
         async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as a:
             first = await a.enroll(b"one")
             # someone else naming it gets what any unknown avatar gets
@@ -103,8 +90,6 @@ async def test_a_selfie_avatar_is_its_owners_alone_and_goes_with_it():
             await asyncio.sleep(0.05)
         assert server.selfies == {}
         assert "default" in server.avatars and len(server.avatars) == 1
-    finally:
-        await server.stop()
 
 
 
@@ -130,8 +115,8 @@ async def test_a_participant_keeps_its_avatar_file_and_uses_it_again_without_a_s
         calls.append(image)
         return _small_avatar(len(calls))
 
-    server, ws = await start(enroll, avatar_limits=AvatarLimits(max_texture_resolution=16))
-    try:
+    limits = AvatarLimits(max_texture_resolution=16)
+    async with running_server(SECRET, enroll_fn=enroll, avatar_limits=limits) as (server, ws):
         async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as first:
             await first.enroll(b"selfie")
             kept = first.avatar_file
@@ -156,8 +141,6 @@ async def test_a_participant_keeps_its_avatar_file_and_uses_it_again_without_a_s
             with pytest.raises(ServerError) as info:
                 await viewer.use_avatar(kept)
             assert info.value.code == "not_allowed"
-    finally:
-        await server.stop()
 
 
 def _big_avatar_bytes() -> bytes:

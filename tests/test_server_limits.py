@@ -8,10 +8,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from gramcast.server.app import GramcastServer, ServerConfig
 from gramcast.server.client import GramcastClient, ServerError
-from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline
+from gramcast.server.synthetic import ArrayVideoTrack
 from gramcast.server.tokens import mint_token
+from servers import running_server
 
 SECRET = b"limits-test-secret-0123456789abc"
 
@@ -20,16 +20,9 @@ def camera():
     return ArrayVideoTrack([np.full((48, 64, 3), 120, np.uint8)] * 4)
 
 
-async def start(**cfg):
-    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
-                                                                pipeline_factory=PassThroughPipeline, **cfg))
-    await server.start()
-    return server, f"ws://127.0.0.1:{server.config.port}/ws"
-
 
 async def test_a_full_room_refuses_the_next_participant():
-    server, ws = await start(max_participants_per_room=2)
-    try:
+    async with running_server(SECRET, max_participants_per_room=2) as (server, ws):
         async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r"), \
                    GramcastClient(ws, mint_token(SECRET, "r", "b"), "r"):
             with pytest.raises(ServerError) as info:
@@ -38,13 +31,10 @@ async def test_a_full_room_refuses_the_next_participant():
             assert info.value.code == "join_refused" and "full (2 participants)" in str(info.value)
             async with GramcastClient(ws, mint_token(SECRET, "other", "c"), "other"):
                 pass   # other rooms are not affected
-    finally:
-        await server.stop()
 
 
 async def test_the_session_limit_refuses_the_next_camera_and_frees_with_a_leaver():
-    server, ws = await start(max_sessions=2)
-    try:
+    async with running_server(SECRET, max_sessions=2) as (server, ws):
         a, b, c = (GramcastClient(ws, mint_token(SECRET, "r", n), "r") for n in "abc")
         for client in (a, b, c):
             await client.connect()
@@ -67,13 +57,10 @@ async def test_the_session_limit_refuses_the_next_camera_and_frees_with_a_leaver
         assert sum(conn.publish_pc is not None for conn in server.connections.values()) == 2
         for client in (b, c, c2):
             await client.close()
-    finally:
-        await server.stop()
 
 
 async def test_draining_ends_at_its_timeout_with_participants_still_in_calls():
-    server, ws = await start()
-    try:
+    async with running_server(SECRET) as (server, ws):
         async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as a:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
@@ -85,13 +72,10 @@ async def test_draining_ends_at_its_timeout_with_participants_still_in_calls():
             t0 = loop.time()
             await server.drain(30, interrupted=stopped)      # a second signal: no more waiting
             assert loop.time() - t0 < 1.0
-    finally:
-        await server.stop()
 
 
 async def test_a_watch_only_token_watches_and_a_no_selfie_token_publishes_without_selfies():
-    server, ws = await start(enroll_fn=lambda image, face="only": None)
-    try:
+    async with running_server(SECRET, enroll_fn=lambda image, face="only": None) as (server, ws):
         async with GramcastClient(ws, mint_token(SECRET, "r", "speaker"), "r") as speaker, \
                    GramcastClient(ws, mint_token(SECRET, "r", "viewer", publish=False, enroll=False), "r") as viewer, \
                    GramcastClient(ws, mint_token(SECRET, "r", "guest", enroll=False), "r") as guest:
@@ -110,16 +94,13 @@ async def test_a_watch_only_token_watches_and_a_no_selfie_token_publishes_withou
             await asyncio.wait_for(video.recv(), 15)
             await guest.publish(camera())                              # a no-selfie guest still publishes
             assert server.selfies == {}
-    finally:
-        await server.stop()
 
 
 async def test_connections_beyond_the_limit_are_turned_away_before_their_handshake():
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
-    server, ws = await start(max_connections=2)
-    try:
+    async with running_server(SECRET, max_connections=2) as (server, ws):
         idle = [await connect(ws), await connect(ws)]          # never join: held until join_timeout_s
         for _ in range(50):
             if len(server._open) == 2:
@@ -136,5 +117,3 @@ async def test_connections_beyond_the_limit_are_turned_away_before_their_handsha
         async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as a:   # a freed place is taken
             assert a.participant
         await idle[1].close()
-    finally:
-        await server.stop()
