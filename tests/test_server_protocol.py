@@ -190,3 +190,21 @@ def test_the_enroll_message_offers_the_face_choices_enrollment_has():
     from gramcast.server.protocol import ENROLL_FACES
 
     assert ENROLL_FACES == FACE_CHOICES
+
+
+def test_the_package_names_its_api_and_loads_it_on_first_use():
+    import subprocess
+    import sys
+
+    import gramcast.server as server_pkg
+    from gramcast.server.app import GramcastServer
+    from gramcast.server.ice_servers import IceServersConfig
+
+    assert server_pkg.GramcastServer is GramcastServer and server_pkg.IceServersConfig is IceServersConfig
+    assert server_pkg.mint_token is tokens.mint_token
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        server_pkg.Nothing
+    # importing the package alone loads no WebRTC stack
+    code = "import sys, gramcast.server; print('aiortc' in sys.modules, 'websockets' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == \
+        ["False", "False"]
