@@ -99,3 +99,35 @@ def test_aiortc_avatar_track_records_the_avatar_from_a_video(tmp_path):
     picks = np.linspace(25, len(frames) - 1, 5).astype(int)
     found = [face_yaw(frames[i]) is not None for i in picks]
     assert sum(found) >= 4, (found, [round(float(frames[i].mean()), 1) for i in picks])
+
+
+async def test_embedded_server_serves_the_links_it_prints(tmp_path):
+    """The example's links join its server: the speakers' and the audience's, whose token is for watching."""
+    import asyncio
+    import re
+
+    import gramcast
+    from gramcast.server import GramcastClient, ServerError
+
+    avatar = tmp_path / "me.gca"
+    gramcast.enroll(SAMPLE).save(avatar)
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "embedded_server.py"), str(avatar), "--port", "0",
+                             "--seconds", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        loop = asyncio.get_running_loop()
+        lines = [await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 60) for _ in range(3)]
+        links = [re.search(r"(http://[^/]+)/\?room=standup&token=(\S+)", line) for line in lines]
+        assert all(links), lines
+        ws = links[0].group(1).replace("http://", "ws://") + "/ws"
+        async with GramcastClient(ws, links[0].group(2), "standup") as alice, \
+                   GramcastClient(ws, links[2].group(2), "standup") as audience:
+            assert alice.may_publish and not audience.may_publish and not audience.may_enroll
+            with pytest.raises(ServerError, match="watching"):
+                from gramcast.server.synthetic import ArrayVideoTrack
+
+                await audience.publish(ArrayVideoTrack([np.zeros((48, 64, 3), np.uint8)] * 2))
+        assert proc.wait(timeout=40) == 0
+        assert "participants in calls when the app stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
