@@ -193,7 +193,7 @@ class SignalingConnection:
         warnings = list(avatar.meta.get("warnings", []))
         if warnings:
             fields["warnings"] = warnings
-        if self.server.config.return_avatar_files and hasattr(avatar, "to_bytes"):
+        if self.server.config.return_avatar_files:
             fields["file"] = avatar.to_bytes()
         await self.send("enrolled", avatar=name, **fields)
 

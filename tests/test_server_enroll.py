@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -36,7 +35,7 @@ class SlowEnroll:
         time.sleep(self.seconds)
         with self.lock:
             self.running -= 1
-        return SimpleNamespace(meta={"source": image.decode()})
+        return _small_avatar(meta={"source": image.decode()})
 
 
 
@@ -93,14 +92,14 @@ async def test_a_selfie_avatar_is_its_owners_alone_and_goes_with_it():
 
 
 
-def _small_avatar(seed: int = 0):
+def _small_avatar(seed: int = 0, meta: dict | None = None):
     import torch
 
     from gramcast.avatar import Avatar
 
     gen = torch.Generator().manual_seed(seed)
     return Avatar(heights=torch.rand(1, 8, 8, generator=gen) * 0.01, textures=torch.rand(1, 4, 16, 16, generator=gen),
-                  extent=0.14, meta={"method": "test", "seed": seed})
+                  extent=0.14, meta={"method": "test", "seed": seed} if meta is None else meta)
 
 
 async def test_a_participant_keeps_its_avatar_file_and_uses_it_again_without_a_selfie():
