@@ -9,11 +9,12 @@ room or a participant's name: sessions are labelled by the server's random parti
 from __future__ import annotations
 
 from collections import Counter
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+from gramcast import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from gramcast.server.app import GramcastServer
@@ -48,12 +49,6 @@ SESSION_GAUGES = {
     "render_resolution": ("gramcast_session_render_resolution_pixels", "Side of the avatar render now", 1.0),
 }
 
-
-def _version() -> str:
-    try:
-        return metadata.version("gramcast")
-    except metadata.PackageNotFoundError:  # running from a source tree that was not installed
-        return "unknown"
 
 
 class ServerMetrics:
@@ -92,7 +87,7 @@ class ServerMetrics:
     def collect(self) -> Iterator:
         server = self.server
         info = InfoMetricFamily("gramcast", "The gramcast server")
-        info.add_metric([], {"version": _version()})
+        info.add_metric([], {"version": __version__})
         yield info
         for name, doc, value in (
             ("gramcast_rooms", "Rooms with at least one participant", len(server.rooms.rooms())),
