@@ -54,13 +54,10 @@ async def _reflexive_address(host: str, port: int) -> str:
     loop = asyncio.get_running_loop()
     transport, binding = await loop.create_datagram_endpoint(_Binding, remote_addr=(host, port))
     try:
-        while True:
+        while not binding.response.done():
             transport.sendto(bytes(binding.request))
-            try:
-                message = await asyncio.wait_for(asyncio.shield(binding.response), 0.5)
-                break
-            except TimeoutError:
-                continue
+            await asyncio.wait([binding.response], timeout=0.5)
+        message = binding.response.result()
     finally:
         transport.close()
     if message.message_class != stun.Class.RESPONSE or "XOR-MAPPED-ADDRESS" not in message.attributes:
@@ -81,7 +78,7 @@ async def _relayed_address(host: str, port: int, transport: str, secure: bool, u
         relay.close()
 
 
-def _what_failed(exc: BaseException, url: str, turn_server: bool, timeout_s: float) -> str:
+def _what_failed(exc: BaseException, turn_server: bool, timeout_s: float) -> str:
     if isinstance(exc, stun.TransactionFailed):
         code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no address in the answer"))
         if turn_server and code == 401:
@@ -119,6 +116,6 @@ async def check_ice_servers(config: IceServersConfig, timeout_s: float = 5.0) ->
                 seen = await _reflexive_address(parsed["host"], parsed["port"])
                 return IceServerCheck(url, True, f"sees this machine as {seen}")
         except (Exception, TimeoutError) as exc:  # noqa: BLE001 (every failure is a finding to report)
-            return IceServerCheck(url, False, _what_failed(exc, url, is_turn, timeout_s))
+            return IceServerCheck(url, False, _what_failed(exc, is_turn, timeout_s))
 
     return list(await asyncio.gather(*(check(u) for u in config.urls)))
