@@ -60,18 +60,14 @@ async def publish_red(client) -> None:
 
 
 @asynccontextmanager
-async def server_with_publisher(config, secret: bytes, ssl_context=None):
-    """A running server (``config``: a ``ServerConfig``; the pass-through pipeline unless it names one) with a
+async def server_with_publisher(secret: bytes, ssl_context=None, **config):
+    """A running server (``tests/servers.running_server``: ``config`` as ``ServerConfig`` fields) with a
     ``GramcastClient`` publishing red in room "web": yields ``(server, client)``, the page's other participant."""
-    import dataclasses
-
     from gramcast.server.client import GramcastClient
     from gramcast.server.tokens import mint_token
     from servers import running_server
 
-    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-              if f.name not in ("port", "secret") and getattr(config, f.name) is not None}
-    async with running_server(secret, **fields) as (server, ws):
+    async with running_server(secret, **config) as (server, ws):
         async with GramcastClient(ws, mint_token(secret, "web", "py"), "web", ssl_context=ssl_context) as client:
             await publish_red(client)
             yield server, client

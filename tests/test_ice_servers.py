@@ -9,7 +9,6 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from gramcast.server import ice
-from gramcast.server.app import ServerConfig
 from gramcast.server.client import GramcastClient
 from gramcast.server.ice_servers import IceServersConfig, rtc_configuration, turn_rest_credentials
 from gramcast.server.tokens import mint_token
@@ -133,8 +132,7 @@ async def test_the_web_client_takes_the_servers_turn_relay(tmp_path):
     cam = green_camera_file(tmp_path)
     with coturn(TURN_SECRET, tmp_path) as (url, _):
         servers = IceServersConfig(urls=(url,), turn_secret=TURN_SECRET, relay_only=True)
-        async with server_with_publisher(ServerConfig(port=0, secret=SECRET, ice_servers=servers), SECRET) as (
-                server, py):
+        async with server_with_publisher(SECRET, ice_servers=servers) as (server, py):
             async with chromium_page(cam) as page:
                 await page.goto(join_link(server, SECRET))
                 await page.wait_for_function(

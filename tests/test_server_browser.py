@@ -5,14 +5,13 @@ pass-through test double here; tests/test_stream_e2e.py checks the browser with 
 import asyncio
 
 from browser import chromium_page, green_camera_file, join_link, server_with_publisher
-from gramcast.server.app import GramcastServer, ServerConfig
-from gramcast.server.synthetic import PassThroughPipeline
+from servers import running_server
 from test_server_rooms import SECRET
 
 
 async def test_web_client_joins_publishes_and_decodes(tmp_path):
     cam = green_camera_file(tmp_path)
-    async with server_with_publisher(ServerConfig(port=0, secret=SECRET), SECRET) as (server, py):
+    async with server_with_publisher(SECRET) as (server, py):
         async with chromium_page(cam) as page:
             await page.goto(join_link(server, SECRET))
             try:
@@ -46,7 +45,7 @@ NO_MICROPHONE_JS = """{
 
 async def test_without_a_camera_the_page_watches_and_without_a_microphone_it_publishes(tmp_path):
     cam = green_camera_file(tmp_path)
-    async with server_with_publisher(ServerConfig(port=0, secret=SECRET), SECRET) as (server, py):
+    async with server_with_publisher(SECRET) as (server, py):
         for devices, publishes in ((NO_DEVICES_JS, False), (NO_MICROPHONE_JS, True)):
             async with chromium_page(cam) as page:
                 await page.add_init_script(devices)
@@ -66,7 +65,7 @@ async def test_without_a_camera_the_page_watches_and_without_a_microphone_it_pub
 
 async def test_a_watch_only_link_asks_for_no_camera_and_watches(tmp_path):
     cam = green_camera_file(tmp_path)
-    async with server_with_publisher(ServerConfig(port=0, secret=SECRET), SECRET) as (server, py):
+    async with server_with_publisher(SECRET) as (server, py):
         async with chromium_page(cam) as page:
             await page.add_init_script("""{
               const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
@@ -97,24 +96,21 @@ async def test_the_page_keeps_its_selfie_avatar_and_uses_it_when_it_joins_again(
         return enrolled[-1]
 
     cam = green_camera_file(tmp_path)
-    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, enroll_fn=enroll,
-                                                                pipeline_factory=PassThroughPipeline))
-    await server.start()
 
-    async def join(page, name):
+    async def join(server, page, name):
         await page.goto(join_link(server, SECRET, name))
         await page.wait_for_function("window.gramcast.me && (window.gramcast.framesDecoded['preview'] || 0) > 3",
                                      timeout=20000)
         return await page.evaluate("window.gramcast.me")
 
-    try:
+    async with running_server(SECRET, enroll_fn=enroll) as (server, _):
         async with chromium_page(cam) as page:
-            first = await join(page, "first")
+            first = await join(server, page, "first")
             await page.click("#selfie")
             await page.wait_for_function("window.gramcast.events.some((e) => e.includes('keeps it'))", timeout=20000)
             assert len(enrolled) == 1 and server.selfies[first][1] is enrolled[0]
             await page.click("#leave")
-            second = await join(page, "second")
+            second = await join(server, page, "second")
             await page.wait_for_function(
                 "window.gramcast.events.some((e) => e.includes('kept from your last selfie'))", timeout=20000)
             assert len(enrolled) == 1                                   # no new enrollment
@@ -123,20 +119,14 @@ async def test_the_page_keeps_its_selfie_avatar_and_uses_it_when_it_joins_again(
             await page.click("#forget")
             await page.wait_for_function("document.getElementById('forget').disabled", timeout=5000)
             await page.click("#leave")
-            third = await join(page, "third")
+            third = await join(server, page, "third")
             await asyncio.sleep(1.0)
             assert third not in server.selfies and len(enrolled) == 1  # nothing kept, nothing sent
-    finally:
-        await server.stop()
-
 
 
 async def test_the_page_joins_with_the_avatar_its_link_names(tmp_path):
     cam = green_camera_file(tmp_path)
-    server = GramcastServer({"first": object(), "second": object()},
-                            ServerConfig(port=0, secret=SECRET, pipeline_factory=PassThroughPipeline))
-    await server.start()
-    try:
+    async with running_server(SECRET, {"first": object(), "second": object()}) as (server, _):
         async with chromium_page(cam) as page:
             await page.goto(join_link(server, SECRET, "a") + "&avatar=second")
             await page.wait_for_function("window.gramcast.me", timeout=15000)
@@ -146,44 +136,3 @@ async def test_the_page_joins_with_the_avatar_its_link_names(tmp_path):
             await page.wait_for_function(
                 "window.gramcast.events.some((e) => e.includes('unknown_avatar'))", timeout=15000)
             assert "available: ['first', 'second']" in await page.text_content("#status")
-    finally:
-        await server.stop()
-
-
-
-async def test_a_full_server_turns_the_camera_away_and_the_page_watches(tmp_path):
-    cam = green_camera_file(tmp_path)
-    async with server_with_publisher(ServerConfig(port=0, secret=SECRET, max_sessions=1), SECRET) as (server, py):
-        async with chromium_page(cam) as page:
-            await page.goto(join_link(server, SECRET))
-            await page.wait_for_function(
-                "window.gramcast.events.some((e) => e.includes('not publishing your camera'))", timeout=20000)
-            status = await page.text_content("#status")
-            assert "already streams 1 avatars" in status, status
-            await page.wait_for_function(
-                f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
-            assert await page.evaluate("window.gramcast.camera === null && window.gramcast.publishPc === null")
-
-
-
-async def test_a_dropped_connection_joins_again_and_a_refused_one_does_not(tmp_path):
-    cam = green_camera_file(tmp_path)
-    async with server_with_publisher(ServerConfig(port=0, secret=SECRET), SECRET) as (server, py):
-        async with chromium_page(cam) as page:
-            await page.goto(join_link(server, SECRET))
-            await page.wait_for_function("window.gramcast.me", timeout=15000)
-            first = await page.evaluate("window.gramcast.me")
-            await server.connections[first].ws.close()            # the network drops
-            await page.wait_for_function(f"window.gramcast.me && window.gramcast.me !== '{first}'", timeout=15000)
-            assert await page.evaluate("window.gramcast.events.some((e) => e.includes('joining again in 1 s'))")
-            await page.wait_for_function(f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10",
-                                         timeout=20000)
-            second = await page.evaluate("window.gramcast.me")
-            assert first not in server.connections and second in server.connections
-        # a token the server refuses (expired): one try, its reason shown, no second
-        async with chromium_page(cam) as page:
-            await page.goto(join_link(server, SECRET, "late", ttl_s=0.001))
-            await page.wait_for_function("document.getElementById('join').disabled === false", timeout=15000)
-            await asyncio.sleep(2.0)
-            assert "token expired" in await page.text_content("#status")
-            assert not await page.evaluate("window.gramcast.events.some((e) => e.includes('joining again'))")

@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gramcast.cli import main
-from gramcast.server.app import GramcastServer, ServerConfig, tls_context
+from gramcast.server.app import tls_context
 from gramcast.server.client import GramcastClient
-from gramcast.server.synthetic import ArrayVideoTrack, PassThroughPipeline, SineAudioTrack
+from gramcast.server.synthetic import ArrayVideoTrack, SineAudioTrack
 from gramcast.server.tokens import mint_token
+from servers import running_server
 
 SECRET = b"tls-test-secret-0123456789abcdef"
 
@@ -45,20 +46,16 @@ def write_self_signed(folder, name="cert", passphrase: bytes | None = None):
 
 
 @pytest.fixture()
-def tls_server_config(tmp_path):
+def tls_files(tmp_path):
+    """The server's certificate and key (``ServerConfig`` fields), and a client context that trusts them."""
     cert, key = write_self_signed(tmp_path)
-    trusting = ssl.create_default_context(cafile=str(cert))
-    cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline,
-                       tls_cert=cert, tls_key=key)
-    return cfg, trusting
+    return {"tls_cert": cert, "tls_key": key}, ssl.create_default_context(cafile=str(cert))
 
 
-async def test_page_signaling_and_a_call_over_tls(tls_server_config):
-    cfg, trusting = tls_server_config
-    server = GramcastServer({"default": object()}, cfg)
-    await server.start()
-    port = server.config.port
-    try:
+async def test_page_signaling_and_a_call_over_tls(tls_files):
+    files, trusting = tls_files
+    async with running_server(SECRET, **files) as (server, _):
+        port = server.config.port
         assert server.url == f"https://127.0.0.1:{port}/"
         page = await asyncio.to_thread(lambda: urllib.request.urlopen(server.url, context=trusting).read())
         assert b"gramcast" in page
@@ -77,16 +74,14 @@ async def test_page_signaling_and_a_call_over_tls(tls_server_config):
                 frame = await asyncio.wait_for(video.recv(), 15)
             mean = frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(0)
             assert mean[2] > 150 and mean[0] < 100, mean
-    finally:
-        await server.stop()
 
 
-async def test_the_web_page_over_https_joins_with_wss(tls_server_config, tmp_path):
+async def test_the_web_page_over_https_joins_with_wss(tls_files, tmp_path):
     from browser import chromium_page, green_camera_file, join_link, server_with_publisher
 
-    cfg, trusting = tls_server_config
+    files, trusting = tls_files
     cam = green_camera_file(tmp_path)
-    async with server_with_publisher(cfg, SECRET, ssl_context=trusting) as (server, py):
+    async with server_with_publisher(SECRET, ssl_context=trusting, **files) as (server, py):
         # The test's own certificate authority is not the browser's: accept it as a user would.
         async with chromium_page(cam, extra_args=["--ignore-certificate-errors"]) as page:
             await page.goto(join_link(server, SECRET))
