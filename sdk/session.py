@@ -220,7 +220,7 @@ class AvatarSession:
         fut.add_done_callback(self._tracker_free)
 
     def _track_done(self, fut: asyncio.Future) -> None:
-        self._tracked = _result(fut, "tracking", self._failures, self._stats)
+        self._tracked = self._result(fut, "tracking")
         if self._tracked is not None and not self._rendering:
             self._start_render()
 
@@ -338,7 +338,7 @@ class AvatarSession:
         return video, info, item.arrived
 
     def _publish(self, fut: asyncio.Future) -> None:
-        done = _result(fut, "rendering", self._failures, self._stats)
+        done = self._result(fut, "rendering")
         if done is None:
             return
         video, info, arrived = done
@@ -379,6 +379,17 @@ class AvatarSession:
             self.config.trace("handed", video, now)
         return video
 
+    def _result(self, fut: asyncio.Future, doing: str):
+        """A worker's result; None where it was cancelled or failed (counted and logged: one bad frame ends
+        nothing)."""
+        if fut.cancelled():
+            return None
+        if fut.exception() is not None:
+            self._stats.frames_failed += 1
+            self._failures.failed(doing, fut.exception(), time.monotonic())
+            return None
+        return fut.result()
+
     def record_encode(self, ms: float) -> None:
         self._stats.encode_ms = ewma(self._stats.encode_ms, ms)
 
@@ -402,17 +413,6 @@ class FailureLog:
             self.since += 1
             return
         self.last, self.since = now, 0
-
-
-def _result(fut: asyncio.Future, doing: str, failures: FailureLog, stats: SessionStats):
-    """A worker's result; None where it was cancelled or failed (logged and counted: one bad frame ends nothing)."""
-    if fut.cancelled():
-        return None
-    if fut.exception() is not None:
-        stats.frames_failed += 1
-        failures.failed(doing, fut.exception(), time.monotonic())
-        return None
-    return fut.result()
 
 
 def _pipeline_on(config: SessionConfig) -> bool:
