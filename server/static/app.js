@@ -107,9 +107,7 @@ async function publish(preview) {
   try {
     await negotiate(pc, null);
   } catch (err) {   // refused: stop the camera rather than leave it on for nothing
-    pc.close();
-    state.camera.getTracks().forEach((t) => t.stop());
-    state.publishPc = null; state.camera = null;
+    stopCamera();
     return err.message || `${err}`;
   }
   return null;
@@ -260,11 +258,15 @@ function connect() {
   };
 }
 
-function dropMedia() {
-  for (const pid of [...state.subscriptions.keys()]) unsubscribe(pid);
+function stopCamera() {
   if (state.publishPc) state.publishPc.close();
   if (state.camera) state.camera.getTracks().forEach((t) => t.stop());
   state.publishPc = null; state.camera = null;
+}
+
+function dropMedia() {
+  for (const pid of [...state.subscriptions.keys()]) unsubscribe(pid);
+  stopCamera();
   for (const pending of state.pendingAnswers.values()) pending.reject(new Error("the connection closed"));
   state.pendingAnswers.clear();
 }
