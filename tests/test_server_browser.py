@@ -136,3 +136,41 @@ async def test_the_page_joins_with_the_avatar_its_link_names(tmp_path):
             await page.wait_for_function(
                 "window.gramcast.events.some((e) => e.includes('unknown_avatar'))", timeout=15000)
             assert "available: ['first', 'second']" in await page.text_content("#status")
+
+
+async def test_a_full_server_turns_the_camera_away_and_the_page_watches(tmp_path):
+    cam = green_camera_file(tmp_path)
+    async with server_with_publisher(SECRET, max_sessions=1) as (server, py):
+        async with chromium_page(cam) as page:
+            await page.goto(join_link(server, SECRET))
+            await page.wait_for_function(
+                "window.gramcast.events.some((e) => e.includes('not publishing your camera'))", timeout=20000)
+            status = await page.text_content("#status")
+            assert "already streams 1 avatars" in status, status
+            await page.wait_for_function(
+                f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
+            assert await page.evaluate("window.gramcast.camera === null && window.gramcast.publishPc === null")
+
+
+
+async def test_a_dropped_connection_joins_again_and_a_refused_one_does_not(tmp_path):
+    cam = green_camera_file(tmp_path)
+    async with server_with_publisher(SECRET) as (server, py):
+        async with chromium_page(cam) as page:
+            await page.goto(join_link(server, SECRET))
+            await page.wait_for_function("window.gramcast.me", timeout=15000)
+            first = await page.evaluate("window.gramcast.me")
+            await server.connections[first].ws.close()            # the network drops
+            await page.wait_for_function(f"window.gramcast.me && window.gramcast.me !== '{first}'", timeout=15000)
+            assert await page.evaluate("window.gramcast.events.some((e) => e.includes('joining again in 1 s'))")
+            await page.wait_for_function(f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10",
+                                         timeout=20000)
+            second = await page.evaluate("window.gramcast.me")
+            assert first not in server.connections and second in server.connections
+        # a token the server refuses (expired): one try, its reason shown, no second
+        async with chromium_page(cam) as page:
+            await page.goto(join_link(server, SECRET, "late", ttl_s=0.001))
+            await page.wait_for_function("document.getElementById('join').disabled === false", timeout=15000)
+            await asyncio.sleep(2.0)
+            assert "token expired" in await page.text_content("#status")
+            assert not await page.evaluate("window.gramcast.events.some((e) => e.includes('joining again'))")
