@@ -146,7 +146,8 @@ def ring_score(comp: np.ndarray, truth_grey: np.ndarray, truth_alpha: np.ndarray
 
     config = MeshConfig(**options)
     aligned = detect_and_align(comp, size=size, face="largest")
-    ctx = photo_context(comp, aligned, config.context_margin, matting, config.agreed_matte, config.matte_look_margin)
+    ctx = photo_context(comp, aligned, config.context_margin, matting, config.agreed_matte, config.matte_look_margin,
+                        config.colour_cut_from)
     colour, matte = photo_colours(ctx.crop, ctx.matte, config)
     pad, side = int(ctx.offset), ctx.crop.shape[0]
     wide_from_image = aligned.crop_from_image + np.array([[0, 0, pad], [0, 0, pad]])

@@ -66,10 +66,12 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     with Matting(one_person=True) as matting:
         config = MeshConfig(**options) if method == "mesh" else None
         agreed = config is None or config.agreed_matte
-        context = (photo_context(rgb, aligned, config.context_margin, matting, agreed, config.matte_look_margin)
-                   if config is not None and config.context_margin else None)
+        cut_from = (config or MeshConfig()).colour_cut_from
+        context = (photo_context(rgb, aligned, config.context_margin, matting, agreed, config.matte_look_margin,
+                                 cut_from) if config is not None and config.context_margin else None)
         if context is None:
-            matte, disagreement = subject_matte(matting, aligned.crop, aligned, agreed=agreed)
+            matte, disagreement = subject_matte(matting, aligned.crop, aligned, agreed=agreed,
+                                                colour_cut_from=cut_from)
         else:   # the widened crop's matte holds the crop's: no looks of their own
             pad, size = int(context.offset), aligned.size
             matte = context.matte[pad:pad + size, pad:pad + size]

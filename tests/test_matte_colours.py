@@ -115,3 +115,37 @@ def test_a_portrait_over_a_crowd_is_warned_about_its_busy_background_and_on_a_pl
     assert plain.meta["matte_disagreement"] < 0.05 and not any("busy" in w for w in plain.meta.get("warnings", []))
     assert busy.meta["matte_disagreement"] > 0.3
     assert any("background of the image is busy" in w for w in busy.meta["warnings"])
+
+
+def test_over_a_crowd_the_colour_cut_keeps_less_of_the_crowd_and_as_much_of_the_subject():
+    """The enrollment's matte of a portrait keyed over a wall of other faces (busy enough for
+    ``MeshConfig.colour_cut_from``), with the colour cut and without, against the key's own matte: beyond
+    the head it spares, less of the crowd; of the subject, about as much."""
+    import math
+
+    from gramcast.avatar.mesh_method import photo_context, spared_head
+    from gramcast.face.alignment import warp_to_crop
+    from gramcast.face.matte import Matting
+
+    portraits = [load_image(p) for p in sorted((Path(__file__).parent / "data" / "faces").glob("*.jpg"))]
+    subject = portraits[2]
+    alpha = foreground_matte(subject)
+    photo = over(subject, alpha, _crowd(portraits)).astype(np.uint8)
+    aligned = detect_and_align(photo, size=512, face="largest")      # enrollment's crop
+    config = MeshConfig()
+    with Matting(one_person=True) as matting:
+        plain, cut = (photo_context(photo, aligned, config.context_margin, matting, True, config.matte_look_margin,
+                                    cut_from) for cut_from in (math.inf, config.colour_cut_from))
+    pad = int(plain.offset)
+    truth = warp_to_crop(alpha, aligned.crop_from_image + np.array([[0, 0, pad], [0, 0, pad]]), plain.matte.shape[0])
+    assert plain.disagreement >= config.colour_cut_from
+    beyond_head = plain.inside & (spared_head(aligned.pixels + pad, truth.shape) < 0.01)
+
+    def junk(ctx):
+        return float(np.clip(ctx.matte - truth, 0, None)[beyond_head].sum())
+
+    def lost(ctx):
+        return float(np.clip(truth - ctx.matte, 0, None)[ctx.inside].sum())
+
+    assert junk(cut) < 0.8 * junk(plain), (junk(cut), junk(plain))
+    assert lost(cut) < lost(plain) + 0.02 * float(truth[plain.inside].sum()), (lost(cut), lost(plain))

@@ -9,6 +9,7 @@ side), then by inpainting, so turning the head never opens holes (``gramcast.ava
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -22,7 +23,8 @@ from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.avatar.texture_fill import better_seen_mirrored, fill_unseen
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
-from gramcast.face.matte import agreed_matte, foreground_colours, keep_subject, refine_matte
+from gramcast.face.matte import (agreed_matte, colour_cut, foreground_colours, keep_subject, landmark_hull,
+                                 refine_matte)
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
@@ -77,6 +79,15 @@ class MeshConfig:
     #: 2.9 to 1.7 % over blurred photos (bench/matte_edges.py); 0.18 s more per enrollment (bench/enroll.py).
     #: Nothing more where it is not above ``context_margin``.
     matte_look_margin: float = 0.35
+    #: Where the matte's looks disagree over this fraction of the person's area or more (a busy
+    #: background), also cut what the photo's colours call background, the head spared
+    #: (``gramcast.face.matte.colour_cut``: GrabCut seeded by the matte; ``subject_matte``); ``inf``: never,
+    #: 0: always. Keyed portraits (bench/matte_edges.py, 31 x 4 backgrounds): around the crop, what turned
+    #: views show beside the head, +3.2 dB over crowds and +1.6 dB over blurred photos, the matte's error
+    #: 8.1 -> 6.2 and 7.0 -> 5.9 % of the crop; over the crop +0.39 and +0.16 dB (worst pair -0.46 dB).
+    #: Plain walls are left alone but for 2 of 62 photos: always on, it took white shirts for the white
+    #: wall behind them (matte error 3.4 -> 5.5 %). ~0.3 s where it runs.
+    colour_cut_from: float = 0.1
 
 
 def world_landmarks(aligned: AlignedFace, ref: ReferenceFace) -> np.ndarray:
@@ -167,29 +178,57 @@ class PhotoContext:
     disagreement: float = 0.0
 
 
+# The colour cut leaves the subject's head alone (``spared_head``): dark hair over a dark, blurred room
+# went with the room. Keyed portraits, the matte alone, the 43 of 62 over crowds / blurred photos the gate
+# lets through, against no cut: the face's landmark hull grown by 1.2 of its size lost 0.3 / 0.6 % of the
+# crop more (worst 2.3 / 1.8 %) for 2.9 / 2.0 % less junk; that hull and the hull raised by one size (hair
+# is mostly above the brow), grown by 0.7, lost 0.2 / 0.2 % (worst 1.3 / 1.7 %) for 2.9 / 1.8 % less junk.
+SPARED_HEAD_RAISE, SPARED_HEAD_GROW = 1.0, 0.7
+
+
+def spared_head(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Where the colour cut leaves the matte as it is ``(H, W)`` float32 in [0, 1]: the convex hull of the
+    face's landmarks ``(N, 2)`` (pixels u, v) and of the same raised by ``SPARED_HEAD_RAISE`` of the face's
+    size (the RMS radius of its landmarks), grown by ``SPARED_HEAD_GROW`` of it, with a soft edge."""
+    pixels = np.asarray(pixels, np.float64)
+    size = float(np.sqrt(((pixels - pixels.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    both = np.concatenate([pixels, pixels - np.array([0.0, SPARED_HEAD_RAISE * size])])
+    both_size = float(np.sqrt(((both - both.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    hull = landmark_hull(both, shape, SPARED_HEAD_GROW * size / both_size).astype(np.float32)
+    return cv2.GaussianBlur(hull, (0, 0), 3.0)
+
+
 def subject_matte(matting, crop: np.ndarray, aligned: AlignedFace, pad: int = 0,
-                  agreed: bool = True, reach: int = 0) -> tuple[np.ndarray, float]:
+                  agreed: bool = True, reach: int = 0,
+                  colour_cut_from: float = math.inf) -> tuple[np.ndarray, float]:
     """The person matte ``(S', S')`` of ``aligned``'s crop widened by ``pad`` pixels on every side, less the
     people of ``aligned.others`` (``keep_subject``), and how much its looks disagreed. ``crop``: that square
     widened by ``reach`` pixels more on every side (``photo_context``). ``agreed``: the looks of
     ``gramcast.face.matte.agreed_matte`` (``crop``, the widened square within it and the aligned crop
-    within that, as far as they differ); False: ``matting``'s one look at the widened square (disagreement 0)."""
+    within that, as far as they differ); False: ``matting``'s one look at the widened square (disagreement 0).
+    Where the disagreement is ``colour_cut_from`` or more, less what the colours call background too
+    (``gramcast.face.matte.colour_cut``), except over the head (``spared_head``)."""
     side = crop.shape[0] - 2 * reach
     region = (reach, side)
+    seen = np.ascontiguousarray(crop[reach:reach + side, reach:reach + side])
     if agreed:
         windows = ([region] if reach else []) + ([(reach + pad, aligned.size)] if pad else [])
         found, disagreement = agreed_matte(matting, crop, windows, region=region)
     else:
-        found, disagreement = matting(np.ascontiguousarray(crop[reach:reach + side, reach:reach + side])), 0.0
-    return keep_subject(found, aligned.pixels + pad, [face + pad for face in aligned.others]), disagreement
+        found, disagreement = matting(seen), 0.0
+    found = keep_subject(found, aligned.pixels + pad, [face + pad for face in aligned.others])
+    if disagreement >= colour_cut_from:
+        found = colour_cut(seen, found, keep=spared_head(aligned.pixels + pad, found.shape))
+    return found, disagreement
 
 
 def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting, agreed: bool = True,
-                  look_margin: float = 0.0) -> PhotoContext:
+                  look_margin: float = 0.0, colour_cut_from: float = math.inf) -> PhotoContext:
     """``aligned``'s crop widened by ``margin`` of its side on every side (same scale), with its matte
     (``matting``: crop -> matte, e.g. a ``gramcast.face.Matting``; ``agreed``: where the looks agree,
     ``gramcast.face.matte.agreed_matte``, among them one at the crop widened by ``look_margin`` where that
-    is more than ``margin``) less the people of ``aligned.others``."""
+    is more than ``margin``) less the people of ``aligned.others`` (and, from ``colour_cut_from`` on, what
+    the colours call background: ``subject_matte``)."""
     size = aligned.size
     pad = int(round(margin * size))
     reach = max(0, int(round(look_margin * size)) - pad) if agreed else 0
@@ -205,7 +244,7 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
     h, w = image.shape[:2]
     inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
-    matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach)
+    matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach, colour_cut_from)
     return PhotoContext(crop, matte, inside, float(pad), disagreement)
 
 
