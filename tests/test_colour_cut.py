@@ -8,7 +8,7 @@ import pytest
 
 from gramcast.avatar.mesh_method import spared_head, subject_matte
 from gramcast.face import detect_and_align, foreground_matte
-from gramcast.face.matte import colour_cut
+from gramcast.face.matte import colour_cut, colour_share
 from gramcast.images import load_image
 
 SKIN, HAIR = (205, 150, 120), (60, 40, 30)
@@ -67,28 +67,36 @@ def test_with_nothing_sure_on_one_side_the_matte_is_kept():
 
 
 @pytest.mark.parametrize("cut_from, cut", [(math.inf, False), (0.5, False), (0.0, True)])
-def test_the_cut_runs_only_from_the_set_disagreement_on_and_spares_the_head(cut_from, cut):
-    """One look (disagreement 0): the gate decides alone. The matte given is the person's plus two blocks
-    of the photo's background (at 0.8: less sure) that the colours call background: one in a corner, cut,
-    one beside the temple, within the spared head, kept."""
+def test_the_cut_runs_only_from_the_set_disagreement_on_and_spares_the_heads_own_colours(cut_from, cut):
+    """One look (disagreement 0): the gate decides alone. The matte given is the person's plus three blocks
+    beside them (at 0.8: less sure): the wall in a corner and the wall beside one temple, both cut, and
+    a patch beside the other temple painted the colour of the person's face, kept (within the spared head,
+    in the person's own colours: it could be their hair)."""
     aligned = detect_and_align(load_image(sorted((Path(__file__).parent / "data" / "faces").glob("*.jpg"))[2]),
                                size=256)
     truth = foreground_matte(aligned.crop)
     head = spared_head(aligned.pixels, truth.shape)
-    corner, temple = np.zeros(truth.shape, bool), np.zeros(truth.shape, bool)
+    wall = (truth < 0.05)
+    corner, temple, painted = (np.zeros(truth.shape, bool) for _ in range(3))
     corner[0:50, 0:40] = True
-    temple[40:120, 15:65] = True
-    corner &= (truth < 0.05) & (head < 0.01)
-    temple &= (truth < 0.05) & (head > 0.99)
-    assert corner.sum() > 1000 and temple.sum() > 600
+    temple[40:100, 15:65] = True
+    painted[40:100, 191:241] = True
+    corner &= wall & (head < 0.01)
+    temple &= wall & (head > 0.99)
+    painted &= wall & (head > 0.99)
+    assert corner.sum() > 1000 and temple.sum() > 300 and painted.sum() > 300
+    centre = aligned.pixels.mean(axis=0).astype(int)
+    crop = aligned.crop.copy()
+    crop[painted] = aligned.crop[centre[1], centre[0]]
 
     def matting(rgb):
-        return np.maximum(truth, 0.8 * (corner | temple))
+        return np.maximum(truth, 0.8 * (corner | temple | painted))
 
-    found, disagreement = subject_matte(matting, aligned.crop, aligned, agreed=False, colour_cut_from=cut_from)
+    found, disagreement = subject_matte(matting, crop, aligned, agreed=False, colour_cut_from=cut_from)
     assert disagreement == 0.0
-    assert (found[corner].mean() < 0.2) if cut else (found[corner].mean() > 0.79)
-    assert found[temple].mean() > 0.75
+    for block in (corner, temple):
+        assert (found[block].mean() < 0.2) if cut else (found[block].mean() > 0.79)
+    assert found[painted].mean() > 0.75
     assert found[truth > 0.99].mean() > 0.95
 
 
@@ -107,3 +115,18 @@ def test_the_spared_head_holds_the_face_and_the_hair_above_it_and_not_the_should
     assert head[int(top) + 4, 100] > 0.5 and head[int(top) - 6, 100] < 0.5            # as far as it reaches
     assert head[235, 5] < 0.01 and head[235, 195] < 0.01                               # not the shoulders
     assert head[int(120 + 40 + 0.7 * size) + 6, 100] < 0.5                               # below: only 0.7
+
+
+def test_colour_share_counts_the_pixels_of_each_colour_where_asked():
+    rgb = np.zeros((10, 10, 3), np.uint8)
+    rgb[:, :5] = (200, 30, 30)                               # red left half
+    rgb[:, 5:] = (30, 30, 200)                               # blue right half
+    rgb[0, 0] = (205, 20, 20)                                # another red, in red's bin (16 levels)
+    rgb[9, 9] = (30, 200, 30)                                # one green pixel
+    where = np.zeros((10, 10), bool)
+    where[:, :8] = True                                      # 50 red, 30 blue, no green: of 80
+    share = colour_share(rgb, where)
+    assert share[0, 0] == share[5, 2] == pytest.approx(50 / 80)
+    assert share[5, 7] == share[0, 9] == pytest.approx(30 / 80)
+    assert share[9, 9] == 0.0
+    assert np.array_equal(colour_share(rgb, np.zeros_like(where)), np.zeros((10, 10)))

@@ -19,7 +19,7 @@ import numpy as np
 from gramcast.face.landmarks import Closeable, _import_mediapipe
 
 __all__ = ["Matting", "foreground_matte", "agreed_matte", "restrict_to_person", "keep_subject", "landmark_hull",
-           "foreground_colours", "refine_matte", "colour_cut", "disc"]
+           "foreground_colours", "refine_matte", "colour_cut", "colour_share", "disc"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
@@ -227,6 +227,17 @@ def colour_cut(rgb: np.ndarray, matte: np.ndarray, keep: np.ndarray | None = Non
     if keep is not None:
         cut += keep * (matte - cut)
     return cut.astype(np.float32)
+
+
+def colour_share(rgb: np.ndarray, where: np.ndarray, levels: int = 16) -> np.ndarray:
+    """For each pixel of ``rgb`` ``(H, W, 3)`` uint8, the share of the pixels ``where`` ``(H, W)`` bool whose
+    colour falls in the same bin (``levels`` per channel): how common its colour is there, ``(H, W)``
+    float64 (0 where ``where`` is empty)."""
+    step = 256 // levels
+    q = (rgb[..., :3] // step).astype(np.int64)
+    bins = (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]
+    counts = np.bincount(bins[where], minlength=levels ** 3).astype(np.float64)
+    return (counts / max(1.0, counts.sum()))[bins]
 
 
 def _sure_regions(matte: np.ndarray, band: float, sure: float) -> tuple[np.ndarray, np.ndarray]:
