@@ -23,8 +23,8 @@ from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.avatar.texture_fill import better_seen_mirrored, fill_unseen
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
-from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, foreground_colours, keep_subject,
-                                 landmark_hull, refine_matte)
+from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
+                                 keep_subject, landmark_hull, refine_matte)
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
@@ -196,11 +196,12 @@ def spared_head(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     face's landmarks ``(N, 2)`` (pixels u, v) and of the same raised by ``SPARED_HEAD_RAISE`` of the face's
     size (the RMS radius of its landmarks), grown by ``SPARED_HEAD_GROW`` of it, with a soft edge."""
     pixels = np.asarray(pixels, np.float64)
-    size = float(np.sqrt(((pixels - pixels.mean(axis=0)) ** 2).sum(axis=1).mean()))
-    both = np.concatenate([pixels, pixels - np.array([0.0, SPARED_HEAD_RAISE * size])])
-    both_size = float(np.sqrt(((both - both.mean(axis=0)) ** 2).sum(axis=1).mean()))
-    hull = landmark_hull(both, shape, SPARED_HEAD_GROW * size / both_size).astype(np.float32)
-    return cv2.GaussianBlur(hull, (0, 0), 3.0)
+    size = face_size(pixels)
+    hull = landmark_hull(np.concatenate([pixels, pixels - np.array([0.0, SPARED_HEAD_RAISE * size])]), shape)
+    radius = int(round(SPARED_HEAD_GROW * size))
+    if radius > 0:
+        hull = cv2.dilate(hull, disc(radius))
+    return cv2.GaussianBlur(hull.astype(np.float32), (0, 0), 3.0)
 
 
 def subject_matte(matting, crop: np.ndarray, aligned: AlignedFace, pad: int = 0,

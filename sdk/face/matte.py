@@ -19,7 +19,7 @@ import numpy as np
 from gramcast.face.landmarks import Closeable, _import_mediapipe
 
 __all__ = ["Matting", "foreground_matte", "agreed_matte", "restrict_to_person", "keep_subject", "landmark_hull",
-           "foreground_colours", "refine_matte", "colour_cut", "colour_share", "disc"]
+           "face_size", "foreground_colours", "refine_matte", "colour_cut", "colour_share", "disc"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
@@ -151,10 +151,16 @@ def landmark_hull(points: np.ndarray, shape: tuple[int, int], grow: float = 0.0)
     points = np.asarray(points, np.float64)
     mask = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(points - 0.5).astype(np.int32)), 1)
-    radius = int(round(grow * np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean())))
+    radius = int(round(grow * face_size(points)))
     if radius > 0:
         mask = cv2.dilate(mask, disc(radius))
     return mask
+
+
+def face_size(points: np.ndarray) -> float:
+    """The RMS radius of face landmarks ``(N, 2)`` about their centroid, in their units."""
+    points = np.asarray(points, np.float64)
+    return float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
 def foreground_matte(rgb: np.ndarray, landscape: bool | None = None, one_person: bool = False) -> np.ndarray:
