@@ -44,6 +44,7 @@ class GramcastClient:
         #: The STUN/TURN servers and ICE transport policy the server gave in ``joined``.
         self.ice_servers: list[dict] = []
         self.ice_transport_policy = "all"
+        #: What the token allows besides watching (from ``joined``).
         self.may_publish = self.may_enroll = True
         self.pcs: dict[str | None, RTCPeerConnection] = {}
         self.events: asyncio.Queue = asyncio.Queue()
@@ -81,7 +82,6 @@ class GramcastClient:
         self.peers = {p["participant"]: p for p in msg["peers"]}
         self.ice_servers = list(msg.get("ice_servers", []))
         self.ice_transport_policy = msg.get("ice_transport_policy", "all")
-        #: What the token allows besides watching.
         self.may_publish = msg.get("may_publish", True)
         self.may_enroll = msg.get("may_enroll", True)
 

@@ -50,7 +50,6 @@ SESSION_GAUGES = {
 }
 
 
-
 class ServerMetrics:
     """The server's metrics registry: event counters it is told about, live state it reads when scraped."""
 

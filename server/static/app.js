@@ -176,14 +176,13 @@ async function onMessage(msg) {
       break;
     case "stats": state.lastStats = msg.stats; break;
     case "enrolled":
+      $("forget").disabled = false;
       if (msg.file) {
         await avatarStore.put(msg.file).catch((err) => status(`Could not keep the avatar in this browser: ${err}`));
-        $("forget").disabled = false;
         status(`Enrolled a new avatar (${msg.avatar}); this browser keeps it for your next calls.` +
                (msg.warnings ? ` Note: ${msg.warnings.join(" ")}` : ""));
       } else {
         status(state.restoring ? "Using the avatar this browser kept from your last selfie." : `Avatar ${msg.avatar}.`);
-        $("forget").disabled = false;
       }
       state.restoring = false;
       break;
