@@ -251,7 +251,8 @@ class GramcastServer:
         """Close every session (peer connections, pipelines) and the listening socket."""
         if self._server is not None:
             self._server.close()
-        await asyncio.gather(*(c.close() for c in list(self._open)), return_exceptions=True)
+        bye = "this server is shutting down; join again in a moment (another server may take the call)"
+        await asyncio.gather(*(c.close(going_away=bye) for c in list(self._open)), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
         self._enroll_threads.shutdown(wait=False, cancel_futures=True)

@@ -171,7 +171,11 @@ class GramcastClient:
         pc.addTransceiver(video_track, direction="sendrecv" if self.preview else "sendonly")
         if audio_track is not None:
             pc.addTransceiver(audio_track, direction="sendonly")
-        await self._negotiate(pc, None)
+        try:
+            await self._negotiate(pc, None)
+        except BaseException:
+            self._forget(None, pc)    # refused (e.g. "server_full"): publishing may be tried again
+            raise
 
     async def wait_for_peer(self, timeout: float = 10.0) -> str:
         """Id of another participant that publishes (waits for one)."""

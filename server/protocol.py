@@ -144,7 +144,7 @@ def decode(data: object, table: dict = CLIENT_MESSAGES) -> Message:
     if not isinstance(obj, dict):
         raise ProtocolError("not_a_map", "a message is a msgpack map")
     version = obj.get("v")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != PROTOCOL_VERSION:   # not True, not 1.0
         raise ProtocolError("bad_version", f"protocol version {version!r} is not supported; this server speaks v{PROTOCOL_VERSION}")
     kind = obj.get("type")
     if not isinstance(kind, str):

@@ -13,10 +13,12 @@ import time
 from typing import TYPE_CHECKING
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs import CODECS
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from gramcast.server import aiortc_latency, hoptrace, ice, protocol
@@ -35,6 +37,10 @@ ice.fix_consent_after_close()
 # aiortc 1.16 holds each received video frame one frame interval and denoises before encoding;
 # see gramcast.server.aiortc_latency.
 aiortc_latency.install()
+
+
+class Draining(Exception):
+    """A join while the server drains: not a refusal for good, the client should join again later."""
 
 
 class SignalingConnection:
@@ -75,21 +81,38 @@ class SignalingConnection:
 
     async def run(self) -> None:
         cfg = self.server.config
+        # Until it has joined, a connection may send only small messages (a selfie or an avatar file
+        # needs a room to go to), and has join_timeout_s to join, however many bad messages it sends.
+        self._limit_incoming(protocol.MAX_SIGNALING_BYTES)
         try:
             async with asyncio.timeout(cfg.join_timeout_s):
-                first = await self.ws.recv()
-            await self.handle(first)
-            async for data in self.ws:
-                await self.handle(data)
-                if self.errors > cfg.max_errors_per_connection:
-                    await self.send_error("too_many_errors", "too many bad messages; closing", fatal=True)
-                    break
+                while self.participant is None and not self._too_many_errors():
+                    await self.handle(await self.ws.recv())
+            while not self._too_many_errors():
+                await self.handle(await self.ws.recv())
+            log.info("%s: closed after %d bad messages", self.who, self.errors)
+            await self.send_error("too_many_errors", "too many bad messages; closing", fatal=True)
         except TimeoutError:
+            log.info("%s: closed, no 'join' within %g s", self.who, cfg.join_timeout_s)
             await self.send_error("join_timeout", f"send 'join' within {cfg.join_timeout_s:g} s", fatal=True)
         except ConnectionClosed:
             pass
         finally:
             await self.close()
+
+    def _too_many_errors(self) -> bool:
+        return self.errors > self.server.config.max_errors_per_connection
+
+    def _limit_incoming(self, max_bytes: int) -> None:
+        """The largest message this websocket reads from now on (a larger one closes it with 1009)."""
+        machine = getattr(self.ws, "protocol", None)   # websockets' sans-I/O protocol (pinned version)
+        if machine is not None and hasattr(machine, "max_message_size"):
+            machine.max_message_size = max_bytes + 1024
+
+    @property
+    def who(self) -> str:
+        """The participant's id, or where the connection comes from before it has joined (for the log)."""
+        return self.participant.id if self.participant is not None else _peer_address(self.ws)
 
     async def handle(self, data) -> None:
         try:
@@ -102,7 +125,13 @@ class SignalingConnection:
             self.errors += 1
             if exc.code == "server_full":
                 log.warning("%s: camera refused, %s", self.participant.id, exc)
+            else:
+                log.info("%s: %s (%s)", self.who, exc.code, exc)
             await self.send_error(exc.code, str(exc))
+        except Draining as exc:
+            log.info("join from %s turned away: %s", _peer_address(self.ws), exc)
+            await self.send_error("draining", str(exc))
+            await self.ws.close(CloseCode.TRY_AGAIN_LATER, "draining")
         except (TokenError, JoinRefused) as exc:
             self.errors += 1
             self.server.metrics.count("join", "refused")
@@ -122,7 +151,7 @@ class SignalingConnection:
             raise ProtocolError("already_joined", "this connection has already joined a room")
         grant = verify_token(self.server.secret, msg["token"], room=msg["room"])
         if self.server.draining:
-            raise JoinRefused("this server is shutting down and takes no new calls; join again in a moment")
+            raise Draining("this server is shutting down and takes no new calls; join again in a moment")
         avatar_name = msg.get("avatar") or self.server.default_avatar_name()
         if avatar_name not in self.server.avatars:
             raise ProtocolError("unknown_avatar", f"no avatar {avatar_name!r} on this server; "
@@ -131,6 +160,7 @@ class SignalingConnection:
         p.may_publish, p.may_enroll = grant.publish, grant.enroll
         self.participant = p
         self.server.connections[p.id] = self
+        self._limit_incoming(protocol.MAX_MESSAGE_BYTES)
         self.server.metrics.count("join", "accepted")
         self._joined_at = time.monotonic()
         log.info("%s joined room %r as %r from %s (avatar %r)", p.id, p.room, p.name, _peer_address(self.ws),
@@ -160,13 +190,19 @@ class SignalingConnection:
         text = msg["candidate"].removeprefix("candidate:")
         if not text:
             return  # end-of-candidates marker
+        if msg.get("sdp_mid") is None and msg.get("sdp_mline_index") is None:
+            raise ProtocolError("bad_field", "an ICE candidate needs 'sdp_mid' or 'sdp_mline_index' (which media "
+                                             "section it belongs to)")
         try:
             cand = candidate_from_sdp(text)
-        except (ValueError, IndexError) as exc:
-            raise ProtocolError("bad_field", "unparseable ICE candidate") from exc
+        except Exception:   # aiortc's parser asserts, indexes and converts: any of them fails on bad text
+            raise ProtocolError("bad_field", f"unparseable ICE candidate {msg['candidate'][:80]!r}") from None
         cand.sdpMid = msg.get("sdp_mid")
         cand.sdpMLineIndex = msg.get("sdp_mline_index")
-        await pc.addIceCandidate(cand)
+        try:
+            await pc.addIceCandidate(cand)
+        except ValueError as exc:   # no such media section
+            raise ProtocolError("bad_field", f"ICE candidate not added: {exc}") from None
 
     async def on_stats(self, msg) -> None:
         stats = self.pipeline.stats() if self.pipeline is not None else {}
@@ -182,11 +218,7 @@ class SignalingConnection:
         if face not in protocol.ENROLL_FACES:
             raise ProtocolError("bad_field", f"'enroll' field 'face' must be one of {', '.join(protocol.ENROLL_FACES)}")
         started = time.monotonic()
-        try:
-            name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id, face=face)
-        except ProtocolError as exc:
-            log.info("%s: selfie not enrolled (%s: %s)", self.participant.id, exc.code, exc)
-            raise
+        name = await self.server.enroll_selfie(msg["image"], owner=self.participant.id, face=face)
         log.info("%s enrolled a selfie in %.1f s", self.participant.id, time.monotonic() - started)
         avatar = self._switch_to(name)
         fields = {}
@@ -200,11 +232,7 @@ class SignalingConnection:
     async def on_avatar(self, msg) -> None:
         if not self.participant.may_enroll:
             raise ProtocolError("not_allowed", "this participant's token does not allow an avatar of its own")
-        try:
-            name = await self.server.use_avatar_file(msg["file"], owner=self.participant.id)
-        except ProtocolError as exc:
-            log.info("%s: avatar file not taken (%s: %s)", self.participant.id, exc.code, exc)
-            raise
+        name = await self.server.use_avatar_file(msg["file"], owner=self.participant.id)
         log.info("%s uses an avatar file it kept", self.participant.id)
         self._switch_to(name)
         await self.send("enrolled", avatar=name)
@@ -247,17 +275,41 @@ class SignalingConnection:
 
         @pc.on("connectionstatechange")
         async def on_state():
-            if pc.connectionState in ("failed", "closed") and not self._closed:
+            if pc.connectionState in ("failed", "closed") and self.publish_pc is pc and not self._closed:
                 await self.ws.close()
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-        if "video" not in p.media:
-            raise ProtocolError("no_video", "the publish offer must send a video track (the camera)")
+        try:
+            await _set_offer(pc, sdp)
+            await pc.setLocalDescription(await pc.createAnswer())
+            if "video" not in p.media:
+                raise ProtocolError("no_video", "the publish offer must send a video track (the camera)")
+        except BaseException:
+            await self._stop_publishing()   # frees the server's slot: a corrected offer may follow
+            raise
         p.publishing = True
         log.info("%s publishes its camera (avatar %r)", p.id, p.avatar_name)
         await self.server.broadcast(p, "peer", event="publishing", participant=p.id, name=p.name)
         return pc.localDescription
+
+    async def _stop_publishing(self) -> None:
+        """Ends what publishing started: the peer connection, the avatar session, the audio drain."""
+        p = self.participant
+        drain = p.media.pop("audio_drain", None) if p is not None else None
+        if drain is not None:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+        pc, self.publish_pc = self.publish_pc, None
+        if pc is not None:
+            # Also ends its received tracks, which aiortc leaves live when DTLS was not up yet:
+            # the relay workers and the pipeline reading them would wait for ever (see ice.py).
+            await ice.close_peer_connection(pc)
+        pipeline, self.pipeline = self.pipeline, None
+        if pipeline is not None:
+            await pipeline.close()
+            self.server.metrics.session_ended(pipeline)
+        if p is not None:
+            p.media.clear()
+            p.publishing = False
 
     async def _subscribe(self, target: str, sdp: str):
         publisher = self.server.rooms.get(self.participant.room, target)
@@ -282,7 +334,7 @@ class SignalingConnection:
                 await self.drop_subscription(target)
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await _set_offer(pc, sdp)
             await pc.setLocalDescription(await pc.createAnswer())
             if owner._closed or self._closed:  # a close() ran meanwhile and missed this pc
                 raise ProtocolError("unknown_target", f"{target!r} left")
@@ -299,10 +351,14 @@ class SignalingConnection:
         if pc is not None:
             await ice.close_peer_connection(pc)  # its senders stop their relay proxies
 
-    async def close(self) -> None:
+    async def close(self, going_away: str | None = None) -> None:
+        """Ends this connection and all it made. ``going_away``: the server stops; told to the client (an
+        error it may join again after, elsewhere or later) with close code 1001."""
         if self._closed:
             return
         self._closed = True
+        if going_away is not None:
+            await self.send_error("shutting_down", going_away)
         p = self.participant
         for target in list(self.subscriptions):
             await self.drop_subscription(target)
@@ -315,24 +371,43 @@ class SignalingConnection:
             # Others stop receiving this participant before its tracks go away.
             for other in list(self.server.connections.values()):  # others may leave meanwhile
                 await other.drop_subscription(p.id)
-            drain = p.media.pop("audio_drain", None)
-            if drain is not None:
-                drain.cancel()
-                await asyncio.gather(drain, return_exceptions=True)
             await self.server.broadcast(p, "peer", event="left", participant=p.id, name=p.name)
-        if self.publish_pc is not None:
-            # Also ends its received tracks, which aiortc leaves live when DTLS was not up yet:
-            # the relay workers and the pipeline reading them would wait for ever (see ice.py).
-            await ice.close_peer_connection(self.publish_pc)
-        if self.pipeline is not None:
-            await self.pipeline.close()
-            self.server.metrics.session_ended(self.pipeline)
-        if p is not None:
-            p.media.clear()
+        await self._stop_publishing()
         try:
-            await self.ws.close()
+            if going_away is None:
+                await self.ws.close()
+            else:
+                await self.ws.close(CloseCode.GOING_AWAY, "server shutting down")
         except Exception:  # the socket may already be gone
             pass
+
+
+async def _set_offer(pc: RTCPeerConnection, sdp: str) -> None:
+    """``pc.setRemoteDescription`` of a client's offer, or a ``bad_sdp`` ProtocolError that says what is
+    wrong with it: aiortc asserts its way through SDP and would answer an offer it cannot connect (one
+    without ICE credentials or a DTLS fingerprint)."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception:
+        raise ProtocolError("bad_sdp", "the offer's SDP cannot be parsed: send the offer a WebRTC peer "
+                                       "connection made (createOffer, after ICE gathering)") from None
+    if not parsed.media:
+        raise ProtocolError("bad_sdp", "the offer's SDP has no media sections (m= lines)")
+    for i, media in enumerate(parsed.media):
+        if not (media.ice and media.ice.usernameFragment and media.ice.password):
+            raise ProtocolError("bad_sdp", f"media section {i} ({media.kind}) of the offer has no ICE credentials "
+                                           "(a=ice-ufrag, a=ice-pwd)")
+        if not (media.dtls and media.dtls.fingerprints):
+            raise ProtocolError("bad_sdp", f"media section {i} ({media.kind}) of the offer has no DTLS "
+                                           "fingerprint (a=fingerprint)")
+        spoken = {c.mimeType.lower(): c.mimeType for c in CODECS.get(media.kind, []) if not c.mimeType.endswith("rtx")}
+        if spoken and not spoken.keys() & {c.mimeType.lower() for c in media.rtp.codecs}:
+            raise ProtocolError("bad_sdp", f"media section {i} ({media.kind}) of the offer has no codec in common "
+                                           f"with the server (it takes {', '.join(sorted(set(spoken.values())))})")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    except Exception as exc:
+        raise ProtocolError("bad_sdp", f"the offer cannot be used: {exc or type(exc).__name__}") from None
 
 
 def _peer_address(ws) -> str:

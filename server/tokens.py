@@ -46,8 +46,9 @@ class RoomGrant:
 
 def _check_secret(secret: bytes) -> bytes:
     if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
-        raise TokenError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes; set GRAMCAST_SECRET to a long "
-                         "random string (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        raise TokenError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes (--secret, {SECRET_ENV} or "
+                         "ServerConfig.secret): use a long random string (e.g. `python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(32))'`)")
     return secret
 
 

@@ -31,6 +31,7 @@ def test_server_messages_round_trip():
     ({"v": 1, "type": "nope"}, "unknown_type"),
     ({"v": 2, "type": "leave"}, "bad_version"),
     ({"v": True, "type": "leave"}, "bad_version"),
+    ({"v": 1.0, "type": "leave"}, "bad_version"),
     ({"type": "leave"}, "bad_version"),
     ({"v": 1}, "missing_type"),
     ({"v": 1, "type": "join", "room": "r"}, "missing_field"),

@@ -220,7 +220,7 @@ async def test_gramcast_serve_drains_on_sigterm_letting_calls_finish(avatars):
             with pytest.raises(ServerError) as refused:
                 async with GramcastClient(ws_url, mint_token(SECRET, "demo", "late"), "demo"):
                     pass
-            assert refused.value.code == "join_refused" and "shutting down" in str(refused.value)
+            assert refused.value.code == "draining" and "shutting down" in str(refused.value)
             await frames_in(before)      # the call in progress goes on
             await asyncio.sleep(0.5)
             assert proc.poll() is None

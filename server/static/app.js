@@ -86,7 +86,7 @@ async function openCamera() {
 }
 
 // The server's answers to a camera's offer that refuse it (a full server, a token for watching).
-const PUBLISH_REFUSALS = new Set(["server_full", "not_allowed", "no_video", "already_publishing"]);
+const PUBLISH_REFUSALS = new Set(["server_full", "not_allowed", "no_video", "bad_sdp", "already_publishing"]);
 
 // Publishes the camera; returns null, or why it is not published (no camera, not allowed, the server refused).
 async function publish(preview) {
