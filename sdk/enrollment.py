@@ -45,6 +45,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     """
     from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context, subject_matte
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
+    from gramcast.face.detection import FaceDetector, upright_turns
     from gramcast.face.matte import Matting
     from gramcast.face.quality import MAX_MATTE_DISAGREEMENT, photo_quality, quality_warnings
     from gramcast.images import load_image
@@ -52,7 +53,11 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     if method not in METHODS:
         raise GramcastError(f"unknown enrollment method {method!r}: choose one of {', '.join(METHODS)}")
     source = str(image) if isinstance(image, (str, Path)) else "the image"
-    rgb = image if isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8 else load_image(image)
+    rgb = load_image(image)
+    with FaceDetector() as detector:
+        turns = upright_turns(rgb, detector)
+    if turns:   # a photo upside down (or on its side) with no EXIF tag saying so: enroll it upright
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
     aligned = detect_and_align(rgb, size=crop_size, source=source,
                                min_eye_distance=MIN_EYE_DISTANCE_PX if min_eye_distance is None else min_eye_distance,
                                face=face)
@@ -82,7 +87,7 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
             avatar = enroll_graminverter(aligned, matte, weights, InverterConfig(**options), device=device)
         else:
             avatar = enroll_mesh(aligned, matte, config, context=context)
-    avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
+    avatar.meta.update({"source_size": [int(rgb.shape[1]), int(rgb.shape[0])], "source_turned_deg": 90 * turns,
                         "source": Path(source).name if source != "the image" else "array"})
     quality = photo_quality(aligned)
     avatar.meta["photo_quality"] = dataclasses.asdict(quality)

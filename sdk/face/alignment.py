@@ -12,6 +12,7 @@ import numpy as np
 
 from gramcast.errors import FaceNotFoundError, FaceTooSmallError, GramcastError, MultipleFacesError
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, to_index_matrix
+from gramcast.face.detection import find_faces
 from gramcast.face.landmarks import DetectedFace, FaceMesh
 from gramcast.face.pose import HeadPose, estimate_pose
 from gramcast.face.reference import ReferenceFace, load_reference
@@ -141,7 +142,7 @@ def detect_and_align(image: np.ndarray, size: int = 256, source: str = "the imag
     own = mesh is None
     mesh = mesh or FaceMesh(static=True, max_faces=4)
     try:
-        faces = mesh.detect(image)
+        faces = find_faces(image, mesh)
     finally:
         if own:
             mesh.close()

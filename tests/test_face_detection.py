@@ -1,0 +1,92 @@
+"""Finding the face of photos the face mesh alone gets wrong: one turned upside down or on its side (no
+EXIF tag says so), and a normal-sized face in a large photo (the mesh's own detector sees the whole
+photo at 128²). Known answers: the upright photo's own enrollment and crop.
+
+Photos: tests/data/faces (London set, CC BY 4.0, see CREDITS.md) and the bundled NASA portrait.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import gramcast
+from gramcast.avatar import Renderer
+from gramcast.errors import FaceNotFoundError, FaceTooSmallError
+from gramcast.face import FaceMesh, detect_and_align
+from gramcast.face.detection import FaceDetector, upright_turns
+from gramcast.images import load_image
+
+DATA = Path(__file__).parent / "data" / "faces"
+SAMPLE = Path(__file__).resolve().parents[1] / "sdk" / "assets" / "sample_portrait.png"
+PHOTOS = [SAMPLE, *sorted(DATA.glob("*.jpg"))]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    with FaceDetector() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    with FaceMesh(static=True) as m:
+        yield m
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.stem)
+def test_each_way_a_portrait_is_turned_the_turn_back_is_found(detector, path):
+    img = load_image(path)
+    assert upright_turns(img, detector) == 0
+    for k in (1, 2, 3):
+        turned = np.ascontiguousarray(np.rot90(img, k))
+        assert upright_turns(turned, detector) == (4 - k) % 4, f"turned {90 * k} deg"
+
+
+def test_a_faceless_photo_is_not_turned(detector):
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8), (9, 9), 3)
+    assert upright_turns(noise, detector) == 0
+
+
+def test_a_portrait_upside_down_or_on_its_side_enrolls_as_the_upright_one():
+    img = load_image(DATA / "london_neutral_001_03.jpg")
+    upright = gramcast.enroll(img)
+    assert upright.meta["source_turned_deg"] == 0
+    want, _ = Renderer(upright).render_rgba((0.2, 0.0), 128)
+    for k in (2, 1):
+        avatar = gramcast.enroll(np.ascontiguousarray(np.rot90(img, k)))
+        assert avatar.meta["source_turned_deg"] == 90 * ((4 - k) % 4)
+        got, _ = Renderer(avatar).render_rgba((0.2, 0.0), 128)
+        # turned back exactly (rot90 is lossless): the same avatar
+        assert np.abs(got.astype(float) - want).mean() < 0.5, f"turned {90 * k} deg"
+
+
+def _pasted(face: np.ndarray, size: tuple[int, int], side: int) -> np.ndarray:
+    """``face`` scaled to ``side``² in the middle of a grey ``size`` (width, height) photo."""
+    w, h = size
+    canvas = np.full((h, w, 3), 128, np.uint8)
+    small = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    y, x = (h - side) // 2, (w - side) // 2
+    canvas[y:y + side, x:x + side] = small
+    return canvas
+
+
+@pytest.mark.parametrize("size,side", [((3000, 2250), 600), ((2048, 2048), 400)])
+def test_a_normal_sized_face_in_a_large_photo_is_found_and_aligned_as_alone(mesh, size, side):
+    face = load_image(DATA / "london_neutral_002_03.jpg")
+    alone = detect_and_align(cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA), mesh=mesh)
+    assert not mesh.detect(_pasted(face, size, side))      # what the face mesh alone misses
+    found = detect_and_align(_pasted(face, size, side), mesh=mesh)
+    assert found.eye_distance == pytest.approx(alone.eye_distance, rel=0.03)
+    assert np.abs(found.crop.astype(float) - alone.crop).mean() < 6.0
+
+
+def test_a_tiny_face_in_a_large_photo_is_too_small_and_no_face_is_none(mesh):
+    face = load_image(DATA / "london_neutral_002_03.jpg")
+    with pytest.raises(FaceTooSmallError, match="between the eyes"):
+        detect_and_align(_pasted(face, (1024, 1024), 220), mesh=mesh)
+    with pytest.raises(FaceNotFoundError):
+        detect_and_align(np.full((1500, 2000, 3), 128, np.uint8), mesh=mesh)
