@@ -15,7 +15,7 @@ import pytest
 import gramcast
 from gramcast.avatar import Renderer
 from gramcast.errors import FaceNotFoundError, FaceTooSmallError
-from gramcast.face import FaceMesh, detect_and_align
+from gramcast.face import FaceMesh, HeadTracker, detect_and_align
 from gramcast.face.detection import FaceDetector, upright_turns
 from gramcast.images import load_image
 
@@ -90,3 +90,41 @@ def test_a_tiny_face_in_a_large_photo_is_too_small_and_no_face_is_none(mesh):
         detect_and_align(_pasted(face, (1024, 1024), 220), mesh=mesh)
     with pytest.raises(FaceNotFoundError):
         detect_and_align(np.full((1500, 2000, 3), 128, np.uint8), mesh=mesh)
+
+
+def _frame(face: np.ndarray, size: tuple[int, int], x: int, y: int) -> np.ndarray:
+    w, h = size
+    frame = np.full((h, w, 3), 110, np.uint8)
+    frame[y:y + face.shape[0], x:x + face.shape[1]] = face
+    return frame
+
+
+def test_the_tracker_follows_a_face_too_small_for_the_whole_frame():
+    """A participant sitting back: a 90 px face (7 % of a 1280x720 frame's width) crossing the frame, which
+    the face mesh on the whole frame never finds, is followed where it is and turned as when it is near."""
+    small = cv2.resize(load_image(DATA / "london_neutral_002_03.jpg"), (240, 240), interpolation=cv2.INTER_AREA)
+    with HeadTracker() as near:      # the same face filling a third of a small frame: found as it is
+        for i in range(5):
+            ref = near.update(_frame(small, (360, 360), 60, 60), i / 15)
+    assert ref.face_found
+    offset = np.array(ref.pose.center) - 60
+    xs = np.linspace(300, 800, 30).astype(int)
+    with HeadTracker() as far:
+        whole = FaceMesh(static=False)
+        assert not whole.detect(_frame(small, (1280, 720), xs[0], 240))
+        whole.close()
+        heads = [far.update(_frame(small, (1280, 720), x, 240), i / 15) for i, x in enumerate(xs)]
+    assert all(h.face_found for h in heads)
+    for h, x in list(zip(heads, xs))[-10:]:
+        assert np.linalg.norm(np.array(h.pose.center) - (offset + [x, 240])) < 12.0
+        assert abs(h.pose.yaw - ref.pose.yaw) < 0.05 and abs(h.pose.pitch - ref.pose.pitch) < 0.05
+
+
+def test_the_tracker_looks_at_the_whole_frame_again_once_the_face_comes_near():
+    face = load_image(DATA / "london_neutral_002_03.jpg")
+    with HeadTracker() as tracker:
+        for i, side in enumerate(np.linspace(240, 700, 24).astype(int)):
+            scaled = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+            head = tracker.update(_frame(scaled, (1280, 720), (1280 - side) // 2, (720 - side) // 2), i / 15)
+            assert head.face_found, f"lost at {side} px"
+        assert tracker._distant.window is None

@@ -21,7 +21,7 @@ import numpy as np
 
 from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh, _import_mediapipe
 
-__all__ = ["FaceDetector", "upright_turns", "find_faces", "TURN_MARGIN"]
+__all__ = ["FaceDetector", "upright_turns", "find_faces", "DistantFaceMesh", "TURN_MARGIN"]
 
 #: How much more confident the detector must be with the photo turned for the turn to be taken.
 TURN_MARGIN = 0.05
@@ -115,3 +115,66 @@ def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = 
             if all(np.linalg.norm(moved.center - f.center) > 0.5 * f.eye_distance for f in faces):
                 faces.append(moved)
     return sorted(faces, key=lambda f: -f.eye_distance)
+
+
+class DistantFaceMesh(Closeable):
+    """The face mesh in tracking mode on a window of the frame around a face too small in it for the mesh's
+    own detector (a participant sitting back from the camera: the face under about a tenth of the frame's
+    width), found there by the full-range detector. ``HeadTracker`` asks it where the whole frame shows no
+    face. Not thread-safe."""
+
+    def __init__(self, max_faces: int = 2, acquire_every: int = 5, window_faces: float = 3.0):
+        self.max_faces, self.acquire_every, self.window_faces = max_faces, acquire_every, window_faces
+        #: the frame's window the mesh looks at (x0, y0, x1, y1), or None (no distant face followed)
+        self.window: tuple[int, int, int, int] | None = None
+        self._mesh: FaceMesh | None = None
+        self._detector: FaceDetector | None = None
+        self._misses = 0
+
+    def detect(self, rgb: np.ndarray, near: np.ndarray | None = None) -> list[DetectedFace]:
+        """Faces of frame ``rgb`` ``(H, W, 3)`` (frame pixels, largest first) seen through the window, or []
+        where there is none. Without a window, one is sought on every ``acquire_every``-th call (the
+        full-range detector's face nearest ``near``, else its surest)."""
+        if self.window is None:
+            self._misses += 1
+            if (self._misses - 1) % self.acquire_every:
+                return []
+            self._detector = self._detector or FaceDetector()
+            boxes = self._detector.full(rgb)
+            if not boxes:
+                return []
+            centres = [box[:2] + box[2:] / 2 for _, box in boxes]
+            pick = 0 if near is None else int(np.argmin([np.linalg.norm(c - near) for c in centres]))
+            self.window = self._window_around(centres[pick], float(boxes[pick][1][2:].max()), rgb.shape)
+        x0, y0, x1, y1 = self.window
+        self._mesh = self._mesh or FaceMesh(static=False, max_faces=self.max_faces)
+        faces = [DetectedFace(f.points + np.array([x0, -y0, 0.0])) for f in self._mesh.detect(rgb[y0:y1, x0:x1])]
+        if not faces:
+            self.reset()
+            return []
+        face = faces[0] if near is None else min(faces, key=lambda f: float(np.linalg.norm(f.center - near)))
+        size = float(np.ptp(face.pixels, axis=0).max())
+        side = x1 - x0
+        if size * self.window_faces >= min(rgb.shape[:2]):
+            self.reset()              # near enough again for the whole frame
+        elif (np.abs(face.center - [(x0 + x1) / 2, (y0 + y1) / 2]).max() > side / 6
+              or not 0.8 < size * self.window_faces / side < 1.25):
+            self.window = self._window_around(face.center, size, rgb.shape)   # follow it
+        return faces
+
+    def _window_around(self, centre: np.ndarray, face_size: float, shape) -> tuple[int, int, int, int]:
+        h, w = shape[:2]
+        side = int(min(h, w, max(32.0, self.window_faces * face_size)))
+        x0 = int(np.clip(round(centre[0] - side / 2), 0, w - side))
+        y0 = int(np.clip(round(centre[1] - side / 2), 0, h - side))
+        return x0, y0, x0 + side, y0 + side
+
+    def reset(self) -> None:
+        self.window = None
+        self._misses = 0
+
+    def close(self) -> None:
+        for part in (self._mesh, self._detector):
+            if part is not None:
+                part.close()
+        self._mesh = self._detector = None

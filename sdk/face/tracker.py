@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from gramcast.face.detection import DistantFaceMesh
 from gramcast.face.filters import OneEuroConfig, OneEuroFilter
 from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh
 from gramcast.face.pose import HeadPose, estimate_pose
@@ -79,6 +80,8 @@ class HeadTracker(Closeable):
         self.config = config
         self.reference = reference or load_reference()
         self._mesh = mesh or FaceMesh(static=False, max_faces=config.max_faces)
+        #: where the whole frame shows no face: a distant one, through a window around it
+        self._distant = DistantFaceMesh(config.max_faces)
         self._angles = OneEuroFilter(config.angles)
         self._placement = OneEuroFilter(config.placement)
         self._last: HeadPose | None = None          # last smoothed pose while the face was visible
@@ -136,7 +139,12 @@ class HeadTracker(Closeable):
 
     def _track(self, rgb: np.ndarray, t: float) -> TrackedHead:
         h = float(rgb.shape[0])
-        face = self._choose(self._mesh.detect(rgb))
+        faces = self._mesh.detect(rgb) if self._distant.window is None else []
+        if faces:
+            self._distant.reset()
+        else:
+            faces = self._distant.detect(rgb, self._last_centre)
+        face = self._choose(faces)
         if face is not None:
             raw = estimate_pose(face, self.reference)
             if self._last_seen is not None and t - self._last_seen > self.config.hold_s:
@@ -168,3 +176,4 @@ class HeadTracker(Closeable):
 
     def close(self) -> None:
         self._mesh.close()
+        self._distant.close()
