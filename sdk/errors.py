@@ -4,6 +4,9 @@ The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``.
 """
 from __future__ import annotations
 
+__all__ = ["GramcastError", "InvalidImageError", "FaceNotFoundError", "MultipleFacesError", "FaceTooSmallError",
+           "FaceTurnedError", "AvatarFormatError", "CheckpointError", "OutputPathError", "InvalidArgumentError"]
+
 
 class GramcastError(Exception):
     """Base class of every error gramcast raises on purpose."""
@@ -40,4 +43,9 @@ class CheckpointError(GramcastError):
 
 
 class OutputPathError(GramcastError):
-    """An output path cannot be written (missing or read-only folder)."""
+    """An output path cannot be written (missing or read-only folder, read-only file system, protected file)."""
+
+
+class InvalidArgumentError(GramcastError, ValueError):
+    """A function was given an argument it cannot use (an unknown option, a value out of range, an object of
+    the wrong kind). Also a ``ValueError``, which such arguments raised before gramcast had this class."""

@@ -1,6 +1,7 @@
 """Writing outputs atomically (temp file in the same folder, then rename): images, animations, any file."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -30,20 +31,48 @@ def check_output_path(path: str | Path) -> None:
 
 @contextmanager
 def atomic_output(path: str | Path):
-    """Yields a temp path beside ``path``; renames it over ``path`` only if the block succeeds."""
+    """Yields a temp path beside ``path``; renames it over ``path`` only if the block succeeds. What the OS
+    refuses (no such folder, no permission, a read-only file system, a protected file, a full disk) is an
+    ``OutputPathError`` naming ``path``; nothing is left behind either way."""
     path = Path(path)
     check_output_path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(fd)
         yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for secrets, not outputs
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno is None:      # a writer's own error (Pillow's "cannot write mode RGBA as JPEG"), not the OS's
+            raise
+        # the OS names the temp file beside ``path`` (or the rename): say it of the user's path instead
+        raise _unwritable(path, exc) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _unwritable(path: Path, exc: OSError) -> OutputPathError:
+    """``exc``, raised writing ``path`` (or its temp file), as what the user can do about it."""
+    folder = path.parent
+    if exc.errno == errno.ENOENT:
+        why = (f"folder {folder} does not exist; make it first" if not folder.is_dir() else
+               f"folder {folder} takes no new files ({exc.strerror}); save elsewhere")
+    elif exc.errno == errno.EROFS:
+        why = f"{folder} is on a read-only file system; save elsewhere"
+    elif exc.errno in (errno.EACCES, errno.EPERM) and path.exists():
+        why = (f"the file there cannot be replaced ({exc.strerror}: it is protected, e.g. immutable, or not "
+               "yours); save under another name or elsewhere")
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        why = f"folder {folder} is not writable ({exc.strerror}); save elsewhere"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"no space left on the disk of {folder}; free some or save elsewhere"
+    else:
+        why = f"{exc.strerror or exc}; save elsewhere"
+    return OutputPathError(f"cannot write {path}: {why}")
 
 
 #: Animation containers ``save_animation`` writes.

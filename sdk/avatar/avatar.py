@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gramcast import camera
-from gramcast.errors import AvatarFormatError
+from gramcast.errors import AvatarFormatError, InvalidArgumentError
 
 __all__ = ["Avatar", "AvatarLimits", "FORMAT_NAME", "FORMAT_VERSION", "camera_conventions"]
 
@@ -44,7 +44,7 @@ class Avatar:
     def __post_init__(self) -> None:
         problems = _check_arrays(self.heights, self.textures, self.extent)
         if problems:
-            raise ValueError("invalid avatar: " + "; ".join(problems))
+            raise InvalidArgumentError("invalid avatar: " + "; ".join(problems))
 
     @property
     def num_layers(self) -> int:
@@ -101,7 +101,9 @@ class Avatar:
         return tensors, header
 
     def save(self, path: str | Path) -> None:
-        """Write atomically: a reader never sees a half-written file."""
+        """Write atomically: a reader never sees a half-written file. A place that cannot be written (no such
+        folder, no permission, a read-only file system, a protected file) is an ``OutputPathError`` naming
+        ``path``, and leaves nothing behind."""
         from safetensors.torch import save_file
 
         from gramcast.media_io import atomic_output

@@ -17,6 +17,7 @@ caches, and one group's stay in them. A GPU (and the ONNX export) takes every la
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,7 @@ from gramcast.avatar.layer_hits import (EDGE_PIXELS_PER_ROW, EDGE_SAMPLES, Rende
 from gramcast.avatar.layer_compositing import (CompositingPlan, OrderedCompositor, composite_layers,
                                                composite_ordered, compositing_plan)
 from gramcast.device import available_device
-from gramcast.errors import GramcastError
+from gramcast.errors import GramcastError, InvalidArgumentError
 
 __all__ = ["Renderer", "RenderResult", "CachedRenderModule", "render_cache", "RenderSettings", "composite_layers",
            "drawn_layers",
@@ -50,11 +51,11 @@ MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
 
 
 def check_resolution(resolution) -> int:
-    """``resolution`` as an int, or a ``GramcastError`` that says what is allowed."""
+    """``resolution`` as an int, or an ``InvalidArgumentError`` (a ``GramcastError``) that says what is allowed."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-        raise GramcastError(f"resolution must be a whole number of pixels, got {resolution!r}")
+        raise InvalidArgumentError(f"resolution must be a whole number of pixels, got {resolution!r}")
     if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
-        raise GramcastError(f"resolution {resolution} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels")
+        raise InvalidArgumentError(f"resolution {resolution} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels")
     return int(resolution)
 
 
@@ -154,20 +155,20 @@ def drawn_layers(avatar: Avatar) -> Avatar:
 
 def resolve_compositing(avatar: Avatar, compositing="auto") -> CompositingPlan | None:
     """``"auto"``: the avatar's plan where its layers are verified non-crossing, else None (the general
-    path); ``"general"``: None; ``"ordered"``: the plan, or a ValueError where the layers cross; a
-    ``CompositingPlan``: itself (already checked by the caller). 1-layer avatars: None (nothing to order).
-    A plan orders the avatar's ``drawn_layers``."""
+    path); ``"general"``: None; ``"ordered"``: the plan, or an ``InvalidArgumentError`` (also a ValueError)
+    where the layers cross; a ``CompositingPlan``: itself (already checked by the caller). 1-layer avatars:
+    None (nothing to order). A plan orders the avatar's ``drawn_layers``."""
     avatar = drawn_layers(avatar)
     if isinstance(compositing, CompositingPlan):
         return compositing if avatar.num_layers > 1 else None
-    if compositing not in COMPOSITING_MODES:
-        raise ValueError(f"unknown compositing {compositing!r}: use one of {COMPOSITING_MODES}")
+    if not isinstance(compositing, str) or compositing not in COMPOSITING_MODES:
+        raise InvalidArgumentError(f"unknown compositing {compositing!r}: use one of {COMPOSITING_MODES}")
     if compositing == "general" or avatar.num_layers == 1:
         return None
     plan = compositing_plan(avatar)
     if plan is None and compositing == "ordered":
-        raise ValueError("this avatar's layers cross (their heights are not ordered where they are opaque): "
-                         "ordered compositing would be wrong; use compositing='general' or 'auto'")
+        raise InvalidArgumentError("this avatar's layers cross (their heights are not ordered where they are "
+                                   "opaque): ordered compositing would be wrong; use compositing='general' or 'auto'")
     return plan
 
 
@@ -209,12 +210,25 @@ class Renderer:
     Layers transparent at every texel are not drawn (``drawn_layers``; ``self.num_drawn_layers`` counts the rest).
     ``cuda_graphs``: on a GPU, replay each (batch, resolution) as a CUDA graph (``gramcast.avatar.cuda_graphs``;
     at batch 1 a frame is otherwise bound by launching its few hundred kernels); same output.
+
+    ``avatar``: an ``Avatar``, or the path of a ``.gca`` file (read with ``Avatar.load``). An argument the
+    renderer cannot use (another kind of object, an unknown backend, device or compositing) is an
+    ``InvalidArgumentError``: a ``GramcastError`` and a ``ValueError``.
     """
 
-    def __init__(self, avatar: Avatar, device: str | torch.device = "auto", backend: str = "torch",
-                 settings: RenderSettings = RenderSettings(), compositing="auto", cuda_graphs: bool = True):
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
+    def __init__(self, avatar: Avatar | str | os.PathLike, device: str | torch.device = "auto",
+                 backend: str = "torch", settings: RenderSettings = RenderSettings(), compositing="auto",
+                 cuda_graphs: bool = True):
+        if isinstance(avatar, (str, os.PathLike)):
+            avatar = Avatar.load(avatar)
+        elif not isinstance(avatar, Avatar):
+            raise InvalidArgumentError(f"Renderer takes an Avatar or the path of a .gca file, got "
+                                       f"{type(avatar).__module__}.{type(avatar).__qualname__}: load one with "
+                                       "gramcast.Avatar.load(path) or make one with gramcast.enroll(photo)")
+        if not isinstance(backend, str) or backend not in ("torch", "onnx"):
+            raise InvalidArgumentError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
+        if not isinstance(settings, RenderSettings):
+            raise InvalidArgumentError(f"settings must be a gramcast.RenderSettings, got {type(settings).__name__}")
         self.avatar = avatar
         # the layers drawn, found (and copied, where some are left out) once; plans and modules index them
         self._drawn = drawn_layers(avatar)
@@ -228,7 +242,10 @@ class Renderer:
         #: whether frames search occlusion edges again at full resolution (``RenderSettings.edge_samples``)
         self.searches_edges = edge_search_samples(settings, self.num_drawn_layers) > 0
         self.requested_device = device
-        self.device = available_device(device)   # an unusable device fails here, with what to use instead
+        try:
+            self.device = available_device(device)   # an unusable device fails here, with what to use instead
+        except GramcastError as exc:
+            raise InvalidArgumentError(str(exc)) from None
         self._modules: dict[int, CachedRenderModule] = {}
         self.cuda_graphs = bool(cuda_graphs) and backend == "torch" and self.device.type == "cuda"
         self._graphed: dict[int, GraphedCall] = {}
