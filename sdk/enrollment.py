@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gramcast.errors import FaceTurnedError, GramcastError
+from gramcast.errors import FaceTurnedError, GramcastError, InvalidArgumentError
 
 __all__ = ["enroll", "METHODS", "MAX_INPUT_YAW", "WARN_INPUT_YAW", "WARN_INPUT_PITCH"]
 
@@ -52,6 +52,10 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
 
     if method not in METHODS:
         raise GramcastError(f"unknown enrollment method {method!r}: choose one of {', '.join(METHODS)}")
+    if max_yaw is not None and not (isinstance(max_yaw, (int, float)) and 0 < max_yaw <= math.pi / 2):
+        raise InvalidArgumentError(f"max_yaw must be an angle in (0, pi/2] radians, or None for any; got {max_yaw!r}")
+    if min_eye_distance is not None and not (isinstance(min_eye_distance, (int, float)) and min_eye_distance > 0):
+        raise InvalidArgumentError(f"min_eye_distance must be a positive number of pixels; got {min_eye_distance!r}")
     source = str(image) if isinstance(image, (str, Path)) else "the image"
     rgb = load_image(image)
     with FaceDetector() as detector:

@@ -227,3 +227,10 @@ def test_every_error_class_is_exported_from_the_package():
     namespace: dict = {}
     exec("from gramcast import *", namespace)
     assert all(name in namespace for name in classes)
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_yaw=float("nan")), dict(max_yaw=-1.0), dict(max_yaw=4.0),
+                                    dict(min_eye_distance=0), dict(min_eye_distance=float("nan"))])
+def test_enroll_refuses_limits_that_would_switch_its_checks_off_or_make_no_sense(kwargs):
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
+        gramcast.enroll(np.zeros((64, 64, 3), np.uint8), **kwargs)

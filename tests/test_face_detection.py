@@ -128,3 +128,4 @@ def test_the_tracker_looks_at_the_whole_frame_again_once_the_face_comes_near():
             head = tracker.update(_frame(scaled, (1280, 720), (1280 - side) // 2, (720 - side) // 2), i / 15)
             assert head.face_found, f"lost at {side} px"
         assert tracker._distant.window is None
+
