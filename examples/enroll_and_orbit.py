@@ -9,15 +9,19 @@ from pathlib import Path
 import numpy as np
 
 import gramcast
+from gramcast.errors import GramcastError
 from gramcast.media_io import save_animation
 
 if any(a in ("-h", "--help") for a in sys.argv[1:]):
     sys.exit(__doc__)
 photo = sys.argv[1] if len(sys.argv) > 1 else Path(gramcast.__file__).parent / "assets" / "sample_portrait.png"
 out = Path(sys.argv[2] if len(sys.argv) > 2 else "out")
-out.mkdir(parents=True, exist_ok=True)
 
-avatar = gramcast.enroll(photo)                      # align -> pose -> matte -> invert -> bake
+try:
+    avatar = gramcast.enroll(photo)                  # align -> pose -> matte -> invert -> bake
+except GramcastError as exc:                         # a photo it cannot use: the message says what to do
+    sys.exit(f"enroll_and_orbit.py: {exc}")
+out.mkdir(parents=True, exist_ok=True)               # only now: a refused photo leaves no empty folder
 avatar.save(out / "me.gca")
 
 renderer = gramcast.Renderer(gramcast.Avatar.load(out / "me.gca"))

@@ -200,15 +200,23 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
     from tqdm import tqdm
 
     from gramcast.avatar import Renderer
-    from gramcast.enrollment import enroll
+    from gramcast.enrollment import METHODS, enroll
     from gramcast.face import foreground_matte
     from gramcast.images import load_image
     from gramcast.media_io import atomic_output, save_image
 
+    # enroll() refuses an unknown method too, but per portrait, where the refusals become rows of a run that
+    # "succeeds"; and a slice by a count below 1 silently drops people from the end or keeps them all
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown or not config.methods:
+        what = f"unknown method {', '.join(map(repr, unknown))}" if unknown else "no method given"
+        raise GramcastError(f"--methods: {what}; give a comma-separated list of {', '.join(METHODS)}")
+    if config.max_portraits is not None and config.max_portraits < 1:
+        raise GramcastError(f"--max {config.max_portraits}: give 1 or more people (or leave --max out for all)")
     people = find_portraits(root)
     if not people:
         raise GramcastError(f"no portraits under {root}: give a folder of photos, or one sub-folder per person")
-    if config.max_portraits:
+    if config.max_portraits is not None:
         people = people[: config.max_portraits]
     metrics = _Metrics()
     results: dict = {"root": str(root), "methods": {}, "notes": metrics.notes}

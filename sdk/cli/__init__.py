@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    # -v after the command too (`gramcast enroll -v ...`), where the error messages' "-v shows ..." sends
+    # people. Added here rather than in each register() so that plug-ins get it as well; SUPPRESS keeps a
+    # command's parser from overwriting a -v given before the command with its own default.
+    for command in {id(p): p for p in sub.choices.values()}.values():
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details")
     return parser
 
 

@@ -45,8 +45,8 @@ def register(sub) -> None:
     r.add_argument("--pitch", type=float, default=0.0)
     r.add_argument("--size", type=int, default=512)
     r.add_argument("--background", default="white",
-                   help="white, black, a hex colour like #204060, or 'none' for a transparent PNG")
-    r.add_argument("-o", "--out", type=Path, required=True, help="image to write (.png, .jpg)")
+                   help="white, black, a hex colour like #204060, or 'none' for a transparent image (.png, .webp)")
+    r.add_argument("-o", "--out", type=Path, required=True, help="image to write (.png, .jpg, .webp)")
     r.set_defaults(func=run_render)
 
     o = sub.add_parser("orbit", help="render a turntable animation of an avatar",
@@ -100,6 +100,9 @@ def run_enroll(args) -> int:
 
     device_option(args.device)                # fail before the slow part, not after it
     check_output_path(args.out)
+    check_suffix(args.out, ".gca", "an avatar file")
+    if args.weights is not None and args.method != "graminverter":
+        raise GramcastError("--weights applies to --method graminverter only")
     t0 = time.perf_counter()
     options = {}
     if args.refine_steps:
@@ -137,6 +140,25 @@ def run_info(args) -> int:
     return 0
 
 
+def check_suffix(path: Path, suffix: str, what: str) -> None:
+    """Refuse an output name whose suffix says another format: the data would go out under a false name."""
+    from gramcast.errors import OutputPathError
+
+    if path.suffix.lower() != suffix:
+        raise OutputPathError(f"cannot write {what} to {path}: give a name ending in {suffix}, "
+                              f"e.g. {path.with_suffix(suffix)}")
+
+
+def check_size(option: str, value: int) -> None:
+    """A renderer's output size, checked up front (the renderer's own check comes only at the first frame)."""
+    from gramcast.avatar.renderer import MAX_RESOLUTION, MIN_RESOLUTION
+    from gramcast.errors import GramcastError
+
+    if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+        raise GramcastError(f"{option} {value} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels: "
+                            f"give a size in that range")
+
+
 def check_angles(**angles: float) -> None:
     """Yaw and pitch options are radians within a quarter turn of the front (the avatar's side of it)."""
     from gramcast.errors import GramcastError
@@ -151,12 +173,16 @@ def check_angles(**angles: float) -> None:
 
 def run_render(args) -> int:
     from gramcast.avatar import Avatar, Renderer
+    from gramcast.errors import OutputPathError
     from gramcast.media_io import check_output_path, image_format, save_image
 
     colour = parse_colour(args.background)
     check_angles(yaw=args.yaw, pitch=args.pitch)
+    check_size("--size", args.size)
     check_output_path(args.out)
-    image_format(args.out)
+    if image_format(args.out) not in ("PNG", "WEBP") and colour is None:
+        raise OutputPathError(f"cannot write {args.out}: --background none makes a transparent image, which "
+                              f"needs .png or .webp (or give a --background colour)")
     rgb, alpha = Renderer(Avatar.load(args.avatar)).render_rgba((args.yaw, args.pitch), args.size)
     save_image(args.out, composite_over(rgb, alpha, colour))
     print(f"wrote {args.out}")
@@ -177,6 +203,7 @@ def run_orbit(args) -> int:
 
     colour = parse_colour(args.background) or (255, 255, 255)
     check_angles(yaw=args.yaw, pitch=args.pitch)
+    check_size("--size", args.size)     # here, or the renderer's refusal lands on the progress bar's line
     if args.frames < 1:
         raise GramcastError(f"--frames {args.frames}: give 1 or more")
     if not 0 < args.fps <= 120:

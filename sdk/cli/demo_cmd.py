@@ -22,11 +22,15 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from gramcast.avatar import Renderer
-    from gramcast.cli.avatar_cmd import composite_over, orbit_poses
+    from gramcast.cli.avatar_cmd import check_size, composite_over, orbit_poses
     from gramcast.enrollment import enroll
-    from gramcast.errors import OutputPathError
+    from gramcast.errors import GramcastError, OutputPathError
     from gramcast.media_io import save_animation, save_image
 
+    # before enrolling and before the progress bar, whose line an error at the first frame would land on
+    if args.frames < 1:
+        raise GramcastError(f"--frames {args.frames}: give 1 or more")
+    check_size("--size", args.size)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

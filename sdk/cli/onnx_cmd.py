@@ -20,10 +20,15 @@ def register(sub) -> None:
 def run_export(args) -> int:
     from gramcast.avatar import Avatar
     from gramcast.avatar.onnx_export import export_onnx
+    from gramcast.cli.avatar_cmd import check_size, check_suffix
     from gramcast.errors import GramcastError
+    from gramcast.media_io import check_output_path
 
     if args.out.is_dir():
         raise GramcastError(f"{args.out} is a folder: give the model's file name, e.g. {args.out / 'avatar.onnx'}")
+    check_output_path(args.out)
+    check_suffix(args.out, ".onnx", "an ONNX model")
+    check_size("--resolution", args.resolution)
     avatar = Avatar.load(args.avatar)
     path = export_onnx(avatar, args.out, resolution=args.resolution)
     size_mb = path.stat().st_size / 1e6

@@ -48,7 +48,7 @@ def tile(frames) -> "np.ndarray":  # noqa: F821
 
 
 def run_sample(args) -> int:
-    from gramcast.cli.avatar_cmd import orbit_poses
+    from gramcast.cli.avatar_cmd import check_angles, orbit_poses
     from gramcast.device import device_option
     from gramcast.errors import GramcastError
     from gramcast.media_io import check_output_path, save_animation, save_image
@@ -62,17 +62,21 @@ def run_sample(args) -> int:
         raise GramcastError(f"--num {args.num}: give 1 to 64 identities")
     if not 0.0 <= args.truncation <= 1.0:
         raise GramcastError(f"--truncation {args.truncation}: give a value in [0, 1]")
+    if suffix in ANIMATIONS and args.frames < 2:
+        raise GramcastError(f"--frames {args.frames}: an animation needs at least 2")
+    yaws = _parse_yaws(args.yaws)
+    for yaw in yaws:
+        check_angles(yaws=yaw)
+    check_angles(pitch=args.pitch)
     check_output_path(args.out)
     model = GRAMModel.load(args.prior, device=device_option(args.device)).eval()
     if suffix in ANIMATIONS:
-        if args.frames < 2:
-            raise GramcastError(f"--frames {args.frames}: an animation needs at least 2")
         poses = orbit_poses(args.frames, 0.5, 0.15)
         frames = render_identities(model, args.num, poses, args.seed, args.truncation)   # (P, N, 3, R, R)
         save_animation(args.out, [tile(f[None]) for f in frames], fps=12.0)
         print(f"wrote {args.out} ({args.num} identities, {len(poses)} frames)")
     else:
-        poses = [(yaw, args.pitch) for yaw in _parse_yaws(args.yaws)]
+        poses = [(yaw, args.pitch) for yaw in yaws]
         frames = render_identities(model, args.num, poses, args.seed, args.truncation)
         save_image(args.out, tile(frames.transpose(0, 1)))
         print(f"wrote {args.out} ({args.num} identities x {len(poses)} yaws)")
