@@ -88,6 +88,13 @@ def test_orbit_refuses_a_bad_size_before_its_progress_bar(tmp_path, capsys, gca)
     assert not (tmp_path / "o.gif").exists()
 
 
+def test_orbit_refuses_a_transparent_background_it_cannot_write(tmp_path, capsys, gca):
+    capsys.readouterr()
+    assert main(["orbit", str(gca), "-o", str(tmp_path / "o.gif"), "--background", "none"]) == 2
+    assert "--background none: a turntable is written opaque" in capsys.readouterr().err
+    assert not (tmp_path / "o.gif").exists()
+
+
 @pytest.mark.parametrize("options,says", [
     (["--size", "0"], "--size 0 is outside 16..4096 pixels: give a size in that range"),
     (["--frames", "0"], "--frames 0: give 1 or more"),

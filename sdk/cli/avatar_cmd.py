@@ -58,7 +58,7 @@ def register(sub) -> None:
     o.add_argument("--yaw", type=float, default=0.5, help="largest yaw (radians, default 0.5)")
     o.add_argument("--pitch", type=float, default=0.15, help="largest pitch (radians, default 0.15)")
     o.add_argument("--fps", type=float, default=24.0)
-    o.add_argument("--background", default="white")
+    o.add_argument("--background", default="white", help="white, black, grey, green or a hex colour like #204060")
     o.set_defaults(func=run_orbit)
 
 
@@ -201,7 +201,10 @@ def run_orbit(args) -> int:
     from gramcast.errors import GramcastError
     from gramcast.media_io import animation_format, check_output_path, save_animation
 
-    colour = parse_colour(args.background) or (255, 255, 255)
+    colour = parse_colour(args.background)
+    if colour is None:   # a GIF's one-bit transparency would fray the hair's soft edge; video has none
+        raise GramcastError("--background none: a turntable is written opaque; give a colour (e.g. white, "
+                            "#204060), or render frames with `gramcast render --background none -o view.png`")
     check_angles(yaw=args.yaw, pitch=args.pitch)
     check_size("--size", args.size)     # here, or the renderer's refusal lands on the progress bar's line
     if args.frames < 1:
