@@ -138,3 +138,11 @@ def test_enroll_refuses_weights_under_the_mesh_method(tmp_path, capsys):
     refused(capsys, ["enroll", str(SAMPLE), "-o", str(tmp_path / "q.gca"), "--weights", "/nonexistent"],
             "--weights applies to --method graminverter only")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_with_a_photo_that_does_not_enroll_leaves_no_folder(tmp_path, capsys):
+    faceless = tmp_path / "wall.png"
+    Image.fromarray(np.full((200, 200, 3), 180, np.uint8)).save(faceless)
+    out = tmp_path / "out"
+    assert main(["demo", "--image", str(faceless), "--out", str(out)]) == 2
+    assert "no face found" in capsys.readouterr().err and not out.exists()

@@ -31,11 +31,17 @@ def run(args) -> int:
     if args.frames < 1:
         raise GramcastError(f"--frames {args.frames}: give 1 or more")
     check_size("--size", args.size)
-    try:
+    made = not args.out.exists()
+    try:   # before enrolling: a folder that cannot be made is found out at once
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputPathError(f"cannot make the output folder {args.out}: {exc.strerror or exc}; give another --out")
-    avatar = enroll(args.image)
+    try:
+        avatar = enroll(args.image)
+    except BaseException:
+        if made and not any(args.out.iterdir()):
+            args.out.rmdir()     # a photo that does not enroll leaves nothing behind
+        raise
     avatar.save(args.out / "avatar.gca")
     renderer = Renderer(avatar)
     white = (255, 255, 255)
