@@ -129,6 +129,7 @@ class SignalingConnection:
                 log.info("%s: %s (%s)", self.who, exc.code, exc)
             await self.send_error(exc.code, str(exc))
         except Draining as exc:
+            self.server.metrics.count("join", "refused")
             log.info("join from %s turned away: %s", _peer_address(self.ws), exc)
             await self.send_error("draining", str(exc))
             await self.ws.close(CloseCode.TRY_AGAIN_LATER, "draining")
