@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 # Run in a child process: it rewires descriptor 2, which pytest's own capture also uses.
 SCRIPT = r'''
@@ -71,3 +72,25 @@ def test_a_failed_enroll_prints_its_one_line_and_verbose_shows_the_native_ones(t
     verbose = subprocess.run([sys.executable, "-m", "gramcast.cli", "-v"] + cmd[3:], capture_output=True,
                              timeout=120, text=True)
     assert verbose.returncode == 2 and len(verbose.stderr.splitlines()) > 1   # mediapipe's own lines too
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["quiet", "verbose"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, verbose):
+    """`gramcast ... | head -1`: output to a pipe nobody reads any more is dropped, with no traceback."""
+    import os
+
+    import torch
+
+    from gramcast.avatar import Avatar
+
+    gca = tmp_path / "a.gca"
+    Avatar(torch.zeros(1, 8, 8), torch.rand(1, 4, 16, 16), 0.14, {"method": "test"}).save(gca)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "gramcast.cli", *verbose, "info", str(gca)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    assert done.returncode == 141           # as a shell reports a command its pipe's reader left

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import sys
 
 from gramcast import __version__
@@ -59,13 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     # the native libraries' log lines only with --verbose (gramcast.cli.native_logs)
     with contextlib.nullcontext() if args.verbose else filtered_stderr():
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()     # here, where a reader that went away is answered below, not at exit
+            return code
         except GramcastError as exc:
             print(f"gramcast {args.command}: error: {exc}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print(f"gramcast {args.command}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            # the reader of our output went away (`gramcast info me.gca | head -1`): nothing more to say to it,
+            # and Python's flush of stdout at exit must not raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         except OSError as exc:      # the file system's refusals (permissions, a full disk): one line, not a trace
             if args.verbose:
                 raise
