@@ -40,7 +40,12 @@ Server -> client
                                             ``warnings``: what would make a better one (a turned head);
                                             ``file``: a new avatar's .gca bytes, for the app to keep and
                                             send back in ``avatar`` next time (enroll once)
-  error   {code, message, fatal}            what went wrong; ``fatal`` closes the connection
+  error   {code, message, fatal}            what went wrong; ``fatal`` closes the connection. Codes a
+                                            client acts on: "join_refused" (fatal: a bad token, a full
+                                            room; joining again will not help), "draining" / "shutting_down"
+                                            (the server stops: join again in a moment, the websocket is
+                                            closed with 1013 / 1001), "server_full", "no_video", "bad_sdp"
+                                            (the publish offer refused; the server keeps no place for it)
 """
 from __future__ import annotations
 
