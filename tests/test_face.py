@@ -447,6 +447,20 @@ def test_prepare_faces_writes_a_dataset_and_lists_what_it_skipped(tmp_path):
     assert InvalidImageError  # the typed error named in the listing
 
 
+def test_prepare_faces_of_photos_without_a_face_is_refused_and_writes_no_training_set(tmp_path, capsys):
+    from gramcast.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cv2.imwrite(str(src / "wall.png"), np.full((200, 200, 3), 90, np.uint8))
+    assert main(["prepare-faces", str(src), str(tmp_path / "out"), "--size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 photos" in err and "FaceNotFoundError" in err and "InvalidImageError" in err, err
+    assert not (tmp_path / "out" / "poses.json").exists() and not (tmp_path / "out" / "images").exists()
+    assert len(json.loads((tmp_path / "out" / "skipped.json").read_text())["skipped"]) == 2
+
+
 def test_tracker_takes_av_video_frames_and_their_timestamps():
     import fractions
 

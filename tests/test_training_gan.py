@@ -220,7 +220,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(dataset, tmp_path):
         time.sleep(0.2)
     proc.terminate()
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
+    assert proc.returncode == 143, output      # 128 + SIGTERM, as the shell reports a process it ended
     assert "interrupted" in output
     state = torch.load(out / "state.pt", weights_only=True)
     assert 0 < state["step"] < 100000

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "smaller) into one uncompressed .zip that --data accepts: one file to "
                                       "carry to a GPU machine.")
     pack.add_argument("src", type=Path, help="prepared dataset folder")
-    pack.add_argument("out", type=Path, help="output .zip")
+    pack.add_argument("out", type=Path, help="output .zip (its folder is created)")
     pack.add_argument("--size", type=int, help="resize crops to this side (default: keep)")
     pack.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     pack.add_argument("--exclude-people", type=Path, default=None,
@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tuned generator (tune run's generator_tuned.safetensors; or the GAN's)")
     export.add_argument("--encoder", type=Path, required=True, help="encoder run's encoder.safetensors")
     export.add_argument("--detail", type=Path, required=True, help="detail run's detail.safetensors")
-    export.add_argument("-o", "--out", type=Path, required=True, help="bundle to write (.safetensors)")
+    export.add_argument("-o", "--out", type=Path, required=True,
+                        help="bundle to write (.safetensors; its folder is created)")
     export.set_defaults(func=run_export_inverter)
     from gramcast.training import detail_cmd, encoder_cmd, report_cmd
 
@@ -117,6 +118,23 @@ def run_snapshot(args) -> int:
     return 0
 
 
+def make_parent(path: Path) -> None:
+    """Create the folder a file output goes in, as --out and `snapshot` do; an OutputPathError if the OS
+    refuses, and a folder given as the file is refused before any slow work."""
+    from gramcast.errors import OutputPathError
+    from gramcast.media_io import check_output_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputPathError(f"cannot write {path}: a file is in the way of folder {path.parent}; "
+                              "save elsewhere") from None
+    except OSError as exc:
+        raise OutputPathError(f"cannot write {path}: cannot create folder {path.parent} "
+                              f"({exc.strerror or exc}); save elsewhere") from None
+    check_output_path(path)
+
+
 def run_export_inverter(args) -> int:
     import datetime
 
@@ -125,6 +143,7 @@ def run_export_inverter(args) -> int:
     from gramcast.model.detail import DetailReconstructor
     from gramcast.model.encoder import GRAMEncoder
 
+    make_parent(args.out)
     generator = GRAMModel.load(args.generator, device="cpu")
     encoder = GRAMEncoder.load(args.encoder, device="cpu")
     detail = DetailReconstructor.load(args.detail, device="cpu")
@@ -142,6 +161,7 @@ def run_pack(args) -> int:
 
     if args.out.suffix != ".zip":
         raise GramcastError(f"{args.out}: the packed dataset must be a .zip file")
+    make_parent(args.out)
     exclude = None
     if args.exclude_people is not None:
         if not args.exclude_people.is_file():
@@ -186,19 +206,21 @@ def run_gan(args) -> int:
                         DEFAULT_STEPS)
 
 
-#: The smallest value of the stages' numeric options (those a stage has; None: not given).
-_MINIMUMS = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "log_every": 1, "image_every": 1, "max_images": 1,
-             "eval_every": 0, "fid_samples": 0}
+#: The stages' numeric options with a least value (those a stage has; None: not given).
+_NUMERIC_OPTIONS = ("steps", "batch_size", "checkpoint_every", "log_every", "image_every", "max_images",
+                    "eval_every", "fid_samples")
 
 
 def check_numbers(args) -> None:
-    """A GramcastError naming the first numeric option out of range (``--steps -5`` would train nothing)."""
+    """A GramcastError naming the first numeric option out of range (``--steps -5`` would train nothing);
+    the least values are those ``--set`` is checked against (``engine.stage.LEAST``)."""
     from gramcast.errors import GramcastError
+    from gramcast.training.engine.stage import LEAST
 
-    for name, least in _MINIMUMS.items():
+    for name in _NUMERIC_OPTIONS:
         value = getattr(args, name, None)
-        if value is not None and value < least:
-            raise GramcastError(f"--{name.replace('_', '-')} {value}: give {least} or more")
+        if value is not None and value < LEAST[name]:
+            raise GramcastError(f"--{name.replace('_', '-')} {value}: give {LEAST[name]} or more")
     minutes = getattr(args, "max_minutes", None)
     if minutes is not None and not minutes > 0:
         raise GramcastError(f"--max-minutes {minutes}: give a positive number of minutes")

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gramcast.device import host_to_device
+from gramcast.errors import InvalidArgumentError
 
 MANIFEST = "poses.json"
 
@@ -34,25 +35,59 @@ def _read_bytes(root: Path, name: str) -> bytes | None:
     """A file of a dataset folder or of a packed ``.zip`` dataset (None when absent)."""
     root = Path(root)
     if root.suffix == ".zip" and root.is_file():
-        with zipfile.ZipFile(root) as zf:
-            try:
-                return zf.read(name)
-            except KeyError:
-                return None
+        with open_zip(root) as zf:
+            return _zip_member(zf, name)
     path = root / name
     return path.read_bytes() if path.exists() else None
 
 
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """A packed dataset, opened; a file that is no zip (or a cut one) is an InvalidArgumentError."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidArgumentError(f"{path}: not a readable .zip dataset ({exc}); pack it again with "
+                                   "`gramcast-train pack-dataset`, or give the prepared folder") from None
+
+
 def read_manifest(root: Path) -> list[FaceRecord]:
     """Records of a prepared dataset folder or packed .zip (``poses.json``: {"items": [{image, yaw, pitch, person}]})."""
+    if Path(root).is_file() and Path(root).suffix != ".zip":
+        raise InvalidArgumentError(f"{root} is a file: give a folder written by `gramcast prepare-faces`, or "
+                                   "its .zip from `gramcast-train pack-dataset`")
     raw = _read_bytes(root, MANIFEST)
     if raw is None:
         raise FileNotFoundError(f"{Path(root) / MANIFEST} not found: prepare the folder with "
                                 f"`gramcast prepare-faces SRC {root}`")
-    data = json.loads(raw)
+    try:
+        return parse_manifest(json.loads(raw))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:100]
+        raise InvalidArgumentError(f"{Path(root) / MANIFEST} is malformed ({why}): prepare the dataset again "
+                                   f"with `gramcast prepare-faces`") from None
+
+
+def parse_manifest(data) -> list[FaceRecord]:
+    """The records of a parsed ``poses.json`` (a dict with "items", or the bare list)."""
     items = data["items"] if isinstance(data, dict) else data
-    return [FaceRecord(image=it["image"], yaw=float(it["yaw"]), pitch=float(it["pitch"]),
+    if not isinstance(items, list):
+        raise ValueError("'items' is not a list")
+    return [FaceRecord(image=str(it["image"]), yaw=float(it["yaw"]), pitch=float(it["pitch"]),
                        person=str(it.get("person", ""))) for it in items]
+
+
+def _zip_member(zf: zipfile.ZipFile, name: str) -> bytes | None:
+    try:
+        return zf.read(name)
+    except KeyError:
+        return None
+
+
+def _file_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 def _decode_bytes(data: bytes, resolution: int, name: str) -> np.ndarray:
@@ -60,7 +95,8 @@ def _decode_bytes(data: bytes, resolution: int, name: str) -> np.ndarray:
 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"cannot read training image {name}")
+        raise InvalidArgumentError(f"{name}: cannot read this training image (damaged, or not an image); "
+                                   "replace it, or prepare the dataset again with `gramcast prepare-faces`")
     if bgr.shape[0] != resolution or bgr.shape[1] != resolution:
         bgr = cv2.resize(bgr, (resolution, resolution), interpolation=cv2.INTER_AREA)
     return bgr[..., ::-1].copy()
@@ -78,16 +114,23 @@ class FaceDataset:
         if max_images is not None:
             records = records[:max_images]
         if not records:
-            raise ValueError(f"no usable images in {self.root}")
+            raise InvalidArgumentError(f"{self.root}: the dataset holds no images{' to use' if people else ''}; "
+                                       "prepare it with `gramcast prepare-faces` from photos with faces in them")
         self.records = records
         if self.root.suffix == ".zip":
-            with zipfile.ZipFile(self.root) as zf:
-                arrays = [_decode_bytes(zf.read(r.image), resolution, r.image) for r in records]
+            with open_zip(self.root) as zf:
+                arrays = [self._decode(_zip_member(zf, r.image), r.image, resolution) for r in records]
         else:
-            arrays = [_decode_bytes((self.root / r.image).read_bytes(), resolution, r.image) for r in records]
+            arrays = [self._decode(_file_bytes(self.root / r.image), r.image, resolution) for r in records]
         self.images = torch.from_numpy(np.stack(arrays))
         self.images = self.images.permute(0, 3, 1, 2).contiguous()  # (N, 3, R, R) uint8
         self.poses = torch.tensor([[r.yaw, r.pitch] for r in records], dtype=torch.float32)
+
+    def _decode(self, data: bytes | None, name: str, resolution: int) -> np.ndarray:
+        if data is None:
+            raise InvalidArgumentError(f"{self.root}/{name}: listed in {MANIFEST} but missing; copy the dataset "
+                                       "again, or prepare it again with `gramcast prepare-faces`")
+        return _decode_bytes(data, resolution, f"{self.root}/{name}")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -160,6 +203,8 @@ def pack_dataset(src: Path, out: Path, size: int | None = None, quality: int = 9
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for r in records:
                 data = _read_bytes(src, r.image)
+                if data is None:
+                    raise FileNotFoundError(f"{Path(src) / r.image}: listed in {MANIFEST} but missing")
                 if size is not None or quality < 95:
                     rgb = _decode_bytes(data, size or 0, r.image) if size else None
                     bgr = (rgb[..., ::-1] if rgb is not None else

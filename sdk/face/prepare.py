@@ -96,8 +96,15 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 256, min_eye_dis
             pool.join()
     report.written = len(items)
     meta = {"size": size, "min_eye_distance": min_eye, "source": str(src), "items": items}
-    for name, obj in (("poses.json", meta), ("skipped.json", {"skipped": report.skipped})):
+    # a set of no faces is no training set: no poses.json, so that nothing takes it for one
+    for name, obj in ((("poses.json", meta),) if items else ()) + (("skipped.json", {"skipped": report.skipped}),):
         with atomic_output(dst / name) as tmp:
             Path(tmp).write_text(json.dumps(obj, indent=1))
+    if not items:
+        if not any((dst / "images").iterdir()):
+            (dst / "images").rmdir()
+        kinds = sorted({s["reason"].split(":")[0] for s in report.skipped})
+        raise GramcastError(f"none of the {len(paths)} photos under {src} gave an aligned face ({', '.join(kinds)}); "
+                            f"each file's reason: {dst / 'skipped.json'}")
     return report
 

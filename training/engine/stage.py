@@ -2,11 +2,59 @@
 batch their image logs show, and the image grid they log."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
+
+from gramcast.errors import InvalidArgumentError
+
+#: The least value of each numeric option and configuration field that has one: a flag (--batch-size 0)
+#: and --set (batch_size=0) are checked against this one table.
+LEAST = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "log_every": 1, "image_every": 1, "max_images": 1,
+         "eval_every": 0, "fid_samples": 0, "fid_real_images": 1, "fid_batch": 1, "kid_subset_size": 1,
+         "r1_every": 1, "d_channel_base": 1, "d_channel_max": 1, "delta_every": 0, "lr_decay_step": 0,
+         "w_avg_samples": 1, "height_samples": 1}
+#: Float fields that may be negative (every other one is a weight, a rate, a length or a count).
+SIGNED = {"tau"}
+
+
+def value_problem(name: str, value) -> str | None:
+    """What is wrong with ``value`` for the field or option ``name`` (dotted for a nested field), or None."""
+    leaf = name.rsplit(".", 1)[-1]
+    if value is None or isinstance(value, (bool, str, dict)):
+        return None
+    if leaf == "betas":
+        if len(value) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in value):
+            return f"{name}={list(value)}: give two numbers in [0, 1), e.g. [0.9, 0.999]"
+        return None
+    if not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return f"{name}={value}: give a finite number"
+    if leaf in LEAST and value < LEAST[leaf]:
+        return f"{name}={value}: give {LEAST[leaf]} or more"
+    if isinstance(value, float) and (leaf.startswith("lr") or leaf.startswith("ema_half_life")) and value <= 0:
+        return f"{name}={value}: give a positive number"
+    if isinstance(value, float) and leaf not in SIGNED and value < 0:
+        return f"{name}={value}: give 0 or more"
+    return None
+
+
+def check_config(cfg, prefix: str = "") -> None:
+    """Raise InvalidArgumentError naming the first field of ``cfg`` (nested configurations included)
+    whose value its type allows but training cannot use (``batch_size=0``, ``betas=[0.1]``)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_config(value, f"{prefix}{f.name}.")
+            continue
+        problem = value_problem(prefix + f.name, value)
+        if problem:
+            raise InvalidArgumentError(problem)
 
 
 @dataclass
@@ -19,6 +67,9 @@ class StageConfig:
     seed: int = 0
     amp: bool = True                   # bf16 autocast on CUDA; ignored on CPU
     max_images: int | None = None      # use only the first N images of the dataset
+
+    def __post_init__(self):
+        check_config(self)
 
     @classmethod
     def presets(cls) -> dict[str, "StageConfig"]:

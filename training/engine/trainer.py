@@ -16,10 +16,13 @@ from typing import Any, Protocol
 
 import torch
 
-from gramcast.training.engine.checkpoint import load_state, save_state
+from gramcast.errors import CheckpointError
+from gramcast.training.engine.checkpoint import STATE_FILE, damaged, load_state, save_state
 from gramcast.training.engine.distributed import DistInfo, StepScalars, all_reduce_mean
 
 log = logging.getLogger(__name__)
+
+SCALARS_FILE = "scalars.jsonl"
 
 
 class Stage(Protocol):
@@ -50,6 +53,45 @@ class LoopConfig:
     max_seconds: float | None = None
 
 
+def run_mismatch(saved: dict, current: dict) -> str | None:
+    """Why a saved run cannot continue under ``current`` (its stage or preset differs), else None."""
+    for key, option in (("stage", "the {} stage: resume it with `gramcast-train {}`, or give another --out"),
+                        ("preset", "a --config {} run: use the same --config to resume it, or give another --out")):
+        if saved.get(key) and current.get(key) and saved[key] != current[key]:
+            return "is from " + option.format(saved[key], saved[key])
+    return None
+
+
+def load_failure(exc: Exception) -> str:
+    """The line of a ``load_state_dict`` error that says what differs (its first line only names the module)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return line[:160]
+
+
+def drop_scalars_after(path: Path, step: int) -> None:
+    """Drop the lines of a scalar log past ``step``: a resumed run logs those steps again."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        from gramcast.media_io import atomic_output
+
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(kept))
+
+
+def _logged_step(line: str) -> float:
+    """The step of one scalar-log line; a line cut short by a kill counts as past every step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 def step_generator(seed: int, step: int, rank: int, device="cpu") -> torch.Generator:
     """The random stream of one step on one rank: independent of how the run was split up."""
     g = torch.Generator(device=device)
@@ -67,8 +109,8 @@ class _ScalarLog:
 
             self.writer = SummaryWriter(str(run_dir / "tb"))
         except Exception as exc:  # ImportError, or tensorboard's own import errors
-            log.warning("TensorBoard unavailable (%s); logging scalars to %s", exc, run_dir / "scalars.jsonl")
-        self.jsonl = open(run_dir / "scalars.jsonl", "a")
+            log.warning("TensorBoard unavailable (%s); logging scalars to %s", exc, run_dir / SCALARS_FILE)
+        self.jsonl = open(run_dir / SCALARS_FILE, "a")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
@@ -91,6 +133,8 @@ class Trainer:
         self.step = 0
         self._stop_requested = False
         self.interrupted = False
+        #: The signal that interrupted the run (SIGINT, SIGTERM), for the exit code; None if none did.
+        self.stop_signal: int | None = None
         #: True when the run stopped at ``loop.max_seconds`` (not an interruption: it saved and ended).
         self.out_of_time = False
 
@@ -106,19 +150,34 @@ class Trainer:
         state = load_state(self.run_dir, map_location=self.dist.device)
         if state is None:
             return False
-        saved_cfg = json.loads(state.get("config", "{}"))
+        path = self.run_dir / STATE_FILE
+        try:
+            saved_cfg = json.loads(state.get("config", "{}"))
+        except (TypeError, ValueError):
+            raise damaged(path, "its configuration record does not read") from None
+        mismatch = run_mismatch(saved_cfg, self.config_record)
+        if mismatch:
+            raise CheckpointError(f"{path} {mismatch}")
         if self.config_record and saved_cfg and saved_cfg != self.config_record:
             changed = sorted(k for k in set(saved_cfg) | set(self.config_record)
                              if saved_cfg.get(k) != self.config_record.get(k))
             log.warning("resuming with a changed configuration: %s", ", ".join(changed))
-        self.stage.load_state_dict(state["stage"])
+        try:
+            self.stage.load_state_dict(state["stage"])
+            torch.set_rng_state(state["torch_rng"].cpu())
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # missing networks, other shapes
+            why = f"it has no {exc}" if isinstance(exc, KeyError) else load_failure(exc)
+            raise CheckpointError(f"{path} does not fit this configuration ({why}): use the same --config "
+                                  "and --set as the run that wrote it, or another --out") from None
         self.step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.dist.is_main:
+            drop_scalars_after(self.run_dir / SCALARS_FILE, self.step)
         return True
 
     # ------------------------------------------------------------------ loop
     def _on_signal(self, signum, frame) -> None:
         self._stop_requested = True
+        self.stop_signal = self.stop_signal or signum
 
     def _should_stop(self, logged: bool) -> bool:
         """Whether to stop after this step. Ranks must agree (a signal or the clock may reach one

@@ -67,6 +67,7 @@ class GANConfig(StageConfig):
     inception_sha1: str | None = INCEPTION_SHA1
 
     def __post_init__(self):
+        super().__post_init__()
         parse_policy(self.augment)
 
     @classmethod
