@@ -186,3 +186,18 @@ def test_pack_dataset_makes_the_folder_of_its_output(dataset, tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["pack-dataset", str(dataset), str(tmp_path / "afile" / "d.zip")]) == 2
     assert "a file is in the way" in capsys.readouterr().err
+
+
+def test_a_dataset_smaller_than_the_model_is_enlarged_with_a_warning(tmp_path, caplog):
+    from gramcast.training.data import FaceDataset
+    from test_training_gan import make_dataset
+
+    small = make_dataset(tmp_path / "d32", n=3, res=32)
+    with caplog.at_level("WARNING", logger="gramcast.training.data"):
+        data = FaceDataset(small, 64)
+    assert data.images.shape[-2:] == (64, 64) and data.stored_size == 32
+    assert any("32 px images" in r.getMessage() and "--size 64" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gramcast.training.data"):
+        assert FaceDataset(small, 32).stored_size == 32 and FaceDataset(small, 16).images.shape[-1] == 16
+    assert not caplog.records           # its own size, or smaller: nothing to say

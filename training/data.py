@@ -9,6 +9,7 @@ use ``max_images`` or a smaller size for quick runs). Sampling is driven by an e
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 
 from gramcast.device import host_to_device
 from gramcast.errors import InvalidArgumentError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "poses.json"
 
@@ -90,16 +93,18 @@ def _file_bytes(path: Path) -> bytes | None:
         return None
 
 
-def _decode_bytes(data: bytes, resolution: int, name: str) -> np.ndarray:
+def _decode_bytes(data: bytes, resolution: int, name: str) -> tuple[np.ndarray, int]:
+    """The image ``(resolution, resolution, 3)`` RGB uint8, and its side as stored."""
     import cv2
 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InvalidArgumentError(f"{name}: cannot read this training image (damaged, or not an image); "
                                    "replace it, or prepare the dataset again with `gramcast prepare-faces`")
+    stored = min(bgr.shape[:2])
     if bgr.shape[0] != resolution or bgr.shape[1] != resolution:
         bgr = cv2.resize(bgr, (resolution, resolution), interpolation=cv2.INTER_AREA)
-    return bgr[..., ::-1].copy()
+    return bgr[..., ::-1].copy(), stored
 
 
 class FaceDataset:
@@ -119,9 +124,17 @@ class FaceDataset:
         self.records = records
         if self.root.suffix == ".zip":
             with open_zip(self.root) as zf:
-                arrays = [self._decode(_zip_member(zf, r.image), r.image, resolution) for r in records]
+                decoded = [self._decode(_zip_member(zf, r.image), r.image, resolution) for r in records]
         else:
-            arrays = [self._decode(_file_bytes(self.root / r.image), r.image, resolution) for r in records]
+            decoded = [self._decode(_file_bytes(self.root / r.image), r.image, resolution) for r in records]
+        arrays, stored = zip(*decoded)
+        #: the smallest side of the dataset's images as stored (``resolution``: none were enlarged)
+        self.stored_size = min(stored)
+        if self.stored_size < resolution:
+            # trains, but on blurred faces: the model at that size learns what enlarging left
+            log.warning("%s holds %d px images; this model trains at %d px, so they are enlarged (blurred): "
+                        "prepare the photos at --size %d for a sharp model", self.root, self.stored_size,
+                        resolution, resolution)
         self.images = torch.from_numpy(np.stack(arrays))
         self.images = self.images.permute(0, 3, 1, 2).contiguous()  # (N, 3, R, R) uint8
         self.poses = torch.tensor([[r.yaw, r.pitch] for r in records], dtype=torch.float32)
