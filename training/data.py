@@ -219,7 +219,7 @@ def pack_dataset(src: Path, out: Path, size: int | None = None, quality: int = 9
                 if data is None:
                     raise FileNotFoundError(f"{Path(src) / r.image}: listed in {MANIFEST} but missing")
                 if size is not None or quality < 95:
-                    rgb = _decode_bytes(data, size or 0, r.image) if size else None
+                    rgb = _decode_bytes(data, size, r.image)[0] if size else None
                     bgr = (rgb[..., ::-1] if rgb is not None else
                            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
                     data = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
