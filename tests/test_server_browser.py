@@ -174,3 +174,23 @@ async def test_a_dropped_connection_joins_again_and_a_refused_one_does_not(tmp_p
             await asyncio.sleep(2.0)
             assert "token expired" in await page.text_content("#status")
             assert not await page.evaluate("window.gramcast.events.some((e) => e.includes('joining again'))")
+
+
+async def test_a_page_told_the_server_stops_or_drains_joins_again_when_it_takes_calls(tmp_path):
+    """A server replaced under its calls: the page told "shutting_down" and then, on its next try,
+    "draining" keeps trying (1 s, then 2 s) and is back in the call once the server takes calls again."""
+    cam = green_camera_file(tmp_path)
+    async with server_with_publisher(SECRET) as (server, py):
+        async with chromium_page(cam) as page:
+            await page.goto(join_link(server, SECRET))
+            await page.wait_for_function("window.gramcast.me", timeout=15000)
+            first = await page.evaluate("window.gramcast.me")
+            server.draining = True
+            await server.connections[first].close(going_away="this server is shutting down; join again")
+            await page.wait_for_function("window.gramcast.events.some((e) => e.includes('draining'))", timeout=15000)
+            server.draining = False
+            await page.wait_for_function(f"window.gramcast.me && window.gramcast.me !== '{first}'", timeout=15000)
+            await page.wait_for_function(f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10",
+                                         timeout=20000)
+            events = await page.evaluate("window.gramcast.events")
+            assert any("shutting_down" in e for e in events) and sum("joining again" in e for e in events) >= 2, events
