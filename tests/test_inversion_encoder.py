@@ -443,11 +443,18 @@ def test_encoder_stage_under_torchrun_two_ranks(generator_file, dataset, tmp_pat
     assert GRAMEncoder.load(out / "encoder.safetensors", device="cpu").active_deltas == 1
 
 
-def test_cli_bad_inputs_give_one_line_errors(substitute_losses, generator_file, dataset, tmp_path, capsys):
+def test_cli_bad_inputs_give_one_line_errors(substitute_losses, generator_file, encoder_run, dataset, tmp_path,
+                                             capsys):
     out = str(tmp_path / "x")
     other = tmp_path / "other_encoder.safetensors"     # made for the tiny preset: 11 w's, not 8
     GRAMEncoder(EncoderConfig.for_model(GRAMConfig.preset("tiny"), "tiny")).save(other)
+    torch.manual_seed(1)
+    twin = tmp_path / "twin_generator.safetensors"     # the same shape as generator_file, other weights
+    GRAMModel(small_gram_config()).save(twin)
     runs = {
+        "encoder trained for another generator of the same shape": (
+            ["tune", "--generator", str(twin), "--encoder", str(encoder_run[4]), "--data", str(dataset)],
+            "was trained against generator"),
         "encoder of another generator": (["tune", "--generator", str(generator_file), "--encoder", str(other),
                                           "--data", str(dataset)], "pass the encoder trained for this generator"),
         "missing generator": (["encoder", "--generator", str(tmp_path / "none.safetensors"), "--data", str(dataset)],

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gramcast.model.checkpoint import CheckpointFormat, config_from_dict, load_checkpoint, save_checkpoint
+from gramcast.model.checkpoint import (CheckpointFormat, config_from_dict, load_checkpoint, read_checkpoint_header,
+                                      save_checkpoint)
 
 FORMAT_VERSION = 1
 KIND = "gramcast.wplus-encoder"
@@ -287,9 +288,16 @@ class GRAMEncoder(nn.Module):
         return self.w_avg.to(w0.dtype) + w0[:, None] + torch.stack(deltas, 1)
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | Path) -> str:
-        """Write a safetensors checkpoint atomically (temp file, then rename). Returns its content id."""
-        return save_checkpoint(self, path, ENCODER_FORMAT)
+    def save(self, path: str | Path, generator_id: str | None = None) -> str:
+        """Write a safetensors checkpoint atomically (temp file, then rename). Returns its content id.
+        ``generator_id``: the ``model_id`` of the generator it was trained against (``trained_for``)."""
+        return save_checkpoint(self, path, ENCODER_FORMAT, {"generator_id": generator_id} if generator_id else None)
+
+    @staticmethod
+    def trained_for(path: str | Path) -> str | None:
+        """The ``model_id`` of the generator the encoder file ``path`` was trained against (None: not recorded,
+        as in files from before it was)."""
+        return read_checkpoint_header(path, ENCODER_FORMAT).get("generator_id")
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "GRAMEncoder":

@@ -20,6 +20,7 @@ import torch
 
 from gramcast.device import host_to_device
 from gramcast.model import GRAMModel
+from gramcast.model.checkpoint import cpu_state, model_id
 from gramcast.model.encoder import EncoderConfig, GRAMEncoder, delta_regularizer, wplus_to_mean
 from gramcast.training.data import FaceDataset
 from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
@@ -166,7 +167,7 @@ class EncoderStage:
         self.opt.load_state_dict(state["opt"])
 
     def export(self, run_dir: Path) -> None:
-        self.E.save(Path(run_dir) / ENCODER_FILE)
+        self.E.save(Path(run_dir) / ENCODER_FILE, generator_id=model_id(cpu_state(self.G)))
 
     @torch.no_grad()
     def log_images(self, writer, step: int, n: int = 4, yaws=(-0.4, 0.4)) -> None:

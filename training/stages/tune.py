@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from gramcast.errors import CheckpointError
 from gramcast.device import host_to_device
 from gramcast.model import GRAMModel
+from gramcast.model.checkpoint import cpu_state, model_id
 from gramcast.model.encoder import GRAMEncoder
 from gramcast.training.data import FaceDataset, PoseSampler
 from gramcast.training.engine.distributed import DistInfo, StepScalars, wrap_ddp
@@ -102,11 +103,18 @@ class _RenderForward(nn.Module):
 
 
 def check_encoder_matches(encoder: GRAMEncoder, model: GRAMModel, encoder_path) -> None:
-    """CheckpointError unless ``encoder`` produces codes of ``model``'s w+ shape and resolution."""
+    """CheckpointError unless ``encoder`` produces codes of ``model``'s w+ shape and resolution, and (where its
+    file records it) was trained against ``model`` itself: another generator of the same shape reads its codes
+    as other faces, and tuning would pull it towards them."""
     ec, gc = encoder.config, model.config
     if (ec.num_ws, ec.w_dim) != (model.num_ws, gc.w_dim):
         raise CheckpointError(f"{encoder_path} encodes w+ of {ec.num_ws} x {ec.w_dim}, but the generator takes "
                               f"{model.num_ws} x {gc.w_dim}: pass the encoder trained for this generator")
+    trained_for = GRAMEncoder.trained_for(encoder_path)
+    if trained_for is not None and trained_for != model_id(cpu_state(model)):
+        raise CheckpointError(f"{encoder_path} was trained against generator {trained_for}, not this --generator "
+                              f"({model_id(cpu_state(model))}): pass the generator it was trained with, or train "
+                              "an encoder for this one (`gramcast-train encoder --generator ...`)")
 
 
 # ---------------------------------------------------------------------- the stage
