@@ -48,7 +48,7 @@ class RoomRegistry:
         if len(members) >= self.max_participants:
             if not members:
                 del self._rooms[room]
-            raise RoomFullError(f"room {room!r} is full ({self.max_participants} participants)")
+            raise RoomFullError(f"room {room!r} is full ({self.max_participants} participant{'' if self.max_participants == 1 else 's'})")
         pid = f"p{next(self._counter)}-{secrets.token_hex(3)}"
         p = Participant(id=pid, name=name, room=room, avatar_name=avatar_name, preview=preview)
         members[pid] = p

@@ -129,6 +129,7 @@ function unsubscribe(pid) {
   const sub = state.subscriptions.get(pid);
   if (!sub) return;
   sub.pc.close(); sub.tile.fig.remove(); state.subscriptions.delete(pid);
+  delete state.framesDecoded[pid];
 }
 
 async function onMessage(msg) {
@@ -141,7 +142,7 @@ async function onMessage(msg) {
       // the others first: someone without a camera (or who refused it) still watches the call
       for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name).catch(() => undefined);
       if (msg.may_enroll === false) {
-        $("selfie").disabled = true;
+        $("selfie").title = "this link does not let you enroll a selfie avatar";
       } else {
         const kept = await avatarStore.get().catch(() => undefined);
         if (kept) {   // the avatar of an earlier selfie: no new enrollment needed
@@ -152,15 +153,16 @@ async function onMessage(msg) {
       if (msg.may_publish === false) {   // a link for watching: no camera asked for
         state.cameraProblem = "this link is for watching";
         status(`Watching room ${msg.room}: this link is for watching, the others do not see you.`);
-        $("selfie").disabled = true;
         break;
       }
       state.cameraProblem = await publish($("preview").checked);
       if (state.cameraProblem) {
         status(`Watching room ${msg.room}, not publishing your camera (${state.cameraProblem}): the others do not see you.`);
-        $("selfie").disabled = true;
       } else {
-        status(`Publishing in room ${msg.room}.`);
+        status(`Publishing in room ${msg.room}` +
+               (state.keptAvatarUsed ? " with the avatar this browser kept from your last selfie." : "."));
+        showOwnTiles(true);
+        $("selfie").disabled = msg.may_enroll === false;
       }
       break;
     case "answer": {
@@ -172,22 +174,35 @@ async function onMessage(msg) {
     case "peer":
       if (msg.event === "publishing") subscribe(msg.participant, msg.name).catch(() => undefined);   // closed meanwhile
       if (msg.event === "left") unsubscribe(msg.participant);
-      status(`${msg.name} ${msg.event}.`);
+      status(msg.event === "joined" ? `${msg.name} joined the call.`
+           : msg.event === "publishing" ? `${msg.name} is on camera.` : `${msg.name} left the call.`);
       break;
     case "stats": state.lastStats = msg.stats; break;
     case "enrolled":
       $("forget").disabled = false;
+      $("selfie").disabled = !state.publishPc;
       if (msg.file) {
         await avatarStore.put(msg.file).catch((err) => status(`Could not keep the avatar in this browser: ${err}`));
         status(`Enrolled a new avatar (${msg.avatar}); this browser keeps it for your next calls.` +
                (msg.warnings ? ` Note: ${msg.warnings.join(" ")}` : ""));
       } else {
         status(state.restoring ? "Using the avatar this browser kept from your last selfie." : `Avatar ${msg.avatar}.`);
+        state.keptAvatarUsed = state.restoring;
       }
       state.restoring = false;
       break;
-    case "error":   // a selfie the server could not use says what to change (face the camera, come closer...)
-      if (msg.fatal) state.refused = true;   // an expired token, a full room: joining again would not help
+    case "error": {   // a selfie the server could not use says what to change (face the camera, come closer...)
+      // Refused for good: a fatal error (an expired token, a full room), or any answer to the join but a
+      // draining server's, which asks to come back later.
+      const joining = !state.me;
+      if (msg.fatal || (joining && !COME_BACK.has(msg.code))) state.refused = true;
+      if (COME_BACK.has(msg.code)) { state.comeBack = msg.message; break; }   // said when the socket closes
+      if (joining) {
+        status(`Could not join: ${msg.message}`);
+        state.ws.close();
+        break;
+      }
+      if (msg.code === "enroll_failed" || msg.code === "enroll_busy") $("selfie").disabled = !state.publishPc;
       if (msg.code === "bad_avatar") {   // the kept avatar no longer fits this server (e.g. an older format)
         state.restoring = false;
         await avatarStore.forget().catch(() => undefined);
@@ -203,7 +218,16 @@ async function onMessage(msg) {
            : msg.code === "enroll_busy" ? `Could not enroll now: ${msg.message}`
            : `Server error ${msg.code}: ${msg.message}`);
       break;
+    }
   }
+}
+
+// Errors of a server that stops or drains: not a refusal, the page joins again (the socket then closes).
+const COME_BACK = new Set(["draining", "shutting_down"]);
+
+function showOwnTiles(shown) {   // a page that watches has no camera or avatar of its own to show
+  $("tile-camera").hidden = !shown;
+  $("tile-preview").hidden = !shown || !$("preview").checked;
 }
 
 async function collectStats() {
@@ -215,7 +239,7 @@ async function collectStats() {
       if (s.type === "inbound-rtp" && s.kind === "video") state.framesDecoded[id] = s.framesDecoded || 0;
     });
   }
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) send("stats");
+  if (state.ws && state.ws.readyState === WebSocket.OPEN && state.me) send("stats");
   $("stats").textContent = JSON.stringify({ framesDecoded: state.framesDecoded, server: state.lastStats }, null, 1);
 }
 
@@ -225,7 +249,7 @@ const REJOIN_TRIES = 5;
 function join(ev) {
   ev.preventDefault();
   state.wanted = true; state.tries = 0; state.refused = false;
-  $("join").disabled = true; $("leave").disabled = false; $("selfie").disabled = false;
+  $("join").disabled = true; $("leave").disabled = false;
   state.statsTimer = setInterval(collectStats, 1000);
   connect();
 }
@@ -237,7 +261,7 @@ function connect() {
   address.search = ""; address.hash = "";
   const ws = new WebSocket(address.href);
   ws.binaryType = "arraybuffer";
-  state.ws = ws;
+  state.ws = ws; state.me = null; state.comeBack = null; state.keptAvatarUsed = false;
   const fields = { token: $("token").value.trim(), room: $("room").value.trim(), preview: $("preview").checked };
   if ($("avatar").value.trim()) fields.avatar = $("avatar").value.trim();   // one of the server's avatars
   ws.onopen = () => send("join", fields);
@@ -248,7 +272,8 @@ function connect() {
     // a dropped network, a restarted server: join again, unless the server refused this page for good
     if (state.wanted && !state.refused && state.tries < REJOIN_TRIES) {
       const delay = 1000 * 2 ** state.tries++;
-      status(`Connection lost; joining again in ${delay / 1000} s...`);
+      status(state.comeBack ? `${state.comeBack} (joining again in ${delay / 1000} s...)`
+                            : `Connection lost; joining again in ${delay / 1000} s...`);
       state.rejoinTimer = setTimeout(connect, delay);
     } else {
       if (state.wanted && !state.refused) status("Disconnected.");   // a refusal's own message stays
@@ -266,6 +291,8 @@ function stopCamera() {
 function dropMedia() {
   for (const pid of [...state.subscriptions.keys()]) unsubscribe(pid);
   stopCamera();
+  $("selfie").disabled = true;
+  showOwnTiles(false);
   for (const pending of state.pendingAnswers.values()) pending.reject(new Error("the connection closed"));
   state.pendingAnswers.clear();
 }
@@ -276,11 +303,14 @@ function leave() {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) { send("leave"); state.ws.close(); }
   dropMedia();
   clearInterval(state.statsTimer);
+  state.lastStats = null; $("stats").textContent = "";
   $("join").disabled = false; $("leave").disabled = true; $("selfie").disabled = true;
 }
 
 async function takeSelfie() {
   const video = $("camera");
+  if (!state.publishPc || !video.videoWidth) return;   // no camera picture yet
+  $("selfie").disabled = true;                         // one enrollment at a time: back on its answer
   const canvas = document.createElement("canvas");
   canvas.width = video.videoWidth; canvas.height = video.videoHeight;
   canvas.getContext("2d").drawImage(video, 0, 0);
@@ -295,7 +325,7 @@ $("room").value = params.get("room") || "";
 $("token").value = params.get("token") || "";
 $("avatar").value = params.get("avatar") || "";
 $("join-form").addEventListener("submit", join);
-$("leave").addEventListener("click", leave);
+$("leave").addEventListener("click", () => { leave(); status("Left the call."); });
 $("selfie").addEventListener("click", () => takeSelfie().catch((err) => status(`Error: ${err}`)));
 $("forget").addEventListener("click", () => avatarStore.forget().then(() => {
   $("forget").disabled = true;
