@@ -12,20 +12,20 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.codecs import CODECS
+from aiortc import RTCPeerConnection
 from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamTrack
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import candidate_from_sdp
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from gramcast.server import aiortc_latency, hoptrace, ice, protocol
+from gramcast.server import aiortc_latency, ice, protocol
 from gramcast.server.metrics import pipeline_stats
+from gramcast.server.offers import set_offer
 from gramcast.server.protocol import ProtocolError
 from gramcast.server.rooms import JoinRefused, Participant
 from gramcast.server.tokens import TokenError, verify_token
+from gramcast.server.tracks import Yuv420Track, drain
 
 if TYPE_CHECKING:  # pragma: no cover
     from gramcast.server.app import GramcastServer
@@ -272,7 +272,7 @@ class SignalingConnection:
             elif track.kind == "audio" and "audio" not in p.media:
                 p.media["audio"] = track
                 # Read the source even with no listener, or aiortc queues its frames forever.
-                p.media["audio_drain"] = asyncio.ensure_future(_drain(relay.subscribe(track)))
+                p.media["audio_drain"] = asyncio.ensure_future(drain(relay.subscribe(track)))
 
         @pc.on("connectionstatechange")
         async def on_state():
@@ -280,7 +280,7 @@ class SignalingConnection:
                 await self.ws.close()
 
         try:
-            await _set_offer(pc, sdp)
+            await set_offer(pc, sdp)
             await pc.setLocalDescription(await pc.createAnswer())
             if "video" not in p.media:
                 raise ProtocolError("no_video", "the publish offer must send a video track (the camera)")
@@ -335,7 +335,7 @@ class SignalingConnection:
                 await self.drop_subscription(target)
 
         try:
-            await _set_offer(pc, sdp)
+            await set_offer(pc, sdp)
             await pc.setLocalDescription(await pc.createAnswer())
             if owner._closed or self._closed:  # a close() ran meanwhile and missed this pc
                 raise ProtocolError("unknown_target", f"{target!r} left")
@@ -383,34 +383,6 @@ class SignalingConnection:
             pass
 
 
-async def _set_offer(pc: RTCPeerConnection, sdp: str) -> None:
-    """``pc.setRemoteDescription`` of a client's offer, or a ``bad_sdp`` ProtocolError that says what is
-    wrong with it: aiortc asserts its way through SDP and would answer an offer it cannot connect (one
-    without ICE credentials or a DTLS fingerprint)."""
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception:
-        raise ProtocolError("bad_sdp", "the offer's SDP cannot be parsed: send the offer a WebRTC peer "
-                                       "connection made (createOffer, after ICE gathering)") from None
-    if not parsed.media:
-        raise ProtocolError("bad_sdp", "the offer's SDP has no media sections (m= lines)")
-    for i, media in enumerate(parsed.media):
-        if not (media.ice and media.ice.usernameFragment and media.ice.password):
-            raise ProtocolError("bad_sdp", f"media section {i} ({media.kind}) of the offer has no ICE credentials "
-                                           "(a=ice-ufrag, a=ice-pwd)")
-        if not (media.dtls and media.dtls.fingerprints):
-            raise ProtocolError("bad_sdp", f"media section {i} ({media.kind}) of the offer has no DTLS "
-                                           "fingerprint (a=fingerprint)")
-        spoken = {c.mimeType.lower(): c.mimeType for c in CODECS.get(media.kind, []) if not c.mimeType.endswith("rtx")}
-        if spoken and not spoken.keys() & {c.mimeType.lower() for c in media.rtp.codecs}:
-            raise ProtocolError("bad_sdp", f"media section {i} ({media.kind}) of the offer has no codec in common "
-                                           f"with the server (it takes {', '.join(sorted(set(spoken.values())))})")
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-    except Exception as exc:
-        raise ProtocolError("bad_sdp", f"the offer cannot be used: {exc or type(exc).__name__}") from None
-
-
 def _peer_address(ws) -> str:
     try:
         host, port = ws.remote_address[:2]
@@ -431,47 +403,3 @@ def _session_summary(pipeline) -> str:
         return ""
     return (f": {stats['frames_in']} camera frames, {stats.get('frames_out', 0)} avatar frames sent, "
             f"{stats.get('frames_dropped', 0)} dropped, {stats.get('faces_lost', 0)} times the face was lost")
-
-
-class Yuv420Track(MediaStreamTrack):
-    """The source's video frames in yuv420p, converted once per frame in a worker thread.
-
-    MediaRelay hands the same frame object to every consumer (the preview, each subscriber), and
-    aiortc's VP8/H264 encoders each call ``frame.reformat(format="yuv420p")`` in their own executor
-    thread. PyAV caches one VideoReformatter on the frame, so two encoders reformatting the same
-    frame at once hang or crash the process (seen with the avatar pipeline's rgb24 frames and a
-    preview plus a subscriber). Frames already in yuv420p (a decoded camera, AvatarSession's
-    output) pass unchanged, and the encoders then skip their own conversion.
-    """
-
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack):
-        super().__init__()
-        self.source = source
-
-    async def recv(self):
-        frame = await self.source.recv()
-        if frame.format.name != "yuv420p":
-            frame = await asyncio.get_running_loop().run_in_executor(None, _to_yuv420p, frame)
-        if hoptrace.ENABLED:
-            hoptrace.mark("yuv", frame)
-        return frame
-
-
-def _to_yuv420p(frame):
-    out = frame.reformat(format="yuv420p")
-    out.pts, out.time_base = frame.pts, frame.time_base
-    return out
-
-
-async def _drain(track) -> None:
-    from aiortc.mediastreams import MediaStreamError
-
-    try:
-        while True:
-            await track.recv()
-    except (MediaStreamError, asyncio.CancelledError):
-        pass
-    finally:
-        track.stop()  # unregister this relay proxy
