@@ -50,12 +50,14 @@ CPU_CHUNK_LAYER_PIXELS = 1 << 20
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 4096
 
 
-def check_resolution(resolution) -> int:
-    """``resolution`` as an int, or an ``InvalidArgumentError`` (a ``GramcastError``) that says what is allowed."""
+def check_resolution(resolution, name: str = "resolution") -> int:
+    """``resolution`` as an int, or an ``InvalidArgumentError`` (a ``GramcastError``) that says what is allowed;
+    ``name``: what the caller calls it (a command-line option, checked before any work)."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-        raise InvalidArgumentError(f"resolution must be a whole number of pixels, got {resolution!r}")
+        raise InvalidArgumentError(f"{name} must be a whole number of pixels, got {resolution!r}")
     if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
-        raise InvalidArgumentError(f"resolution {resolution} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels")
+        raise InvalidArgumentError(f"{name} {resolution} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels: "
+                                   "give a size in that range")
     return int(resolution)
 
 

@@ -151,12 +151,9 @@ def check_suffix(path: Path, suffix: str, what: str) -> None:
 
 def check_size(option: str, value: int) -> None:
     """A renderer's output size, checked up front (the renderer's own check comes only at the first frame)."""
-    from gramcast.avatar.renderer import MAX_RESOLUTION, MIN_RESOLUTION
-    from gramcast.errors import GramcastError
+    from gramcast.avatar.renderer import check_resolution
 
-    if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
-        raise GramcastError(f"{option} {value} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION} pixels: "
-                            f"give a size in that range")
+    check_resolution(value, option)
 
 
 def check_angles(**angles: float) -> None:

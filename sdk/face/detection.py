@@ -88,6 +88,12 @@ def upright_turns(rgb: np.ndarray, detector: FaceDetector, margin: float = TURN_
     return best if scores[best] > scores[0] + margin else 0
 
 
+def faces_in_window(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int, int]) -> list[DetectedFace]:
+    """The faces ``mesh`` finds in the ``window`` (x0, y0, x1, y1) of ``rgb``, in the whole image's pixels."""
+    x0, y0, x1, y1 = window
+    return [DetectedFace(f.points + np.array([x0, -y0, 0.0])) for f in mesh.detect(rgb[y0:y1, x0:x1])]
+
+
 def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = None) -> list[DetectedFace]:
     """The faces of ``rgb`` ``(H, W, 3)``, largest first: the face mesh's, or where it finds none, the mesh's
     on a crop around each face the full-range detector finds (``detector``: made here when None)."""
@@ -109,8 +115,7 @@ def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = 
         x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
         if x1 - x0 < 8 or y1 - y0 < 8:
             continue
-        for face in mesh.detect(rgb[y0:y1, x0:x1]):
-            moved = DetectedFace(face.points + np.array([x0, -y0, 0.0]))
+        for moved in faces_in_window(mesh, rgb, (x0, y0, x1, y1)):
             # a neighbour's box may hold this face too
             if all(np.linalg.norm(moved.center - f.center) > 0.5 * f.eye_distance for f in faces):
                 faces.append(moved)
@@ -148,7 +153,7 @@ class DistantFaceMesh(Closeable):
             self.window = self._window_around(centres[pick], float(boxes[pick][1][2:].max()), rgb.shape)
         x0, y0, x1, y1 = self.window
         self._mesh = self._mesh or FaceMesh(static=False, max_faces=self.max_faces)
-        faces = [DetectedFace(f.points + np.array([x0, -y0, 0.0])) for f in self._mesh.detect(rgb[y0:y1, x0:x1])]
+        faces = faces_in_window(self._mesh, rgb, self.window)
         if not faces:
             self.reset()
             return []
