@@ -201,6 +201,20 @@ class GramcastServer:
             if conn is not None:
                 await conn.send_frame(data)
 
+    async def place_freed(self) -> None:
+        """A camera stopped publishing: with ``max_sessions`` set, the participants whose camera was refused
+        as "server_full" (and who have not published since) are told, longest waiting first, so that
+        they can offer it again; the first offer to arrive gets the place, the others are refused again."""
+        if self.config.max_sessions is None or self.draining:
+            return
+        waiting = sorted((c for c in self.connections.values()
+                          if c.waiting_for_place is not None and c.publish_pc is None),
+                         key=lambda c: c.waiting_for_place)
+        if waiting:
+            data = protocol.encode("place_free")
+            for conn in waiting:
+                await conn.send_frame(data)
+
     # ------------------------------------------------------------ HTTP + websocket
     def _static_response(self, path: str) -> Response:
         path = path.split("?", 1)[0]

@@ -53,6 +53,7 @@ class GramcastClient:
         self.enroll_warnings: list[str] = []
         #: The .gca bytes of the last selfie enrolled (``enroll``), to keep and send back with ``use_avatar``.
         self.avatar_file: bytes | None = None
+        self._place_free = asyncio.Event()    # set by "place_free", cleared by a "server_full" refusal
         self._answers: dict[str | None, asyncio.Future] = {}
         self._replies: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
@@ -93,7 +94,14 @@ class GramcastClient:
     async def _read(self) -> None:
         try:
             async for data in self.ws:
-                msg = protocol.decode(data, SERVER_MESSAGES)
+                try:
+                    msg = protocol.decode(data, SERVER_MESSAGES)
+                except protocol.ProtocolError as exc:
+                    if exc.code == "unknown_type":
+                        continue     # a newer server's message: nothing this client acts on
+                    raise
+                if msg.type == "place_free":
+                    self._place_free.set()
                 if msg.type == "answer":
                     fut = self._answers.pop(msg.get("target"), None)
                     if fut and not fut.done():
@@ -108,6 +116,8 @@ class GramcastClient:
                                                           "publishing": msg["event"] == "publishing"}
                 if msg.type == "error":
                     err = ServerError(msg["code"], msg["message"])
+                    if err.code == "server_full":
+                        self._place_free.clear()
                     self.errors.append(err)
                     for fut in [*self._replies.values(), *self._answers.values()]:
                         if not fut.done():
@@ -176,6 +186,12 @@ class GramcastClient:
         except BaseException:
             self._forget(None, pc)    # refused (e.g. "server_full"): publishing may be tried again
             raise
+
+    async def wait_for_place(self, timeout: float | None = None) -> None:
+        """After ``publish`` was refused with ``ServerError`` "server_full": wait until the server says a place
+        has freed ("place_free"), then ``publish`` again (another participant told at the same time may take
+        it first: the offer is then refused again). ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        await asyncio.wait_for(self._place_free.wait(), timeout)
 
     async def wait_for_peer(self, timeout: float = 10.0) -> str:
         """Id of another participant that publishes (waits for one)."""

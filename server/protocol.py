@@ -46,6 +46,12 @@ Server -> client
                                             (the server stops: join again in a moment, the websocket is
                                             closed with 1013 / 1001), "server_full", "no_video", "bad_sdp"
                                             (the publish offer refused; the server keeps no place for it)
+  place_free {}                             a place to publish has freed: sent to the participants whose
+                                            camera a full server refused ("server_full") and who have not
+                                            published since; offer the camera again (the first offer to
+                                            arrive gets it, the others are refused again and told again)
+
+A client ignores server message types it does not know (a newer server may send more).
 """
 from __future__ import annotations
 
@@ -87,6 +93,7 @@ SERVER_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
     "stats": {"stats": (_MAP, True)},
     "enrolled": {"avatar": (_STR, True), "warnings": (_LIST, False), "file": (_BYTES, False)},
     "error": {"code": (_STR, True), "message": (_STR, True), "fatal": (_BOOL, True)},
+    "place_free": {},
 }
 
 

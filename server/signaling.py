@@ -58,6 +58,9 @@ class SignalingConnection:
         #: source to its end, so entries of sources nobody started reading would stay for ever.
         self.relay = MediaRelay()
         self.errors = 0
+        #: when a full server last refused this participant's camera (time.monotonic()), until it publishes:
+        #: it is told ("place_free") when a place frees
+        self.waiting_for_place: float | None = None
         self._closed = False
         self._joined_at = 0.0
 
@@ -254,6 +257,8 @@ class SignalingConnection:
             raise ProtocolError("not_allowed", "this participant's token is for watching: it may not publish a camera")
         limit = self.server.config.max_sessions
         if limit is not None and sum(c.publish_pc is not None for c in self.server.connections.values()) >= limit:
+            if self.waiting_for_place is None:
+                self.waiting_for_place = time.monotonic()
             raise ProtocolError("server_full", f"this server already streams {limit} avatars, as many as it "
                                                "is set to; try again later or another server")
         p = self.participant
@@ -288,6 +293,7 @@ class SignalingConnection:
             await self._stop_publishing()   # frees the server's slot: a corrected offer may follow
             raise
         p.publishing = True
+        self.waiting_for_place = None
         log.info("%s publishes its camera (avatar %r)", p.id, p.avatar_name)
         await self.server.broadcast(p, "peer", event="publishing", participant=p.id, name=p.name)
         return pc.localDescription
@@ -311,6 +317,8 @@ class SignalingConnection:
         if p is not None:
             p.media.clear()
             p.publishing = False
+        if pc is not None:
+            await self.server.place_freed()
 
     async def _subscribe(self, target: str, sdp: str):
         publisher = self.server.rooms.get(self.participant.room, target)

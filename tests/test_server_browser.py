@@ -143,7 +143,7 @@ async def test_the_page_joins_with_the_avatar_its_link_names(tmp_path):
             assert await page.evaluate("document.getElementById('selfie').disabled")
 
 
-async def test_a_full_server_turns_the_camera_away_and_the_page_watches(tmp_path):
+async def test_a_full_server_turns_the_camera_away_and_the_page_publishes_when_a_place_frees(tmp_path):
     cam = green_camera_file(tmp_path)
     async with server_with_publisher(SECRET, max_sessions=1) as (server, py):
         async with chromium_page(cam) as page:
@@ -155,6 +155,12 @@ async def test_a_full_server_turns_the_camera_away_and_the_page_watches(tmp_path
             await page.wait_for_function(
                 f"(window.gramcast.framesDecoded['{py.participant}'] || 0) > 10", timeout=20000)
             assert await page.evaluate("window.gramcast.camera === null && window.gramcast.publishPc === null")
+            assert "publishes it when a place frees" in status, status
+            await py.close()                      # the server's one place frees: the page takes it
+            await page.wait_for_function(
+                "window.gramcast.events.some((e) => e.startsWith('Publishing in room'))", timeout=20000)
+            assert await page.evaluate("window.gramcast.publishPc !== null && window.gramcast.camera !== null")
+            assert sum(c.publish_pc is not None for c in server.connections.values()) == 1
 
 
 

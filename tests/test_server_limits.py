@@ -59,6 +59,42 @@ async def test_the_session_limit_refuses_the_next_camera_and_frees_with_a_leaver
             await client.close()
 
 
+async def place_free_messages(client) -> int:
+    """How many "place_free" messages ``client`` has received so far (drains its event queue)."""
+    seen = 0
+    while not client.events.empty():
+        seen += client.events.get_nowait().type == "place_free"
+    return seen
+
+
+async def test_participants_a_full_server_turned_away_are_told_when_a_place_frees():
+    async with running_server(SECRET, max_sessions=1) as (server, ws):
+        a, b, c, d = (GramcastClient(ws, mint_token(SECRET, "r", n), "r") for n in "abcd")
+        for client in (a, b, c, d):
+            await client.connect()
+        await a.publish(camera())
+        for waiting in (b, c):
+            with pytest.raises(ServerError, match="server_full"):
+                await waiting.publish(camera())
+        with pytest.raises(asyncio.TimeoutError):
+            await b.wait_for_place(0.3)             # nothing has freed yet
+        await a.close()
+        await asyncio.gather(b.wait_for_place(10), c.wait_for_place(10))
+        await asyncio.sleep(0.2)
+        assert await place_free_messages(d) == 0      # d never asked to publish
+        await b.publish(camera())                     # the first offer takes the place
+        with pytest.raises(ServerError, match="server_full"):
+            await c.publish(camera())                 # c waits again, and is told again when b stops
+        with pytest.raises(asyncio.TimeoutError):
+            await c.wait_for_place(0.3)
+        await b.close()
+        await c.wait_for_place(10)
+        await c.publish(camera())
+        assert await place_free_messages(d) == 0
+        for client in (c, d):
+            await client.close()
+
+
 async def test_draining_ends_at_its_timeout_with_participants_still_in_calls():
     async with running_server(SECRET) as (server, ws):
         async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r") as a:

@@ -113,6 +113,22 @@ async function publish(preview) {
   return null;
 }
 
+// Publishes the camera once joined, and says whether the others see this participant.
+async function startPublishing() {
+  const ws = state.ws;
+  state.cameraProblem = await publish($("preview").checked);
+  if (ws !== state.ws || ws.readyState !== WebSocket.OPEN) return;   // closed meanwhile: its own message stays
+  if (state.cameraProblem) {
+    const later = state.waitingForPlace ? " This page publishes it when a place frees." : "";
+    status(`Watching room ${state.room}, not publishing your camera (${state.cameraProblem}): the others do not see you.${later}`);
+  } else {
+    status(`Publishing in room ${state.room}` +
+           (state.keptAvatarUsed ? " with the avatar this browser kept from your last selfie." : "."));
+    showOwnTiles(true);
+    $("selfie").disabled = !state.mayEnroll;
+  }
+}
+
 async function subscribe(pid, name) {
   if (state.subscriptions.has(pid)) return;
   const pc = new RTCPeerConnection(state.ice);
@@ -138,6 +154,7 @@ async function onMessage(msg) {
       state.me = msg.participant;
       state.tries = 0;
       state.ice = { iceServers: msg.ice_servers || [], iceTransportPolicy: msg.ice_transport_policy || "all" };
+      state.room = msg.room; state.mayEnroll = msg.may_enroll !== false; state.waitingForPlace = false;
       status(`Joined room ${msg.room} as ${msg.participant}.`);
       // the others first: someone without a camera (or who refused it) still watches the call
       for (const p of msg.peers) if (p.publishing) subscribe(p.participant, p.name).catch(() => undefined);
@@ -155,15 +172,7 @@ async function onMessage(msg) {
         status(`Watching room ${msg.room}: this link is for watching, the others do not see you.`);
         break;
       }
-      state.cameraProblem = await publish($("preview").checked);
-      if (state.cameraProblem) {
-        status(`Watching room ${msg.room}, not publishing your camera (${state.cameraProblem}): the others do not see you.`);
-      } else {
-        status(`Publishing in room ${msg.room}` +
-               (state.keptAvatarUsed ? " with the avatar this browser kept from your last selfie." : "."));
-        showOwnTiles(true);
-        $("selfie").disabled = msg.may_enroll === false;
-      }
+      await startPublishing();
       break;
     case "answer": {
       const pending = state.pendingAnswers.get(msg.target || "");
@@ -178,6 +187,13 @@ async function onMessage(msg) {
            : msg.event === "publishing" ? `${msg.name} is on camera.` : `${msg.name} left the call.`);
       break;
     case "stats": state.lastStats = msg.stats; break;
+    case "place_free":   // the server that was full has a place: offer the camera again
+      if (state.waitingForPlace && !state.publishPc) {
+        state.waitingForPlace = false;
+        status(`A place freed in room ${state.room}: publishing your camera...`);
+        await startPublishing();
+      }
+      break;
     case "enrolled":
       $("forget").disabled = false;
       $("selfie").disabled = !state.publishPc;
@@ -210,6 +226,7 @@ async function onMessage(msg) {
         break;
       }
       if (PUBLISH_REFUSALS.has(msg.code) && state.pendingAnswers.has("")) {   // the camera's offer, refused
+        state.waitingForPlace = msg.code === "server_full";    // the server says when a place frees
         state.pendingAnswers.get("").reject(new Error(msg.message));
         state.pendingAnswers.delete("");
         break;
