@@ -391,6 +391,15 @@ def test_cli_encoder_writes_the_encoder_and_resumes_exactly(substitute_losses, g
     enc = GRAMEncoder.load(b / "encoder.safetensors", device="cpu")
     assert enc.config.num_ws == GRAMModel.load(generator_file).num_ws
     assert torch.load(b / "state.pt", weights_only=True)["step"] == 3
+    torch.manual_seed(1)
+    twin = tmp_path / "twin_generator.safetensors"     # the same shape as generator_file, other weights
+    GRAMModel(small_gram_config()).save(twin)
+    capsys.readouterr()
+    assert cli("encoder", "--generator", str(twin), "--data", str(dataset), "--out", str(b), "--steps", "5",
+               "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert "was trained against another generator" in err and str(generator_file) in err, err
+    assert torch.load(b / "state.pt", weights_only=True)["step"] == 3      # nothing trained, nothing saved
     assert cli("encoder", *common, "--out", str(b), "--steps", "5", "--resume") == 0
     assert "resumed" in capsys.readouterr().out
     assert cli("encoder", *common, "--out", str(a), "--steps", "5", "--image-every", "5") == 0

@@ -5,7 +5,7 @@
                         ENCODER_STEPS, inputs={"generator": args.generator})
 
 ``launch_stage`` joins the process group (torchrun) or runs as one process, builds the stage, records
-the configuration (and the input checkpoints' content ids, so resuming against other files warns),
+the configuration (and the input checkpoints' content ids: resuming against other files is refused),
 trains to ``--steps`` (resuming with ``--resume``), and returns the exit code: 0, or 130 / 143 when
 interrupted by SIGINT / SIGTERM (the state is saved either way).
 """

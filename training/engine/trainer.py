@@ -54,11 +54,18 @@ class LoopConfig:
 
 
 def run_mismatch(saved: dict, current: dict) -> str | None:
-    """Why a saved run cannot continue under ``current`` (its stage or preset differs), else None."""
+    """Why a saved run cannot continue under ``current`` (its stage or preset differs, or an input checkpoint
+    has other contents than the one it was trained against: ``stage_record``'s ``<input>_id``), else None."""
     for key, option in (("stage", "the {} stage: resume it with `gramcast-train {}`, or give another --out"),
                         ("preset", "a --config {} run: use the same --config to resume it, or give another --out")):
         if saved.get(key) and current.get(key) and saved[key] != current[key]:
             return "is from " + option.format(saved[key], saved[key])
+    for key in sorted(k for k in current if k.endswith("_id")):
+        if saved.get(key) and current.get(key) and saved[key] != current[key]:
+            name = key[:-len("_id")]
+            return (f"was trained against another {name} ({saved.get(f'{name}_path', '?')}, model id "
+                    f"{saved[key][:12]}; the --{name} given has {current[key][:12]}): resume with the "
+                    f"--{name} it was trained against, or give another --out")
     return None
 
 
