@@ -142,22 +142,23 @@ def refine_layer_samples(coarse: Tensor, size: tuple[int, int], c2w: Tensor, res
     hi = F.max_pool2d(torch.where(hit, t_c, torch.full_like(t_c, far)), 3, 1, 1)
     lo, hi = lo - margin, hi + margin
     h, w = size
-    f = hh // h
-    if f * h == hh and f * w == ww:
-        # every pixel takes its bracket from the coarse cell it lies in (nearest): the cells' f x f blocks
-        # of pixels share one, so the widest cells are picked and their blocks searched
-        lo, hi = lo.reshape(nl, b, h * w), hi.reshape(nl, b, h * w)
-        cells = (hi - lo).topk(min(h * w, -(-EDGE_PIXELS_PER_ROW * hh // (f * f))), dim=-1, sorted=False).indices
-        block = (torch.arange(f, device=cells.device)[:, None] * ww + torch.arange(f, device=cells.device)).reshape(-1)
-        corner = torch.div(cells, w, rounding_mode="floor") * (f * ww) + (cells % w) * f
-        pick = (corner[..., None] + block).reshape(nl, b, -1)                    # (L, B, cells x f²)
-        lo_p = lo.gather(2, cells)[..., None].expand(-1, -1, -1, f * f).reshape(nl, b, -1)
-        hi_p = hi.gather(2, cells)[..., None].expand(-1, -1, -1, f * f).reshape(nl, b, -1)
-    else:
-        lo = F.interpolate(lo, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww)
-        hi = F.interpolate(hi, size=(hh, ww), mode="nearest").reshape(nl, b, hh * ww)
-        pick = (hi - lo).topk(min(hh * ww, EDGE_PIXELS_PER_ROW * hh), dim=-1, sorted=False).indices
-        lo_p, hi_p = lo.gather(2, pick), hi.gather(2, pick)
+    # Every pixel takes its bracket from the coarse cell it lies in (nearest: row y is in cell y h // H), so
+    # the widest cells are picked and their pixels searched: a block of by x bx pixels from the cell's first
+    # one (where the size is not a multiple of the cell, a few cells cover one row or column more, which
+    # keeps its upsampled hits). Integer arithmetic, so that both back ends pick the same pixels; cells of
+    # equal width (many, on a small grid) go in index order: the width in steps of 2^-20 of a world unit,
+    # then the index, as one integer key.
+    by, bx = hh // h, ww // w
+    lo, hi = lo.reshape(nl, b, h * w), hi.reshape(nl, b, h * w)
+    key = (torch.round((hi - lo) * 2.0 ** 20).to(torch.int64) * (h * w)
+           + torch.arange(h * w - 1, -1, -1, device=lo.device))
+    cells = key.topk(min(h * w, -(-EDGE_PIXELS_PER_ROW * hh // (by * bx))), dim=-1, sorted=False).indices
+    y0 = torch.div(torch.div(cells, w, rounding_mode="floor") * hh + (h - 1), h, rounding_mode="floor")
+    x0 = torch.div((cells % w) * ww + (w - 1), w, rounding_mode="floor")
+    block = (torch.arange(by, device=cells.device)[:, None] * ww + torch.arange(bx, device=cells.device)).reshape(-1)
+    pick = ((y0 * ww + x0)[..., None] + block).reshape(nl, b, -1)                   # (L, B, cells x by bx)
+    lo_p = lo.gather(2, cells)[..., None].expand(-1, -1, -1, by * bx).reshape(nl, b, -1)
+    hi_p = hi.gather(2, cells)[..., None].expand(-1, -1, -1, by * bx).reshape(nl, b, -1)
     o, d = _pixel_rays(c2w, pick, resolution)
     t, found = bracketed_search(o, d, heights, extent, lo_p, hi_p, samples, settings.refine)
     xy = o[..., :2] + t[..., None] * d[..., :2]                                     # (L, B, k, 2)
