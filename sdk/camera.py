@@ -59,6 +59,8 @@ def as_pose_tensor(pose, device=None, dtype=None) -> Tensor:
     if dtype is None:
         dtype = pose.dtype if torch.is_tensor(pose) and pose.is_floating_point() else torch.float32
     t = torch.as_tensor(pose, dtype=dtype, device=device)
+    if t.numel() == 0:
+        raise ValueError("no poses given: pass a (yaw, pitch) pair in radians, or a list of them")
     if t.ndim == 1:
         t = t.unsqueeze(0)
     if t.ndim != 2 or t.shape[-1] != 2:

@@ -22,10 +22,14 @@ def available_device(device: str | torch.device | None = "auto") -> torch.device
 
     try:
         dev = resolve_device(device)
-    except RuntimeError as exc:
-        raise GramcastError(f"{device!r} is not a device torch knows ({exc}); use auto, cpu or cuda") from None
+    except (RuntimeError, TypeError):    # torch's message lists every device type it has ever heard of
+        raise GramcastError(f"{device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise GramcastError(f"{device}: this machine has no such CUDA device; use auto or cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise GramcastError(f"{device}: this machine has no Apple GPU (MPS) that torch can use; use auto or cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise GramcastError(f"{device}: gramcast runs on cpu, cuda or mps devices; use auto, cpu, cuda or mps")
     return dev
 
 

@@ -200,7 +200,9 @@ def test_a_renderer_takes_a_gca_path(tmp_path):
     ({"avatar": object()}, "takes an Avatar or the path of a .gca file, got builtins.object"),
     ({"avatar": np.zeros((8, 8))}, "takes an Avatar or the path of a .gca file, got numpy.ndarray"),
     ({"backend": "bogus"}, "unknown backend 'bogus'"),
-    ({"device": "banana"}, "not a device torch knows"),
+    ({"device": "banana"}, "'banana' is not a device: use auto, cpu, cuda, cuda:N or mps"),
+    ({"device": "gpu"}, "'gpu' is not a device: use auto, cpu, cuda"),
+    ({"device": "xpu"}, "gramcast runs on cpu, cuda or mps devices"),
     ({"compositing": "bogus"}, "unknown compositing 'bogus'"),
     ({"settings": {"edge_samples": 0}}, "settings must be a gramcast.RenderSettings"),
 ])
@@ -209,6 +211,18 @@ def test_bad_renderer_arguments_are_one_kind_of_error(kwargs, match):
     with pytest.raises(InvalidArgumentError, match=match) as caught:
         Renderer(**kwargs)
     assert isinstance(caught.value, GramcastError) and isinstance(caught.value, ValueError)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_device_this_machine_lacks_is_refused_on_either_back_end(backend):
+    with pytest.raises(InvalidArgumentError, match="no Apple GPU"):
+        Renderer(_tiny_avatar(), device="mps", backend=backend)      # onnx had quietly used the CPU
+
+
+def test_rendering_no_poses_says_so():
+    with pytest.raises(ValueError, match="no poses given"):
+        Renderer(_tiny_avatar(), device="cpu").render([], 32)
 
 
 def test_an_inconsistent_avatar_is_the_same_kind_of_error():

@@ -523,7 +523,7 @@ def test_the_renderer_refuses_non_finite_poses_unusable_sizes_and_missing_device
     for size in (0, 8, 5000, 64.0):
         with pytest.raises(GramcastError, match="resolution"):
             renderer.render([(0.0, 0.0)], size)
-    with pytest.raises(GramcastError, match="not a device torch knows"):
+    with pytest.raises(GramcastError, match="is not a device: use auto, cpu, cuda"):
         Renderer(sample_avatar, device="banana")
     if not torch.cuda.is_available():             # refused when made, not at the first frame
         with pytest.raises(GramcastError, match="no such CUDA device"):

@@ -229,6 +229,51 @@ def test_missing_onnxruntime_is_a_clear_error(monkeypatch, baked):
         OnnxRenderer(baked)
 
 
+def test_the_model_says_what_its_inputs_and_outputs_mean_and_how_it_renders(enrolled):
+    from gramcast.avatar.onnx_export import OnnxRenderer, export_onnx_bytes, read_metadata
+
+    metas = {}
+    for edge in (None, 0):
+        session = OnnxRenderer(enrolled, device="cpu")._new_session(
+            export_onnx_bytes(enrolled, 32, RenderSettings(edge_samples=edge)))
+        metas[edge] = read_metadata(session)
+    # one-layer avatars search their occlusion edges unless told not to: the model says which it does
+    assert json.loads(metas[None]["settings"])["edge_samples"] == 12
+    assert json.loads(metas[0]["settings"])["edge_samples"] == 0
+    assert "yaw > 0 moves the camera towards the subject's left" in metas[0]["inputs"]
+    assert "(rgb + alpha) * 127.5" in metas[0]["outputs"]
+
+
+def test_what_the_model_says_of_its_colour_holds(enrolled):
+    """8-bit premultiplied RGB = (rgb + alpha) * 127.5 (the metadata's words): what the SDK's
+    render_premultiplied gives, and 0 where the frame is transparent."""
+    from gramcast.avatar.onnx_export import OnnxRenderer
+
+    rgb, alpha, _ = OnnxRenderer(enrolled, device="cpu").render([(0.2, 0.1)], 64)
+    eight_bit = np.clip(np.round((rgb[0] + alpha[0]) * 127.5), 0, 255).transpose(1, 2, 0)
+    sdk = Renderer(enrolled, device="cpu").render_premultiplied((0.2, 0.1), 64)[..., :3]
+    assert np.abs(eight_bit - sdk.astype(np.float64)).max() <= 1
+    assert (eight_bit[alpha[0, 0] == 0] == 0).all() and (alpha[0, 0] == 0).any()
+
+
+def test_sessions_are_kept_for_the_sizes_used_last_and_big_batches_go_in_chunks(baked):
+    from gramcast.avatar.onnx_export import OnnxRenderer
+
+    r = OnnxRenderer(baked, device="cpu")
+    for res in (16, 20, 24, 28, 32, 36):
+        r.render([(0.1, 0.0)], res)
+    assert r.resolutions == [24, 28, 32, 36]             # MAX_SESSIONS, the least recently used dropped
+    r.render([(0.1, 0.0)], 24)
+    r.render([(0.1, 0.0)], 16)                           # made again; 28 is now the least recent
+    assert r.resolutions == [16, 24, 32, 36]
+    # at 256 a frame of this avatar's layers is a chunk (CPU_CHUNK_LAYER_PIXELS): five run one by one
+    poses = np.linspace([-0.4, -0.2], [0.4, 0.2], 5).astype(np.float32)
+    rgb, alpha, _ = r.render(poses, 256)
+    t = Renderer(baked, device="cpu").render(poses, 256)
+    assert rgb.shape == (5, 3, 256, 256) and np.abs(rgb - t.rgb.numpy()).max() <= 1e-5
+    assert Renderer(baked, device="cpu", backend="onnx").render(poses[:1], 16) is not None
+
+
 def test_render_settings_travel_into_the_model(baked):
     settings = RenderSettings(lowres_factor=2, steps=24, refine=3)
     t = Renderer(baked, device="cpu", settings=settings).render(POSES[:1], 48)

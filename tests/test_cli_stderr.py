@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 # Run in a child process: it rewires descriptor 2, which pytest's own capture also uses.
@@ -94,3 +95,37 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, verbose):
         os.close(write_end)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
     assert done.returncode == 141           # as a shell reports a command its pipe's reader left
+
+
+# A command stopped by SIGTERM (a service manager, `kill`) while it writes its output: the file is written by
+# Path.write_bytes inside media_io.atomic_output, made slow here so that the signal lands mid-write.
+TERMINATED = r'''
+import pathlib, sys, time
+import gramcast.cli as cli
+write = pathlib.Path.write_bytes
+def slow_write(self, data):
+    write(self, data[: len(data) // 2])
+    print("writing", flush=True)
+    time.sleep(60)
+pathlib.Path.write_bytes = slow_write
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+def test_a_command_terminated_mid_write_leaves_no_file_and_exits_143(tmp_path):
+    from gramcast.avatar import Avatar
+
+    gca, out = tmp_path / "a.gca", tmp_path / "out"
+    out.mkdir()
+    Avatar(torch.zeros(1, 8, 8), torch.rand(1, 4, 16, 16), 0.25, {"method": "test"}).save(gca)
+    proc = subprocess.Popen([sys.executable, "-c", TERMINATED, "export-onnx", str(gca), "-o", str(out / "m.onnx"),
+                             "--resolution", "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        assert [p.name for p in out.iterdir()]               # the temp file, half written
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "export-onnx: terminated" in err, (proc.returncode, err[-2000:])
+    assert list(out.iterdir()) == []

@@ -18,7 +18,7 @@ def test_a_usable_device_is_returned_and_auto_resolves():
     assert device_option("auto").type in ("cpu", "cuda", "mps")
 
 
-@pytest.mark.parametrize("value,words", [("banana", "--device 'banana' is not a device torch knows"),
+@pytest.mark.parametrize("value,words", [("banana", "--device 'banana' is not a device: use auto, cpu, cuda"),
                                          pytest.param("cuda", "--device cuda: this machine has no such CUDA device",
                                                       marks=NO_CUDA)])
 def test_enroll_refuses_the_device_before_reading_the_photo_or_writing(value, words, tmp_path, capsys):
@@ -30,7 +30,7 @@ def test_enroll_refuses_the_device_before_reading_the_photo_or_writing(value, wo
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("value,words", [("banana", "not a device torch knows"),
+@pytest.mark.parametrize("value,words", [("banana", "is not a device: use auto, cpu, cuda"),
                                          pytest.param("cuda:0", "no such CUDA device", marks=NO_CUDA)])
 def test_training_stages_and_report_refuse_the_device_before_any_run_folder_exists(value, words, tmp_path, capsys):
     run = tmp_path / "run"

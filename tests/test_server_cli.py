@@ -74,7 +74,7 @@ def test_a_sessions_renderer_searches_edges_unless_told_not_to_and_switches_betw
     (["--resolution-steps", "0.5,0.75"], "largest first"),
     (["--resolution-steps", "half"], "--resolution-steps 'half'"),
     (["--still-px", "-0.5"], "--still-px -0.5"),
-    (["--device", "banana"], "not a device torch knows"),
+    (["--device", "banana"], "is not a device: use auto, cpu, cuda"),
 ])
 def test_bad_values_are_refused_with_one_line_before_anything_starts(extra, words, capsys, tmp_path):
     with pytest.raises(GramcastError, match=words.replace("(", r"\(")):

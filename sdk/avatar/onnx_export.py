@@ -33,6 +33,7 @@ import io
 import json
 import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,9 @@ import torch
 from gramcast.avatar.avatar import FORMAT_NAME as AVATAR_FORMAT_NAME
 from gramcast.avatar.avatar import FORMAT_VERSION as AVATAR_FORMAT_VERSION
 from gramcast.avatar.avatar import Avatar, camera_conventions
-from gramcast.avatar.renderer import (CachedRenderModule, CompositingPlan, RenderSettings, check_resolution,
-                                     drawn_layers, resolve_compositing)
+from gramcast.avatar.layer_hits import edge_search_samples
+from gramcast.avatar.renderer import (CPU_CHUNK_LAYER_PIXELS, CachedRenderModule, CompositingPlan, RenderSettings,
+                                     check_resolution, drawn_layers, resolve_compositing)
 from gramcast.errors import GramcastError
 
 __all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "FORMAT_NAME",
@@ -53,6 +55,18 @@ FORMAT_VERSION = 1
 OPSET = 17                       # GridSample (bilinear, border, align_corners) needs 16
 INPUT_NAMES = ["poses"]
 OUTPUT_NAMES = ["rgb", "alpha", "depth"]
+
+#: What a model's inputs and outputs mean (its ``metadata_props`` "inputs" / "outputs", ``gramcast export-onnx
+#: --help``, README): enough to use the file from any language without gramcast.
+INPUTS_DOC = ("poses (batch, 2) float32: yaw, pitch in radians. yaw > 0 moves the camera towards the subject's "
+              "left (the head looks turned to its own right, the nose towards the image's left); pitch > 0 moves "
+              "the camera up, looking down on the face; (0, 0) is frontal. There is no roll: rotate the image "
+              "for it")
+OUTPUTS_DOC = ("rgb (batch, 3, H, W) float32, colour in [-1, 1] premultiplied by alpha: 8-bit premultiplied "
+               "RGB = (rgb + alpha) * 127.5, straight RGB = (rgb / alpha + 1) * 127.5 where alpha > 0; "
+               "alpha (batch, 1, H, W) in [0, 1]; depth (batch, 1, H, W): distance along each pixel's ray from "
+               "the camera (world units; the camera is 1 from the head's centre), alpha-weighted over the "
+               "layers, meaningless where alpha is near 0")
 
 _EXPORT_LOCK = threading.Lock()   # the exporter keeps global state; one export at a time
 _SESSION_LOCK = threading.Lock()
@@ -115,15 +129,17 @@ def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings,
 
     drawn = drawn_layers(avatar).num_layers
     path = "single" if drawn == 1 else ("ordered" if plan is not None else "general")
+    # edge_samples as the model does it (0: off), whatever RenderSettings left to the avatar's layer count
+    edge = edge_search_samples(settings, drawn)
     return {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "gramcast_version": __version__,
         "resolution": str(resolution), "layers": str(avatar.num_layers), "drawn_layers": str(drawn),
         "extent": repr(float(avatar.extent)),
         "settings": json.dumps({"lowres_factor": settings.lowres_factor, "steps": settings.steps,
-                                "refine": settings.refine}),
+                                "refine": settings.refine, "edge_samples": edge}),
         "camera": json.dumps(camera_conventions()),
-        "inputs": "poses (batch, 2) float32: yaw, pitch in radians",
-        "outputs": "rgb (batch, 3, H, W) in [-1, 1] premultiplied by alpha; alpha, depth (batch, 1, H, W)",
+        "inputs": INPUTS_DOC,
+        "outputs": OUTPUTS_DOC,
         "avatar_format": AVATAR_FORMAT_NAME, "avatar_format_version": str(AVATAR_FORMAT_VERSION),
         "meta": json.dumps(avatar.meta, ensure_ascii=False, default=str),
         "compositing": json.dumps({"path": path, **(plan.describe() if plan is not None else {})}),
@@ -157,11 +173,13 @@ def export_onnx(avatar: Avatar, path: str | Path, resolution: int = 256,
                 settings: RenderSettings = RenderSettings(), compositing="auto") -> Path:
     """Write ``avatar``'s renderer at ``resolution`` to ``path`` (atomically: a reader never sees a
     half-written file). Returns the path."""
-    from gramcast.media_io import atomic_output
+    from gramcast.media_io import atomic_output, check_output_path
 
     path = Path(path)
-    with atomic_output(path) as tmp:        # checks the folder before any work
-        tmp.write_bytes(export_onnx_bytes(avatar, resolution, settings, compositing))
+    check_output_path(path)                 # the folder, before any work
+    model = export_onnx_bytes(avatar, resolution, settings, compositing)
+    with atomic_output(path) as tmp:        # the temp file only for the write, not the seconds of export
+        tmp.write_bytes(model)
     return path
 
 
@@ -194,11 +212,17 @@ class OnnxRenderer:
     """onnxruntime renders of one avatar.
 
     ``OnnxRenderer(avatar).render(poses, resolution)`` -> numpy ``(rgb, alpha, depth)``; one session per
-    resolution, exported into memory on first use and kept. ``OnnxRenderer.from_file("me.onnx")`` serves
-    an exported file (its one resolution). ``threads``: onnxruntime's intra-op threads (default: its own
-    choice, the physical cores). Thread-safe: sessions are built once under a lock and onnxruntime
-    sessions may run concurrently. ``compositing``: as ``Renderer``'s (checked once here).
+    resolution, exported into memory on first use and kept, the ``MAX_SESSIONS`` used last (a session holds
+    its model and onnxruntime's memory; a window resized through many sizes would otherwise keep them all).
+    ``OnnxRenderer.from_file("me.onnx")`` serves an exported file (its one resolution). ``threads``:
+    onnxruntime's intra-op threads (default: its own choice, the physical cores). On the CPU a large batch
+    runs in chunks of frames, as the torch back end does (onnxruntime keeps the memory of its largest
+    call). Thread-safe: sessions are built once under a lock and onnxruntime sessions may run
+    concurrently. ``compositing``: as ``Renderer``'s (checked once here).
     """
+
+    #: Sessions (resolutions) kept per renderer.
+    MAX_SESSIONS = 4
 
     def __init__(self, avatar: Avatar | None = None, settings: RenderSettings = RenderSettings(),
                  device: str | torch.device | None = "auto", providers: list[str] | None = None,
@@ -209,7 +233,8 @@ class OnnxRenderer:
         self.plan = resolve_compositing(avatar, compositing) if avatar is not None else None
         self.providers = list(providers) if providers else default_providers(device)
         self.threads = threads
-        self._sessions: dict[int, object] = {}
+        self._sessions: OrderedDict[int, object] = OrderedDict()     # least recently used first
+        self._drawn = drawn_layers(avatar).num_layers if avatar is not None else 1
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device | None = "auto",
@@ -229,6 +254,7 @@ class OnnxRenderer:
             raise GramcastError(f"{path} is an ONNX model but not a gramcast avatar renderer "
                                 f"(format {meta.get('format')!r}); export one with `gramcast export-onnx`")
         r._sessions[int(meta["resolution"])] = session
+        r._drawn = int(meta.get("drawn_layers", 1))
         return r
 
     def _new_session(self, model: bytes):
@@ -245,9 +271,11 @@ class OnnxRenderer:
 
     def session(self, resolution: int):
         """The InferenceSession for ``resolution`` (exported and built on first use)."""
-        s = self._sessions.get(resolution)
-        if s is not None:
-            return s
+        with _SESSION_LOCK:
+            s = self._sessions.get(resolution)
+            if s is not None:
+                self._sessions.move_to_end(resolution)
+                return s
         if self.avatar is None:
             raise GramcastError(f"this ONNX model renders at {self.resolutions} pixels only, not {resolution}: "
                                 f"export one at {resolution} (`gramcast export-onnx --resolution {resolution}`)")
@@ -258,6 +286,8 @@ class OnnxRenderer:
                 s = self._new_session(export_onnx_bytes(self.avatar, resolution, self.settings,
                                                         self.plan or "general"))
                 self._sessions[resolution] = s
+                while len(self._sessions) > self.MAX_SESSIONS:
+                    self._sessions.popitem(last=False)
         return s
 
     def render(self, poses, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -269,11 +299,20 @@ class OnnxRenderer:
                 raise GramcastError("give the resolution to render at")
             resolution = self.resolutions[0]
         p = np.ascontiguousarray(np.asarray(poses, dtype=np.float32))
-        if p.ndim == 1:
+        if p.ndim == 1 and p.size:
             p = p[None]
         if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] < 1:
-            raise ValueError(f"a pose is (yaw, pitch) in radians; got shape {p.shape}")
-        rgb, alpha, depth = self.session(resolution).run(OUTPUT_NAMES, {INPUT_NAMES[0]: p})
+            raise ValueError("no poses given" if p.size == 0 else
+                             f"a pose is (yaw, pitch) in radians; got shape {p.shape}")
+        session = self.session(resolution)
+        chunk = p.shape[0]
+        if self.providers[0] == "CPUExecutionProvider":
+            chunk = max(1, CPU_CHUNK_LAYER_PIXELS // (self._drawn * resolution * resolution))
+        if chunk >= p.shape[0]:
+            rgb, alpha, depth = session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: p})
+            return rgb, alpha, depth
+        parts = [session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: p[i:i + chunk]}) for i in range(0, p.shape[0], chunk)]
+        rgb, alpha, depth = (np.concatenate(x) for x in zip(*parts))
         return rgb, alpha, depth
 
 
@@ -285,8 +324,11 @@ def run_onnx(renderer, poses: np.ndarray, resolution: int) -> tuple[np.ndarray, 
         with _SESSION_LOCK:
             onnx = getattr(renderer, "_onnx", None)
             if onnx is None:
+                # the process's torch threads (torch.set_num_threads, gramcast.torch_threads) bound
+                # onnxruntime's too, so that both back ends take what the application allows
                 onnx = OnnxRenderer(renderer.avatar, renderer.settings,
                                     device=getattr(renderer, "requested_device", "auto"),
+                                    threads=torch.get_num_threads(),
                                     compositing=getattr(renderer, "plan", None) or "general")
                 renderer._onnx = onnx
     return onnx.render(poses, resolution)

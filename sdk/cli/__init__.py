@@ -11,7 +11,9 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from gramcast import __version__
 from gramcast.cli.native_logs import filtered_stderr
@@ -49,6 +51,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a service manager stopping the command), raised where the command is, so that what
+    it was writing is cleaned up on the way out (``media_io.atomic_output`` removes its temp file) as on
+    Ctrl-C; the default action would end the process there and then. ``gramcast serve`` answers SIGTERM
+    itself (it drains its calls)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises ``Terminated`` while the block runs, where nothing else has claimed the signal."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     # the native libraries' log lines only with --verbose (gramcast.cli.native_logs)
-    with contextlib.nullcontext() if args.verbose else filtered_stderr():
+    with contextlib.nullcontext() if args.verbose else filtered_stderr(), _sigterm_unwinds():
         try:
             code = int(args.func(args) or 0)
             sys.stdout.flush()     # here, where a reader that went away is answered below, not at exit
@@ -69,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"gramcast {args.command}: interrupted", file=sys.stderr)
             return 130
+        except Terminated:
+            print(f"gramcast {args.command}: terminated", file=sys.stderr)
+            return 143
         except BrokenPipeError:
             # the reader of our output went away (`gramcast info me.gca | head -1`): nothing more to say to it,
             # and Python's flush of stdout at exit must not raise again

@@ -5,20 +5,26 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from gramcast.avatar.onnx_export import INPUTS_DOC, OUTPUTS_DOC
+
     p = sub.add_parser(
         "export-onnx", help="export an avatar's renderer as an ONNX model",
-        description="Write AVATAR's renderer at one output resolution as an ONNX model (the height fields "
-                    "and textures inside): input 'poses' (batch, 2) float32 yaw, pitch in radians; outputs "
-                    "'rgb' (batch, 3, H, W) in [-1, 1] premultiplied by alpha, 'alpha' and 'depth' "
-                    "(batch, 1, H, W). Runs in onnxruntime (CPU, or CUDA with onnxruntime-gpu).")
+        description=f"Write AVATAR's renderer at one output resolution as an ONNX model (the height fields "
+                    f"and textures inside; any batch size) that onnxruntime runs from any language (CPU, or "
+                    f"CUDA with onnxruntime-gpu). Input {INPUTS_DOC}. Outputs {OUTPUTS_DOC}. The model's "
+                    "metadata (metadata_props) repeats this and records the resolution, the render "
+                    "settings, the camera and the avatar's own metadata.")
     p.add_argument("avatar", type=Path, help="avatar file (.gca)")
     p.add_argument("-o", "--out", type=Path, required=True, help="ONNX model to write (.onnx)")
     p.add_argument("--resolution", type=int, default=256, help="output width and height in pixels (default 256)")
+    p.add_argument("--edge-samples", type=int, default=None, metavar="N",
+                   help="samples of the per-pixel search along occlusion edges (0: off, faster, the edges show "
+                        "the 1/4 grid's steps; default: on for one-layer avatars, off for more)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
-    from gramcast.avatar import Avatar
+    from gramcast.avatar import Avatar, RenderSettings
     from gramcast.avatar.onnx_export import export_onnx
     from gramcast.cli.avatar_cmd import check_size, check_suffix
     from gramcast.errors import GramcastError
@@ -29,8 +35,11 @@ def run_export(args) -> int:
     check_output_path(args.out)
     check_suffix(args.out, ".onnx", "an ONNX model")
     check_size("--resolution", args.resolution)
+    if args.edge_samples is not None and args.edge_samples < 0:
+        raise GramcastError(f"--edge-samples {args.edge_samples}: give a number of samples, or 0 for none")
     avatar = Avatar.load(args.avatar)
-    path = export_onnx(avatar, args.out, resolution=args.resolution)
+    path = export_onnx(avatar, args.out, resolution=args.resolution,
+                       settings=RenderSettings(edge_samples=args.edge_samples))
     size_mb = path.stat().st_size / 1e6
     print(f"wrote {path} ({size_mb:.1f} MB): {avatar.num_layers} layer(s) at {args.resolution}x{args.resolution}, "
           "input 'poses' (batch, 2) yaw/pitch radians -> 'rgb', 'alpha', 'depth'")
