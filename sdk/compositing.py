@@ -85,6 +85,25 @@ def place_premultiplied(bg_rgb: np.ndarray, rgba: np.ndarray, matrix: np.ndarray
     return out
 
 
+def fit_inside(src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
+    """3x3 matrix taking ``src_wh`` pixels into a ``dst_wh`` frame at one scale, as large as fits, centred:
+    an output frame of another shape than the camera's (a 16:9 webcam sent as 480p) keeps the head's
+    proportions and shows all of the camera's view (the background fills the margin)."""
+    (sw, sh), (dw, dh) = src_wh, dst_wh
+    scale = min(dw / sw, dh / sh)
+    return np.array([[scale, 0.0, (dw - scale * sw) / 2.0], [0.0, scale, (dh - scale * sh) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def cover(image: np.ndarray, size_wh: tuple[int, int], interpolation: int) -> np.ndarray:
+    """``image`` scaled to fill ``size_wh`` at one scale, the overhang cropped evenly (no stretching)."""
+    w, h = size_wh
+    ih, iw = image.shape[:2]
+    scale = max(w / iw, h / ih)
+    cw, ch = min(iw, max(1, round(w / scale))), min(ih, max(1, round(h / scale)))
+    x0, y0 = (iw - cw) // 2, (ih - ch) // 2
+    return cv2.resize(np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw]), (w, h), interpolation=interpolation)
+
+
 @functools.lru_cache(maxsize=8)
 def _color_plate(w: int, h: int, color: tuple[int, int, int]) -> np.ndarray:
     """A read-only frame of one colour: copying it is a memcpy (~0.04 ms at 640x480), while filling a
@@ -97,20 +116,21 @@ def _color_plate(w: int, h: int, color: tuple[int, int, int]) -> np.ndarray:
 
 def make_background(kind: str, size_wh: tuple[int, int], camera_rgb: np.ndarray | None = None,
                     color=(24, 24, 28), image: np.ndarray | None = None) -> np.ndarray:
-    """The frame behind the avatar: ``color``, ``blur`` (the camera frame, heavily blurred) or ``image``."""
+    """The frame behind the avatar: ``color``, ``blur`` (the camera frame, heavily blurred) or ``image``; a
+    camera frame or image of another shape than the output fills it at one scale (``cover``), unstretched."""
     w, h = size_wh
     if kind == "color":
         return _color_plate(int(w), int(h), tuple(int(c) for c in color)).copy()
     if kind == "blur":
         if camera_rgb is None:
             raise ValueError("the blur background needs the camera frame")
-        small = cv2.resize(camera_rgb, (max(w // 8, 1), max(h // 8, 1)), interpolation=cv2.INTER_AREA)
+        small = cover(camera_rgb, (max(w // 8, 1), max(h // 8, 1)), cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (0, 0), 3)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if kind == "image":
         if image is None:
             raise ValueError("the image background needs SessionConfig.background_image")
-        return cv2.resize(np.asarray(image, np.uint8)[..., :3], (w, h), interpolation=cv2.INTER_AREA)
+        return cover(np.asarray(image, np.uint8)[..., :3], (w, h), cv2.INTER_AREA)
     raise ValueError(f"unknown background {kind!r}; use 'color', 'blur' or 'image'")
 
 
@@ -139,6 +159,10 @@ class AvatarFrameProcessor:
 
         return on_torch_thread(Renderer, avatar, device=self.config.device, backend=self.config.backend,
                                settings=RenderSettings(edge_samples=self.edge_samples))
+
+    def close(self) -> None:
+        """Frees the head tracker's mediapipe graphs (~50 MB a session); call it once no frame runs."""
+        self.tracker.close()
 
     def set_avatar(self, avatar) -> None:
         """Render ``avatar`` from the next frame on (call it where ``draw`` runs: it does torch work)."""
@@ -198,8 +222,8 @@ class AvatarFrameProcessor:
         t2 = time.perf_counter()
         out_w, out_h = cfg.size_for((rgb.shape[1], rgb.shape[0]))
         bg = make_background(cfg.background, (out_w, out_h), rgb, cfg.background_color, cfg.background_image)
-        # frame pixels -> output pixels, then crop pixels -> frame pixels
-        to_out = np.diag([out_w / rgb.shape[1], out_h / rgb.shape[0], 1.0])
+        # frame pixels -> output pixels (one scale, centred), then crop pixels -> frame pixels
+        to_out = fit_inside((rgb.shape[1], rgb.shape[0]), (out_w, out_h))
         frame_from_crop = np.vstack([tracked.frame_from_crop(res), [0.0, 0.0, 1.0]])
         matrix = (to_out @ frame_from_crop)[:2]
         out = place_premultiplied(bg, avatar, to_index_matrix(matrix))

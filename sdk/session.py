@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fractions
 import logging
 import time
 
@@ -38,6 +39,9 @@ __all__ = ["AvatarSession", "SessionConfig", "OUTPUT_PRESETS", "output_video_fra
 
 log = logging.getLogger(__name__)
 
+#: The clock of output frames whose camera frame had none (RTP's video clock).
+VIDEO_CLOCK_HZ = 90000
+
 class AvatarSession:
     """Renders ``avatar`` at the head pose tracked in an incoming aiortc video track.
 
@@ -51,7 +55,8 @@ class AvatarSession:
                  executor: concurrent.futures.Executor | None = None,
                  quality_governor: QualityGovernorConfig | None = None):
         self.config = config or SessionConfig()
-        self.avatar = avatar
+        self._own_processor = processor is None     # the session made it, so the session closes it
+        self.avatar = self._checked_avatar(avatar)
         self._processor = processor
         self._made_for = avatar      # the avatar the processor renders
         self._pipelined = _pipeline_on(self.config) and (processor is None or is_two_stage(processor))
@@ -72,7 +77,8 @@ class AvatarSession:
         self._tracked: TrackedFrame | None = None   # a tracked frame waiting for the renderer
         self._camera_interval = 0.0  # seconds between camera frames (EWMA of their timestamps)
         self._new_frame = asyncio.Event()
-        self._ended = False
+        self._ended = False      # no more camera frames come (the camera ended, or the session closed)
+        self._closed = False
         self._face_found = True
         # the levels of render quality the session steps through while it drops frames (None: just the one)
         steps = quality_steps(self.config.edge_samples is None,
@@ -84,9 +90,17 @@ class AvatarSession:
 
     # -------------------------------------------------------------- public API
     def attach(self, track):
-        """Start consuming ``track`` (camera); returns the avatar ``MediaStreamTrack`` to send."""
+        """Start consuming ``track`` (camera); returns the avatar ``MediaStreamTrack`` to send. Stopping that
+        track (``pc.close()`` does) closes the session."""
+        if self._closed:
+            raise RuntimeError("this session is closed: make a new AvatarSession")
         if self._input is not None:
             raise RuntimeError("this session is already attached to a camera track")
+        if getattr(track, "kind", None) != "video" or not callable(getattr(track, "recv", None)):
+            from gramcast.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"attach takes the camera's video track (an aiortc MediaStreamTrack of "
+                                       f"kind 'video'), got {track!r}")
         from gramcast.session_track import AvatarVideoTrack
 
         self._input = track
@@ -114,11 +128,28 @@ class AvatarSession:
         """Switch to another avatar from the next rendered frame on. The processor makes its renderer in
         the render thread, between two frames: not on the caller's thread (the event loop), whose torch
         work would stall it and slow every later render (``gramcast.torch_threads``)."""
-        self.avatar = avatar
+        self.avatar = self._checked_avatar(avatar)
         try:
-            self._executor.submit(self._switch_avatar, avatar)
+            switched = self._executor.submit(self._switch_avatar, avatar)
         except RuntimeError:  # the executor was shut down: the session is closing
-            pass
+            return
+        switched.add_done_callback(_log_failure("switching the avatar"))
+
+    def _checked_avatar(self, avatar):
+        """``avatar``, or an ``InvalidArgumentError`` where the session's own processor could not render it
+        (every frame would fail); a processor the application gives takes what it takes."""
+        from gramcast.errors import InvalidArgumentError
+
+        if avatar is None:
+            raise InvalidArgumentError("an avatar session needs an avatar: gramcast.Avatar.load(path) or "
+                                       "gramcast.enroll(photo)")
+        if self._own_processor:
+            from gramcast.avatar import Avatar
+
+            if not isinstance(avatar, Avatar):
+                raise InvalidArgumentError(f"the avatar must be a gramcast.Avatar (Avatar.load(path), enroll(photo)), "
+                                           f"got {type(avatar).__module__}.{type(avatar).__qualname__}")
+        return avatar
 
     def _switch_avatar(self, avatar) -> None:
         # In the render thread, after any frame or processor construction submitted before: a processor
@@ -129,7 +160,13 @@ class AvatarSession:
         self._made_for = avatar
 
     async def close(self) -> None:
-        self._ended = True
+        """Stops the session: the camera is no longer read, the output track ends, the worker threads and the
+        processor the session made (its head tracker's mediapipe graphs) are freed once the frame in hand is
+        done. Idempotent."""
+        if self._closed:
+            return
+        self._closed = self._ended = True
+        self._waiting = None
         self._new_frame.set()
         if self._task is not None:
             self._task.cancel()
@@ -139,10 +176,43 @@ class AvatarSession:
                 pass
         if self._output is not None:
             self._output.stop()
-        if self._track_executor is not None:
-            self._track_executor.shutdown(wait=False, cancel_futures=True)
-        if self._own_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._track_executor, self._executor if self._own_executor else None):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        await self._release()
+
+    async def _release(self) -> None:
+        """Closes the processor the session made, after the frame in hand (its threads finish it first)."""
+        ready, own = self._processor_ready, self._own_processor
+
+        def release():
+            for executor in (self._track_executor, self._executor if self._own_executor else None):
+                if executor is not None:
+                    executor.shutdown(wait=True)
+            if ready is not None:
+                concurrent.futures.wait([ready])
+            processor = self._processor
+            if own and processor is not None and callable(getattr(processor, "close", None)):
+                processor.close()
+
+        try:
+            if self._own_executor:
+                await asyncio.to_thread(release)
+            else:            # a shared render thread: after what it runs for this session
+                await asyncio.wrap_future(self._executor.submit(release))
+        except Exception:    # a processor that fails to close leaves nothing else to do
+            log.exception("closing the avatar session's processor failed")
+
+    def _output_stopped(self) -> None:
+        """The output track was stopped (its peer connection closed): nobody receives frames, so stop."""
+        if self._closed:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._closed = self._ended = True     # no loop to close on: at least no new frames
+            return
+        asyncio.ensure_future(self.close())
 
     # -------------------------------------------------------------- internals
     @property
@@ -162,6 +232,7 @@ class AvatarSession:
 
         min_interval = 1.0 / self.config.max_fps if self.config.max_fps > 0 else 0.0
         last_time: float | None = None  # camera time of the last frame accepted
+        last_arrival = 0.0              # and when it arrived
         prev_time: float | None = None  # camera time of the previous frame
         try:
             while True:
@@ -170,15 +241,18 @@ class AvatarSession:
                 self._stats.frames_in += 1
                 self._stats._in_rate.tick(now)
                 # The fps cap goes by the camera's timestamps, not by arrival times: frames that
-                # arrive bunched up by network or scheduling jitter are not over the cap.
+                # arrive bunched up by network or scheduling jitter are not over the cap. Timestamps that do
+                # not advance (a source that repeats or restarts them, whole seconds) say nothing of the rate:
+                # then the arrival times do.
                 t = float(frame.time) if frame.time is not None else now
                 if prev_time is not None and 0.0 < t - prev_time < 1.0:
                     self._camera_interval = ewma(self._camera_interval, t - prev_time, 0.1)
                 prev_time = t
-                if last_time is not None and 0.0 <= t - last_time < min_interval * 0.9:
+                gap = t - last_time if last_time is not None and t > last_time else now - last_arrival
+                if last_time is not None and gap < min_interval * 0.9:
                     self._stats.frames_dropped += 1
                     continue
-                last_time = t
+                last_time, last_arrival = t, now
                 if self.config.trace is not None:
                     self.config.trace("recv", frame, now)
                 if not self._can_take_frame():
@@ -195,8 +269,9 @@ class AvatarSession:
         except Exception:  # a broken camera stream ends this session only
             log.exception("avatar session stopped")
         finally:
+            # frames already taken (tracking, rendering, the one waiting) are still sent: next_frame ends the
+            # output once they are out
             self._ended = True
-            self._waiting = None
             self._new_frame.set()
 
     def _can_take_frame(self) -> bool:
@@ -239,13 +314,21 @@ class AvatarSession:
         if self._tracked is not None:
             self._start_render()
         self._take_waiting()
+        if self._ended:
+            self._new_frame.set()     # the output may end once nothing is left in hand
 
     def _tracker_free(self, fut: asyncio.Future) -> None:
         self._tracking = False
         self._take_waiting()
+        if self._ended:
+            self._new_frame.set()
+
+    def _in_hand(self) -> bool:
+        """Whether a camera frame taken is still on its way to the output."""
+        return self._tracking or self._rendering or self._tracked is not None or self._waiting is not None
 
     def _take_waiting(self) -> None:
-        if self._waiting is None or self._ended or not self._can_take_frame():
+        if self._waiting is None or self._closed or not self._can_take_frame():
             return
         waiting, self._waiting = self._waiting, None
         # A frame that waited up to half a camera interval starts now: a render that ran a little
@@ -253,7 +336,7 @@ class AvatarSession:
         # under half an interval, so waiting frames never add more than that to the latency when
         # rendering falls behind for good.
         now = time.monotonic()
-        if now - waiting[1] <= 0.5 * self._camera_interval or self._camera_interval == 0.0:
+        if now - waiting[1] <= 0.5 * self._camera_interval or self._camera_interval == 0.0 or self._ended:
             self._start(*waiting)
         else:
             self._dropped_behind(now)
@@ -320,7 +403,10 @@ class AvatarSession:
             out = out.copy()
             out[:rows] = cv2.resize(rgb[:rows], (out.shape[1], rows), interpolation=cv2.INTER_NEAREST)
         video = output_video_frame(out, self.config.output_format)
-        video.pts, video.time_base = frame.pts, frame.time_base
+        if frame.time_base is not None:
+            video.pts, video.time_base = frame.pts, frame.time_base
+        else:   # a frame made without a clock (av.VideoFrame.from_ndarray): its arrival time on the video clock
+            video.pts, video.time_base = int(item.arrived * VIDEO_CLOCK_HZ), fractions.Fraction(1, VIDEO_CLOCK_HZ)
         # The encoder runs behind aiortc's relay, out of the session's sight: it reports its time
         # through the frame (gramcast.server.aiortc_latency calls this with the milliseconds).
         video.opaque = self.record_encode
@@ -364,7 +450,7 @@ class AvatarSession:
         from aiortc.mediastreams import MediaStreamError
 
         while self._latest is None:
-            if self._ended:
+            if self._closed or (self._ended and not self._in_hand()):
                 raise MediaStreamError
             self._new_frame.clear()
             await self._new_frame.wait()
@@ -392,6 +478,14 @@ class AvatarSession:
 
     def record_encode(self, ms: float) -> None:
         self._stats.encode_ms = ewma(self._stats.encode_ms, ms)
+
+
+def _log_failure(doing: str):
+    """A done-callback for a worker's future whose result nobody waits for: logs its error."""
+    def done(fut: concurrent.futures.Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("%s failed", doing, exc_info=fut.exception())
+    return done
 
 
 class FailureLog:

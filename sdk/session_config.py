@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["OUTPUT_PRESETS", "SessionConfig", "check_output_format", "check_resolution_steps"]
+__all__ = ["OUTPUT_PRESETS", "BACKGROUNDS", "SessionConfig", "check_output_format", "check_output_size",
+           "check_resolution_steps"]
 
 #: Output sizes (width, height) WebRTC apps commonly negotiate, plus square ones.
 OUTPUT_PRESETS: dict[str, tuple[int, int]] = {
@@ -72,30 +73,107 @@ class SessionConfig:
     trace: Callable[[str, Any, float], None] | None = None
 
     def __post_init__(self):
+        """Refuses, with what is allowed, a value a session could not use (it would fail every frame)."""
+        from gramcast.errors import InvalidArgumentError as Bad
+
         check_output_format(self.output_format)
+        self.output_size = check_output_size(self.output_size, self.output_format)
+        if isinstance(self.avatar_resolution, bool) or not isinstance(self.avatar_resolution, (int, np.integer)) \
+                or not 16 <= self.avatar_resolution <= 4096:
+            raise Bad(f"avatar_resolution must be a whole number of pixels from 16 to 4096, not {self.avatar_resolution!r}")
+        if self.background not in BACKGROUNDS:
+            raise Bad(f"background must be one of {BACKGROUNDS}, not {self.background!r}")
+        if self.background == "image":
+            image = self.background_image
+            if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] in (3, 4)
+                    and min(image.shape[:2]) > 0):
+                raise Bad("background 'image' needs background_image, an (H, W, 3) or (H, W, 4) uint8 RGB array")
+        colour = self.background_color
+        if not (isinstance(colour, (tuple, list)) and len(colour) == 3
+                and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255
+                        for c in colour)):
+            raise Bad(f"background_color must be three whole numbers 0..255 (R, G, B), not {colour!r}")
+        if isinstance(self.max_fps, bool) or not isinstance(self.max_fps, (int, float)) \
+                or not 0.0 <= self.max_fps < float("inf"):
+            raise Bad(f"max_fps must be a frame rate in frames per second (0: no cap), not {self.max_fps!r}")
+        if self.backend not in ("torch", "onnx"):
+            raise Bad(f"backend must be 'torch' or 'onnx', not {self.backend!r}")
+        for name in ("edge_samples", "passthrough_rows"):
+            value = getattr(self, name)
+            if value is None and name == "edge_samples":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise Bad(f"{name} must be a whole number, 0 or more, not {value!r}")
+        if self.pipeline is not None and not isinstance(self.pipeline, bool):
+            raise Bad(f"pipeline must be None (on with a GPU), True or False, not {self.pipeline!r}")
+        if self.trace is not None and not callable(self.trace):
+            raise Bad(f"trace must be None or a callable trace(event, image, time), not {self.trace!r}")
         self.resolution_steps = check_resolution_steps(self.resolution_steps)
         if not self.still_px >= 0.0:
-            raise ValueError(f"still_px must be 0 (track every frame) or more pixels, not {self.still_px}")
+            raise Bad(f"still_px must be 0 (track every frame) or more pixels, not {self.still_px}")
         if not self.reuse_render_px >= 0.0:
-            raise ValueError("reuse_render_px must be 0 (render every frame) or more pixels, "
-                             f"not {self.reuse_render_px}")
+            raise Bad("reuse_render_px must be 0 (render every frame) or more pixels, "
+                      f"not {self.reuse_render_px}")
+        from gramcast.device import available_device
+        from gramcast.errors import GramcastError
+
+        if self.device != "auto":
+            try:
+                available_device(self.device)
+            except GramcastError as exc:
+                raise Bad(f"device {exc}") from None
 
     def size_for(self, camera_wh: tuple[int, int]) -> tuple[int, int]:
+        """The output frame's (width, height) for a camera frame of ``camera_wh``: the configured size, or
+        the camera's own, made even for yuv420p (4:2:0 halves both sides; H264 encoders refuse odd sizes)."""
         if self.output_size is None:
-            return camera_wh
+            w, h = (int(x) for x in camera_wh)
+            if self.output_format == "yuv420p":
+                w, h = max(2, w - w % 2), max(2, h - h % 2)
+            return w, h
         if isinstance(self.output_size, str):
-            try:
-                return OUTPUT_PRESETS[self.output_size]
-            except KeyError:
-                raise ValueError(f"unknown output size {self.output_size!r}; "
-                                 f"presets: {sorted(OUTPUT_PRESETS)}") from None
+            return OUTPUT_PRESETS[self.output_size]
         w, h = self.output_size
         return int(w), int(h)
 
 
+#: ``SessionConfig.background`` values.
+BACKGROUNDS = ("color", "blur", "image")
+
+
+def check_output_size(size, pixel_format: str = "yuv420p"):
+    """``SessionConfig.output_size`` as stored: None, a preset name, or (width, height) ints; a "640x360"
+    string becomes (640, 360). Refused (``InvalidArgumentError``, a ValueError): other names, sizes outside
+    16..4096, and odd sides for yuv420p output."""
+    from gramcast.errors import InvalidArgumentError
+
+    if size is None or (isinstance(size, str) and size in OUTPUT_PRESETS):
+        return size
+    if isinstance(size, str):
+        w, sep, h = size.strip().lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit()):
+            raise InvalidArgumentError(f"output_size {size!r}: use one of {', '.join(OUTPUT_PRESETS)}, "
+                                       "'WIDTHxHEIGHT' or (width, height), or None for the camera's own size")
+        size = (int(w), int(h))
+    try:
+        w, h = size
+        ok = all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in (w, h))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not (16 <= w <= 4096 and 16 <= h <= 4096):
+        raise InvalidArgumentError(f"output_size {size!r}: give (width, height) in whole pixels from 16 to 4096, "
+                                   f"a preset ({', '.join(OUTPUT_PRESETS)}) or None for the camera's own size")
+    if pixel_format == "yuv420p" and (w % 2 or h % 2):
+        raise InvalidArgumentError(f"output_size {w}x{h}: yuv420p frames need an even width and height "
+                                   "(H264 encoders refuse odd ones)")
+    return int(w), int(h)
+
+
 def check_output_format(pixel_format: str) -> None:
+    from gramcast.errors import InvalidArgumentError
+
     if pixel_format not in ("yuv420p", "rgb24"):
-        raise ValueError(f"output_format must be 'yuv420p' or 'rgb24', not {pixel_format!r}")
+        raise InvalidArgumentError(f"output_format must be 'yuv420p' or 'rgb24', not {pixel_format!r}")
 
 
 def check_resolution_steps(steps) -> tuple[float, ...]:
@@ -103,5 +181,7 @@ def check_resolution_steps(steps) -> tuple[float, ...]:
     first."""
     fractions = tuple(float(x) for x in steps)
     if any(not 0.1 <= x < 1.0 for x in fractions) or list(fractions) != sorted(fractions, reverse=True):
-        raise ValueError(f"resolution_steps must be fractions in [0.1, 1), largest first, not {steps}")
+        from gramcast.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"resolution_steps must be fractions in [0.1, 1), largest first, not {steps}")
     return fractions

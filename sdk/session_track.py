@@ -20,3 +20,7 @@ class AvatarVideoTrack(MediaStreamTrack):
 
     async def recv(self):
         return await self._session.next_frame()
+
+    def stop(self) -> None:
+        super().stop()
+        self._session._output_stopped()

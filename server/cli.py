@@ -148,9 +148,10 @@ def session_config(args):
         output_size = size
     else:
         w, sep, h = size.partition("x")
-        if not (sep and w.isdigit() and h.isdigit() and 16 <= int(w) <= 4096 and 16 <= int(h) <= 4096):
+        if not (sep and w.isdigit() and h.isdigit() and 16 <= int(w) <= 4096 and 16 <= int(h) <= 4096
+                and int(w) % 2 == 0 and int(h) % 2 == 0):
             raise GramcastError(f"--output-size {args.output_size!r}: use one of {', '.join(OUTPUT_PRESETS)}, "
-                                "WIDTHxHEIGHT (16 to 4096 each, e.g. 640x360) or 'camera'")
+                                "WIDTHxHEIGHT (even numbers from 16 to 4096, e.g. 640x360) or 'camera'")
         output_size = (int(w), int(h))
     if not 16 <= args.avatar_resolution <= 2048:
         raise GramcastError(f"--avatar-resolution {args.avatar_resolution}: use 16 to 2048 pixels (default 256)")

@@ -66,7 +66,8 @@ def test_a_sessions_renderer_searches_edges_unless_told_not_to_and_switches_betw
 
 @pytest.mark.parametrize("extra,words", [
     (["--output-size", "640by360"], "--output-size '640by360'"),
-    (["--output-size", "8x8"], "16 to 4096"),
+    (["--output-size", "8x8"], "from 16 to 4096"),
+    (["--output-size", "641x481"], "even numbers"),
     (["--avatar-resolution", "4"], "--avatar-resolution 4"),
     (["--max-fps", "0"], "positive frame rate"),
     (["--edge-samples", "1"], "--edge-samples 1"),
