@@ -88,8 +88,20 @@ def upright_turns(rgb: np.ndarray, detector: FaceDetector, margin: float = TURN_
     return best if scores[best] > scores[0] + margin else 0
 
 
+def clip_window(window: tuple[int, int, int, int], shape) -> tuple[int, int, int, int] | None:
+    """The part of ``window`` (x0, y0, x1, y1) inside a frame of ``shape`` ``(H, W, ...)``, or None where none is."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = window
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
 def faces_in_window(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int, int]) -> list[DetectedFace]:
-    """The faces ``mesh`` finds in the ``window`` (x0, y0, x1, y1) of ``rgb``, in the whole image's pixels."""
+    """The faces ``mesh`` finds in the ``window`` (x0, y0, x1, y1) of ``rgb``, in the whole image's pixels; none
+    where the window lies outside ``rgb``."""
+    window = clip_window(window, rgb.shape)
+    if window is None:
+        return []         # an empty crop would stop the mesh's graph for good (mediapipe: "ROI width ... > 0")
     x0, y0, x1, y1 = window
     return [DetectedFace(f.points + np.array([x0, -y0, 0.0])) for f in mesh.detect(rgb[y0:y1, x0:x1])]
 
@@ -132,6 +144,7 @@ class DistantFaceMesh(Closeable):
         self.max_faces, self.acquire_every, self.window_faces = max_faces, acquire_every, window_faces
         #: the frame's window the mesh looks at (x0, y0, x1, y1), or None (no distant face followed)
         self.window: tuple[int, int, int, int] | None = None
+        self._shape: tuple | None = None      # the shape of the frame the window was made in
         self._mesh: FaceMesh | None = None
         self._detector: FaceDetector | None = None
         self._misses = 0
@@ -139,7 +152,10 @@ class DistantFaceMesh(Closeable):
     def detect(self, rgb: np.ndarray, near: np.ndarray | None = None) -> list[DetectedFace]:
         """Faces of frame ``rgb`` ``(H, W, 3)`` (frame pixels, largest first) seen through the window, or []
         where there is none. Without a window, one is sought on every ``acquire_every``-th call (the
-        full-range detector's face nearest ``near``, else its surest)."""
+        full-range detector's face nearest ``near``, else its surest). A frame of another shape than the
+        window's (a sender that changed its frame size) has its face sought anew at once."""
+        if self.window is not None and rgb.shape != self._shape:
+            self.reset()              # the window is in another frame's pixels
         if self.window is None:
             self._misses += 1
             if (self._misses - 1) % self.acquire_every:
@@ -151,6 +167,7 @@ class DistantFaceMesh(Closeable):
             centres = [box[:2] + box[2:] / 2 for _, box in boxes]
             pick = 0 if near is None else int(np.argmin([np.linalg.norm(c - near) for c in centres]))
             self.window = self._window_around(centres[pick], float(boxes[pick][1][2:].max()), rgb.shape)
+            self._shape = rgb.shape
         x0, y0, x1, y1 = self.window
         self._mesh = self._mesh or FaceMesh(static=False, max_faces=self.max_faces)
         faces = faces_in_window(self._mesh, rgb, self.window)
@@ -175,11 +192,19 @@ class DistantFaceMesh(Closeable):
         return x0, y0, x0 + side, y0 + side
 
     def reset(self) -> None:
-        self.window = None
+        self.window = self._shape = None
         self._misses = 0
 
     def close(self) -> None:
-        for part in (self._mesh, self._detector):
-            if part is not None:
+        parts, self._mesh, self._detector = (self._mesh, self._detector), None, None
+        close_all(parts)
+
+
+def close_all(parts) -> None:
+    """Closes each of ``parts`` (None: nothing to close). A mediapipe graph that failed raised its error in the
+    ``process`` call it failed in; its ``close`` raises the same again, which would leave the other parts open
+    and make a cleanup fail: that error is not raised twice."""
+    for part in parts:
+        if part is not None:
+            with contextlib.suppress(RuntimeError):
                 part.close()
-        self._mesh = self._detector = None

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["OneEuroConfig", "OneEuroFilter"]
+__all__ = ["OneEuroConfig", "OneEuroFilter", "REPEATS_KEPT"]
+
+#: How many samples in a row at the last sample's timestamp keep its output (a duplicate frame); from the next
+#: on, the clock is taken to have stopped and each sample is output as it is (there is no time to smooth over).
+REPEATS_KEPT = 1
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,9 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
 
 
 class OneEuroFilter:
-    """Filters a vector signal; each component has its own adaptive cutoff."""
+    """Filters a vector signal; each component has its own adaptive cutoff. A timestamp earlier than the last
+    (a source restarted, a file looping) restarts the filter from that sample: the state belongs to another
+    clock, and waiting for the new clock to pass the old one would freeze the output."""
 
     def __init__(self, config: OneEuroConfig = OneEuroConfig()):
         self.config = config
@@ -38,14 +44,21 @@ class OneEuroFilter:
         self._x: np.ndarray | None = None
         self._dx: np.ndarray | None = None
         self._t: float | None = None
+        self._repeats = 0                    # samples in a row at the timestamp ``_t``
+
+    def _restart(self, x: np.ndarray, t: float, repeats: int = 0) -> np.ndarray:
+        self._x, self._dx, self._t, self._repeats = x.copy(), np.zeros_like(x), t, repeats
+        return x.copy()
 
     def __call__(self, x, t: float) -> np.ndarray:
         x = np.asarray(x, np.float64)
-        if self._x is None or self._t is None or t <= self._t:
-            if self._x is not None and self._t is not None and t <= self._t:
-                return self._x.copy()          # repeated or out-of-order timestamp: keep the output
-            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
-            return x.copy()
+        if self._x is None or self._t is None or t < self._t:
+            return self._restart(x, t)         # the first sample, or a clock that went back
+        if t == self._t:
+            self._repeats += 1
+            if self._repeats <= REPEATS_KEPT:
+                return self._x.copy()          # a duplicate frame: keep its output
+            return self._restart(x, t, self._repeats)   # a clock that stopped: no time to smooth over
         dt = t - self._t
         c = self.config
         dx = (x - self._x) / dt
@@ -53,5 +66,5 @@ class OneEuroFilter:
         self._dx = a_d * dx + (1 - a_d) * self._dx
         a = _alpha(c.min_cutoff + c.beta * np.abs(self._dx), dt)
         self._x = a * x + (1 - a) * self._x
-        self._t = t
+        self._t, self._repeats = t, 0
         return self._x.copy()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from gramcast.face.detection import DistantFaceMesh
+from gramcast.face.detection import DistantFaceMesh, close_all
 from gramcast.face.filters import OneEuroConfig, OneEuroFilter
 from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh
 from gramcast.face.pose import HeadPose, estimate_pose
@@ -68,6 +68,13 @@ def _frame_to_rgb(frame) -> tuple[np.ndarray, float | None]:
     return to_ndarray(format="rgb24"), frame.time
 
 
+def _scaled(pose: HeadPose, sx: float, sy: float) -> HeadPose:
+    """``pose`` in a frame scaled by ``sx`` across and ``sy`` down (a sender changing its frame size keeps
+    the picture and scales it)."""
+    return replace(pose, center=(pose.center[0] * sx, pose.center[1] * sy),
+                   crop_size=pose.crop_size * math.sqrt(sx * sy))
+
+
 class HeadTracker(Closeable):
     """Per video frame: the smoothed head pose of one followed face.
 
@@ -93,6 +100,8 @@ class HeadTracker(Closeable):
         self._still_run = 0
         # the last tracked frame's answer, its face's signature, box centre and side, and the frame's shape
         self._tracked: tuple[TrackedHead, np.ndarray, tuple[float, float], float, tuple] | None = None
+        self._shape: tuple | None = None             # the last frame's shape: what the pixel coordinates above are in
+        self._last_t: float | None = None            # the last frame's timestamp
 
     def _choose(self, faces: list[DetectedFace]) -> DetectedFace | None:
         if not faces:
@@ -104,12 +113,37 @@ class HeadTracker(Closeable):
     def update(self, frame, timestamp: float | None = None) -> TrackedHead:
         rgb, frame_time = _frame_to_rgb(frame)
         t = timestamp if timestamp is not None else (frame_time if frame_time is not None else time.monotonic())
+        if self._shape is not None and rgb.shape != self._shape:
+            self._frame_size_changed(self._shape, rgb.shape)
+        if self._last_t is not None and t < self._last_t:
+            self._clock_went_back(t)
+        self._shape, self._last_t = rgb.shape, t
         still = self._still_answer(rgb, t)
         if still is not None:
             return still
         head = self._track(rgb, t)
         self._remember(rgb, head)
         return head
+
+    def _frame_size_changed(self, old: tuple, new: tuple) -> None:
+        """A camera that changed its frame size (a WebRTC sender adapting to its bandwidth halves it): what is
+        kept in the old frame's pixels is scaled to the new frame's, or dropped where it is a crop of it."""
+        sx, sy = new[1] / old[1], new[0] / old[0]
+        self._distant.reset()             # its window may lie outside the new frame: the face is sought anew
+        self._tracked, self._still_run = None, 0
+        self._placement.reset()           # kept in frame heights, which a new aspect ratio changes
+        if self._last is not None:        # the pose held while the face is lost
+            self._last = _scaled(self._last, sx, sy)
+        if self._last_centre is not None:
+            self._last_centre = self._last_centre * [sx, sy]
+
+    def _clock_went_back(self, t: float) -> None:
+        """Timestamps that restarted (a source reopened, a file looping): the time the face was last seen is
+        moved onto the new clock as if this frame followed the last at once, so a face lost stays lost as
+        long and a held pose does not jump back. (The filters restart themselves on an earlier timestamp.)"""
+        assert self._last_t is not None
+        if self._last_seen is not None:
+            self._last_seen += t - self._last_t
 
     def _still_answer(self, rgb: np.ndarray, t: float) -> TrackedHead | None:
         """The last tracked frame's answer (at time ``t``) where the face has not moved since; else None."""
@@ -175,5 +209,4 @@ class HeadTracker(Closeable):
         return replace(self._last, yaw=self._last.yaw * k, pitch=self._last.pitch * k, roll=self._last.roll * k)
 
     def close(self) -> None:
-        self._mesh.close()
-        self._distant.close()
+        close_all((self._mesh, self._distant))
