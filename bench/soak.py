@@ -3,7 +3,7 @@
 Samples the process's resident memory and its number of asyncio tasks every few seconds and prints
 the least-squares slope of each over the run (flat = no leak), plus JSON.
 
-    python bench/soak.py [--minutes 10] [--quick-leave 0.3] [--json out.json]
+    python bench/soak.py [--minutes 10] [--quick-leave 0.3] [--avatar-pipeline] [--json out.json]
 
 At the end the churn stops (the guest in progress finishes its visit), the rooms go back to the two
 steady sessions, and after a short settle the live asyncio tasks, RTCPeerConnection and aioice
@@ -11,7 +11,8 @@ Connection objects are compared with a baseline taken before the churn began: wh
 ("leaked_*") is what the departed guests left behind, independent of when the samples fell.
 
 The video pipeline is a pass-through of the camera (the server's own plumbing: signaling, peer
-connections, relays, cleanup); the avatar renderer is measured by bench/render_cache.py.
+connections, relays, cleanup), or with ``--avatar-pipeline`` the product's (camera frames with a face,
+tracked, rendered and placed per participant: what each session holds besides the plumbing).
 """
 from __future__ import annotations
 
@@ -66,12 +67,38 @@ def task_counts() -> "Counter[str]":
     return Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())
 
 
-async def soak(minutes: float, sample_s: float = 5.0, quick_leave: float = 0.0, settle_s: float = 3.0) -> dict:
-    server = GramcastServer({"default": object()}, ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
-                                                               pipeline_factory=PassThroughPipeline))
+def face_frames(n: int = 8) -> list[np.ndarray]:
+    """320x240 camera frames with the sample portrait's face, moving a little from frame to frame."""
+    import cv2
+
+    from gramcast.images import load_image
+    from gramcast.cli.demo_cmd import SAMPLE_PORTRAIT
+
+    face = cv2.resize(load_image(SAMPLE_PORTRAIT), (180, 180), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n):
+        frame = np.full((240, 320, 3), 70, np.uint8)
+        x = 60 + 4 * i
+        frame[30:210, x:x + 180] = face
+        frames.append(frame)
+    return frames
+
+
+async def soak(minutes: float, sample_s: float = 5.0, quick_leave: float = 0.0, settle_s: float = 3.0,
+               avatar_pipeline: bool = False) -> dict:
+    if avatar_pipeline:     # the product's pipeline: head tracking, the cached renderer, placement
+        import gramcast
+        from gramcast.cli.demo_cmd import SAMPLE_PORTRAIT
+
+        avatars, factory = {"default": gramcast.enroll(SAMPLE_PORTRAIT)}, None
+        frames = face_frames()
+    else:
+        avatars, factory = {"default": object()}, PassThroughPipeline
+        frames = [np.random.default_rng(i).integers(0, 255, (240, 320, 3), dtype=np.uint8) for i in range(8)]
+    server = GramcastServer(avatars, ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"],
+                                                  pipeline_factory=factory))
     await server.start()
     url = f"ws://127.0.0.1:{server.config.port}/ws"
-    frames = [np.random.default_rng(i).integers(0, 255, (240, 320, 3), dtype=np.uint8) for i in range(8)]
 
     def client(room, name):
         return GramcastClient(url, mint_token(SECRET, room, name), room)
@@ -162,7 +189,8 @@ async def soak(minutes: float, sample_s: float = 5.0, quick_leave: float = 0.0, 
         await pub.close(); await sub.close()
     await server.stop()
     half = len(ts) // 2  # skip warm-up (allocator growth, first connections) in the slope
-    return {"minutes": minutes, "guests_joined": churn.count, "video_frames_received": received["video"],
+    return {"minutes": minutes, "pipeline": "avatar" if avatar_pipeline else "pass-through",
+            "guests_joined": churn.count, "video_frames_received": received["video"],
             "audio_frames_received": received["audio"],
             "rss_mb_first": mem[0] if mem else None, "rss_mb_last": mem[-1] if mem else None,
             "rss_slope_mb_per_min_second_half": slope_per_minute(ts[half:], mem[half:]),
@@ -182,9 +210,12 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--quick-leave", type=float, default=0.0, metavar="FRACTION",
                     help="fraction of guests that leave right after negotiating instead of after 5-30 frames")
+    ap.add_argument("--avatar-pipeline", action="store_true",
+                    help="every participant's camera goes through the product's avatar pipeline (the enrolled sample "
+                         "portrait; tracking, rendering, placement) instead of a pass-through")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    result = asyncio.run(soak(args.minutes, quick_leave=args.quick_leave))
+    result = asyncio.run(soak(args.minutes, quick_leave=args.quick_leave, avatar_pipeline=args.avatar_pipeline))
     emit(result, args.json, indent=2)
     return 0
 

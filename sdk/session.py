@@ -451,6 +451,8 @@ class AvatarSession:
 
         while self._latest is None:
             if self._closed or (self._ended and not self._in_hand()):
+                if self._output is not None and self._output.readyState == "live":
+                    self._output.stop()       # ended for its listeners too ("ended" event, readyState)
                 raise MediaStreamError
             self._new_frame.clear()
             await self._new_frame.wait()

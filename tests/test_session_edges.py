@@ -69,7 +69,9 @@ async def test_timestamps_that_do_not_advance_are_not_over_the_frame_rate_cap(pt
 async def test_frames_in_hand_when_the_camera_ends_are_still_sent():
     for n in (1, 3):
         session = AvatarSession(object(), SessionConfig(max_fps=0), processor=SlowProcessor(0.15))
-        frames = await _drain(session.attach(ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * n, loop=False)))
+        out = session.attach(ArrayVideoTrack([np.zeros((16, 16, 3), np.uint8)] * n, loop=False))
+        frames = await _drain(out)
+        assert out.readyState == "ended"                 # had stayed "live" with the camera gone
         await session.close()
         # the first frame renders while the others wait in the one slot: the newest of them follows it
         assert len(frames) == min(n, 2), (n, session.stats())
