@@ -158,6 +158,19 @@ def load_image(src, max_side: int = MAX_SIDE) -> np.ndarray:
     return _to_rgb(img, name)
 
 
+def as_rgb(image, name: str = "the image") -> np.ndarray:
+    """``image`` as an ``(H, W, 3)`` uint8 RGB array: what the face code (``gramcast.face``) and its native graphs
+    take, from anything ``load_image`` takes, converted as it converts it (an array as it is, not resized).
+    An ``(H, W, 3)`` uint8 C-contiguous array is returned itself, uncopied: the head tracker passes every video
+    frame through here. ``name``: what an array is called in the error that refuses it ("the frame")."""
+    if (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and image.shape[0] > 0 and image.shape[1] > 0 and image.flags.c_contiguous):
+        return image
+    if isinstance(image, np.ndarray):
+        return _from_array(image, name)
+    return load_image(image)
+
+
 def _to_rgb(img, name: str) -> np.ndarray:
     from PIL import Image
 
@@ -184,6 +197,11 @@ def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
         raise InvalidImageError(f"{name}: the array {arr.shape} is channels first (C, H, W); pass channels last, "
                                 "e.g. arr.transpose(1, 2, 0)")
+    if arr.ndim in (2, 3) and 0 in arr.shape[:2]:
+        # an empty image has no face and no matte, and breaks the native graphs that are given one (mediapipe's
+        # stops for good, OpenCV's aborts the process)
+        raise InvalidImageError(f"{name} is empty ({arr.shape[0]}x{arr.shape[1]} pixels, shape {arr.shape}): "
+                                "pass an image with pixels")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:

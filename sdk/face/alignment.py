@@ -16,6 +16,7 @@ from gramcast.face.detection import find_faces
 from gramcast.face.landmarks import DetectedFace, FaceMesh
 from gramcast.face.pose import HeadPose, estimate_pose
 from gramcast.face.reference import ReferenceFace, load_reference
+from gramcast.images import as_rgb
 
 __all__ = ["AlignedFace", "align_face", "warp_to_crop", "pick_single_face", "detect_and_align",
            "MIN_EYE_DISTANCE_PX", "SECONDARY_FACE_RATIO", "FACE_CHOICES"]
@@ -79,8 +80,9 @@ def warp_to_crop(image: np.ndarray, crop_from_image: np.ndarray, size: int,
 
 def align_face(image: np.ndarray, face: DetectedFace, size: int = 256,
                reference: ReferenceFace | None = None, others: list[DetectedFace] = ()) -> AlignedFace:
-    """Crop ``image`` ``(H, W, 3)`` uint8 around ``face`` at ``size``² (e.g. 256 or 512); ``others``: the
-    other faces found in it."""
+    """Crop ``image`` ``(H, W, 3)`` uint8 RGB (or any image ``gramcast.images.as_rgb`` converts: the crop is RGB
+    either way) around ``face`` at ``size``² (e.g. 256 or 512); ``others``: the other faces found in it."""
+    image = as_rgb(image)
     ref = reference or load_reference()
     crop_from_image = similarity_2d(face.five, ref.template(size))
     crop = warp_to_crop(image, crop_from_image, size)
@@ -134,11 +136,15 @@ def _short_of(value: float, limit: float) -> str:
     return f"{value:g}"
 
 
-def detect_and_align(image: np.ndarray, size: int = 256, source: str = "the image",
+def detect_and_align(image, size: int = 256, source: str = "the image",
                      mesh: FaceMesh | None = None, min_eye_distance: float = MIN_EYE_DISTANCE_PX,
                      reference: ReferenceFace | None = None, face: str = "only") -> AlignedFace:
     """Still-image landmarks -> exactly one face -> aligned crop with pose (enrollment, datasets).
-    ``face``: which of several faces of similar size (``pick_single_face``'s ``choose``)."""
+    ``image``: ``(H, W, 3)`` uint8 RGB, or anything ``gramcast.images.load_image`` takes (a path, bytes, a PIL
+    image, a grey / RGBA / uint16 / float array), converted as it converts it; anything else, and an empty
+    image, is an ``InvalidImageError``. ``face``: which of several faces of similar size (``pick_single_face``'s
+    ``choose``)."""
+    image = as_rgb(image)      # before a mesh is made: a refused image costs no graph
     own = mesh is None
     mesh = mesh or FaceMesh(static=True, max_faces=4)
     try:

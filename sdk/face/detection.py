@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh, _import_mediapipe
+from gramcast.images import as_rgb
 
 __all__ = ["FaceDetector", "upright_turns", "find_faces", "DistantFaceMesh", "TURN_MARGIN"]
 
@@ -49,8 +50,8 @@ class FaceDetector(Closeable):
                     model_selection=selection, min_detection_confidence=self.min_confidence)
         return self._models[selection]
 
-    def _detect(self, rgb: np.ndarray, selection: int) -> list[tuple[float, np.ndarray]]:
-        rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    def _detect(self, rgb, selection: int) -> list[tuple[float, np.ndarray]]:
+        rgb = as_rgb(rgb)
         h, w = rgb.shape[:2]
         found = []
         for det in self._model(selection).process(rgb).detections or ():
@@ -59,11 +60,12 @@ class FaceDetector(Closeable):
                           np.array([box.xmin * w, box.ymin * h, box.width * w, box.height * h], np.float64)))
         return sorted(found, key=lambda f: -f[0])
 
-    def short(self, rgb: np.ndarray) -> list[tuple[float, np.ndarray]]:
-        """``(score, box)`` of each face found, most confident first; box: x, y, width, height in pixels."""
+    def short(self, rgb) -> list[tuple[float, np.ndarray]]:
+        """``(score, box)`` of each face found, most confident first; box: x, y, width, height in pixels.
+        ``rgb``: ``(H, W, 3)`` uint8 RGB, or any image ``gramcast.images.as_rgb`` converts."""
         return self._detect(rgb, 0)
 
-    def full(self, rgb: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    def full(self, rgb) -> list[tuple[float, np.ndarray]]:
         """As ``short``, with the full-range model."""
         return self._detect(rgb, 1)
 
@@ -81,7 +83,7 @@ def _thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
 def upright_turns(rgb: np.ndarray, detector: FaceDetector, margin: float = TURN_MARGIN) -> int:
     """How many quarter turns (``np.rot90``'s ``k``) put the face of ``rgb`` ``(H, W, 3)`` upright: 0 unless
     the short-range detector is more confident by ``margin`` with the photo turned so (2: upside down)."""
-    small = _thumbnail(rgb, TURN_THUMBNAIL)
+    small = _thumbnail(as_rgb(rgb), TURN_THUMBNAIL)
     scores = [max((s for s, _ in detector.short(np.ascontiguousarray(np.rot90(small, k)))), default=0.0)
               for k in range(4)]
     best = int(np.argmax(scores))
@@ -109,6 +111,7 @@ def faces_in_window(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int
 def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = None) -> list[DetectedFace]:
     """The faces of ``rgb`` ``(H, W, 3)``, largest first: the face mesh's, or where it finds none, the mesh's
     on a crop around each face the full-range detector finds (``detector``: made here when None)."""
+    rgb = as_rgb(rgb)          # once, for the crops below too
     faces = mesh.detect(rgb)
     if faces:
         return faces
@@ -154,6 +157,7 @@ class DistantFaceMesh(Closeable):
         where there is none. Without a window, one is sought on every ``acquire_every``-th call (the
         full-range detector's face nearest ``near``, else its surest). A frame of another shape than the
         window's (a sender that changed its frame size) has its face sought anew at once."""
+        rgb = as_rgb(rgb, "the frame")
         if self.window is not None and rgb.shape != self._shape:
             self.reset()              # the window is in another frame's pixels
         if self.window is None:

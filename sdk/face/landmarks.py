@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gramcast.errors import GramcastError
+from gramcast.images import as_rgb
 
 __all__ = ["NUM_LANDMARKS", "FIVE_POINT_GROUPS", "FaceMesh", "DetectedFace", "five_points", "eye_distance"]
 
@@ -70,10 +71,18 @@ def _import_mediapipe():
 
 
 class Closeable:
-    """``with`` support for objects holding a native graph: ``__exit__`` calls ``close()``."""
+    """``with`` support for objects holding a native graph: ``__exit__`` calls ``close()``. ``close`` may be
+    called again (a ``with`` block whose body closes too, a cleanup in ``finally``): it does nothing then."""
 
     def close(self) -> None:  # pragma: no cover - overridden
         pass
+
+    def _still_open(self, graph):
+        """``graph``, the native graph this object holds (None once closed), or the error that says it is closed:
+        mediapipe's own ("_graph is None in SolutionBase") does not say which object or what to do."""
+        if graph is None:
+            raise GramcastError(f"this {type(self).__name__} is closed: make a new one to use it again")
+        return graph
 
     def __enter__(self):
         return self
@@ -97,11 +106,12 @@ class FaceMesh(Closeable):
                 min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
             )
 
-    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
-        """rgb: ``(H, W, 3)`` uint8. Returns the faces found, largest first."""
-        rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    def detect(self, rgb) -> list[DetectedFace]:
+        """The faces found in ``rgb``, largest first. ``rgb``: ``(H, W, 3)`` uint8 RGB, or any image
+        ``gramcast.images.as_rgb`` converts (grey, RGBA, uint16, float in [0, 1], a path, a PIL image)."""
+        rgb = as_rgb(rgb)
         h, w = rgb.shape[:2]
-        result = self._mesh.process(rgb)
+        result = self._still_open(self._mesh).process(rgb)
         faces = []
         for lm in result.multi_face_landmarks or ():
             a = np.array([(p.x, p.y, p.z) for p in lm.landmark[:NUM_LANDMARKS]], np.float64)
@@ -111,4 +121,6 @@ class FaceMesh(Closeable):
         return faces
 
     def close(self) -> None:
-        self._mesh.close()
+        mesh, self._mesh = self._mesh, None       # closed even where mediapipe's close raises (a failed graph)
+        if mesh is not None:
+            mesh.close()

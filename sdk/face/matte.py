@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from gramcast.face.landmarks import Closeable, _import_mediapipe
+from gramcast.images import as_rgb
 
 __all__ = ["Matting", "foreground_matte", "agreed_matte", "restrict_to_person", "keep_subject", "landmark_hull",
            "face_size", "foreground_colours", "refine_matte", "colour_cut", "colour_share", "disc"]
@@ -45,10 +46,12 @@ class Matting(Closeable):
             self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
                                                 enable_segmentation=True) if one_person else None
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """rgb ``(H, W, 3)`` uint8 -> matte ``(H, W)`` float32 in [0, 1] (1 = person)."""
-        rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
-        matte = np.clip(np.asarray(self._seg.process(rgb).segmentation_mask, np.float32), 0.0, 1.0)
+    def __call__(self, rgb) -> np.ndarray:
+        """rgb ``(H, W, 3)`` uint8 (or any image ``gramcast.images.as_rgb`` converts) -> matte ``(H, W)`` float32
+        in [0, 1] (1 = person)."""
+        rgb = as_rgb(rgb)
+        seg = self._still_open(self._seg)
+        matte = np.clip(np.asarray(seg.process(rgb).segmentation_mask, np.float32), 0.0, 1.0)
         if self._pose is None:
             return matte
         found = self._pose.process(rgb)
@@ -61,9 +64,11 @@ class Matting(Closeable):
         return restrict_to_person(matte, np.asarray(found.segmentation_mask, np.float32))
 
     def close(self) -> None:
-        self._seg.close()
-        if self._pose is not None:
-            self._pose.close()
+        # forgotten first, so that a second close (or a use after it) finds them gone whatever these raise
+        parts, self._seg, self._pose = (self._seg, self._pose), None, None
+        for part in parts:
+            if part is not None:
+                part.close()
 
 
 def agreed_matte(matting, rgb: np.ndarray, windows: Sequence[tuple[int, int]] = (), feather: float = 0.03,
@@ -163,8 +168,11 @@ def face_size(points: np.ndarray) -> float:
     return float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
-def foreground_matte(rgb: np.ndarray, landscape: bool | None = None, one_person: bool = False) -> np.ndarray:
-    """One-shot matte of an image or a full frame (wide frames use the landscape model)."""
+def foreground_matte(rgb, landscape: bool | None = None, one_person: bool = False) -> np.ndarray:
+    """One-shot matte of an image or a full frame (wide frames use the landscape model). ``rgb``: ``(H, W, 3)``
+    uint8 RGB, or anything ``gramcast.images.load_image`` takes, converted as it converts it; anything else,
+    and an empty image, is an ``InvalidImageError``."""
+    rgb = as_rgb(rgb)          # before the graphs are made: a refused image costs none
     if landscape is None:
         landscape = rgb.shape[1] > 1.2 * rgb.shape[0]
     with Matting(landscape, one_person=one_person) as matting:

@@ -2,19 +2,27 @@
 from __future__ import annotations
 
 import math
+import numbers
+import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
+import cv2
 import numpy as np
 
+from gramcast.errors import InvalidArgumentError
 from gramcast.face.detection import DistantFaceMesh, close_all
 from gramcast.face.filters import OneEuroConfig, OneEuroFilter
 from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh
 from gramcast.face.pose import HeadPose, estimate_pose
 from gramcast.face.reference import ReferenceFace, load_reference
 from gramcast.face.stillness import affine_motion_px, face_signature, frame_change
+from gramcast.images import as_rgb
 
-__all__ = ["TrackerConfig", "TrackedHead", "HeadTracker"]
+__all__ = ["TrackerConfig", "TrackedHead", "HeadTracker", "CHANNEL_ORDERS"]
+
+#: The channel orders ``HeadTracker`` takes arrays in: RGB, or OpenCV's BGR (``cv2.VideoCapture``'s frames).
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,11 @@ class TrackerConfig:
     still_px / max_still_frames / still_change: a frame in which the face's box moved less than ``still_px``
     frame pixels since the last tracked frame (``gramcast.face.stillness``), and changed by at most
     ``still_change`` grey levels (RMS), takes that frame's answer without running the face mesh, at most
-    ``max_still_frames`` in a row; ``still_px = 0`` tracks every frame."""
+    ``max_still_frames`` in a row; ``still_px = 0`` tracks every frame.
+
+    A value no tracker could use is refused here, naming the field and what it may be: it would otherwise
+    fail in the middle of a video (max_faces 0 stops mediapipe's graph, max_fit_error 0 divides by zero) or
+    quietly give NaN poses (ease_s NaN)."""
 
     angles: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=5.0))
     placement: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=40.0))
@@ -37,6 +49,36 @@ class TrackerConfig:
     still_px: float = 0.25
     max_still_frames: int = 3
     still_change: float = 6.0
+
+    def __post_init__(self):
+        for name in ("angles", "placement"):
+            one_euro = getattr(self, name)
+            if not isinstance(one_euro, OneEuroConfig):
+                raise InvalidArgumentError(f"TrackerConfig.{name} must be a OneEuroConfig, not {one_euro!r}")
+            for f in fields(one_euro):
+                # beta may be 0 (a fixed cutoff); a cutoff of 0 Hz would hold the first pose for ever
+                _check_number(f"{name}.{f.name}", getattr(one_euro, f.name), low=0.0,
+                              above=f.name != "beta", unit="Hz" if f.name != "beta" else "")
+        _check_number("hold_s", self.hold_s, low=0.0, unit="seconds")
+        _check_number("ease_s", self.ease_s, low=0.0, unit="seconds")
+        _check_number("max_fit_error", self.max_fit_error, low=0.0, above=True)
+        _check_number("still_px", self.still_px, low=0.0, unit="pixels (0: track every frame)")
+        _check_number("still_change", self.still_change, low=0.0, unit="grey levels")
+        _check_number("max_faces", self.max_faces, low=1, whole=True)
+        _check_number("max_still_frames", self.max_still_frames, low=0, whole=True)
+
+
+def _check_number(name: str, value, low: float, above: bool = False, whole: bool = False, unit: str = "") -> None:
+    """Refuses a ``TrackerConfig`` field that is not a finite number at least ``low`` (more than it where
+    ``above``; a whole number where ``whole``), naming the field and the range it may take."""
+    kind = numbers.Integral if whole else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (whole or math.isfinite(value)) \
+        and (value > low if above else value >= low)
+    if not ok:
+        what = "a whole number" if whole else "a number"
+        bound = f"more than {low:g}" if above else f"{low:g} or more"
+        raise InvalidArgumentError(f"TrackerConfig.{name} must be {what}, {bound}{' ' + unit if unit else ''}; "
+                                   f"got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -59,13 +101,42 @@ class TrackedHead:
         return self.pose.frame_from_crop(size)
 
 
-def _frame_to_rgb(frame) -> tuple[np.ndarray, float | None]:
+def _frame_to_rgb(frame, channel_order: str) -> tuple[np.ndarray, float | None]:
+    """The frame as ``(H, W, 3)`` uint8 RGB (an RGB uint8 array as it is: no copy per frame) and its own time
+    (an ``av.VideoFrame``'s, else None). Arrays are converted as ``gramcast.images.as_rgb`` converts them."""
     if isinstance(frame, np.ndarray):
-        return frame, None
+        rgb = as_rgb(frame, "the frame")
+        if channel_order == "bgr":
+            rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)    # a new contiguous array; the caller's stays as it is
+        return rgb, None
     to_ndarray = getattr(frame, "to_ndarray", None)
     if to_ndarray is None:
-        raise TypeError(f"HeadTracker.update takes an RGB uint8 array or an av.VideoFrame, not {type(frame).__name__}")
+        # no image at all, so a TypeError (what this has always raised); an array that is no image is an
+        # InvalidImageError (as_rgb)
+        raise TypeError("HeadTracker.update takes an RGB uint8 array or an av.VideoFrame (a video frame: (H, W, 3) "
+                        "RGB, (H, W, 4) RGBA or (H, W) grey; uint8, uint16 or float in [0, 1]), not "
+                        f"{type(frame).__module__}.{type(frame).__qualname__}; for a still image use "
+                        "gramcast.images.load_image first")
+    # the frame knows its own pixel format: channel_order is for arrays only
     return to_ndarray(format="rgb24"), frame.time
+
+
+def _seconds(timestamp) -> float:
+    """``timestamp`` (a number of seconds, numpy's included) as a float, or the error that says what is taken.
+    Milliseconds cannot be told from seconds by their size (a clock may start anywhere), so they are not
+    guessed at: the docs say seconds."""
+    if not isinstance(timestamp, (str, bytes, bool, np.bool_)):     # float("1.0") and float(True) would pass
+        try:
+            t = float(timestamp)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if math.isfinite(t):
+                return t
+    raise InvalidArgumentError(
+        f"HeadTracker.update's timestamp is the frame's time in seconds, a finite number (e.g. i / 30 for frame i "
+        f"of a 30 fps camera; None: the frame's own time, else the monotonic clock), not {timestamp!r}; "
+        "a datetime: (t - start).total_seconds(); milliseconds: divide by 1000")
 
 
 def _scaled(pose: HeadPose, sx: float, sy: float) -> HeadPose:
@@ -78,13 +149,24 @@ def _scaled(pose: HeadPose, sx: float, sy: float) -> HeadPose:
 class HeadTracker(Closeable):
     """Per video frame: the smoothed head pose of one followed face.
 
-    ``update(frame, timestamp=None)``: frame is ``(H, W, 3)`` RGB uint8 or an ``av.VideoFrame``;
-    timestamps default to the frame's own time, else the monotonic clock. Not thread-safe.
+    ``update(frame, timestamp=None)``: frame is an ``(H, W, 3)`` uint8 array in ``channel_order`` ("rgb", the
+    default, or "bgr": OpenCV's ``cv2.VideoCapture`` frames; in the wrong order the pose is off by up to half a
+    radian, silently) or an ``av.VideoFrame`` (any pixel format); grey, RGBA, uint16 and float-in-[0, 1] arrays
+    are converted (``gramcast.images.as_rgb``), an empty or channel-first one is an ``InvalidImageError``.
+    ``timestamp``: the frame's time in **seconds** (a number; not milliseconds); None: the frame's own time,
+    else the monotonic clock. ``close()`` frees the mediapipe graphs (also the given ``mesh``); it may be called
+    again, and ``update`` after it is a ``GramcastError``. Not thread-safe.
     """
 
     def __init__(self, config: TrackerConfig = TrackerConfig(), reference: ReferenceFace | None = None,
-                 mesh: FaceMesh | None = None):
+                 mesh: FaceMesh | None = None, channel_order: str = "rgb"):
+        if not isinstance(config, TrackerConfig):
+            raise InvalidArgumentError(f"HeadTracker's config must be a TrackerConfig, not {config!r}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise InvalidArgumentError(f"channel_order must be 'rgb' or 'bgr' (OpenCV's frames), not {channel_order!r}")
         self.config = config
+        self.channel_order = channel_order
+        self._busy = threading.Lock()               # held by the update in progress
         self.reference = reference or load_reference()
         self._mesh = mesh or FaceMesh(static=False, max_faces=config.max_faces)
         #: where the whole frame shows no face: a distant one, through a window around it
@@ -111,8 +193,28 @@ class HeadTracker(Closeable):
         return min(faces, key=lambda f: float(np.linalg.norm(f.center - self._last_centre)))
 
     def update(self, frame, timestamp: float | None = None) -> TrackedHead:
-        rgb, frame_time = _frame_to_rgb(frame)
-        t = timestamp if timestamp is not None else (frame_time if frame_time is not None else time.monotonic())
+        """The head in ``frame`` at ``timestamp`` seconds (see the class docstring). A frame or timestamp that is
+        refused changes nothing: the next good frame is tracked as if it had not come."""
+        self._still_open(self._mesh)
+        # mediapipe's graphs crash the process (a segfault) when two threads run them at once: one tracker
+        # follows one video stream, in one thread at a time
+        if not self._busy.acquire(blocking=False):
+            from gramcast.errors import GramcastError
+
+            raise GramcastError("HeadTracker.update is running in another thread: a tracker follows one video "
+                                "stream, one frame at a time; give each thread (each camera) its own HeadTracker")
+        try:
+            return self._update(frame, timestamp)
+        finally:
+            self._busy.release()
+
+    def _update(self, frame, timestamp) -> TrackedHead:
+        # both checked before any state changes: an empty frame once left a zero size behind for the next
+        rgb, frame_time = _frame_to_rgb(frame, self.channel_order)
+        if timestamp is not None:
+            t = _seconds(timestamp)
+        else:
+            t = float(frame_time) if frame_time is not None else time.monotonic()
         if self._shape is not None and rgb.shape != self._shape:
             self._frame_size_changed(self._shape, rgb.shape)
         if self._last_t is not None and t < self._last_t:
@@ -209,4 +311,5 @@ class HeadTracker(Closeable):
         return replace(self._last, yaw=self._last.yaw * k, pitch=self._last.pitch * k, roll=self._last.roll * k)
 
     def close(self) -> None:
-        close_all((self._mesh, self._distant))
+        parts, self._mesh = (self._mesh, self._distant), None     # None: closed (``update`` says so)
+        close_all(parts)
