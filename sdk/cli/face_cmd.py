@@ -9,14 +9,18 @@ def register(sub) -> None:
         "prepare-faces", help="align a folder of photos into a training set",
         description="Detect the face in every photo under SRC, align it to the gramcast crop and write "
                     "DST/images/*.jpg and DST/poses.json (yaw, pitch, roll, person). Photos without "
-                    "exactly one usable face are skipped and listed in DST/skipped.json with the reason.")
-    p.add_argument("src", type=Path, help="folder of photos (searched recursively; sub-folder = person)")
-    p.add_argument("dst", type=Path, help="output folder (created)")
+                    "exactly one usable face are skipped and listed in DST/skipped.json with the reason. "
+                    "DST appears whole at the end, or not at all when the run is stopped.")
+    p.add_argument("src", type=Path, help="folder of photos: JPEG, PNG, WebP, HEIC, ... (searched recursively, "
+                                          "through linked folders; sub-folder = person)")
+    p.add_argument("dst", type=Path, help="output folder: a new or empty one (never read as input)")
     p.add_argument("--size", type=int, default=256, choices=(64, 128, 256, 512), help="crop size (default 256)")
     p.add_argument("--min-eye-px", type=float, help="smallest eye distance accepted (default: size / 8)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--pick-largest", action="store_true",
                    help="use the largest face when a photo has several, instead of skipping it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset DST holds (whole: none of its crops are kept)")
     p.set_defaults(func=run_prepare)
 
     r = sub.add_parser(
@@ -32,7 +36,8 @@ def run_prepare(args) -> int:
     from gramcast.face.prepare import prepare_faces
 
     report = prepare_faces(args.src, args.dst, size=args.size, min_eye_distance=args.min_eye_px,
-                           workers=args.workers, pick_largest=args.pick_largest)
+                           workers=args.workers, pick_largest=args.pick_largest,
+                           overwrite=args.overwrite)
     print(f"wrote {report.written} aligned faces to {args.dst} ({len(report.skipped)} skipped)")
     reasons: dict[str, int] = {}
     for s in report.skipped:
