@@ -11,7 +11,7 @@
 #   train  (TRAIN_MINUTES; default: what BUDGET_S leaves after bench, at least 2): one round of the small
 #          GAN (training/scripts/gpu_round.sh) from $DATA (default data/lfw128_q75.zip, 34 MiB, carried:
 #          data/ is ignored by git), warm-started from carry/gan-small-00001-of-*.safetensors when present
-#          (34 MiB: with it, carry a <= 29 MiB set, e.g. DATA=data/lfw128_q60.zip). Make the set with
+#          (34 MiB: with it and the ~7 MiB working tree, carry a <= 22 MiB set: the 128² q60 set, 28 MiB, no longer fits). Make the set with
 #            gramcast-train pack-dataset data/lfw128 data/lfw128_q75.zip --quality 75 \
 #              --exclude-people training/splits/lfw_validation_people.txt
 #   all    both, bench first.

@@ -1,9 +1,11 @@
 """Any aiortc app can send an avatar instead of the camera: wrap the camera track in an AvatarSession.
 
-This example plays a video file (or the default webcam with --webcam) through the avatar pipeline
-and records what a remote peer would receive into an MP4, without any server:
+This example plays a video file through the avatar pipeline and records what a remote peer would receive
+into an MP4 (10 seconds of it), without any server:
 
     python examples/aiortc_avatar_track.py me.gca input.mp4 avatar.mp4
+
+For a webcam, give what ffmpeg opens (on Linux ``/dev/video0``; MediaPlayer(source, format="v4l2")).
 """
 import asyncio
 import sys

@@ -412,6 +412,8 @@ def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_
     assert len(err) == 1 and "retake the photo looking into the camera" in err[0]
     assert list(out.parent.iterdir()) == []
     assert main(["enroll", str(paths[0.6]), "-o", str(out), "--max-yaw", "0.8"]) == 0 and out.is_file()
+    out.unlink()
+    assert main(["enroll", str(paths[0.6]), "-o", str(out), "--max-yaw", "none"]) == 0 and out.is_file()
     assert abs(gramcast.enroll(paths[0.6], max_yaw=None).meta["input_pose"]["yaw"]) > 0.45
     capsys.readouterr()
     turned = gramcast.enroll(paths[0.37])

@@ -37,7 +37,8 @@ BUNDLE_KIND = "gramcast.graminverter-bundle"
 BUNDLE_VERSION = 1
 BUNDLE_NAME = "graminverter.safetensors"
 HOW_TO_TRAIN = ("train them with `gramcast-train gan`, `encoder`, `tune` and `detail`, then "
-                "`gramcast-train export-inverter RUNS... -o graminverter.safetensors`, and pass the file "
+                "`gramcast-train export-inverter --generator G --encoder E --detail D -o graminverter.safetensors`, "
+                "and pass the file "
                 "(--weights, or $GRAMCAST_INVERTER); or use --method mesh")
 _PARTS = ("generator", "encoder", "detail")
 BUNDLE_FORMAT = CheckpointFormat(BUNDLE_KIND, BUNDLE_VERSION, name="bundle", what="GRAMInverter bundle",

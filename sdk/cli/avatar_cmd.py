@@ -1,10 +1,22 @@
 """``gramcast enroll | info | render | orbit``: avatars from the command line."""
 from __future__ import annotations
 
+import argparse
+
 import json
 import math
 import sys
 from pathlib import Path
+
+
+def _yaw_or_none(text: str):
+    """--max-yaw's value: radians, or 'none' (no limit)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give an angle in radians or 'none', not {text!r}") from None
 
 
 def register(sub) -> None:
@@ -27,9 +39,10 @@ def register(sub) -> None:
                    help="which face where the photo shows several of similar size: only (refuse the photo, "
                         "the default), largest, or center (the one nearest the middle)")
     e.add_argument("--crop-size", type=int, default=512, choices=(256, 512), help="aligned crop size (default 512)")
-    e.add_argument("--max-yaw", type=float, default=None, metavar="RAD",
+    e.add_argument("--max-yaw", type=_yaw_or_none, default=None, metavar="RAD",
                    help="most head yaw accepted in the photo, radians (default 0.45, ~26 deg: the side turned "
-                        "away is guessed, and from photos turned further the guess shows when the avatar turns)")
+                        "away is guessed, and from photos turned further the guess shows when the avatar turns); "
+                        "'none': no limit")
     e.set_defaults(func=run_enroll)
 
     i = sub.add_parser("info", help="describe an avatar file", description="Print the metadata of a .gca file.")
@@ -110,9 +123,9 @@ def run_enroll(args) -> int:
             raise GramcastError("--refine-steps applies to --method graminverter only")
         options["refine_steps"] = args.refine_steps
     if args.max_yaw is not None:
-        if not args.max_yaw > 0:
-            raise GramcastError(f"--max-yaw must be a positive angle in radians, not {args.max_yaw}")
-        options["max_yaw"] = args.max_yaw
+        if args.max_yaw != "none" and not args.max_yaw > 0:
+            raise GramcastError(f"--max-yaw must be a positive angle in radians (or 'none'), not {args.max_yaw}")
+        options["max_yaw"] = None if args.max_yaw == "none" else args.max_yaw
     avatar = enroll(args.image, method=args.method, crop_size=args.crop_size, weights=args.weights,
                     device=args.device, face=args.face, **options)
     avatar.save(args.out)
