@@ -86,6 +86,13 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
+def float32_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``cpu_state`` with floating-point tensors in float32: what checkpoints hold. Loading builds the
+    network in float32 and checks every dtype, so the file of a ``.double()`` or ``.half()`` model
+    written as it is could not be read back."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in cpu_state(module).items()}
+
+
 def write_safetensors(path: str | Path, state: dict[str, torch.Tensor], header: dict[str, str]) -> None:
     """Write tensors and a string header to ``path`` atomically."""
     from safetensors import torch as st
@@ -98,8 +105,9 @@ def write_safetensors(path: str | Path, state: dict[str, torch.Tensor], header: 
 
 def save_checkpoint(module: nn.Module, path: str | Path, fmt: CheckpointFormat,
                     extra_meta: dict[str, str] | None = None) -> str:
-    """Write ``module`` (with a ``config.to_dict()``) as a ``fmt`` checkpoint, atomically. Returns its model id."""
-    state = cpu_state(module)
+    """Write ``module`` (with a ``config.to_dict()``) as a ``fmt`` checkpoint in float32, atomically.
+    Returns its model id."""
+    state = float32_state(module)
     mid = model_id(state)
     header = {"format": fmt.kind, "format_version": str(fmt.version),
               "config": json.dumps(module.config.to_dict()), "model_id": mid, **(extra_meta or {})}
@@ -209,7 +217,27 @@ def load_checkpoint(path: str | Path, fmt: CheckpointFormat, build: Callable[[di
 
 # ---------------------------------------------------------------------------------------- the generator
 def save_model(model, path: str | Path) -> str:
-    """Write ``model`` (a GRAMModel) to ``path`` atomically. Returns its model id."""
+    """Write ``model`` (a GRAMModel) to ``path`` atomically. Returns its model id.
+
+    InvalidArgumentError, before anything is written, when ``model.config`` no longer describes the
+    weights (a field edited after the model was built): loading builds the network from the config in
+    the header, and would refuse the file."""
+    from gramcast.errors import InvalidArgumentError
+
+    try:
+        model.config.validate()
+        with torch.device("meta"):
+            expected = _build_gram(model.config.to_dict()).state_dict()
+    except ValueError as exc:
+        raise InvalidArgumentError(f"cannot save: the model's config cannot work ({exc}); build the model "
+                                   "from a valid GRAMConfig") from None
+    state = model.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) + [k for k in sorted(set(expected) & set(state))
+                                                  if expected[k].shape != state[k].shape]
+    if wrong:
+        raise InvalidArgumentError(f"cannot save: model.config no longer describes the weights (e.g. {wrong[:3]}): "
+                                   "it was edited after the model was built; edit a config first, then build "
+                                   "the model from it (GRAMModel.from_config)")
     return save_checkpoint(model, path, GRAM_FORMAT)
 
 

@@ -1,7 +1,26 @@
 """Sizes of the efficient GRAM generator, with presets from a CPU-test toy to the paper's model."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
+
+from gramcast.errors import InvalidArgumentError
+
+#: Fields that size tensors or loops: Python integers (a float such as 64.5 or a string from a
+#: hand-written JSON file would fail deep inside the network, or build one no file can describe).
+_INT_FIELDS = ("resolution", "num_manifolds", "manifold_width", "manifold_depth", "z_dim", "w_dim",
+               "mapping_layers", "plane_resolution", "plane_channels", "channel_base", "channel_max",
+               "decoder_hidden", "samples_per_ray", "lowres_factor")
+_FLOAT_FIELDS = ("level_min", "level_max", "plane_extent")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_finite_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -38,19 +57,42 @@ class GRAMConfig:
     lowres_factor: int = 4
 
     def __post_init__(self) -> None:
+        # numpy scalars (from an array of sizes) are numbers but not JSON: keep plain Python ones.
+        for name in _INT_FIELDS:
+            if _is_int(getattr(self, name)):
+                setattr(self, name, int(getattr(self, name)))
+        for name in _FLOAT_FIELDS:
+            if _is_finite_real(getattr(self, name)):
+                setattr(self, name, float(getattr(self, name)))
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field that cannot work."""
+        """Raise InvalidArgumentError (a ValueError) naming every field that cannot work.
+
+        Runs at construction and again when a model is built from the config (``GRAMModel.__init__``),
+        so a preset edited field by field afterwards is checked before it becomes a network whose
+        checkpoint could not be loaded back."""
         problems = []
+        for name in _INT_FIELDS:
+            if not _is_int(getattr(self, name)):
+                problems.append(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in _FLOAT_FIELDS:
+            if not _is_finite_real(getattr(self, name)):
+                problems.append(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        try:
+            center = tuple(self.sphere_center)
+        except TypeError:
+            center = None
+        if center is None or len(center) != 3 or not all(_is_finite_real(c) for c in center):
+            problems.append(f"sphere_center must be 3 finite coordinates, got {self.sphere_center!r}")
+        if problems:   # the range checks below compare numbers
+            raise InvalidArgumentError("bad GRAM config: " + "; ".join(problems))
         if self.resolution < 2:
             problems.append(f"resolution must be >= 2, got {self.resolution}")
         if self.num_manifolds < 2:
             problems.append(f"num_manifolds must be >= 2 (>= 1 level + background), got {self.num_manifolds}")
         if not self.level_min < self.level_max and self.num_manifolds > 2:
             problems.append(f"level_min ({self.level_min}) must be < level_max ({self.level_max})")
-        if len(tuple(self.sphere_center)) != 3:
-            problems.append(f"sphere_center must have 3 coordinates, got {self.sphere_center!r}")
         pr = self.plane_resolution
         if pr < 4 or pr & (pr - 1):
             problems.append(f"plane_resolution must be a power of two >= 4, got {pr}")
@@ -63,7 +105,7 @@ class GRAMConfig:
         if self.plane_extent <= 0:
             problems.append(f"plane_extent must be > 0, got {self.plane_extent}")
         if problems:
-            raise ValueError("bad GRAM config: " + "; ".join(problems))
+            raise InvalidArgumentError("bad GRAM config: " + "; ".join(problems))
 
     @classmethod
     def preset(cls, name: str) -> "GRAMConfig":
@@ -82,7 +124,7 @@ class GRAMConfig:
                           decoder_hidden=64, samples_per_ray=64),
         }
         if name not in presets:
-            raise ValueError(f"unknown GRAM preset {name!r}; choose from {sorted(presets)}")
+            raise InvalidArgumentError(f"unknown GRAM preset {name!r}; choose from {sorted(presets)}")
         return cls(**presets[name])
 
     def levels(self) -> list[float]:
@@ -100,14 +142,15 @@ class GRAMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GRAMConfig":
-        """Inverse of ``to_dict``; ValueError on unknown fields or values that cannot work."""
+        """Inverse of ``to_dict``; InvalidArgumentError (a ValueError) on unknown fields or values that
+        cannot work."""
         if not isinstance(d, dict):
-            raise ValueError(f"a GRAM config is a JSON object, got {type(d).__name__}")
+            raise InvalidArgumentError(f"a GRAM config is a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown GRAM config fields {unknown}")
+            raise InvalidArgumentError(f"unknown GRAM config fields {unknown}; known: {sorted(known)}")
         d = dict(d)
-        if "sphere_center" in d:
+        if isinstance(d.get("sphere_center"), (list, tuple)):
             d["sphere_center"] = tuple(d["sphere_center"])
         return cls(**d)

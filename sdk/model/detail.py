@@ -137,7 +137,7 @@ class DetailConfig:
     map_resolution: int = 16
     #: Width of the super-resolution module U.
     sr_channels: int = 64
-    #: Half-side of the maps' (x, y) square (world units); the bake's default extent.
+    #: Half-side of the maps' (x, y) square (world units); GRAMInverter enrollment bakes over this square.
     extent: float = DEFAULT_DETAIL_EXTENT
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gramcast.errors import InvalidArgumentError
 from gramcast.model.checkpoint import (CheckpointFormat, config_from_dict, load_checkpoint, read_checkpoint_header,
                                       save_checkpoint)
 
@@ -242,10 +243,14 @@ class GRAMEncoder(nn.Module):
 
     @active_deltas.setter
     def active_deltas(self, n: int) -> None:
-        n = int(n)
-        if not 0 <= n < self.config.num_ws:
-            raise ValueError(f"active_deltas must be in [0, {self.config.num_ws - 1}], got {n}")
-        self._active = n
+        self._active = self._check_active(n)
+
+    def _check_active(self, n) -> int:
+        """``n`` as a number of active deltas in [0, num_ws - 1], else InvalidArgumentError."""
+        if not 0 <= int(n) < self.config.num_ws:
+            raise InvalidArgumentError(f"active_deltas must be in [0, {self.config.num_ws - 1}] (deltas of w_1.."
+                                       f"w_{self.config.num_ws - 1} in use), got {n}")
+        return int(n)
 
     # active_deltas travels with the weights (state_dict, safetensors file, inverter bundle, training
     # state) as a 0-d int64 tensor, so a loaded encoder computes exactly what was trained.
@@ -263,7 +268,10 @@ class GRAMEncoder(nn.Module):
         """Pyramid (coarse ``(B, C, r, r)``, mid ``(B, C, 2r, 2r)``, fine ``(B, C, 4r, 4r)``), r = input/2^stages."""
         r = self.config.input_resolution
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(x.shape)}")
+            raise InvalidArgumentError(f"images must be (B, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise InvalidArgumentError(f"images must be floating point in [-1, 1], got {x.dtype}; from 8-bit pixels: "
+                                       "x.float() / 127.5 - 1")
         if x.shape[-2:] != (r, r):
             x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
         h = self.stem(x)
@@ -278,7 +286,7 @@ class GRAMEncoder(nn.Module):
 
     def forward(self, images: Tensor, active_deltas: int | None = None) -> Tensor:
         """images ``(B, 3, H, W)`` in [-1, 1] -> w+ ``(B, num_ws, w_dim)``."""
-        n = self._active if active_deltas is None else int(active_deltas)
+        n = self._active if active_deltas is None else self._check_active(active_deltas)
         pyramid = self.features(images)
         w0 = self.heads[0](pyramid[self.levels[0]])                       # (B, w_dim)
         b, L = w0.shape[0], self.config.num_ws

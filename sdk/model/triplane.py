@@ -3,10 +3,13 @@ that paints three axis-aligned feature planes (EG3D's representation, without it
 as the paper keeps strictly to manifold rendering)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gramcast.errors import InvalidArgumentError
 from gramcast.model.layers import EqualLinear, ModulatedConv2d, lrelu
 
 #: How per-pixel noise is injected: "const" (fixed buffers: deterministic, the default for rendering
@@ -28,7 +31,11 @@ class MappingNetwork(nn.Module):
         self.w_avg_beta = w_avg_beta
 
     def forward(self, z: Tensor, truncation: float = 1.0, update_w_avg: bool | None = None) -> Tensor:
-        """``update_w_avg``: fold this batch into the tracked mean w (default: in training mode with grad)."""
+        """``update_w_avg``: fold this batch into the tracked mean w (default: in training mode with grad).
+        ``truncation``: 1 = none, 0 = the mean w; a NaN would silently turn every w into NaN."""
+        if not math.isfinite(float(truncation)):
+            raise InvalidArgumentError(f"truncation must be a finite number (1 = none, 0.7 typical), "
+                                       f"got {truncation!r}")
         # Normalise z's second moment: only the direction of z carries information.
         x = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
         for layer in self.layers:
@@ -107,6 +114,7 @@ class TriplaneSynthesis(nn.Module):
             return max(1, min(channel_base // res, channel_max))
 
         self.plane_channels = plane_channels
+        self.w_dim = w_dim
         self.const = nn.Parameter(torch.randn(channels(4), 4, 4))
         blocks, res, cin = [], 4, channels(4)
         while res <= plane_resolution:
@@ -119,8 +127,9 @@ class TriplaneSynthesis(nn.Module):
     def forward(self, ws: Tensor, noise_mode: str = "const", generator: torch.Generator | None = None) -> Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
-            raise ValueError(f"ws must be (B, {self.num_ws}, w_dim), got {tuple(ws.shape)}")
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise InvalidArgumentError(f"ws must be w+ (B, num_ws, w_dim) = (B, {self.num_ws}, {self.w_dim}), "
+                                       f"got {tuple(ws.shape)}")
         b = ws.shape[0]
         x = self.const[None].expand(b, -1, -1, -1)
         skip, i = None, 0
