@@ -79,6 +79,7 @@ class AvatarSession:
         self._new_frame = asyncio.Event()
         self._ended = False      # no more camera frames come (the camera ended, or the session closed)
         self._closed = False
+        self._closing: asyncio.Future | None = None     # the close that a stopped output track started
         self._face_found = True
         # the levels of render quality the session steps through while it drops frames (None: just the one)
         steps = quality_steps(self.config.edge_samples is None,
@@ -212,7 +213,7 @@ class AvatarSession:
         except RuntimeError:
             self._closed = self._ended = True     # no loop to close on: at least no new frames
             return
-        asyncio.ensure_future(self.close())
+        self._closing = asyncio.ensure_future(self.close())    # held: the loop keeps only weak references
 
     # -------------------------------------------------------------- internals
     @property
