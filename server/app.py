@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import http
 import logging
+import math
 import mimetypes
 import signal
 import ssl
@@ -19,7 +21,7 @@ from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from gramcast.avatar.avatar import AvatarLimits
+from gramcast.avatar.avatar import Avatar, AvatarLimits
 from gramcast.server import ice, protocol
 from gramcast.server.ice_servers import IceServersConfig
 from gramcast.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -89,14 +91,79 @@ class ServerConfig:
     #: second SIGTERM, always stops at once.
     drain_s: float = 0.0
 
+    def __post_init__(self):
+        """Refuses, here rather than at ``start()`` or at a client's first join, values no server can use."""
+        from gramcast.errors import InvalidArgumentError as Bad
+        from gramcast.session_config import SessionConfig
+
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def seconds(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not isinstance(self.host, str):
+            raise Bad(f"host must be an address or host name as a str (e.g. '127.0.0.1', '0.0.0.0', '::'), "
+                      f"not {self.host!r}")
+        if not (whole(self.port) and 0 <= self.port <= 65535):
+            raise Bad(f"port must be a whole number from 0 to 65535 (0 picks a free one), not {self.port!r}")
+        for name in ("max_participants_per_room", "max_connections", "max_errors_per_connection",
+                     "max_concurrent_enrollments"):
+            value = getattr(self, name)
+            if not (whole(value) and value >= 1):
+                raise Bad(f"{name} must be a whole number, 1 or more, not {value!r}")
+        if self.max_sessions is not None and not (whole(self.max_sessions) and self.max_sessions >= 1):
+            raise Bad(f"max_sessions must be a whole number, 1 or more, or None (no limit), not {self.max_sessions!r}")
+        if not (seconds(self.join_timeout_s) and self.join_timeout_s > 0):
+            raise Bad(f"join_timeout_s must be a number of seconds above 0, not {self.join_timeout_s!r}")
+        # 0 is a real choice for these two: stop at once (drain_s), give up at once when busy (enroll_wait_s)
+        for name in ("enroll_wait_s", "drain_s"):
+            value = getattr(self, name)
+            if not (seconds(value) and value >= 0):
+                raise Bad(f"{name} must be a number of seconds, 0 or more, not {value!r}")
+        if not isinstance(self.ice_servers, IceServersConfig):
+            raise Bad(f"ice_servers must be an IceServersConfig, not {self.ice_servers!r}: for a list of STUN/TURN "
+                      "URLs use IceServersConfig(urls=('stun:HOST', ...)); IceServersConfig() for none")
+        if self.ice_addresses is not None and not (isinstance(self.ice_addresses, (list, tuple))
+                                                   and all(isinstance(a, str) for a in self.ice_addresses)):
+            raise Bad(f"ice_addresses must be None (aioice's choice) or a list of IP addresses as str "
+                      f"(e.g. ['127.0.0.1']), not {self.ice_addresses!r}")
+        for name in ("pipeline_factory", "enroll_fn"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise Bad(f"{name} must be None (gramcast's own) or a callable, not {value!r}")
+        if self.session is not None and not isinstance(self.session, SessionConfig):
+            raise Bad(f"session must be None (SessionConfig's defaults) or a gramcast SessionConfig, "
+                      f"not {self.session!r}")
+        if not isinstance(self.avatar_limits, AvatarLimits):
+            raise Bad(f"avatar_limits must be an AvatarLimits, not {self.avatar_limits!r}")
+        for name in ("metrics", "return_avatar_files"):
+            if not isinstance(getattr(self, name), bool):
+                raise Bad(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if isinstance(self.static_dir, str):
+            self.static_dir = Path(self.static_dir)
+        if not isinstance(self.static_dir, Path) or not self.static_dir.is_dir():
+            raise Bad(f"static_dir must be an existing folder (a Path or str) holding the web client, "
+                      f"not {self.static_dir!r}")
+
 
 class GramcastServer:
     """Holds the rooms, the avatar library and every connection of one server process."""
 
     def __init__(self, avatars: dict[str, Any], config: ServerConfig | None = None):
-        if not avatars:
-            raise ValueError("the server needs at least one avatar")
+        from gramcast.errors import InvalidArgumentError
+
+        if not isinstance(avatars, dict) or not avatars:
+            raise InvalidArgumentError("the server needs at least one avatar: a dict of name -> gramcast.Avatar")
         self.config = config or ServerConfig()
+        for name, avatar in avatars.items():
+            if not isinstance(name, str) or not name:
+                raise InvalidArgumentError(f"avatar names must be non-empty str (what clients ask for), not {name!r}")
+            # a pipeline_factory takes whatever avatars it was written for; the default pipeline needs Avatars,
+            # and would otherwise refuse this one only at the first camera published with it
+            if self.config.pipeline_factory is None and not isinstance(avatar, Avatar):
+                raise InvalidArgumentError(f"avatar {name!r} must be a gramcast.Avatar (Avatar.load(path), "
+                                           f"enroll(photo)), not {avatar!r}")
         self.secret = load_secret(self.config.secret)
         self._tls = tls_context(self.config.tls_cert, self.config.tls_key)
         self.avatars: dict[str, Any] = dict(avatars)
@@ -107,14 +174,20 @@ class GramcastServer:
         #: (no one else can join with it), replaced by its next selfie, dropped when it leaves.
         self.selfies: dict[str, tuple[str, Any]] = {}
         self._enroll_slots = asyncio.Semaphore(self.config.max_concurrent_enrollments)
-        # their own threads: a selfie being enrolled holds none of the loop's default executor
-        self._enroll_threads = ThreadPoolExecutor(self.config.max_concurrent_enrollments, "gramcast-enroll")
+        self._enroll_threads = self._new_enroll_threads()
         self._open: set[SignalingConnection] = set()
         self._server = None
+        self._requested_port = self.config.port
+        #: The port listened on once started (``config.port`` may be 0: any free one); None before.
+        self.port: int | None = None
         #: Set while the server drains (``drain``): calls in progress go on, no one new joins.
         self.draining = False
         self.metrics = ServerMetrics(self)
         ice.set_host_addresses(self.config.ice_addresses if self.config.ice_addresses is not None else [])
+
+    def _new_enroll_threads(self) -> ThreadPoolExecutor:
+        # their own threads: a selfie being enrolled holds none of the loop's default executor
+        return ThreadPoolExecutor(self.config.max_concurrent_enrollments, "gramcast-enroll")
 
     # ------------------------------------------------------------ services for connections
     def default_avatar_name(self) -> str:
@@ -248,18 +321,34 @@ class GramcastServer:
             self._open.discard(conn)
 
     async def start(self) -> None:
+        """Listen (on ``self.port`` once this returns). A stopped server may be started again."""
+        if self._server is not None:
+            raise RuntimeError("this server is already started; stop() it before starting it again")
+        if self._enroll_threads is None:   # stop() shut the last one down: a restarted server enrolls again
+            self._enroll_threads = self._new_enroll_threads()
+        # stop() put aioice's host addresses back; a restart needs this server's again
+        ice.set_host_addresses(self.config.ice_addresses if self.config.ice_addresses is not None else [])
+        self.draining = False
         self._server = await serve(
-            self._handle, self.config.host, self.config.port,
+            self._handle, self.config.host, self._requested_port,
             process_request=self._process_request, max_size=protocol.MAX_MESSAGE_BYTES + 1024,
             compression=None, close_timeout=2, ssl=self._tls,
         )
-        if self.config.port == 0:
-            self.config.port = self._server.sockets[0].getsockname()[1]
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.port != self.port:
+            # the port chosen goes into a copy of the config, this server's own: the caller's may be shared by
+            # other servers (each with port 0 choosing its own), and a restart chooses again
+            self.config = dataclasses.replace(self.config, port=self.port)
 
     @property
     def url(self) -> str:
+        """The page's address, for a browser on this machine: a wildcard host (``""``, ``0.0.0.0``, ``::``)
+        is given as loopback, since a browser cannot open it; IPv6 addresses are bracketed."""
         scheme = "https" if self.config.tls_cert is not None else "http"
-        return f"{scheme}://{self.config.host}:{self.config.port}/"
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.config.host, self.config.host)
+        if ":" in host:   # an IPv6 address: its colons would read as the port's
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port if self.port is not None else self.config.port}/"
 
     async def stop(self) -> None:
         """Close every session (peer connections, pipelines) and the listening socket."""
@@ -269,13 +358,16 @@ class GramcastServer:
         await asyncio.gather(*(c.close(going_away=bye) for c in list(self._open)), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
-        self._enroll_threads.shutdown(wait=False, cancel_futures=True)
+            self._server = None
+        if self._enroll_threads is not None:
+            self._enroll_threads.shutdown(wait=False, cancel_futures=True)
+            self._enroll_threads = None
         ice.set_host_addresses(None)
 
-    async def serve_forever(self) -> None:
-        """Start, run until SIGINT/SIGTERM, then shut down cleanly."""
+    async def serve_forever(self, print_status: bool = False) -> None:
+        """Start, run until SIGINT/SIGTERM, then shut down cleanly (``print_status``: as ``run_until_signal``)."""
         await self.start()
-        await self.run_until_signal()
+        await self.run_until_signal(print_status)
 
     async def drain(self, timeout_s: float, interrupted: asyncio.Event | None = None) -> None:
         """Refuse new joins and wait until every participant has left, ``timeout_s`` has passed, or
@@ -288,29 +380,50 @@ class GramcastServer:
                 return
             await asyncio.sleep(0.1)
 
-    async def run_until_signal(self) -> None:
+    async def run_until_signal(self, print_status: bool = False) -> None:
         """Serve (already started) until SIGINT/SIGTERM, then shut down cleanly (draining first on SIGTERM
-        when ``drain_s`` is set)."""
+        when ``drain_s`` is set). The signal handlers there were before are back when it returns. What it
+        does (open at URL, draining, shutting down) is logged (INFO), and with ``print_status`` also printed
+        (``gramcast serve``), for an app's own output is its own."""
         terminate, interrupt = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def say(message: str) -> None:
+            log.info("%s", message)
+            if print_status:
+                print(f"gramcast server: {message}", flush=True)
 
         def on_sigterm():
             (interrupt if terminate.is_set() else terminate).set()   # a second SIGTERM: at once
 
+        installed = []   # (signal, the app's loop handler or None, the Python-level handler before)
         for sig, handler in ((signal.SIGINT, lambda: (terminate.set(), interrupt.set())),
                              (signal.SIGTERM, on_sigterm)):
+            # an app's own loop.add_signal_handler is only visible in the loop's (private) table
+            before_loop = getattr(loop, "_signal_handlers", {}).get(sig)
+            before = signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, handler)
-            except (NotImplementedError, RuntimeError):  # not the main thread / platform
-                pass
-        print(f"gramcast server: open {self.url} (websocket {WS_PATH})", flush=True)
-        await terminate.wait()
-        if self.config.drain_s > 0 and not interrupt.is_set():
-            print(f"gramcast server: draining, {self.rooms.participant_count()} participants in calls "
-                  f"(at most {self.config.drain_s:g} s; SIGINT stops at once)", flush=True)
-            await self.drain(self.config.drain_s, interrupt)
-        print("gramcast server: shutting down", flush=True)
-        await self.stop()
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+                continue
+            installed.append((sig, before_loop, before))
+        try:
+            say(f"open {self.url} (websocket {WS_PATH})")
+            await terminate.wait()
+            if self.config.drain_s > 0 and not interrupt.is_set():
+                say(f"draining, {self.rooms.participant_count()} participants in calls "
+                    f"(at most {self.config.drain_s:g} s; SIGINT stops at once)")
+                await self.drain(self.config.drain_s, interrupt)
+            say("shutting down")
+            await self.stop()
+        finally:
+            for sig, before_loop, before in installed:
+                if before_loop is not None and not before_loop.cancelled():
+                    loop.add_signal_handler(sig, before_loop._callback, *before_loop._args)
+                    continue
+                loop.remove_signal_handler(sig)
+                if before is not None:   # None: installed outside Python, nothing to put back
+                    signal.signal(sig, before)
 
 
 def _http_response(status: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> Response:

@@ -312,7 +312,7 @@ def run_serve(args) -> int:
             print(f"join as {name}: {link}", flush=True)
         if len(avatars) > 1:
             print(f"avatars: {', '.join(avatars)} (the first by default; add &avatar=NAME to a link)", flush=True)
-        await server.run_until_signal()
+        await server.run_until_signal(print_status=True)
 
     asyncio.run(main())
     return 0

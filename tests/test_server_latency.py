@@ -184,7 +184,7 @@ async def test_the_last_frame_before_a_pause_reaches_the_subscriber():
     cfg = ServerConfig(port=0, secret=SECRET, ice_addresses=["127.0.0.1"], pipeline_factory=PassThroughPipeline)
     server = GramcastServer({"default": object()}, cfg)
     await server.start()
-    url = f"ws://127.0.0.1:{cfg.port}/ws"
+    url = f"ws://127.0.0.1:{server.port}/ws"
     try:
         async with GramcastClient(url, mint_token(SECRET, "r", "a"), "r") as a, \
                 GramcastClient(url, mint_token(SECRET, "r", "b"), "r") as b:
