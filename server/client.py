@@ -70,6 +70,8 @@ class GramcastClient:
         await self.ws.send(protocol.encode(kind, CLIENT_MESSAGES, **fields))
 
     async def connect(self) -> None:
+        """Open the signaling connection and join the room; a refused join (ServerError) or a failure on the
+        way closes the connection again before it is raised."""
         tls = {"ssl": self.ssl_context} if self.ssl_context is not None else {}
         self.ws = await connect(self.ws_url, max_size=None, compression=None, **tls)
         self._reader = asyncio.create_task(self._read())
@@ -77,8 +79,14 @@ class GramcastClient:
         fields = {"token": self.token, "room": self.room, "preview": self.preview}
         if self.avatar:
             fields["avatar"] = self.avatar
-        await self.send("join", **fields)
-        msg = await joined
+        try:
+            await self.send("join", **fields)
+            msg = await joined
+        except BaseException:
+            # `async with` runs no __aexit__ when __aenter__ raises: without this the reader task and the
+            # websocket stay open, and the server keeps the connection until its join timeout
+            await self.close()
+            raise
         self.participant = msg["participant"]
         self.peers = {p["participant"]: p for p in msg["peers"]}
         self.ice_servers = list(msg.get("ice_servers", []))

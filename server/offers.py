@@ -1,6 +1,9 @@
 """A client's SDP offer, checked before aiortc takes it: aiortc asserts its way through SDP (a bad offer came
 back as "internal: AssertionError") and answers offers it cannot connect (no ICE credentials, no DTLS
-fingerprint), so each of these is a ``bad_sdp`` ProtocolError that says what is missing."""
+fingerprint), so each of these is a ``bad_sdp`` ProtocolError that says what is missing. The server's own
+code that aiortc runs inside ``setRemoteDescription`` (the "track" handlers: avatar pipelines) reports its
+failures as ProtocolErrors of their own (``internal``), which pass through unchanged: they are not the offer's
+fault."""
 from __future__ import annotations
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -14,7 +17,8 @@ __all__ = ["set_offer"]
 
 async def set_offer(pc: RTCPeerConnection, sdp: str) -> None:
     """``pc.setRemoteDescription`` of a client's offer, or a ``bad_sdp`` ProtocolError that says what is
-    wrong with it."""
+    wrong with it. A ProtocolError raised by the server's "track" handlers (which aiortc calls from
+    ``setRemoteDescription``) is raised as it is."""
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception:
@@ -35,5 +39,7 @@ async def set_offer(pc: RTCPeerConnection, sdp: str) -> None:
                                            f"with the server (it takes {', '.join(sorted(set(spoken.values())))})")
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    except ProtocolError:
+        raise       # the server's own handlers' verdict (e.g. "internal"), not a fault of the offer
     except Exception as exc:
         raise ProtocolError("bad_sdp", f"the offer cannot be used: {exc or type(exc).__name__}") from None

@@ -125,6 +125,12 @@ class SignalingConnection:
                 raise ProtocolError("not_joined", "send 'join' first")
             await handler(msg)
         except ProtocolError as exc:
+            if exc.code == "internal":
+                # the server's own failure (e.g. an avatar pipeline that could not start): the operator's
+                # business, with the traceback; not a bad message counted against the client
+                log.exception("%s: %s", self.who, exc)
+                await self.send_error(exc.code, str(exc))
+                return
             self.errors += 1
             if exc.code == "server_full":
                 log.warning("%s: camera refused, %s", self.participant.id, exc)
@@ -269,9 +275,16 @@ class SignalingConnection:
         @pc.on("track")
         def on_track(track):
             if track.kind == "video" and self.pipeline is None:
-                self.pipeline = self.server.make_pipeline(self.server.avatar_for(p))
-                self.server.metrics.session_started(self.pipeline, p.id)
-                p.media["video"] = Yuv420Track(self.pipeline.attach(track))
+                # aiortc calls this from setRemoteDescription, and set_offer would take any exception for a
+                # bad offer: a failure of the server's own (the avatar's lookup, its pipeline, e.g. CUDA out of
+                # memory) is told as what it is
+                try:
+                    self.pipeline = self.server.make_pipeline(self.server.avatar_for(p))
+                    self.server.metrics.session_started(self.pipeline, p.id)
+                    p.media["video"] = Yuv420Track(self.pipeline.attach(track))
+                except Exception as exc:
+                    raise ProtocolError("internal", f"the server could not start this participant's avatar: "
+                                                    f"{type(exc).__name__}: {exc}; try again later") from exc
                 if p.preview:
                     pc.addTrack(relay.subscribe(p.media["video"], buffered=False))
             elif track.kind == "audio" and "audio" not in p.media:

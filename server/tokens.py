@@ -11,6 +11,8 @@ header says. The secret is at least 32 bytes (RFC 7518 3.2, the hash's size), sh
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import secrets
 import time
@@ -44,11 +46,20 @@ class RoomGrant:
     enroll: bool = True
 
 
-def _check_secret(secret: bytes) -> bytes:
-    if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
-        raise TokenError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes (--secret, {SECRET_ENV} or "
-                         "ServerConfig.secret): use a long random string (e.g. `python -c 'import secrets; "
-                         "print(secrets.token_urlsafe(32))'`)")
+def secret_bytes(secret: object) -> bytes:
+    """The secret as the server keys HMAC with it: bytes as they are, a str (an environment variable, an
+    option) encoded as UTF-8. ``load_secret``, ``mint_token`` and ``verify_token`` all go through here, so a
+    backend minting with the value of ``$GRAMCAST_SECRET`` signs with exactly the server's key."""
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    elif isinstance(secret, (bytearray, memoryview)):
+        secret = bytes(secret)
+    elif not isinstance(secret, bytes):
+        raise TokenError(f"the token secret must be a str or bytes, not {type(secret).__name__}")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise TokenError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes (a str counts its UTF-8 "
+                         f"bytes), not {len(secret)} (--secret, {SECRET_ENV} or ServerConfig.secret): use a long "
+                         "random string (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
     return secret
 
 
@@ -58,27 +69,65 @@ def load_secret(secret: str | bytes | None = None) -> bytes:
         secret = os.environ.get(SECRET_ENV)
     if secret is None:
         raise TokenError(f"no token secret: set {SECRET_ENV} (the same value for the server and for `gramcast token`)")
-    return _check_secret(secret.encode() if isinstance(secret, str) else secret)
+    return secret_bytes(secret)
 
 
-def mint_token(secret: bytes, room: str, name: str, ttl_s: float = DEFAULT_TTL_S, now: float | None = None,
+def mint_token(secret: str | bytes, room: str, name: str, ttl_s: float = DEFAULT_TTL_S, now: float | None = None,
                publish: bool = True, enroll: bool = True) -> str:
     """A token letting ``name`` join ``room`` for ``ttl_s`` seconds from ``now`` (and publish a camera, and
-    enroll selfies, unless told not to: the claims ``publish`` / ``enroll`` false)."""
-    _check_secret(secret)
-    if not room or not name:
-        raise TokenError("a token needs a non-empty room and name")
+    enroll selfies, unless told not to: the claims ``publish`` / ``enroll`` false). ``secret``: bytes, or a
+    str taken as its UTF-8 bytes (as the server takes ``$GRAMCAST_SECRET``)."""
+    key = secret_bytes(secret)
+    for label, value in (("room", room), ("name", name)):
+        # str() of anything else would silently become the room or the name shown to others (e.g. "['x']")
+        if not isinstance(value, str):
+            raise TokenError(f"a token's {label} must be a str, not {type(value).__name__} ({value!r:.40})")
+        if not value:
+            raise TokenError(f"a token needs a non-empty {label}")
+    for label, value in (("ttl_s", ttl_s), ("now", now)):
+        if value is None and label == "now":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            # NaN or infinity would mint a token that never expires (nothing compares >= NaN)
+            raise TokenError(f"a token's {label} must be a finite number of seconds, not {value!r:.40}")
     if ttl_s <= 0:
-        raise TokenError("a token's lifetime must be positive")
+        raise TokenError(f"a token's lifetime must be positive, not ttl_s={ttl_s!r}")
+    for label, value in (("publish", publish), ("enroll", enroll)):
+        # only False withholds: a truthy "no" or a falsy 0 would grant the opposite of what was meant
+        if not isinstance(value, bool):
+            raise TokenError(f"a token's {label} must be True or False, not {value!r:.40}")
     now = time.time() if now is None else now
     claims = {"room": room, "name": name, "iat": int(now), "exp": now + ttl_s, "jti": secrets.token_hex(8)}
     claims.update({k: False for k, allowed in (("publish", publish), ("enroll", enroll)) if not allowed})
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    token = jwt.encode(claims, key, algorithm=ALGORITHM)
+    if len(token) > MAX_TOKEN_CHARS:
+        # the server refuses a longer token unread (as "malformed"): say so here, where it can be fixed
+        fits = _longest_fitting(claims, key)
+        raise TokenError(f"room and name too long: their token would be {len(token)} characters, and the server "
+                         f"takes at most {MAX_TOKEN_CHARS}; room and name together may be at most {fits} ASCII "
+                         "characters (a character outside ASCII counts as 6, one outside the BMP as 12: their "
+                         "JSON escapes)")
+    return token
 
 
-def verify_token(secret: bytes, token: object, room: str | None = None, now: float | None = None) -> RoomGrant:
-    """Check the signature, the expiry and (if given) the room. Returns the grant or raises TokenError."""
-    _check_secret(secret)
+def _longest_fitting(claims: dict, key: bytes) -> int:
+    """How many ASCII characters room and name may have together, the other claims as in ``claims``."""
+    def length(n: int) -> int:
+        return len(jwt.encode({**claims, "room": "r", "name": "a" * (n - 1)}, key, algorithm=ALGORITHM))
+    n = 2 + (MAX_TOKEN_CHARS - length(2)) * 3 // 4     # each 3 bytes of JSON are 4 characters of base64url
+    while n > 2 and length(n) > MAX_TOKEN_CHARS:
+        n -= 1
+    while length(n + 1) <= MAX_TOKEN_CHARS:
+        n += 1
+    # ``exp`` (now + ttl_s, a float) is written with up to 18 characters for this century's times, fewer for
+    # some: count it at its widest, so that what is said to fit fits whenever it is minted
+    return n - max(0, 18 - len(json.dumps(claims["exp"])))
+
+
+def verify_token(secret: str | bytes, token: object, room: str | None = None, now: float | None = None) -> RoomGrant:
+    """Check the signature, the expiry and (if given) the room. Returns the grant or raises TokenError.
+    ``secret``: as for ``mint_token``."""
+    secret = secret_bytes(secret)
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenError("malformed token: ask the app for a new one (`gramcast token ROOM NAME`)")
     try:
