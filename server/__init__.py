@@ -15,7 +15,7 @@ import importlib
 
 #: name -> the module that defines it
 _EXPORTS = {
-    "GramcastServer": "gramcast.server.app", "ServerConfig": "gramcast.server.app",
+    "GramcastServer": "gramcast.server.app", "ServerConfig": "gramcast.server.config",
     "IceServersConfig": "gramcast.server.ice_servers", "GramcastClient": "gramcast.server.client",
     "ServerError": "gramcast.server.client", "mint_token": "gramcast.server.tokens",
     "verify_token": "gramcast.server.tokens", "RoomGrant": "gramcast.server.tokens",
