@@ -267,15 +267,16 @@ class GramcastServer:
     async def run_until_signal(self, print_status: bool = False) -> None:
         """Serve (already started) until SIGINT/SIGTERM, then shut down cleanly (draining first on SIGTERM
         when ``drain_s`` is set). The signal handlers there were before are back when it returns. What it
-        does (open at URL, draining, shutting down) is logged (INFO), and with ``print_status`` also printed
-        (``gramcast serve``), for an app's own output is its own."""
+        does (open at URL, draining, shutting down) is logged (INFO), or with ``print_status`` printed instead
+        (``gramcast serve``): an app's own output is its own."""
         terminate, interrupt = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
 
         def say(message: str) -> None:
-            log.info("%s", message)
-            if print_status:
+            if print_status:    # the command's own output (its event log would repeat it on stderr)
                 print(f"gramcast server: {message}", flush=True)
+            else:
+                log.info("%s", message)
 
         def on_sigterm():
             (interrupt if terminate.is_set() else terminate).set()   # a second SIGTERM: at once
