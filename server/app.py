@@ -41,13 +41,7 @@ class GramcastServer:
             raise InvalidArgumentError("the server needs at least one avatar: a dict of name -> gramcast.Avatar")
         self.config = config or ServerConfig()
         for name, avatar in avatars.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidArgumentError(f"avatar names must be non-empty str (what clients ask for), not {name!r}")
-            # a pipeline_factory takes whatever avatars it was written for; the default pipeline needs Avatars,
-            # and would otherwise refuse this one only at the first camera published with it
-            if self.config.pipeline_factory is None and not isinstance(avatar, Avatar):
-                raise InvalidArgumentError(f"avatar {name!r} must be a gramcast.Avatar (Avatar.load(path), "
-                                           f"enroll(photo)), not {avatar!r}")
+            self._check_avatar(name, avatar)
         self.secret = load_secret(self.config.secret)
         self._tls = tls_context(self.config.tls_cert, self.config.tls_key)
         self.avatars: dict[str, Any] = dict(avatars)
@@ -73,6 +67,39 @@ class GramcastServer:
         # their own threads: a selfie being enrolled holds none of the loop's default executor
         return ThreadPoolExecutor(self.config.max_concurrent_enrollments, "gramcast-enroll")
 
+    # ------------------------------------------------------------ the avatars offered
+    def _check_avatar(self, name, avatar) -> None:
+        from gramcast.errors import InvalidArgumentError
+
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"avatar names must be non-empty str (what clients ask for), not {name!r}")
+        # a pipeline_factory takes whatever avatars it was written for; the default pipeline needs Avatars,
+        # and would otherwise refuse this one only at the first camera published with it
+        if self.config.pipeline_factory is None and not isinstance(avatar, Avatar):
+            raise InvalidArgumentError(f"avatar {name!r} must be a gramcast.Avatar (Avatar.load(path), "
+                                       f"enroll(photo)), not {avatar!r}")
+
+    def add_avatar(self, name: str, avatar, default: bool = False) -> None:
+        """Offer ``avatar`` under ``name`` to participants who join from now on (replacing one of that name;
+        cameras already streaming keep the avatar they started with); ``default``: for joins that name none."""
+        self._check_avatar(name, avatar)
+        self.avatars[name] = avatar
+        if default:
+            self._default_avatar = name
+
+    def remove_avatar(self, name: str) -> None:
+        """Stop offering ``name`` (cameras streaming it keep it; a participant who picked it and publishes
+        later is told to join again with another). The default avatar is not removed: make another the
+        default first (``add_avatar(..., default=True)``)."""
+        from gramcast.errors import InvalidArgumentError
+
+        if name not in self.avatars:
+            raise InvalidArgumentError(f"no avatar {name!r} on this server; it offers {sorted(self.avatars)}")
+        if name == self._default_avatar:
+            raise InvalidArgumentError(f"{name!r} is the default avatar (for joins that name none): make another "
+                                       "the default first, add_avatar(name, avatar, default=True)")
+        del self.avatars[name]
+
     # ------------------------------------------------------------ services for connections
     def default_avatar_name(self) -> str:
         return self._default_avatar
@@ -82,7 +109,11 @@ class GramcastServer:
         selfie = self.selfies.get(participant.id)
         if selfie is not None and selfie[0] == participant.avatar_name:
             return selfie[1]
-        return self.avatars[participant.avatar_name]
+        avatar = self.avatars.get(participant.avatar_name)
+        if avatar is None:
+            raise protocol.ProtocolError("unknown_avatar", f"avatar {participant.avatar_name!r} is no longer offered "
+                                         f"by this server: join again with one of {sorted(self.avatars)}")
+        return avatar
 
     def forget_selfie(self, owner: str) -> None:
         self.selfies.pop(owner, None)

@@ -278,8 +278,9 @@ class SignalingConnection:
                 # aiortc calls this from setRemoteDescription, and set_offer would take any exception for a
                 # bad offer: a failure of the server's own (the avatar's lookup, its pipeline, e.g. CUDA out of
                 # memory) is told as what it is
+                avatar = self.server.avatar_for(p)    # a ProtocolError of its own: the avatar is gone
                 try:
-                    self.pipeline = self.server.make_pipeline(self.server.avatar_for(p))
+                    self.pipeline = self.server.make_pipeline(avatar)
                     self.server.metrics.session_started(self.pipeline, p.id)
                     p.media["video"] = Yuv420Track(self.pipeline.attach(track))
                 except Exception as exc:

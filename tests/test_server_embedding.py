@@ -141,3 +141,34 @@ def test_avatars_the_server_could_not_use_are_refused_at_once(avatars, message):
 
 def test_a_pipeline_factory_takes_whatever_avatars_it_was_written_for():
     GramcastServer({"me": "me.gca"}, config())
+
+
+# ------------------------------------------------------------ avatars at run time
+async def test_avatars_are_added_and_removed_while_the_server_runs():
+    import numpy as np
+
+    from gramcast.server.client import GramcastClient, ServerError
+    from gramcast.server.synthetic import ArrayVideoTrack
+    from gramcast.server.tokens import mint_token
+
+    def camera():
+        return ArrayVideoTrack([np.full((48, 64, 3), 90, np.uint8)] * 2)
+
+    async with running_server(SECRET, {"first": object()}) as (server, ws):
+        server.add_avatar("second", object())                    # the copy of the dict had been the only way in
+        async with GramcastClient(ws, mint_token(SECRET, "r", "a"), "r", avatar="second") as a:
+            await a.publish(camera())
+        async with GramcastClient(ws, mint_token(SECRET, "r", "b"), "r", avatar="second") as b:
+            server.remove_avatar("second")                       # between b's join and its camera
+            with pytest.raises(ServerError) as refused:
+                await b.publish(camera())
+            assert refused.value.code == "unknown_avatar" and "join again with one of ['first']" in str(refused.value)
+        with pytest.raises(InvalidArgumentError, match="is the default avatar"):
+            server.remove_avatar("first")
+        server.add_avatar("third", object(), default=True)
+        server.remove_avatar("first")
+        async with GramcastClient(ws, mint_token(SECRET, "r", "c"), "r") as c:   # names none: the new default
+            await c.publish(camera())
+            assert server.connections[c.participant].participant.avatar_name == "third"
+        with pytest.raises(InvalidArgumentError, match="no avatar 'first'"):
+            server.remove_avatar("first")
