@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gramcast.checks import is_whole
+
 __all__ = ["OUTPUT_PRESETS", "BACKGROUNDS", "SessionConfig", "check_output_format", "check_output_size",
            "check_resolution_steps"]
 
@@ -78,8 +80,7 @@ class SessionConfig:
 
         check_output_format(self.output_format)
         self.output_size = check_output_size(self.output_size, self.output_format)
-        if isinstance(self.avatar_resolution, bool) or not isinstance(self.avatar_resolution, (int, np.integer)) \
-                or not 16 <= self.avatar_resolution <= 4096:
+        if not (is_whole(self.avatar_resolution) and 16 <= self.avatar_resolution <= 4096):
             raise Bad(f"avatar_resolution must be a whole number of pixels from 16 to 4096, not {self.avatar_resolution!r}")
         if self.background not in BACKGROUNDS:
             raise Bad(f"background must be one of {BACKGROUNDS}, not {self.background!r}")
@@ -90,8 +91,7 @@ class SessionConfig:
                 raise Bad("background 'image' needs background_image, an (H, W, 3) or (H, W, 4) uint8 RGB array")
         colour = self.background_color
         if not (isinstance(colour, (tuple, list)) and len(colour) == 3
-                and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255
-                        for c in colour)):
+                and all(is_whole(c) and 0 <= c <= 255 for c in colour)):
             raise Bad(f"background_color must be three whole numbers 0..255 (R, G, B), not {colour!r}")
         if isinstance(self.max_fps, bool) or not isinstance(self.max_fps, (int, float)) \
                 or not 0.0 <= self.max_fps < float("inf"):
@@ -102,7 +102,7 @@ class SessionConfig:
             value = getattr(self, name)
             if value is None and name == "edge_samples":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            if not is_whole(value) or value < 0:
                 raise Bad(f"{name} must be a whole number, 0 or more, not {value!r}")
         if self.pipeline is not None and not isinstance(self.pipeline, bool):
             raise Bad(f"pipeline must be None (on with a GPU), True or False, not {self.pipeline!r}")
@@ -157,7 +157,7 @@ def check_output_size(size, pixel_format: str = "yuv420p"):
         size = (int(w), int(h))
     try:
         w, h = size
-        ok = all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in (w, h))
+        ok = is_whole(w) and is_whole(h)
     except (TypeError, ValueError):
         ok = False
     if not ok or not (16 <= w <= 4096 and 16 <= h <= 4096):

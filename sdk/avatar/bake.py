@@ -14,14 +14,12 @@ are front-facing shells, so this is confined to their rims.
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
 from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.heightfield import sample_grid
+from gramcast.checks import is_finite, is_whole
 from gramcast.errors import InvalidArgumentError
 from gramcast.model.detail import DEFAULT_DETAIL_EXTENT, grid_xy, manifold_height_grid
 
@@ -55,7 +53,7 @@ def texel_points(heights: Tensor, extent: float, resolution: int) -> Tensor:
 
 def _grid_size(name: str, value) -> int:
     # A grid's nodes sit on the square's edges: fewer than 2 cannot span it.
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 2:
+    if not is_whole(value) or value < 2:
         raise InvalidArgumentError(f"{name} must be an integer >= 2 (grid nodes per side), got {value!r}")
     return int(value)
 
@@ -75,10 +73,10 @@ def _check_bake_args(model, ws: Tensor, geometry_resolution, texture_resolution,
                                    "geometry= to search the manifolds once)")
     _grid_size("geometry_resolution", geometry_resolution)
     _grid_size("texture_resolution", texture_resolution)
-    if not isinstance(extent, numbers.Real) or not (math.isfinite(extent) and 0.0 < extent < 1.0):
+    if not (is_finite(extent) and 0.0 < extent < 1.0):
         raise InvalidArgumentError(f"extent must be a world half-side in (0, 1) (default {DEFAULT_MODEL_EXTENT}), "
                                    f"got {extent!r}")
-    if not isinstance(samples, numbers.Integral) or isinstance(samples, bool) or samples < 2:
+    if not is_whole(samples) or samples < 2:
         raise InvalidArgumentError(f"samples must be an integer >= 2 (samples of the manifold field along each "
                                    f"grid column), got {samples!r}")
     if geometry is not None:

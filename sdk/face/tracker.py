@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 import cv2
 import numpy as np
 
+from gramcast.checks import is_finite, is_whole
 from gramcast.errors import InvalidArgumentError
 from gramcast.face.detection import DistantFaceMesh, close_all
 from gramcast.face.filters import OneEuroConfig, OneEuroFilter
@@ -71,9 +71,7 @@ class TrackerConfig:
 def _check_number(name: str, value, low: float, above: bool = False, whole: bool = False, unit: str = "") -> None:
     """Refuses a ``TrackerConfig`` field that is not a finite number at least ``low`` (more than it where
     ``above``; a whole number where ``whole``), naming the field and the range it may take."""
-    kind = numbers.Integral if whole else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and (whole or math.isfinite(value)) \
-        and (value > low if above else value >= low)
+    ok = (is_whole(value) if whole else is_finite(value)) and (value > low if above else value >= low)
     if not ok:
         what = "a whole number" if whole else "a number"
         bound = f"more than {low:g}" if above else f"{low:g} or more"

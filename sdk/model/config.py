@@ -1,10 +1,9 @@
 """Sizes of the efficient GRAM generator, with presets from a CPU-test toy to the paper's model."""
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, fields
 
+from gramcast.checks import is_finite, is_whole
 from gramcast.errors import InvalidArgumentError
 
 #: Fields that size tensors or loops: Python integers (a float such as 64.5 or a string from a
@@ -13,14 +12,6 @@ _INT_FIELDS = ("resolution", "num_manifolds", "manifold_width", "manifold_depth"
                "mapping_layers", "plane_resolution", "plane_channels", "channel_base", "channel_max",
                "decoder_hidden", "samples_per_ray", "lowres_factor")
 _FLOAT_FIELDS = ("level_min", "level_max", "plane_extent")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_finite_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -59,10 +50,10 @@ class GRAMConfig:
     def __post_init__(self) -> None:
         # numpy scalars (from an array of sizes) are numbers but not JSON: keep plain Python ones.
         for name in _INT_FIELDS:
-            if _is_int(getattr(self, name)):
+            if is_whole(getattr(self, name)):
                 setattr(self, name, int(getattr(self, name)))
         for name in _FLOAT_FIELDS:
-            if _is_finite_real(getattr(self, name)):
+            if is_finite(getattr(self, name)):
                 setattr(self, name, float(getattr(self, name)))
         self.validate()
 
@@ -74,16 +65,16 @@ class GRAMConfig:
         checkpoint could not be loaded back."""
         problems = []
         for name in _INT_FIELDS:
-            if not _is_int(getattr(self, name)):
+            if not is_whole(getattr(self, name)):
                 problems.append(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in _FLOAT_FIELDS:
-            if not _is_finite_real(getattr(self, name)):
+            if not is_finite(getattr(self, name)):
                 problems.append(f"{name} must be a finite number, got {getattr(self, name)!r}")
         try:
             center = tuple(self.sphere_center)
         except TypeError:
             center = None
-        if center is None or len(center) != 3 or not all(_is_finite_real(c) for c in center):
+        if center is None or len(center) != 3 or not all(is_finite(c) for c in center):
             problems.append(f"sphere_center must be 3 finite coordinates, got {self.sphere_center!r}")
         if problems:   # the range checks below compare numbers
             raise InvalidArgumentError("bad GRAM config: " + "; ".join(problems))

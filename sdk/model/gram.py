@@ -17,7 +17,6 @@ cache at no extra cost. No detail: exactly the plain renders.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from gramcast import camera
+from gramcast.checks import is_whole
 from gramcast.errors import InvalidArgumentError
 from gramcast.model.config import GRAMConfig
 from gramcast.model.decoder import RadianceDecoder, sample_detail_maps, sample_triplanes
@@ -44,7 +44,7 @@ def _positive_int(name: str, value) -> int:
     """``value`` as an int >= 1 (a float with an integral value is accepted), else InvalidArgumentError."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not is_whole(value) or value < 1:
         raise InvalidArgumentError(f"{name} must be an integer >= 1 (None: the config's), got {value!r}")
     return int(value)
 
@@ -122,7 +122,7 @@ class GRAMModel(nn.Module):
         it trains the mapping); to optimise the code itself (inversion) make a leaf of it:
         ``w = model.sample_ws(1, seed=0).detach().requires_grad_()``, then ``torch.optim.Adam([w])``.
         """
-        if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 0:
+        if not is_whole(batch) or batch < 0:
             raise InvalidArgumentError(f"batch must be an integer >= 0 (how many identities), got {batch!r}")
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
