@@ -78,3 +78,10 @@ def join_link(server, secret: bytes, name: str = "browser", **grant) -> str:
     from gramcast.server.tokens import mint_token
 
     return f"{server.url}?room=web&token={mint_token(secret, 'web', name, **grant)}&autojoin=1"
+
+
+async def join_page(page, link: str) -> str:
+    """Open ``link`` (a ``join_link``) in ``page`` and wait until it has joined; returns its participant id."""
+    await page.goto(link)
+    await page.wait_for_function("window.gramcast.me", timeout=15000)
+    return await page.evaluate("window.gramcast.me")

@@ -4,7 +4,7 @@ watch-only link asks for no camera; it keeps its selfie avatar for the next call
 pass-through test double here; tests/test_stream_e2e.py checks the browser with the real avatar pipeline."""
 import asyncio
 
-from browser import chromium_page, green_camera_file, join_link, server_with_publisher
+from browser import chromium_page, green_camera_file, join_link, join_page, server_with_publisher
 from servers import running_server
 from test_server_rooms import SECRET
 
@@ -128,9 +128,7 @@ async def test_the_page_joins_with_the_avatar_its_link_names(tmp_path):
     cam = green_camera_file(tmp_path)
     async with running_server(SECRET, {"first": object(), "second": object()}) as (server, _):
         async with chromium_page(cam) as page:
-            await page.goto(join_link(server, SECRET, "a") + "&avatar=second")
-            await page.wait_for_function("window.gramcast.me", timeout=15000)
-            me = await page.evaluate("window.gramcast.me")
+            me = await join_page(page, join_link(server, SECRET, "a") + "&avatar=second")
             assert server.rooms.get("web", me).avatar_name == "second"
             await page.goto(join_link(server, SECRET, "b") + "&avatar=third")
             await page.wait_for_function(
@@ -168,9 +166,7 @@ async def test_a_dropped_connection_joins_again_and_a_refused_one_does_not(tmp_p
     cam = green_camera_file(tmp_path)
     async with server_with_publisher(SECRET) as (server, py):
         async with chromium_page(cam) as page:
-            await page.goto(join_link(server, SECRET))
-            await page.wait_for_function("window.gramcast.me", timeout=15000)
-            first = await page.evaluate("window.gramcast.me")
+            first = await join_page(page, join_link(server, SECRET))
             await server.connections[first].ws.close()            # the network drops
             await page.wait_for_function(f"window.gramcast.me && window.gramcast.me !== '{first}'", timeout=15000)
             assert await page.evaluate("window.gramcast.events.some((e) => e.includes('joining again in 1 s'))")
@@ -193,9 +189,7 @@ async def test_a_page_told_the_server_stops_or_drains_joins_again_when_it_takes_
     cam = green_camera_file(tmp_path)
     async with server_with_publisher(SECRET) as (server, py):
         async with chromium_page(cam) as page:
-            await page.goto(join_link(server, SECRET))
-            await page.wait_for_function("window.gramcast.me", timeout=15000)
-            first = await page.evaluate("window.gramcast.me")
+            first = await join_page(page, join_link(server, SECRET))
             server.draining = True
             await server.connections[first].close(going_away="this server is shutting down; join again")
             await page.wait_for_function("window.gramcast.events.some((e) => e.includes('takes no new calls'))",

@@ -230,11 +230,12 @@ class OnnxRenderer:
         self.ort = require_onnxruntime()
         self.avatar = avatar
         self.settings = settings
-        self.plan = resolve_compositing(avatar, compositing) if avatar is not None else None
+        drawn = drawn_layers(avatar) if avatar is not None else None     # found once: the plan indexes them
+        self.plan = resolve_compositing(drawn, compositing) if drawn is not None else None
         self.providers = list(providers) if providers else default_providers(device)
         self.threads = threads
         self._sessions: OrderedDict[int, object] = OrderedDict()     # least recently used first
-        self._drawn = drawn_layers(avatar).num_layers if avatar is not None else 1
+        self._drawn = drawn.num_layers if drawn is not None else 1
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device | None = "auto",
