@@ -159,6 +159,24 @@ def test_a_photo_of_several_people_gives_the_chosen_face_when_asked(mesh):
     assert all(np.allclose(m, alone[0]) for m in alone)
 
 
+def test_a_smaller_face_between_two_others_is_found(mesh):
+    """A group of three, the middle person's face at 0.6 of the others' (~54 px between the eyes against
+    ~80: a similar size, a second subject): the mesh alone finds only the outer two. "center" must take the
+    middle person, and the matte of either outer one must know of both others."""
+    a, b, c = (load_image(DATA / f"london_neutral_00{i}_03.jpg") for i in (1, 2, 3))
+    small = cv2.resize(b, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    pad = a.shape[0] - small.shape[0]
+    middle = np.pad(small, ((pad // 2, pad - pad // 2), (0, 0), (0, 0)), mode="edge")
+    canvas = np.hstack([a, middle, c])
+    assert len(mesh.detect(canvas)) == 2                      # what the mesh misses on its own
+    with pytest.raises(MultipleFacesError, match="3 faces"):
+        detect_and_align(canvas, mesh=mesh)
+    central = detect_and_align(canvas, mesh=mesh, face="center")
+    assert a.shape[1] < _face_centre_in_image(central)[0] < a.shape[1] + middle.shape[1]
+    largest = detect_and_align(canvas, mesh=mesh, face="largest")
+    assert len(largest.others) == 2
+
+
 def test_grayscale_and_exif_rotated_photos_are_converted(tmp_path, mesh):
     from PIL import Image
 

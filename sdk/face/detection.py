@@ -2,8 +2,10 @@
 
 The face mesh finds faces with mediapipe's short-range detector, which looks at the whole photo at 128²:
 a face that fills less than about a fifth of a large photo (a portrait taken from a few metres, a
-selfie pasted into a big canvas) is not found at all. ``find_faces`` then asks the full-range detector
-(faces down to a few percent of the frame) where faces are and runs the mesh on a crop around each.
+selfie pasted into a big canvas) is not found at all, nor, often, one a few times smaller than another in
+the photo (someone between two others in a group photo). ``find_faces`` also asks the full-range detector
+(faces down to a few percent of the frame) where faces are and runs the mesh on a crop around each face
+the mesh missed.
 
 Neither detector finds an upside-down face as such: the short-range one reports a weaker upright face
 where there is none, and the mesh fits an upright face to it, so such a photo would enroll upside down.
@@ -109,12 +111,13 @@ def faces_in_window(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int
 
 
 def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = None) -> list[DetectedFace]:
-    """The faces of ``rgb`` ``(H, W, 3)``, largest first: the face mesh's, or where it finds none, the mesh's
-    on a crop around each face the full-range detector finds (``detector``: made here when None)."""
+    """The faces of ``rgb`` ``(H, W, 3)``, largest first: the face mesh's on the whole photo, and the mesh's
+    on a crop around each face the full-range detector finds that the mesh has not (``detector``: made here
+    when None). The mesh's own detector looks at the photo at 128²: a face a few times smaller than the
+    largest (someone between two others in a group photo) or in a big canvas escapes it, and a portrait
+    would then pass as one person's, or its matte keep the other."""
     rgb = as_rgb(rgb)          # once, for the crops below too
     faces = mesh.detect(rgb)
-    if faces:
-        return faces
     own = detector is None
     detector = detector or FaceDetector()
     try:
@@ -124,14 +127,16 @@ def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = 
             detector.close()
     h, w = rgb.shape[:2]
     for _, (x, y, bw, bh) in boxes:
-        half = CROP_BOXES * max(bw, bh) / 2
         cx, cy = x + bw / 2, y + bh / 2
+        if any(abs(f.center[0] - cx) < bw / 2 and abs(f.center[1] - cy) < bh / 2 for f in faces):
+            continue          # the mesh has this one
+        half = CROP_BOXES * max(bw, bh) / 2
         x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
         x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
         if x1 - x0 < 8 or y1 - y0 < 8:
             continue
         for moved in faces_in_window(mesh, rgb, (x0, y0, x1, y1)):
-            # a neighbour's box may hold this face too
+            # the crop may hold a face found before too
             if all(np.linalg.norm(moved.center - f.center) > 0.5 * f.eye_distance for f in faces):
                 faces.append(moved)
     return sorted(faces, key=lambda f: -f.eye_distance)
