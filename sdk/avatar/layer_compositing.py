@@ -104,8 +104,17 @@ class OrderedCompositor:
 
     @staticmethod
     def _masked(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        vf = valid.to(alpha.dtype)
-        return rgb, alpha * vf, depth * vf   # invalid: a = 0, so their depth and order do not matter
+        # invalid: a = 0, so their colour, depth and order do not matter (every term they enter is a
+        # product with a): the depth need not be masked, one pass less per layer
+        return rgb, torch.where(valid, alpha, 0.0), depth
+
+    @staticmethod
+    def _in_front(t: Tensor, tp: Tensor, ties_first: bool) -> Tensor:
+        """1.0 where depth ``t`` is in front of ``tp`` (``ties_first``: ties too), else 0.0."""
+        if torch.jit.is_tracing():       # the ONNX export: out= variants do not trace
+            return (t <= tp if ties_first else t < tp).to(t.dtype)
+        # written as floats in the same pass (a bool array then converted is two)
+        return (torch.le if ties_first else torch.lt)(t, tp, out=t.new_empty(t.shape))
 
     def add(self, i: int, rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> None:
         """Layer ``i`` (the next of ``plan.order``): rgb ``(C, *S)``, alpha, depth and valid ``(*S)``."""
@@ -115,7 +124,7 @@ class OrderedCompositor:
         w = a if trans is None else trans * a                                     # T_i a_i (chain only)
         self.trans = 1.0 - a if trans is None else trans.sub_(w)
         if self.p is not None:
-            in_front = ((t <= self.tp) if i < self.p else (t < self.tp)).to(a.dtype)  # m_i: i in front of p
+            in_front = self._in_front(t, self.tp, i < self.p)                       # m_i: i in front of p
             front_a = a * in_front
             pp = self.pass_p
             self.pass_p = 1.0 - front_a if pp is None else pp.addcmul_(pp, front_a, value=-1.0)
