@@ -126,3 +126,16 @@ def test_an_output_that_is_a_file_or_holds_other_files_is_refused_in_one_line(tm
     assert afile.read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == [FACES[0].name]
     assert main(["prepare-faces", str(src), str(tmp_path / "out"), "--workers", "0"]) == 2
     assert "workers" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_face_small_in_a_big_photo_is_taken_as_enrollment_takes_it(tmp_path):
+    """A portrait from a few metres: the face is a quarter of a 2048² photo, which the face mesh alone does not
+    see (its detector looks at 128²); enrollment finds it, and so must the dataset."""
+    src = tmp_path / "src"
+    src.mkdir()
+    canvas = np.full((2048, 2048, 3), 200, np.uint8)
+    canvas[100:612, 100:612] = cv2.imread(str(FACES[0]))
+    cv2.imwrite(str(src / "far.jpg"), canvas)
+    report = prepare_faces(src, tmp_path / "out", size=64, progress=False)
+    assert report.written == 1 and not report.skipped
+

@@ -75,21 +75,23 @@ def find_images(src: Path, exclude: Path | None = None) -> list[Path]:
     return sorted(p for p in found if p.is_file() or (p.is_symlink() and not p.exists()))
 
 
-_worker_mesh = None
+_worker_mesh = _worker_detector = None
 
 
 def _align_one(job: tuple[str, int, float, bool]):
     from gramcast.face.alignment import align_face, pick_single_face
+    from gramcast.face.detection import FaceDetector, find_faces
     from gramcast.face.landmarks import FaceMesh
     from gramcast.images import load_image
 
-    global _worker_mesh
+    global _worker_mesh, _worker_detector
     path, size, min_eye, pick_largest = job
     if _worker_mesh is None:
-        _worker_mesh = FaceMesh(static=True, max_faces=4)
+        _worker_mesh, _worker_detector = FaceMesh(static=True, max_faces=4), FaceDetector()
     try:
         image = load_image(path)
-        faces = _worker_mesh.detect(image)
+        # as enrollment finds them: a face small in a big photo, or between two others, is found too
+        faces = find_faces(image, _worker_mesh, _worker_detector)
         face = pick_single_face(faces, Path(path).name, min_eye, "largest" if pick_largest else "only")
         aligned = align_face(image, face, size)
     except GramcastError as exc:
