@@ -14,17 +14,18 @@ def _rays(res, pose):
     return o.reshape(1, 1, -1, 3).double(), d.reshape(1, 1, -1, 3).double()
 
 
-def test_bracketed_search_hits_a_tilted_plane_where_algebra_says_and_only_inside_its_bracket():
+@pytest.mark.parametrize("samples", [8, 300])      # 300: beyond what a byte counts (the crossings' ranks)
+def test_bracketed_search_hits_a_tilted_plane_where_algebra_says_and_only_inside_its_bracket(samples):
     g, e = 65, 0.2
     xy = grid_xy(g, e).double()
     heights = (0.3 * xy[..., 0] - 0.02)[None, None]                  # linear in x: bilinear lookups are exact
     o, d = _rays(16, (0.3, -0.1))
     t_true = (o[..., 2] - 0.3 * o[..., 0] + 0.02) / (0.3 * d[..., 0] - d[..., 2])        # (1, 1, N)
-    t, found = bracketed_search(o, d, heights, e, t_true - 0.01, t_true + 0.02, samples=8, refine=2)
+    t, found = bracketed_search(o, d, heights, e, t_true - 0.002, t_true + 0.05, samples=samples, refine=2)
     assert found.all() and torch.allclose(t, t_true, atol=1e-9)
-    _, found = bracketed_search(o, d, heights, e, t_true - 0.05, t_true - 0.01, samples=8, refine=2)
+    _, found = bracketed_search(o, d, heights, e, t_true - 0.05, t_true - 0.01, samples=samples, refine=2)
     assert not found.any()                                            # the bracket ends in front of the plane
-    _, found = bracketed_search(o, d, heights, e, t_true + 0.01, t_true - 0.01, samples=8, refine=2)
+    _, found = bracketed_search(o, d, heights, e, t_true + 0.01, t_true - 0.01, samples=samples, refine=2)
     assert not found.any()                                            # an empty bracket
 
 

@@ -89,6 +89,12 @@ def _lookup_chunks(rows: int, device: torch.device) -> int:
     return c
 
 
+def _rank_dtype(samples: int) -> torch.dtype:
+    """The narrowest integer type that holds the crossings' ranks 2..``samples`` (bytes while they fit: the
+    search's largest arrays are of it)."""
+    return torch.uint8 if samples < 256 else torch.int32
+
+
 def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent: float,
                    near: float, far: float, steps: int, refine: int) -> tuple[Tensor, Tensor]:
     """The sampled search and refinement (module docstring) of every layer: depths and found ``(L, B, N)``."""
@@ -119,7 +125,7 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
     cross = (in_front[:, :, :-1] > in_front[:, :, 1:]).to(torch.uint8)             # (L, B, K-1, N)
     # the first crossing k scores steps - k, no crossing 0: a max reduction over k is several times
     # faster than argmax over a middle axis
-    rank = (steps - torch.arange(steps - 1, device=origins.device)).to(torch.uint8 if steps < 256 else torch.int32)
+    rank = (steps - torch.arange(steps - 1, device=origins.device)).to(_rank_dtype(steps))
     score = (cross * rank[:, None]).amax(dim=2).long()                              # (L, B, N)
     found = score > 0
     k = (steps - score) * found                                                      # 0 where none
@@ -193,7 +199,7 @@ def bracketed_search(origins: Tensor, directions: Tensor, heights: Tensor, exten
     f = oz + ts * dz - h                                                            # >= 0: in front
     in_front = f >= 0
     cross = (in_front[:, :, :-1] & ~in_front[:, :, 1:]).to(torch.uint8)             # (L, B, K-1, N)
-    rank = (samples - torch.arange(samples - 1, device=origins.device)).to(torch.uint8)
+    rank = (samples - torch.arange(samples - 1, device=origins.device)).to(_rank_dtype(samples))
     score = (cross * rank[:, None]).amax(dim=2).long()                              # first crossing scores most
     found = (score > 0) & (t_lo <= t_hi)
     k = ((samples - score) * (score > 0))[:, :, None]                               # (L, B, 1, N)
