@@ -16,7 +16,7 @@ import gramcast
 from gramcast.avatar import Renderer
 from gramcast.errors import FaceNotFoundError, FaceTooSmallError
 from gramcast.face import FaceMesh, HeadTracker, detect_and_align
-from gramcast.face.detection import FaceDetector, upright_turns
+from gramcast.face.detection import DETECTION_TILE, FaceDetector, detection_tiles, upright_turns
 from gramcast.images import load_image
 
 DATA = Path(__file__).parent / "data" / "faces"
@@ -74,7 +74,9 @@ def _pasted(face: np.ndarray, size: tuple[int, int], side: int) -> np.ndarray:
     return canvas
 
 
-@pytest.mark.parametrize("size,side", [((3000, 2250), 600), ((2048, 2048), 400)])
+# (4032, 3024), 360: a phone photo from a few metres, ~63 px between the eyes: too small for the full-range
+# detector on the whole photo, found on its tiles
+@pytest.mark.parametrize("size,side", [((3000, 2250), 600), ((2048, 2048), 400), ((4032, 3024), 360)])
 def test_a_normal_sized_face_in_a_large_photo_is_found_and_aligned_as_alone(mesh, size, side):
     face = load_image(DATA / "london_neutral_002_03.jpg")
     alone = detect_and_align(cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA), mesh=mesh)
@@ -88,8 +90,28 @@ def test_a_tiny_face_in_a_large_photo_is_too_small_and_no_face_is_none(mesh):
     face = load_image(DATA / "london_neutral_002_03.jpg")
     with pytest.raises(FaceTooSmallError, match="between the eyes"):
         detect_and_align(_pasted(face, (1024, 1024), 220), mesh=mesh)
+    with pytest.raises(FaceTooSmallError, match="between the eyes"):       # not "no face"
+        detect_and_align(_pasted(face, (4032, 3024), 180), mesh=mesh)
     with pytest.raises(FaceNotFoundError):
         detect_and_align(np.full((1500, 2000, 3), 128, np.uint8), mesh=mesh)
+
+
+@pytest.mark.parametrize("shape", [(3024, 4032), (1537, 1600), (5000, 700), (1536, 1536)])
+def test_detection_tiles_cover_a_big_photo_overlapping_by_half(shape):
+    tiles = detection_tiles(shape)
+    if max(shape) <= DETECTION_TILE:
+        assert tiles == []
+        return
+    covered = np.zeros(shape, np.int32)
+    for x0, y0, x1, y1 in tiles:
+        assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
+        assert x1 - x0 == min(DETECTION_TILE, shape[1]) and y1 - y0 == min(DETECTION_TILE, shape[0])
+        covered[y0:y1, x0:x1] += 1
+    assert covered.min() >= 1
+    # any face up to half a tile across lies whole inside some tile: the starts are at most half a tile apart
+    for axis, n in enumerate(shape):
+        starts = sorted({t[1 - axis] for t in tiles})
+        assert all(b - a <= DETECTION_TILE // 2 for a, b in zip(starts, starts[1:]))
 
 
 def _frame(face: np.ndarray, size: tuple[int, int], x: int, y: int) -> np.ndarray:

@@ -110,26 +110,37 @@ def faces_in_window(mesh: FaceMesh, rgb: np.ndarray, window: tuple[int, int, int
     return [DetectedFace(f.points + np.array([x0, -y0, 0.0])) for f in mesh.detect(rgb[y0:y1, x0:x1])]
 
 
-def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = None) -> list[DetectedFace]:
-    """The faces of ``rgb`` ``(H, W, 3)``, largest first: the face mesh's on the whole photo, and the mesh's
-    on a crop around each face the full-range detector finds that the mesh has not (``detector``: made here
-    when None). The mesh's own detector looks at the photo at 128²: a face a few times smaller than the
-    largest (someone between two others in a group photo) or in a big canvas escapes it, and a portrait
-    would then pass as one person's, or its matte keep the other."""
-    rgb = as_rgb(rgb)          # once, for the crops below too
-    faces = mesh.detect(rgb)
-    own = detector is None
-    detector = detector or FaceDetector()
-    try:
-        boxes = detector.full(rgb)
-    finally:
-        if own:
-            detector.close()
+#: The side of the overlapping tiles ``find_faces`` gives the full-range detector in a big photo where the
+#: whole photo showed no face: the detector looks at 192², so in a 4032x3024 phone photo a face 60-80 px
+#: between the eyes (a portrait from a few metres) is too small for it whole, and found in every tile size
+#: tried from 768 to 1536 px.
+DETECTION_TILE = 1536
+
+
+def detection_tiles(shape, tile: int = DETECTION_TILE) -> list[tuple[int, int, int, int]]:
+    """Windows (x0, y0, x1, y1) of side ``tile`` overlapping by half, covering an image of ``shape`` (H, W, ...);
+    none where the image fits in one tile."""
+    h, w = shape[:2]
+    if max(h, w) <= tile:
+        return []
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        step = tile // 2
+        return sorted(set(list(range(0, n - tile, step)) + [n - tile]))
+
+    return [(x, y, min(w, x + tile), min(h, y + tile)) for y in starts(h) for x in starts(w)]
+
+
+def _add_detected(faces: list[DetectedFace], rgb: np.ndarray, mesh: FaceMesh, boxes) -> None:
+    """Append to ``faces`` the mesh's faces on a crop around each detector box (x, y, w, h) of ``rgb`` that
+    holds none of ``faces`` yet."""
     h, w = rgb.shape[:2]
-    for _, (x, y, bw, bh) in boxes:
+    for x, y, bw, bh in boxes:
         cx, cy = x + bw / 2, y + bh / 2
         if any(abs(f.center[0] - cx) < bw / 2 and abs(f.center[1] - cy) < bh / 2 for f in faces):
-            continue          # the mesh has this one
+            continue          # found already
         half = CROP_BOXES * max(bw, bh) / 2
         x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
         x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
@@ -139,6 +150,28 @@ def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = 
             # the crop may hold a face found before too
             if all(np.linalg.norm(moved.center - f.center) > 0.5 * f.eye_distance for f in faces):
                 faces.append(moved)
+
+
+def find_faces(rgb: np.ndarray, mesh: FaceMesh, detector: FaceDetector | None = None) -> list[DetectedFace]:
+    """The faces of ``rgb`` ``(H, W, 3)``, largest first: the face mesh's on the whole photo, and the mesh's
+    on a crop around each face the full-range detector finds that the mesh has not (``detector``: made here
+    when None); where neither finds a face in a photo bigger than ``DETECTION_TILE``, the detector's on
+    tiles of it. The mesh's own detector looks at the photo at 128²: a face a few times smaller than the
+    largest (someone between two others in a group photo) or in a big canvas escapes it, and a portrait
+    would then pass as one person's, or its matte keep the other."""
+    rgb = as_rgb(rgb)          # once, for the crops below too
+    faces = mesh.detect(rgb)
+    own = detector is None
+    detector = detector or FaceDetector()
+    try:
+        _add_detected(faces, rgb, mesh, (box for _, box in detector.full(rgb)))
+        if not faces:
+            for x0, y0, x1, y1 in detection_tiles(rgb.shape):
+                boxes = [box + np.array([x0, y0, 0.0, 0.0]) for _, box in detector.full(rgb[y0:y1, x0:x1])]
+                _add_detected(faces, rgb, mesh, boxes)
+    finally:
+        if own:
+            detector.close()
     return sorted(faces, key=lambda f: -f.eye_distance)
 
 
