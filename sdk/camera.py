@@ -23,8 +23,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from gramcast.errors import InvalidArgumentError
 
 FOV_DEG = 12.0
 CAMERA_RADIUS = 1.0
@@ -52,20 +55,36 @@ class Pose(NamedTuple):
 def as_pose_tensor(pose, device=None, dtype=None) -> Tensor:
     """Normalise a pose argument to a ``(B, 2)`` tensor of ``(yaw, pitch)``.
 
-    Accepts a ``Pose``, a ``(yaw, pitch)`` pair, a list of pairs, or a tensor of shape ``(2,)``
-    or ``(B, 2)``. A floating-point tensor keeps its dtype unless ``dtype`` is given; anything
-    else becomes float32.
+    Accepts a ``Pose``, a ``(yaw, pitch)`` pair, a list of pairs (tuples, numpy arrays or tensors of
+    shape ``(2,)``), or a tensor of shape ``(2,)`` or ``(B, 2)``. A floating-point tensor keeps its dtype
+    unless ``dtype`` is given; anything else becomes float32. Any other argument is an
+    ``InvalidArgumentError`` (also a ``ValueError``). Values are not checked (this runs inside traced and
+    graph-captured renders).
     """
     if dtype is None:
         dtype = pose.dtype if torch.is_tensor(pose) and pose.is_floating_point() else torch.float32
-    t = torch.as_tensor(pose, dtype=dtype, device=device)
+    try:
+        if isinstance(pose, (list, tuple)) and any(isinstance(p, (Tensor, np.ndarray)) for p in pose):
+            # torch.as_tensor takes a list of tensors only where each holds one number (and numpy arrays slowly)
+            t = torch.stack([torch.as_tensor(p, dtype=dtype, device=device) for p in pose])
+        else:
+            t = torch.as_tensor(pose, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidArgumentError(f"a pose is (yaw, pitch) in radians, or a list of them; got {_brief(pose)} "
+                                   f"({exc})") from None
     if t.numel() == 0:
-        raise ValueError("no poses given: pass a (yaw, pitch) pair in radians, or a list of them")
+        raise InvalidArgumentError("no poses given: pass a (yaw, pitch) pair in radians, or a list of them")
     if t.ndim == 1:
         t = t.unsqueeze(0)
     if t.ndim != 2 or t.shape[-1] != 2:
-        raise ValueError(f"a pose is (yaw, pitch) in radians; got shape {tuple(t.shape)}")
+        raise InvalidArgumentError(f"a pose is (yaw, pitch) in radians; got shape {tuple(t.shape)}")
     return t
+
+
+def _brief(value) -> str:
+    """``repr(value)``, cut short: an error message names a bad argument without printing a whole array."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def camera_position(yaw: Tensor, pitch: Tensor, radius: float = CAMERA_RADIUS) -> Tensor:

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from gramcast import camera
 from gramcast.avatar.heightfield import bracketed_search, grid_coordinates, intersect_layers
+from gramcast.checks import is_whole
+from gramcast.errors import InvalidArgumentError
 from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["RenderSettings", "EDGE_SAMPLES", "EDGE_PIXELS_PER_ROW", "edge_search_samples", "coarse_layer_samples",
@@ -26,8 +28,9 @@ __all__ = ["RenderSettings", "EDGE_SAMPLES", "EDGE_PIXELS_PER_ROW", "edge_search
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """lowres_factor: intersections at 1/factor resolution (paper: 4). steps / refine: samples per
-    ray and regula-falsi refinements of the height-field search."""
+    """lowres_factor: intersections at 1/factor resolution (paper: 4; a whole number >= 1). steps / refine:
+    samples per ray (>= 2) and regula-falsi refinements (>= 0) of the height-field search. A value outside
+    these is an ``InvalidArgumentError`` naming the field."""
 
     lowres_factor: int = 4
     steps: int = 32
@@ -38,6 +41,18 @@ class RenderSettings:
     #: grid's steps. None: on (``EDGE_SAMPLES``) for avatars of one drawn layer, whose frames are cheap, off
     #: for more; 0: off.
     edge_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        # at least 2 samples bracket a crossing; a factor under 1 or a negative count has no meaning, and a
+        # fraction would be truncated somewhere down the line
+        for name, least in (("lowres_factor", 1), ("steps", 2), ("refine", 0), ("edge_samples", 0)):
+            value = getattr(self, name)
+            if name == "edge_samples" and value is None:
+                continue
+            if not is_whole(value) or value < least:
+                allowed = f"a whole number >= {least}" + (" or None" if name == "edge_samples" else "")
+                raise InvalidArgumentError(f"RenderSettings.{name} must be {allowed}, got {value!r}")
+            object.__setattr__(self, name, int(value))    # numpy's integers as int: the settings go into JSON
 
 
 #: ``RenderSettings.edge_samples`` where None picks it (one-layer avatars).

@@ -41,14 +41,14 @@ import torch
 
 from gramcast.avatar.avatar import FORMAT_NAME as AVATAR_FORMAT_NAME
 from gramcast.avatar.avatar import FORMAT_VERSION as AVATAR_FORMAT_VERSION
-from gramcast.avatar.avatar import Avatar, camera_conventions
+from gramcast.avatar.avatar import Avatar, camera_conventions, meta_json
 from gramcast.avatar.layer_hits import edge_search_samples
 from gramcast.avatar.renderer import (CPU_CHUNK_LAYER_PIXELS, CachedRenderModule, CompositingPlan, RenderSettings,
                                      check_resolution, drawn_layers, resolve_compositing)
-from gramcast.errors import GramcastError
+from gramcast.errors import GramcastError, InvalidArgumentError
 
-__all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "FORMAT_NAME",
-           "FORMAT_VERSION", "OPSET", "INPUT_NAMES", "OUTPUT_NAMES"]
+__all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "TORCH_THREADS",
+           "FORMAT_NAME", "FORMAT_VERSION", "OPSET", "INPUT_NAMES", "OUTPUT_NAMES"]
 
 FORMAT_NAME = "gramcast-avatar-onnx"
 FORMAT_VERSION = 1
@@ -69,7 +69,10 @@ OUTPUTS_DOC = ("rgb (batch, 3, H, W) float32, colour in [-1, 1] premultiplied by
                "layers, meaningless where alpha is near 0")
 
 _EXPORT_LOCK = threading.Lock()   # the exporter keeps global state; one export at a time
-_SESSION_LOCK = threading.Lock()
+_BACKEND_LOCK = threading.Lock()  # makes a Renderer's OnnxRenderer once (no export under it)
+
+#: ``OnnxRenderer(threads=TORCH_THREADS)``: each session takes torch's thread count when it is made.
+TORCH_THREADS = "torch"
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -141,15 +144,18 @@ def model_metadata(avatar: Avatar, resolution: int, settings: RenderSettings,
         "inputs": INPUTS_DOC,
         "outputs": OUTPUTS_DOC,
         "avatar_format": AVATAR_FORMAT_NAME, "avatar_format_version": str(AVATAR_FORMAT_VERSION),
-        "meta": json.dumps(avatar.meta, ensure_ascii=False, default=str),
+        "meta": meta_json(avatar.meta),
         "compositing": json.dumps({"path": path, **(plan.describe() if plan is not None else {})}),
     }
 
 
 def export_onnx_bytes(avatar: Avatar, resolution: int = 256, settings: RenderSettings = RenderSettings(),
                       compositing="auto") -> bytes:
-    """The serialised ONNX model of ``avatar`` rendered at ``resolution`` x ``resolution`` (see the module doc)."""
+    """The serialised ONNX model of ``avatar`` rendered at ``resolution`` x ``resolution`` (see the module doc).
+    ``avatar.meta`` that is not plain JSON (``gramcast.avatar.avatar.meta_json``) is an ``InvalidArgumentError``,
+    before the export's seconds."""
     resolution = check_resolution(resolution)
+    meta_json(avatar.meta)
     module = CachedRenderModule(avatar, resolution, settings, compositing).eval()
     example = torch.zeros(2, 2)
     example[1] = torch.tensor([0.3, -0.1])
@@ -215,10 +221,12 @@ class OnnxRenderer:
     resolution, exported into memory on first use and kept, the ``MAX_SESSIONS`` used last (a session holds
     its model and onnxruntime's memory; a window resized through many sizes would otherwise keep them all).
     ``OnnxRenderer.from_file("me.onnx")`` serves an exported file (its one resolution). ``threads``:
-    onnxruntime's intra-op threads (default: its own choice, the physical cores). On the CPU a large batch
-    runs in chunks of frames, as the torch back end does (onnxruntime keeps the memory of its largest
-    call). Thread-safe: sessions are built once under a lock and onnxruntime sessions may run
-    concurrently. ``compositing``: as ``Renderer``'s (checked once here).
+    onnxruntime's intra-op threads (default: its own choice, the physical cores; ``TORCH_THREADS``:
+    ``torch.get_num_threads()`` when each session is made). On the CPU a large batch runs in chunks of
+    frames, as the torch back end does (onnxruntime keeps the memory of its largest call). Thread-safe:
+    each resolution's session is built once, while the sessions already built (this renderer's and every
+    other's) go on rendering, and onnxruntime sessions may run concurrently. ``compositing``: as
+    ``Renderer``'s (checked once here).
     """
 
     #: Sessions (resolutions) kept per renderer.
@@ -226,20 +234,23 @@ class OnnxRenderer:
 
     def __init__(self, avatar: Avatar | None = None, settings: RenderSettings = RenderSettings(),
                  device: str | torch.device | None = "auto", providers: list[str] | None = None,
-                 threads: int | None = None, compositing="auto"):
+                 threads: int | str | None = None, compositing="auto"):
         self.ort = require_onnxruntime()
-        self.avatar = avatar
+        # its own avatar object over the same arrays, as Renderer keeps: later assignments stay out
+        self.avatar = avatar.snapshot() if avatar is not None else None
         self.settings = settings
         drawn = drawn_layers(avatar) if avatar is not None else None     # found once: the plan indexes them
         self.plan = resolve_compositing(drawn, compositing) if drawn is not None else None
         self.providers = list(providers) if providers else default_providers(device)
         self.threads = threads
         self._sessions: OrderedDict[int, object] = OrderedDict()     # least recently used first
+        self._lock = threading.Lock()                # guards _sessions and _builds, held for no export
+        self._builds: dict[int, threading.Lock] = {}  # one per resolution: its export runs once
         self._drawn = drawn.num_layers if drawn is not None else 1
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device | None = "auto",
-                  providers: list[str] | None = None, threads: int | None = None) -> "OnnxRenderer":
+                  providers: list[str] | None = None, threads: int | str | None = None) -> "OnnxRenderer":
         path = Path(path)
         if not path.is_file():
             raise GramcastError(f"ONNX model {path} does not exist: write one with `gramcast export-onnx AVATAR.gca -o {path}`")
@@ -261,8 +272,9 @@ class OnnxRenderer:
     def _new_session(self, model: bytes):
         opts = self.ort.SessionOptions()
         opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            opts.intra_op_num_threads = int(self.threads)
+        threads = torch.get_num_threads() if self.threads == TORCH_THREADS else self.threads
+        if threads:
+            opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3          # no per-node placement chatter
         return self.ort.InferenceSession(model, sess_options=opts, providers=self.providers)
 
@@ -272,24 +284,34 @@ class OnnxRenderer:
 
     def session(self, resolution: int):
         """The InferenceSession for ``resolution`` (exported and built on first use)."""
-        with _SESSION_LOCK:
-            s = self._sessions.get(resolution)
-            if s is not None:
-                self._sessions.move_to_end(resolution)
-                return s
+        s = self._cached_session(resolution)
+        if s is not None:
+            return s
         if self.avatar is None:
             raise GramcastError(f"this ONNX model renders at {self.resolutions} pixels only, not {resolution}: "
                                 f"export one at {resolution} (`gramcast export-onnx --resolution {resolution}`)")
         resolution = check_resolution(resolution)
-        with _SESSION_LOCK:
-            s = self._sessions.get(resolution)
+        with self._lock:
+            build = self._builds.setdefault(resolution, threading.Lock())
+        # The export and build take seconds: only a second caller at this resolution waits for them (and then
+        # takes their session); the sessions already built keep rendering meanwhile.
+        with build:
+            s = self._cached_session(resolution)
             if s is None:
                 s = self._new_session(export_onnx_bytes(self.avatar, resolution, self.settings,
                                                         self.plan or "general"))
-                self._sessions[resolution] = s
-                while len(self._sessions) > self.MAX_SESSIONS:
-                    self._sessions.popitem(last=False)
+                with self._lock:
+                    self._sessions[resolution] = s
+                    while len(self._sessions) > self.MAX_SESSIONS:
+                        self._sessions.popitem(last=False)
         return s
+
+    def _cached_session(self, resolution: int):
+        with self._lock:
+            s = self._sessions.get(resolution)
+            if s is not None:
+                self._sessions.move_to_end(resolution)
+            return s
 
     def render(self, poses, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """poses: ``(B, 2)`` (yaw, pitch) in radians (or one pair). Returns float32 rgb ``(B, 3, H, W)``
@@ -303,8 +325,8 @@ class OnnxRenderer:
         if p.ndim == 1 and p.size:
             p = p[None]
         if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] < 1:
-            raise ValueError("no poses given" if p.size == 0 else
-                             f"a pose is (yaw, pitch) in radians; got shape {p.shape}")
+            raise InvalidArgumentError("no poses given" if p.size == 0 else
+                                       f"a pose is (yaw, pitch) in radians; got shape {p.shape}")
         session = self.session(resolution)
         chunk = p.shape[0]
         if self.providers[0] == "CPUExecutionProvider":
@@ -322,14 +344,15 @@ def run_onnx(renderer, poses: np.ndarray, resolution: int) -> tuple[np.ndarray, 
     on the renderer's device) renders ``poses`` ``(B, 2)`` float32 at ``resolution``."""
     onnx = getattr(renderer, "_onnx", None)
     if onnx is None:
-        with _SESSION_LOCK:
+        with _BACKEND_LOCK:
             onnx = getattr(renderer, "_onnx", None)
             if onnx is None:
                 # the process's torch threads (torch.set_num_threads, gramcast.torch_threads) bound
-                # onnxruntime's too, so that both back ends take what the application allows
+                # onnxruntime's too, as they are when each session is made, so that both back ends take
+                # what the application allows
                 onnx = OnnxRenderer(renderer.avatar, renderer.settings,
                                     device=getattr(renderer, "requested_device", "auto"),
-                                    threads=torch.get_num_threads(),
+                                    threads=TORCH_THREADS,
                                     compositing=getattr(renderer, "plan", None) or "general")
                 renderer._onnx = onnx
     return onnx.render(poses, resolution)

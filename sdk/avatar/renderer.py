@@ -213,9 +213,12 @@ class Renderer:
     ``cuda_graphs``: on a GPU, replay each (batch, resolution) as a CUDA graph (``gramcast.avatar.cuda_graphs``;
     at batch 1 a frame is otherwise bound by launching its few hundred kernels); same output.
 
-    ``avatar``: an ``Avatar``, or the path of a ``.gca`` file (read with ``Avatar.load``). An argument the
-    renderer cannot use (another kind of object, an unknown backend, device or compositing) is an
-    ``InvalidArgumentError``: a ``GramcastError`` and a ``ValueError``.
+    ``avatar``: an ``Avatar``, or the path of a ``.gca`` file (read with ``Avatar.load``). The renderer
+    keeps the arrays the avatar holds when it is made: assigning other arrays to the avatar's attributes
+    afterwards does not reach it. Changing those arrays in place is not supported (frames at sizes already
+    rendered would keep the old values, new sizes would take the new ones): make a new ``Renderer``. An
+    argument the renderer cannot use (another kind of object, an unknown backend, device or compositing)
+    is an ``InvalidArgumentError``: a ``GramcastError`` and a ``ValueError``.
     """
 
     def __init__(self, avatar: Avatar | str | os.PathLike, device: str | torch.device = "auto",
@@ -231,7 +234,8 @@ class Renderer:
             raise InvalidArgumentError(f"unknown backend {backend!r}: use 'torch' or 'onnx'")
         if not isinstance(settings, RenderSettings):
             raise InvalidArgumentError(f"settings must be a gramcast.RenderSettings, got {type(settings).__name__}")
-        self.avatar = avatar
+        # its own avatar object over the same arrays: arrays the caller assigns later stay out of every frame
+        self.avatar = avatar = avatar.snapshot()
         # the layers drawn, found (and copied, where some are left out) once; plans and modules index them
         self._drawn = drawn_layers(avatar)
         self.plan = resolve_compositing(self._drawn, compositing)
@@ -277,11 +281,15 @@ class Renderer:
 
     @torch.no_grad()
     def render(self, poses, resolution: int = 256) -> RenderResult:
-        """poses: anything ``camera.as_pose_tensor`` takes (``(B, 2)`` yaw, pitch in radians)."""
+        """poses: anything ``camera.as_pose_tensor`` takes (``(B, 2)`` yaw, pitch in radians) -> rgb
+        ``(B, 3, H, W)``, alpha and depth ``(B, 1, H, W)`` (``RenderResult``). Any finite angles render:
+        yaw is periodic (2 pi), and a pitch beyond +-pi/2 carries the camera over the pole, so (yaw, pitch)
+        is the camera of (yaw + pi, +-pi - pitch) upside down (the image turned by 180 degrees). A pose
+        that is not one, or not finite, is an ``InvalidArgumentError``."""
         p = camera.as_pose_tensor(poses, dtype=torch.float32)
         resolution = check_resolution(resolution)
         if not bool(torch.isfinite(p).all()):
-            raise GramcastError(f"poses must be finite angles in radians, got {p.tolist()}")
+            raise InvalidArgumentError(f"poses must be finite angles in radians, got {p.tolist()}")
         if self.backend == "onnx":
             from gramcast.avatar.onnx_export import run_onnx
 
@@ -302,16 +310,27 @@ class Renderer:
     def render_premultiplied(self, yaw_pitch, resolution: int = 256) -> np.ndarray:
         """One frame as premultiplied RGBA ``(H, W, 4)`` uint8, what ``gramcast.compositing.place_premultiplied``
         places in a video frame (the renderer's colour is premultiplied already: no division)."""
-        out = self.render([tuple(yaw_pitch)], resolution)
+        out = self.render(self._one_pose(yaw_pitch, "render_premultiplied"), resolution)
         alpha = out.alpha[0].float()
         # straight colour c in [-1, 1] -> (c + 1) * 127.5, premultiplied: (a c + a) * 127.5
         rgba = torch.cat([(out.rgb[0].float() + alpha) * 127.5, alpha * 255.0])
         return rgba.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 
     def render_rgba(self, yaw_pitch, resolution: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """One frame as straight (not premultiplied) colour ``(H, W, 3)`` uint8 and alpha ``(H, W)`` float32."""
-        out = self.render([tuple(yaw_pitch)], resolution)
+        """One frame as straight (not premultiplied) colour ``(H, W, 3)`` uint8 and alpha ``(H, W)`` float32,
+        both C-contiguous (what OpenCV draws on)."""
+        out = self.render(self._one_pose(yaw_pitch, "render_rgba"), resolution)
         alpha = out.alpha[0, 0].float().cpu()
         rgb = out.rgb[0].float().cpu() / alpha.clamp_min(1e-4)
-        rgb = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        rgb = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
         return rgb, alpha.numpy()
+
+    @staticmethod
+    def _one_pose(yaw_pitch, method: str) -> Tensor:
+        """The ``(1, 2)`` pose of a one-frame call: ``(yaw, pitch)``, ``[(yaw, pitch)]`` or a tensor of
+        shape ``(2,)`` or ``(1, 2)``; a batch or another shape is an ``InvalidArgumentError``."""
+        p = camera.as_pose_tensor(yaw_pitch, dtype=torch.float32)
+        if p.shape[0] != 1:
+            raise InvalidArgumentError(f"{method} renders one frame: give one (yaw, pitch) pair, not {p.shape[0]} "
+                                       "poses (render takes a batch)")
+        return p
