@@ -82,11 +82,11 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     assert main(["evaluate", str(data), "--refine-steps", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "--refine-steps -1" in capsys.readouterr().err and not (tmp_path / "r").exists()
     # the same portraits again, compared with the first run: enrollment is deterministic, so every paired
-    # change is exactly 0 and no score is better or worse
+    # change is exactly 0; and two people are too few for any verdict
     again = tmp_path / "again"
     assert main(["evaluate", str(data), "--out", str(again), "--compare", str(out / "results.json")]) == 0
     report = (again / "comparison.md").read_text()
-    assert "| psnr | 2 | +0.0000 | +0.0000 .. +0.0000 | within noise |" in report
+    assert "| psnr | 2 | 2 | +0.0000 | +0.0000 .. +0.0000 | too few people |" in report
     assert "better" not in report and "worse" not in report
     (tmp_path / "junk.json").write_text("{}")
     for bad, says in ((tmp_path / "junk.json", "no 'methods'"), (tmp_path / "none.json", "cannot read")):

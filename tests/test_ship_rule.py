@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from gramcast.training.enroll_eval import markdown_table
-from gramcast.training.ship_rule import ShipRule, bootstrap_interval, paired_differences, ship_verdict
+from gramcast.training.ship_rule import (ShipRule, bootstrap_interval, paired_differences, ship_verdict,
+                                        verdict_markdown)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,4 +113,51 @@ def test_paired_report_reads_direction_and_noise():
     assert rows["lpips"]["verdict"] == "worse" and rows["lpips"]["mean_difference"] == pytest.approx(0.01)
     assert rows["id_xpose"]["verdict"] == "worse" and rows["id_xpose"]["pairs"] == 24
     assert rows["psnr"]["verdict"] == "within noise"
-    assert "| id_nv | 12 | +0.0200 |" in report_markdown(list(rows.values()), "mesh", "old.json")
+    assert "| id_nv | 12 | 12 | +0.0200 |" in report_markdown(list(rows.values()), "mesh", "old.json")
+
+
+def test_too_few_people_never_ship_however_clear_the_gain():
+    """One person's +0.001 once shipped: a one-person bootstrap interval has zero width. Below the rule's
+    minimum of people the verdict is "too few people to decide", never "ships"; at the minimum it decides."""
+    rule = ShipRule(resamples=500)
+    one = ship_verdict(_results(0.001, 0.001, people=1), rule=rule)
+    assert not one["ships"] and one["outcome"] == "too few people to decide"
+    assert [c.get("decided", True) for c in one["checks"]] == [False, False, True, True]
+    text = verdict_markdown(one)
+    assert "does not ship: too few people to decide" in text and "**ships**" not in text
+    assert "the baseline scored 1 person" in text and "undecided: id_xpose" in text
+    short = ship_verdict(_results(0.1, 0.05, people=rule.min_people - 1), rule=rule)
+    assert not short["ships"] and short["outcome"] == "too few people to decide"
+    enough = ship_verdict(_results(0.1, 0.05, people=rule.min_people), rule=rule)
+    assert enough["ships"] and enough["outcome"] == "ships"
+    assert ShipRule().min_people == 10
+
+
+def test_a_candidate_that_loses_people_fails_rather_than_waiting_for_more():
+    """The baseline scored 12 people, the candidate's renders showed a face for 3: that is the candidate's
+    failure, not a set too small to judge."""
+    results = _results(0.1, 0.05)
+    for row in results["methods"]["graminverter"]["portraits"][3:]:
+        row["id_nv"] = None
+    verdict = ship_verdict(results, rule=ShipRule(resamples=500))
+    nv = verdict["checks"][1]
+    assert not verdict["ships"] and verdict["outcome"] == "does not ship"
+    assert nv["decided"] and not nv["passed"] and "kept 3 people of the 12" in nv["detail"]
+
+
+def test_compare_draws_no_conclusion_from_few_people_and_says_when_nothing_is_shared():
+    from gramcast.training.ship_rule import paired_report, report_markdown
+
+    before = _results(0.0, 0.0, people=3)
+    after = json.loads(json.dumps(before))
+    for row in after["methods"]["mesh"]["portraits"]:
+        row["id_nv"] += 0.2                       # a constant gain: "better" beyond doubt, were there people
+    rows = {r["score"]: r for r in paired_report(before, after, "mesh")}
+    assert rows["id_nv"]["interval"] == pytest.approx([0.2, 0.2]) and rows["id_nv"]["verdict"] == "too few people"
+    text = report_markdown(list(rows.values()), "mesh", "old.json")
+    assert "| better |" not in text and "| too few people |" in text and "Too few people: fewer than 10" in text
+    # other people altogether: no rows, and the report says why instead of an empty table
+    for row in after["methods"]["mesh"]["portraits"] + after["methods"]["mesh"]["cross_pose"]:
+        row["person"] = "someone else " + row["person"]
+    assert paired_report(before, after, "mesh") == []
+    assert "no portraits in common" in report_markdown([], "mesh", "old.json")

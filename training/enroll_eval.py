@@ -9,11 +9,17 @@ photos: enroll from the first, render at the pose of each other photo and compar
 ``id_photos``, the enrolled photo itself against the other photo, is id_xpose's reference: what the
 photo alone carries of the person at the other pose (an avatar that added nothing and lost nothing).
 LPIPS and identity need their weights (``gramcast.training.pretrained``); without them they are null.
+
+People: each sub-folder of the evaluated folder is a person (the layout to use). A flat folder of loose
+photos is grouped by the person number in the file names where that is unambiguous (``find_portraits``),
+else every loose photo is a person of its own, who has no second photo for id_xpose.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +30,20 @@ import torch.nn.functional as F
 
 from gramcast.errors import GramcastError
 
-__all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig", "find_portraits"]
+__all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig", "find_portraits", "contact_sheet",
+           "failure_summary", "RUN_OUTPUTS"]
 
 MV_YAW_PAIRS = ((-0.3, -0.2), (-0.1, 0.0), (0.0, 0.1), (0.2, 0.3))
 NOVEL_YAWS = (-0.4, 0.4)
 #: camera yaws at which the face tracker measures how far the avatar's head turned (``yaw_slope``)
 TURN_YAWS = (-0.4, 0.0, 0.4)
+#: people on the contact sheet (the first ones evaluated, each under every method): more makes an image
+#: too tall to look at, and each shown person costs a strip of renders per method
+SHEET_PEOPLE = 40
+SHEET_TILE = 128
+#: what a run leaves in its output folder (comparison.md: ``evaluate --compare``). Those of an earlier run
+#: that this one does not write are removed, so that a folder never holds two runs' files side by side
+RUN_OUTPUTS = ("results.json", "results.md", "contact_sheet.png", "comparison.md")
 
 
 @dataclass(frozen=True)
@@ -81,18 +95,49 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(10 * math.log10(255.0 ** 2 / max(float((err ** 2).mean()), 1e-12))) if err.size else math.nan
 
 
+#: a field of a file name that can be a person's number: digits only, at most 5 (longer ones are dates and
+#: times, IMG_20240501_123456.jpg)
+_PERSON_NUMBER = re.compile(r"[0-9]{1,5}")
+
+
+def person_number(stem: str) -> str | None:
+    """The person a loose photo's name gives, ``<anything>_<NNN>_<anything>`` -> ``NNN`` (as written): the one
+    field between underscores, neither first nor last, made of digits. None where there is none, or several
+    (``photo_2024_05_01``: which?)."""
+    fields = stem.split("_")
+    if len(fields) < 3 or not fields[0] or not fields[-1]:
+        return None
+    middle = [f for f in fields[1:-1] if f.isascii() and f.isdigit()]
+    return middle[0] if len(middle) == 1 and _PERSON_NUMBER.fullmatch(middle[0]) else None
+
+
 def find_portraits(root: Path) -> list[tuple[str, list[Path]]]:
-    """``[(person, [photos...])]``: each sub-folder is a person; loose files are people of their own."""
+    """``[(person, [photos...])]``, each person's photos in name order (the first is the one enrolled from).
+
+    Each sub-folder is a person (the layout to use). Loose photos of a flat folder (no sub-folder with
+    photos) are grouped by ``person_number`` when every one of them has one and at least two share one: the
+    London set's ``neutral_001_03.jpg`` and ``smiling_001_08.jpg`` are person ``001``. Otherwise, and beside
+    sub-folders, each loose photo is a person of its own, named by its stem."""
     from gramcast.face.prepare import IMAGE_SUFFIXES
 
-    people = []
+    people, loose, flat = [], [], True
     for p in sorted(root.iterdir()):
         if p.is_dir():
             photos = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
             if photos:
                 people.append((p.name, photos))
+                flat = False
         elif p.suffix.lower() in IMAGE_SUFFIXES:
             people.append((p.stem, [p]))
+            loose.append(p)
+    numbers = [person_number(p.stem) for p in loose]
+    # all or nothing: a folder where only some names carry a number is not one naming scheme, and guessing
+    # there would merge strangers
+    if flat and loose and None not in numbers and len(set(numbers)) < len(numbers):
+        groups: dict[str, list[Path]] = {}
+        for number, photo in zip(numbers, loose):
+            groups.setdefault(number, []).append(photo)
+        return [(number, sorted(groups[number])) for number in sorted(groups)]
     return people
 
 
@@ -195,15 +240,11 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
     return row
 
 
-def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
-    """Run every method on every portrait under ``root``; write results.json, results.md, contact_sheet.png."""
-    from tqdm import tqdm
-
-    from gramcast.avatar import Renderer
-    from gramcast.enrollment import METHODS, enroll
-    from gramcast.face import foreground_matte
-    from gramcast.images import load_image
-    from gramcast.media_io import atomic_output, save_image
+def _check_config(config: EvalConfig, out: Path) -> None:
+    """Every option checked before any photo is read: a mistake found after the first method's pass over
+    the people is tens of minutes lost on a real set."""
+    from gramcast.enrollment import METHODS
+    from gramcast.face.alignment import FACE_CHOICES
 
     # enroll() refuses an unknown method too, but per portrait, where the refusals become rows of a run that
     # "succeeds"; and a slice by a count below 1 silently drops people from the end or keeps them all
@@ -211,58 +252,171 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
     if unknown or not config.methods:
         what = f"unknown method {', '.join(map(repr, unknown))}" if unknown else "no method given"
         raise GramcastError(f"--methods: {what}; give a comma-separated list of {', '.join(METHODS)}")
+    twice = sorted({m for m in config.methods if config.methods.count(m) > 1})
+    if twice:
+        raise GramcastError(f"--methods: {', '.join(twice)} given twice; give each method once")
     if config.max_portraits is not None and config.max_portraits < 1:
         raise GramcastError(f"--max {config.max_portraits}: give 1 or more people (or leave --max out for all)")
+    if config.face not in FACE_CHOICES:
+        raise GramcastError(f"--face {config.face!r}: use one of {', '.join(FACE_CHOICES)}")
+    if not (isinstance(config.refine_steps, int) and config.refine_steps >= 0):
+        raise GramcastError(f"--refine-steps {config.refine_steps}: give 0 or more")
+    # options of the learned method, given without it, would be ignored without a word: the run would look
+    # like an evaluation of those weights
+    if "graminverter" not in config.methods:
+        given = [o for o, v in (("--weights", config.weights), ("--refine-steps", config.refine_steps)) if v]
+        if given:
+            names, listed = " and ".join(given), ",".join(config.methods)
+            raise GramcastError(f"{names} {'apply' if len(given) > 1 else 'applies'} to the graminverter method "
+                                f"only, and --methods is {listed}: add graminverter to --methods "
+                                f"(--methods {listed},graminverter) or leave {names} out")
+    if out.exists() and not out.is_dir():
+        raise GramcastError(f"--out {out}: it is a file, not a folder; give a folder for the results")
+    above = next((p for p in out.absolute().parents if p.exists()), None) if not out.exists() else out
+    if above is None or not above.is_dir():
+        raise GramcastError(f"--out {out}: {above} is a file, not a folder; give another output folder")
+    if not os.access(above, os.W_OK):
+        raise GramcastError(f"--out {out}: {above} is read-only; give another output folder")
+
+
+def _for_evaluate(message: str) -> str:
+    """The inverter's messages name ``gramcast enroll``'s option; evaluate's is --methods."""
+    return re.sub(r";?\s*or use --method mesh\b", "; or evaluate --methods mesh alone", message)
+
+
+def _load_inverter(weights: Path | None):
+    """The graminverter bundle loaded, and run once, before any photo: a missing file, a foreign one or one
+    whose networks do not fit together is one line now, not a refusal (or a traceback) after the mesh pass."""
+    import types
+
+    from gramcast.avatar.graminverter import (HOW_TO_TRAIN, InverterConfig, enroll_graminverter, find_inverter,
+                                              load_inverter)
+
+    path = find_inverter(weights)
+    if path is None:
+        raise GramcastError("--methods graminverter needs trained weights, and none are installed: "
+                            + _for_evaluate(HOW_TO_TRAIN))
+    if not path.is_file():
+        raise GramcastError(f"--weights {path}: {'a folder' if path.is_dir() else 'no such file'}; give the "
+                            "bundle `gramcast-train export-inverter` wrote (or leave --weights out for the installed "
+                            "one), or evaluate --methods mesh alone")
+    try:
+        inverter = load_inverter(path)
+    except GramcastError as exc:
+        raise GramcastError(_for_evaluate(str(exc))) from None
+    # each network of a bundle is checked on load, but not that they fit one another (an encoder or detail
+    # reconstructor exported from another run's prior): that shows only when they run, so run them once on a
+    # grey crop at the frontal pose, inversion and bake as every portrait will go
+    face = types.SimpleNamespace(crop=np.full((256, 256, 3), 128, np.uint8),
+                                 pose=types.SimpleNamespace(yaw=0.0, pitch=0.0, roll=0.0))
+    try:
+        enroll_graminverter(face, None, inverter, InverterConfig())
+    except (GramcastError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise GramcastError(f"--weights {path}: its networks do not work together ({reason}); export the bundle "
+                            "again with `gramcast-train export-inverter` from the generator, encoder and detail "
+                            "reconstructor of one training run") from None
+    return inverter
+
+
+def _layout_notes(root: Path, people: list[tuple[str, list[Path]]]) -> list[str]:
+    """What the folder's layout did to the evaluation: a flat folder grouped by the names, or no person with
+    a second photo (id_xpose unmeasured)."""
+    notes = []
+    grouped = [(person, photos) for person, photos in people if len(photos) > 1 and photos[0].parent == root]
+    if grouped:
+        person, photos = grouped[0]
+        notes.append(f"flat folder: {sum(len(p) for _, p in people)} photos grouped into {len(people)} people by "
+                     f"the person number in their names ({photos[0].name} and {photos[1].name}: person {person})")
+    if all(len(photos) == 1 for _, photos in people):
+        notes.append("no person has a second photo, so id_xpose is not measured: put each person's photos in a "
+                     "sub-folder of their own (or, in a flat folder, name them <anything>_<NNN>_<anything>, NNN the "
+                     "person's number)")
+    return notes
+
+
+def _aligned_render(renderer, pose: tuple[float, float], res: int):
+    """The render at ``pose`` aligned by the face tracker; None where it finds no face (the avatar's fault,
+    not the photo's)."""
+    try:
+        return _align(_canvas(*renderer.render_rgba(pose, res)), res)
+    except GramcastError:
+        return None
+
+
+def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
+    """Run every method on every portrait under ``root``; write results.json, results.md and, where some
+    portrait was enrolled, contact_sheet.png into ``out`` (``RUN_OUTPUTS`` of an earlier run that this one
+    does not write are removed). ``results["outputs"]``: the files written. Options, the graminverter bundle
+    and ``out`` are checked before any photo is read."""
+    from tqdm import tqdm
+
+    from gramcast.avatar import Renderer
+    from gramcast.enrollment import enroll
+    from gramcast.face import foreground_matte
+    from gramcast.images import load_image
+
+    _check_config(config, out)
     people = find_portraits(root)
     if not people:
         raise GramcastError(f"no portraits under {root}: give a folder of photos, or one sub-folder per person")
     if config.max_portraits is not None:
         people = people[: config.max_portraits]
+    # loaded once here, not per portrait, and before the first method's pass
+    inverter = _load_inverter(config.weights) if "graminverter" in config.methods else None
     metrics = _Metrics()
-    results: dict = {"root": str(root), "methods": {}, "notes": metrics.notes}
-    strips = []
+    results: dict = {"root": str(root), "methods": {}, "notes": metrics.notes + _layout_notes(root, people)}
+    cells: dict[str, dict[int, np.ndarray]] = {}      # method -> person's index -> strip on the contact sheet
+    shown: set[int] = set()
     for method in config.methods:
-        rows, xpose, t_enroll = [], [], []
-        weights = config.weights
-        if method == "graminverter":  # load the networks once, not per portrait
-            from gramcast.avatar.graminverter import require_inverter
-
-            weights = require_inverter(config.weights)
-        for person, photos in tqdm(people, desc=f"evaluate {method}", unit="person", disable=not progress):
+        rows, xpose, lost, t_enroll = [], [], [], []
+        options = {"weights": inverter, "refine_steps": config.refine_steps} if method == "graminverter" else {}
+        for index, (person, photos) in enumerate(tqdm(people, desc=f"evaluate {method}", unit="person",
+                                                      disable=not progress)):
             try:
                 first = load_image(photos[0])
                 aligned = _align(first, config.resolution, config.face)
                 t0 = time.perf_counter()
-                extra = {"refine_steps": config.refine_steps} if method == "graminverter" else {}
                 # the methods are compared on every photo: the product's gates on small and turned faces off
                 avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, max_yaw=None,
-                                weights=weights, face=config.face, **extra)
+                                face=config.face, **options)
                 t_enroll.append(time.perf_counter() - t0)
             except GramcastError as exc:
                 rows.append({"person": person, "photo": photos[0].name, "error": str(exc)})
+                # the person's other photos are pairs this run could not score: counted, not dropped unseen
+                lost += [{"person": person, "source": photos[0].name, "target": other.name,
+                          "error": f"not enrolled: {photos[0].name} failed"} for other in photos[1:]]
                 continue
             row = {"person": person, "photo": photos[0].name}
             row.update(evaluate_portrait(avatar, aligned, foreground_matte(aligned.crop), metrics, config.resolution))
             rows.append(row)
             renderer = Renderer(avatar, device="cpu")
-            strips.append(np.hstack([_canvas(*renderer.render_rgba((y, 0.0), 128), grey=255)
-                                     for y in config.strip_yaws]))
+            if index in shown or len(shown) < SHEET_PEOPLE:
+                shown.add(index)
+                cells.setdefault(method, {})[index] = np.hstack(
+                    [_canvas(*renderer.render_rgba((y, 0.0), SHEET_TILE), grey=255) for y in config.strip_yaws])
             for other in photos[1:]:
                 try:
-                    target = _align(load_image(other), config.resolution, config.face)
-                    p = target.pose
-                    view = _align(_canvas(*renderer.render_rgba((p.yaw, p.pitch), config.resolution)), config.resolution)
-                    mirror_target = _align(np.ascontiguousarray(load_image(other)[:, ::-1]), config.resolution,
-                                           config.face)
-                    mview = _align(_canvas(*renderer.render_rgba((-p.yaw, p.pitch), config.resolution)), config.resolution)
-                except GramcastError:
+                    image = load_image(other)
+                    target = _align(image, config.resolution, config.face)
+                    mirror_target = _align(np.ascontiguousarray(image[:, ::-1]), config.resolution, config.face)
+                except GramcastError as exc:
+                    lost.append({"person": person, "source": photos[0].name, "target": other.name,
+                                 "error": str(exc)})
                     continue
-                xpose.append({"person": person, "source": photos[0].name, "target": other.name,
-                              "yaw": p.yaw, "pitch": p.pitch,
-                              "id_xpose": metrics.identity(view.crop, target.crop),
-                              "id_xpose_mirror": metrics.identity(mview.crop, mirror_target.crop),
-                              # id_xpose's reference: the enrolled photo itself against the other one
-                              "id_photos": metrics.identity(aligned.crop, target.crop)})
+                p = target.pose
+                view = _aligned_render(renderer, (p.yaw, p.pitch), config.resolution)
+                mview = _aligned_render(renderer, (-p.yaw, p.pitch), config.resolution)
+                pair = {"person": person, "source": photos[0].name, "target": other.name,
+                        "yaw": p.yaw, "pitch": p.pitch,
+                        "id_xpose": None if view is None else metrics.identity(view.crop, target.crop),
+                        "id_xpose_mirror": None if mview is None else metrics.identity(mview.crop,
+                                                                                       mirror_target.crop),
+                        # id_xpose's reference: the enrolled photo itself against the other one
+                        "id_photos": metrics.identity(aligned.crop, target.crop)}
+                if view is None or mview is None:
+                    pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
+                xpose.append(pair)
         keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error"]
         means = {}
         for k in keys:
@@ -274,24 +428,119 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
         means["enroll_s"] = float(np.mean(t_enroll)) if t_enroll else None
         means["portraits"] = sum(1 for r in rows if "error" not in r)
         means["failed"] = sum(1 for r in rows if "error" in r)
-        results["methods"][method] = {"means": means, "portraits": rows, "cross_pose": xpose}
+        means["pairs"] = len(xpose)
+        means["pairs_failed"] = len(lost)
+        results["methods"][method] = {"means": means, "portraits": rows, "cross_pose": xpose,
+                                      "cross_pose_failed": lost}
     if {"mesh", "graminverter"} <= set(results["methods"]):
         from gramcast.training.ship_rule import ship_verdict
 
         results["verdict"] = ship_verdict(results)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=1))
-    with atomic_output(out / "results.md") as tmp:
-        tmp.write_text(markdown_table(results))
-    if strips:
-        save_image(out / "contact_sheet.png", np.vstack(strips[:40]))
+    on_sheet = [(people[i][0], i) for i in sorted(shown)]
+    if not on_sheet:
+        results["notes"].append("no contact sheet: no method enrolled anyone")
+    elif len(on_sheet) < len(people):
+        why = (f"the first {SHEET_PEOPLE} that a method enrolled, under every method" if len(on_sheet) == SHEET_PEOPLE
+               else "no method enrolled the others")
+        results["notes"].append(f"contact_sheet.png shows {len(on_sheet)} of the {len(people)} people: {why}")
+    sheet = contact_sheet(cells, on_sheet, config.methods, config.strip_yaws) if on_sheet else None
+    _write_outputs(out, results, sheet)
     return results
 
 
+def _write_outputs(out: Path, results: dict, sheet: np.ndarray | None) -> None:
+    """This run's files into ``out``; an earlier run's files that this one does not replace are removed
+    first (a stale contact sheet beside new results would be read as this run's). results.json goes last:
+    where it is new, so is everything beside it."""
+    from gramcast.media_io import atomic_output, save_image
+
+    results["outputs"] = ["results.json", "results.md"] + (["contact_sheet.png"] if sheet is not None else [])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_OUTPUTS:
+        if name not in results["outputs"]:
+            (out / name).unlink(missing_ok=True)
+    if sheet is not None:
+        save_image(out / "contact_sheet.png", sheet)
+    with atomic_output(out / "results.md") as tmp:
+        tmp.write_text(markdown_table(results))
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
+
+
+def _put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45, thickness: int = 1,
+              width: int | None = None) -> None:
+    """``text`` at ``origin`` (its baseline's left end), in black; cut with "..." to ``width`` pixels. OpenCV's
+    fonts draw ASCII only: other letters show as "?"."""
+    import cv2
+
+    text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    fits = lambda t: width is None or cv2.getTextSize(t, font, scale, thickness)[0][0] <= width  # noqa: E731
+    if not fits(text):
+        while text and not fits(text + "..."):
+            text = text[:-1]
+        text += "..."
+    cv2.putText(image, text, origin, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+
+
+def contact_sheet(cells: dict[str, dict[int, np.ndarray]], people: list[tuple[str, int]],
+                  methods: tuple[str, ...], yaws: tuple[float, ...], tile: int = SHEET_TILE) -> np.ndarray:
+    """One row per person (``people``: name and index into ``cells``), one block of renders at ``yaws`` per
+    method side by side, so that each row compares the methods on one person. Method names and yaws head
+    the columns, person names start the rows; a method that failed on a person leaves its block grey,
+    marked "failed". ``cells[method][index]``: that person's strip ``(tile, tile * len(yaws), 3)``."""
+    label_w, head_h, gap = 160, 44, 8
+    block_w = tile * len(yaws)
+    sheet = np.full((head_h + tile * len(people), label_w + len(methods) * (block_w + gap) - gap, 3), 255, np.uint8)
+    for j, method in enumerate(methods):
+        x0 = label_w + j * (block_w + gap)
+        if j:
+            sheet[:, x0 - gap:x0] = 220
+        _put_text(sheet, method, (x0 + 4, 18), 0.6, 2, width=block_w - 8)
+        for k, yaw in enumerate(yaws):
+            _put_text(sheet, f"yaw {yaw:+.2f}", (x0 + k * tile + 4, 38), 0.4, width=tile - 8)
+    for i, (person, index) in enumerate(people):
+        y0 = head_h + i * tile
+        _put_text(sheet, person, (6, y0 + tile // 2 + 5), 0.5, width=label_w - 12)
+        for j, method in enumerate(methods):
+            x0 = label_w + j * (block_w + gap)
+            strip = cells.get(method, {}).get(index)
+            if strip is None:
+                sheet[y0:y0 + tile, x0:x0 + block_w] = 200
+                _put_text(sheet, "failed", (x0 + 8, y0 + tile // 2 + 5), 0.5)
+            else:
+                sheet[y0:y0 + tile, x0:x0 + block_w] = strip
+    return sheet
+
+
+def failure_summary(results: dict, method: str, shown: int = 2) -> str | None:
+    """One line of what ``method`` lost: portraits that failed and photo pairs not scored, counted, with the
+    first ``shown`` reasons; None where it lost nothing."""
+    r = results["methods"][method]
+    failed = [row for row in r["portraits"] if "error" in row]
+    lost = r.get("cross_pose_failed", [])
+
+    def reasons(rows: list[dict], photo: str) -> str:
+        said = "; ".join(f"{row['person']}/{row[photo]}: {_short(row['error'])}" for row in rows[:shown])
+        return said + (f"; {len(rows) - shown} more in results.json" if len(rows) > shown else "")
+
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} of {len(r['portraits'])} portraits failed ({reasons(failed, 'photo')})")
+    if lost:
+        n = len(lost) + len(r.get("cross_pose", []))
+        parts.append(f"{len(lost)} of {n} cross-pose pairs not scored ({reasons(lost, 'target')})")
+    return f"{method}: " + "; ".join(parts) if parts else None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def markdown_table(results: dict) -> str:
-    cols = ["portraits", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error",
-            "id_xpose", "id_xpose_mirror", "id_photos", "enroll_s"]
+    cols = ["portraits", "failed", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope",
+            "yaw_error", "id_xpose", "id_xpose_mirror", "id_photos", "pairs", "pairs_failed", "enroll_s"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for method, r in results["methods"].items():
         cells = []

@@ -8,15 +8,21 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="compare enrollment methods on real portraits",
                        description="Enroll every portrait under DIR with each method and measure input-view "
                                    "fidelity (PSNR/SSIM/LPIPS/ID), novel-view identity, multi-view consistency "
-                                   "and, for sub-folders holding several photos of one person, identity at the "
-                                   "pose of that person's other photos. Writes results.json, results.md and "
-                                   "contact_sheet.png into OUT.")
-    p.add_argument("dir", type=Path, help="portraits, and/or one sub-folder per person")
+                                   "and, for people with several photos, identity at the pose of that person's "
+                                   "other photos. Writes results.json, results.md and contact_sheet.png into OUT, "
+                                   "replacing an earlier run's files there. Exits 2 if a method enrolled none of "
+                                   "the portraits.")
+    p.add_argument("dir", type=Path,
+                   help="one sub-folder per person (the first photo by name is enrolled from); a flat folder's "
+                        "photos named <anything>_<NNN>_<anything> are grouped by the person number NNN, else each "
+                        "photo is a person of its own")
     p.add_argument("--methods", default="mesh", help="comma-separated: mesh,graminverter (default mesh)")
-    p.add_argument("--out", type=Path, default=Path("."), help="output folder (default: current folder)")
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="output folder, made if missing (default: ./evaluation)")
     p.add_argument("--max", type=int, help="evaluate at most this many people")
     p.add_argument("--weights", type=Path, default=None,
-                   help="GRAMInverter bundle for the graminverter method (default: the installed one)")
+                   help="GRAMInverter bundle for the graminverter method (default: the installed one); checked, "
+                        "with the other options, before any photo is enrolled")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="graminverter: per-image refinement steps of the encoder's w+ (default 0)")
     p.add_argument("--face", default="only", choices=("only", "largest", "center"),
@@ -29,8 +35,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from gramcast.errors import GramcastError
-    from gramcast.training.enroll_eval import EvalConfig, evaluate_methods, markdown_table
+    from gramcast.training.enroll_eval import EvalConfig, evaluate_methods, failure_summary, markdown_table
 
     if not args.dir.is_dir():
         raise GramcastError(f"{args.dir} is not a folder of portraits")
@@ -41,11 +49,21 @@ def run(args) -> int:
     if before is not None and not set(methods) & set(before["methods"]):
         raise GramcastError(f"--compare {args.compare} holds none of the methods to evaluate ({', '.join(methods)})")
     results = evaluate_methods(args.dir, args.out, EvalConfig(methods=methods, max_portraits=args.max,
-                                                                      weights=args.weights,
-                                                                      refine_steps=args.refine_steps,
-                                                                      face=args.face))
+                                                              weights=args.weights,
+                                                              refine_steps=args.refine_steps,
+                                                              face=args.face),
+                               progress=getattr(args, "progress", True))
     print(markdown_table(results))
-    print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'contact_sheet.png'}")
+    print("wrote " + ", ".join(str(args.out / name) for name in results["outputs"]))
+    # a method that enrolled nobody has no scores to read or compare: the run failed, whatever it wrote
+    empty = [m for m, r in results["methods"].items() if r["means"]["portraits"] == 0]
+    for method in results["methods"]:
+        line = failure_summary(results, method)
+        if line and method not in empty:
+            print(f"gramcast evaluate: {line}", file=sys.stderr)
+    if empty:
+        raise GramcastError("every portrait failed: " + " | ".join(failure_summary(results, m) for m in empty)
+                            + f"; {args.out / 'results.json'} lists each photo's reason")
     if before is not None:
         from gramcast.media_io import atomic_output
         from gramcast.training.ship_rule import paired_report, report_markdown

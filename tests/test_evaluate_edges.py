@@ -1,0 +1,272 @@
+"""`gramcast evaluate` at its edges: options and the inverter bundle refused before any enrollment, flat
+folders grouped by person, a contact sheet that holds every method, and failures counted and reported
+rather than dropped.
+
+Where a test is about what the run reports (the sheet, the counts), enrollment, scoring and rendering are
+stubbed: a real evaluation takes ~10 s a person. Failing photos are real, and fail in the real face
+tracker.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gramcast.training.enroll_eval as ee
+from gramcast.cli import main
+from gramcast.errors import GramcastError
+
+FACES = Path(__file__).parent / "data" / "faces"
+
+
+def _grey(path: Path) -> Path:
+    """A photo with no face in it."""
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def enrolls(monkeypatch):
+    """Records every enrollment evaluate asks for, and refuses it (as a photo without a face would)."""
+    calls = []
+
+    def spy(image, method="mesh", **kwargs):
+        calls.append(method)
+        raise GramcastError("stub: no enrollment in this test")
+
+    monkeypatch.setattr("gramcast.enrollment.enroll", spy)
+    return calls
+
+
+@pytest.fixture
+def one_person(tmp_path):
+    data = tmp_path / "portraits"
+    (data / "person001").mkdir(parents=True)
+    shutil.copy(FACES / "london_neutral_001_03.jpg", data / "person001" / "a.jpg")
+    return data
+
+
+# ------------------------------------------------------------------------------ checked before enrolling
+def test_a_missing_bundle_is_refused_before_the_mesh_pass_in_evaluates_words(one_person, tmp_path, enrolls,
+                                                                               monkeypatch, capsys):
+    out = tmp_path / "out"
+    code = main(["evaluate", str(one_person), "--methods", "mesh,graminverter", "--weights",
+                 str(tmp_path / "no-such.safetensors"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and enrolls == [] and not out.exists()
+    assert "--weights" in err and "no-such.safetensors" in err and len(err.splitlines()) == 1
+    # none installed: the way out is evaluate's option, --methods, not enroll's --method
+    monkeypatch.delenv("GRAMCAST_INVERTER", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    code = main(["evaluate", str(one_person), "--methods", "mesh,graminverter", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and enrolls == [] and not out.exists()
+    assert "needs trained weights" in err and "--methods mesh" in err and "--method mesh" not in err
+
+
+def test_a_bundle_whose_networks_do_not_fit_is_refused_before_the_mesh_pass(one_person, tmp_path, enrolls,
+                                                                             capsys):
+    """Each network loads (each is valid alone), but the detail reconstructor was made for a prior with
+    other manifolds: it fails only when the networks run, which evaluate now does once, first."""
+    from gramcast.avatar.graminverter import save_inverter
+    from gramcast.model import GRAMModel
+    from gramcast.model.detail import DetailConfig, DetailReconstructor
+    from gramcast.model.encoder import EncoderConfig, GRAMEncoder
+
+    gen = GRAMModel.from_config("tiny").eval()
+    enc = GRAMEncoder(EncoderConfig.for_model(gen.config, "tiny")).eval()
+    other = dataclasses.replace(gen.config, num_manifolds=gen.config.num_manifolds + 4)
+    bundle = tmp_path / "mixed.safetensors"
+    save_inverter(bundle, gen, enc, DetailReconstructor(DetailConfig.for_model(other, "tiny")).eval())
+    out = tmp_path / "out"
+    code = main(["evaluate", str(one_person), "--methods", "mesh,graminverter", "--weights", str(bundle),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and enrolls == [] and not out.exists()
+    assert "do not work together" in err and "export-inverter" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("options", [["--weights", "any.safetensors"], ["--refine-steps", "3"]])
+def test_inverter_options_without_the_inverter_are_refused(one_person, tmp_path, enrolls, capsys, options):
+    out = tmp_path / "out"
+    assert main(["evaluate", str(one_person), "--methods", "mesh", "--out", str(out), *options]) == 2
+    err = capsys.readouterr().err
+    assert options[0] in err and "--methods mesh,graminverter" in err
+    assert enrolls == [] and not out.exists()
+
+
+def test_the_default_output_folder_is_its_own(capsys):
+    from gramcast.cli import build_parser
+
+    assert build_parser().parse_args(["evaluate", "portraits"]).out == Path("evaluation")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--help"])
+    assert "./evaluation" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ people
+def _touch(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def test_a_flat_folder_is_grouped_by_the_person_number_in_the_names_where_they_say_it(tmp_path):
+    london = _touch(tmp_path / "london", "neutral_001_03.jpg", "smiling_001_08.jpg", "neutral_002_03.jpg",
+                    "smiling_002_08.jpg", "neutral_003_03.jpg", "notes.txt")
+    people = {person: [p.name for p in photos] for person, photos in ee.find_portraits(london)}
+    # enrolled from the first by name: the neutral photo
+    assert people == {"001": ["neutral_001_03.jpg", "smiling_001_08.jpg"],
+                      "002": ["neutral_002_03.jpg", "smiling_002_08.jpg"], "003": ["neutral_003_03.jpg"]}
+    # where the names do not say it unambiguously, each loose photo stays a person of its own
+    for i, (names, why) in enumerate([
+        (["003f.jpg", "008f.jpg"], "no number field"),
+        (["a_001_x.jpg", "b_001_y.jpg", "portrait.jpg"], "one name outside the scheme"),
+        (["photo_2024_05_01.jpg", "photo_2024_05_02.jpg"], "two numbers: which is the person?"),
+        (["IMG_20240501_1.jpg", "IMG_20240501_2.jpg"], "a date, not a person number"),
+        (["a_001_x.jpg", "a_002_x.jpg"], "nobody has two photos"),
+    ]):
+        people = ee.find_portraits(_touch(tmp_path / f"set{i}", *names))
+        assert [(person, [p.name for p in photos]) for person, photos in people] == \
+            [(Path(n).stem, [n]) for n in sorted(names)], why
+    # beside sub-folders (the layout to use) loose photos are not grouped
+    root = _touch(tmp_path / "mixed", "neutral_001_03.jpg", "smiling_001_08.jpg")
+    _touch(root / "alice", "2.jpg", "1.jpg")
+    people = [(person, [p.name for p in photos]) for person, photos in ee.find_portraits(root)]
+    assert people == [("alice", ["1.jpg", "2.jpg"]), ("neutral_001_03", ["neutral_001_03.jpg"]),
+                      ("smiling_001_08", ["smiling_001_08.jpg"])]
+
+
+# ------------------------------------------------------------------------------ reporting (stubbed scoring)
+COLOURS = {"mesh": (200, 30, 30), "graminverter": (30, 30, 200)}
+
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    """Enrollment returns a stand-in avatar that renders as its method's colour; the input-view scores,
+    the matte, the identity network and the inverter bundle are stand-ins; the face tracker is real.
+    ``refuse``: (method, photo name) pairs enrollment refuses."""
+    refuse: set[tuple[str, str]] = set()
+
+    def enroll(image, method="mesh", **kwargs):
+        if (method, enroll.photo) in refuse:
+            raise GramcastError(f"stub: {method} refuses {enroll.photo}")
+        return types.SimpleNamespace(colour=COLOURS[method])
+
+    def load_image(path):
+        enroll.photo = Path(path).name
+        return np.asarray(Image.open(path).convert("RGB"))
+
+    class Renderer:
+        def __init__(self, avatar, device="cpu"):
+            self.colour = avatar.colour
+
+        def render_rgba(self, pose, res):
+            return np.full((res, res, 3), self.colour, np.uint8), np.ones((res, res), np.float32)
+
+    class Metrics:
+        notes: list = []
+
+        def identity(self, a, b):
+            return 0.5
+
+    monkeypatch.setattr("gramcast.enrollment.enroll", enroll)
+    monkeypatch.setattr("gramcast.images.load_image", load_image)
+    monkeypatch.setattr("gramcast.avatar.Renderer", Renderer)
+    monkeypatch.setattr("gramcast.face.foreground_matte", lambda crop: None)
+    monkeypatch.setattr(ee, "evaluate_portrait", lambda *a, **k: {"psnr": 30.0})
+    monkeypatch.setattr(ee, "_Metrics", Metrics)
+    monkeypatch.setattr(ee, "_load_inverter", lambda weights: None, raising=False)
+    monkeypatch.setattr("gramcast.avatar.graminverter.require_inverter", lambda *a, **k: None)
+    return refuse
+
+
+def test_the_contact_sheet_holds_every_method_for_the_people_it_shows_labelled(tmp_path, stubbed, monkeypatch):
+    """41 people, two methods: 40 rows (the first 40 people), each with both methods' renders side by
+    side; a method that failed on a person leaves a marked grey block; method names and people label it."""
+    photo = np.asarray(Image.open(FACES / "london_neutral_001_03.jpg").convert("RGB"))
+    face = ee._align(photo, 256)
+    # the tracker's answer for this photo, for every photo: 41 real alignments would be the test's whole time
+    monkeypatch.setattr(ee, "_align", lambda *a, **k: face)
+    data = tmp_path / "portraits"
+    data.mkdir()
+    for i in range(41):
+        _grey(data / f"p{i:02d}.png")
+    stubbed.add(("graminverter", "p03.png"))
+    out = tmp_path / "out"
+    results = ee.evaluate_methods(data, out, ee.EvalConfig(methods=("mesh", "graminverter")), progress=False)
+    assert results["methods"]["graminverter"]["means"]["failed"] == 1
+    sheet = np.asarray(Image.open(out / "contact_sheet.png").convert("RGB"))
+    tile, yaws = 128, len(ee.EvalConfig().strip_yaws)           # the sheet's renders are 128 px
+    head = sheet.shape[0] - 40 * tile
+    assert 0 < head < tile                                   # a header, then the 40 people
+    row_of = lambda i: sheet[head + i * tile: head + (i + 1) * tile]  # noqa: E731
+    for i in (0, 3, 39):
+        row = row_of(i)
+        for method, colour in COLOURS.items():
+            found = int((np.abs(row.astype(int) - colour).sum(-1) < 10).sum())
+            expected = 0 if (i, method) == (3, "graminverter") else tile * tile * yaws
+            assert found == expected, (i, method)
+        label = row[:, : sheet.shape[1] - 2 * tile * yaws]       # left of both blocks: the person's name
+        assert (label.min(-1) < 100).sum() > 20
+    failed_block = row_of(3)[:, -tile * yaws:]
+    assert (failed_block == 200).mean() > 0.8 and (failed_block.min(-1) < 100).any()   # grey, with "failed"
+    header = sheet[:head]
+    assert (header.min(-1) < 100).sum() > 100                                           # method names, yaws
+    assert results["outputs"] == ["results.json", "results.md", "contact_sheet.png"]
+    assert any("41 people" in n for n in results["notes"])
+    assert any("sub-folder of their own" in n for n in results["notes"])   # nobody has a second photo
+
+
+def test_failed_portraits_and_unscored_pairs_are_counted_and_reported(tmp_path, stubbed, capsys):
+    """alice's second photo has no face: her pair cannot be scored; bob's first photo has no face: he is
+    not enrolled, and his pair is lost with him. Both are counted, in the JSON, the table and on stderr."""
+    data = tmp_path / "portraits"
+    (data / "alice").mkdir(parents=True)
+    (data / "bob").mkdir()
+    shutil.copy(FACES / "london_neutral_001_03.jpg", data / "alice" / "a.jpg")
+    _grey(data / "alice" / "b.png")
+    _grey(data / "bob" / "a.png")
+    shutil.copy(FACES / "london_neutral_002_03.jpg", data / "bob" / "b.jpg")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(data), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    mesh = json.loads((out / "results.json").read_text())["methods"]["mesh"]
+    means = mesh["means"]
+    assert (means["portraits"], means["failed"], means["pairs"], means["pairs_failed"]) == (1, 1, 0, 2)
+    assert {(r["person"], r["target"]) for r in mesh["cross_pose_failed"]} == {("alice", "b.png"), ("bob", "b.jpg")}
+    assert "| portraits | failed |" in captured.out and "| mesh | 1 | 1 |" in captured.out
+    err = [line for line in captured.err.splitlines() if line.startswith("gramcast evaluate")]
+    assert len(err) == 1 and "1 of 2 portraits failed" in err[0] and "bob/a.png" in err[0]
+    assert "2 of 2 cross-pose pairs not scored" in err[0]
+
+
+def test_a_run_where_every_portrait_fails_exits_non_zero_and_leaves_no_earlier_runs_files(tmp_path, capsys):
+    """Real enrollment of photos without a face. The folder held an earlier run's sheet and comparison:
+    they are not this run's, so they go, and only what was written is said to be."""
+    data = tmp_path / "portraits"
+    data.mkdir()
+    _grey(data / "grey.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(data / "noise.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    _grey(out / "contact_sheet.png")
+    (out / "comparison.md").write_text("an earlier run's\n")
+    assert main(["evaluate", str(data), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("gramcast evaluate")]
+    assert len(errors) == 1 and "every portrait failed" in errors[0] and "2 of 2" in errors[0]
+    assert "no face" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]
+    wrote = [line for line in captured.out.splitlines() if line.startswith("wrote")]
+    assert len(wrote) == 1 and "results.json" in wrote[0] and "contact_sheet" not in wrote[0]
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"]["mesh"]["means"]["failed"] == 2 and results["outputs"] == ["results.json",
+                                                                                          "results.md"]
