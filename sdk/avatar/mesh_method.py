@@ -10,7 +10,8 @@ side), then by inpainting, so turning the head never opens holes (``gramcast.ava
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -20,7 +21,9 @@ from gramcast import camera
 from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.renderer import RenderSettings, render_cache
-from gramcast.avatar.texture_fill import better_seen_mirrored, fill_unseen
+from gramcast.avatar.texture_fill import MIRROR_BLENDS, better_seen_mirrored, fill_unseen
+from gramcast.checks import is_finite, is_whole
+from gramcast.errors import InvalidArgumentError
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
 from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
@@ -28,7 +31,35 @@ from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, f
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
-           "surface_heights", "facing_cosines"]
+           "surface_heights", "facing_cosines", "face_core", "check_options", "FACE_CORE_SHRINK"]
+
+
+def check_options(config, rules: dict, what: str) -> None:
+    """Refuse the first field of the dataclass ``config`` that fails its rule, with an ``InvalidArgumentError``
+    naming it and what it takes, and store numpy numbers as Python's (what the config reaches: OpenCV's sizes,
+    the avatar's JSON meta). ``rules``: field name -> (test, what it takes, its kind: int, float or bool, or
+    None to keep the value as it is); ``what``: whose options they are, for the message."""
+    for field in fields(config):
+        test, takes, kind = rules[field.name]
+        value = getattr(config, field.name)
+        if not test(value):
+            raise InvalidArgumentError(f"{what} option {field.name} takes {takes}; got {value!r} (the default is "
+                                       f"{field.default!r})")
+        if kind is not None and value is not None:
+            object.__setattr__(config, field.name, kind(value))
+
+
+def _whole_in(low: int, high: int):
+    return lambda v: is_whole(v) and low <= v <= high
+
+
+def _real_in(low: float, high: float):
+    return lambda v: is_finite(v) and low <= v <= high
+
+
+def _is_bool(value) -> bool:
+    # numpy's bool is no Python bool; a 'no' or a 0 is what this test is for
+    return isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -89,6 +120,36 @@ class MeshConfig:
     #: wall behind them (matte error 3.4 -> 5.5 %). Where it runs, an enrollment takes 0.14 s more (a crowd
     #: composite on 2 cores: 2.43 -> 2.57 s, medians of 3; the cut alone 0.28 s, the matting then has less to solve).
     colour_cut_from: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_options(self, _MESH_RULES, "the mesh method's")
+
+
+# What each option takes. Sizes within the avatar limits a server takes (``gramcast.avatar.AvatarLimits``)
+# and from 16 up (smaller grids cannot hold a face's relief). The extent must hold the head (the reference
+# face reaches 0.083 from the centre) and the camera sees no further than ~0.15 (12 deg field of view at
+# radius 1); margins beyond the crop's own side reach past any such grid (0.14 reaches 0.17 of the crop's
+# side beyond it) and only cost time (a margin of 5: 173 s).
+_COSINE = "a cosine from 0 to 1"
+_MESH_RULES = {
+    "geometry_resolution": (_whole_in(16, 512), "a whole number of grid cells from 16 to 512", int),
+    "texture_resolution": (_whole_in(16, 1024), "a whole number of texels from 16 to 1024", int),
+    "extent": (_real_in(0.1, 0.3), "a number of world units from 0.1 to 0.3 (the grid's half side)", float),
+    "depth_tolerance": (_real_in(0.0, 0.1), "a number of world units from 0 to 0.1", float),
+    "min_facing": (_real_in(0.0, 1.0), _COSINE, float),
+    "facing_smoothing": (_real_in(0.0, 16.0), "a number of texels from 0 to 16", float),
+    "context_margin": (_real_in(0.0, 1.0), "a fraction of the crop's side from 0 to 1", float),
+    "mirror_blend": (lambda v: isinstance(v, str) and v in MIRROR_BLENDS, " or ".join(map(repr, MIRROR_BLENDS)),
+                     None),
+    "prefer_mirror_below": (_real_in(0.0, 1.0), _COSINE, float),
+    "mirror_min_facing": (_real_in(0.0, 1.0), _COSINE, float),
+    "foreground_colours": (_is_bool, "True or False", bool),
+    "refine_matte": (_is_bool, "True or False", bool),
+    "agreed_matte": (_is_bool, "True or False", bool),
+    "matte_look_margin": (_real_in(0.0, 1.0), "a fraction of the crop's side from 0 to 1", float),
+    "colour_cut_from": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0,
+                        "a fraction of the person's area, 0 or more (inf: never)", float),
+}
 
 
 def world_landmarks(aligned: AlignedFace, ref: ReferenceFace) -> np.ndarray:
@@ -189,6 +250,25 @@ class PhotoContext:
 # 2.2 % less junk (0.02 %: 0.2 / 0.3 % for 3.3 / 2.1 %; 0.3 %: 0.4 / 0.5 % for 3.7 / 2.3 %).
 SPARED_HEAD_RAISE, SPARED_HEAD_GROW = 1.0, 0.7
 PERSON_COLOUR_SHARE = 0.001
+# The face's own landmark hull is the person whatever the segmentation says: a washed-out or low-contrast
+# photo lost all of it (a matte of 0 over the face, an invisible avatar), one cut by the photo's edge an eye
+# or a strip beside the edge. Shrunk by this fraction of the face's size (the RMS radius of its landmarks) it
+# holds no background: of 217 portraits (144 London, 40 Canada, 33 LFW), none had a pixel of the matte under
+# 0.5 there (the hull itself: up to 1.3 % of it, at the jaw and temples).
+FACE_CORE_SHRINK = 0.1
+
+
+def face_core(pixels: np.ndarray, shape: tuple[int, int], shrink: float = FACE_CORE_SHRINK) -> np.ndarray:
+    """Where the person surely is ``(H, W)`` float32 in [0, 1]: the convex hull of the face's landmarks
+    ``(N, 2)`` (pixels u, v) shrunk by ``shrink`` of the face's size, its edge softened inwards (the soft
+    edge stays within the shrunk hull's outline)."""
+    pixels = np.asarray(pixels, np.float64)
+    radius = max(1, int(round(shrink * face_size(pixels))))
+    core = cv2.erode(landmark_hull(pixels, shape), disc(radius)).astype(np.float32)
+    sigma = radius / 4.0
+    # blurred, the edge spreads about 2 sigma outwards: shrink by that first, then blur
+    inner = cv2.erode(core, disc(max(1, int(round(2 * sigma)))))
+    return np.maximum(inner, cv2.GaussianBlur(inner, (0, 0), sigma) * core)
 
 
 def spared_head(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -205,8 +285,8 @@ def spared_head(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def subject_matte(matting, crop: np.ndarray, aligned: AlignedFace, pad: int = 0,
-                  agreed: bool = True, reach: int = 0,
-                  colour_cut_from: float = math.inf) -> tuple[np.ndarray, float]:
+                  agreed: bool = True, reach: int = 0, colour_cut_from: float = math.inf,
+                  inside: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The person matte ``(S', S')`` of ``aligned``'s crop widened by ``pad`` pixels on every side, less the
     people of ``aligned.others`` (``keep_subject``), and how much its looks disagreed. ``crop``: that square
     widened by ``reach`` pixels more on every side (``photo_context``). ``agreed``: the looks of
@@ -214,13 +294,16 @@ def subject_matte(matting, crop: np.ndarray, aligned: AlignedFace, pad: int = 0,
     within that, as far as they differ); False: ``matting``'s one look at the widened square (disagreement 0).
     Where the disagreement is ``colour_cut_from`` or more, less what the colours call background too
     (``gramcast.face.matte.colour_cut``), except over the head (``spared_head``) in the person's own colours
-    there (those of at least ``PERSON_COLOUR_SHARE`` of its sure pixels, ``gramcast.face.matte.colour_share``)."""
+    there (those of at least ``PERSON_COLOUR_SHARE`` of its sure pixels, ``gramcast.face.matte.colour_share``).
+    Never less than the face's core (``face_core``), which the disagreement counts as the person's too.
+    ``inside`` ``(S', S')`` bool: where the square shows the photo; the disagreement is counted there only."""
     side = crop.shape[0] - 2 * reach
     region = (reach, side)
     seen = np.ascontiguousarray(crop[reach:reach + side, reach:reach + side])
+    core = face_core(aligned.pixels + pad, (side, side))
     if agreed:
         windows = ([region] if reach else []) + ([(reach + pad, aligned.size)] if pad else [])
-        found, disagreement = agreed_matte(matting, crop, windows, region=region)
+        found, disagreement = agreed_matte(matting, crop, windows, region=region, person=core, counted=inside)
     else:
         found, disagreement = matting(seen), 0.0
     found = keep_subject(found, aligned.pixels + pad, [face + pad for face in aligned.others])
@@ -228,7 +311,7 @@ def subject_matte(matting, crop: np.ndarray, aligned: AlignedFace, pad: int = 0,
         head = spared_head(aligned.pixels + pad, found.shape)
         own = colour_share(seen, (found > 0.95) & (head > 0.5)) >= PERSON_COLOUR_SHARE
         found = colour_cut(seen, found, keep=head * cv2.GaussianBlur(own.astype(np.float32), (0, 0), 2.0))
-    return found, disagreement
+    return np.maximum(found, core), disagreement
 
 
 def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, matting, agreed: bool = True,
@@ -253,17 +336,22 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
     h, w = image.shape[:2]
     inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
-    matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach, colour_cut_from)
+    matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach, colour_cut_from, inside)
     return PhotoContext(crop, matte, inside, float(pad), disagreement)
 
 
-def photo_colours(photo: np.ndarray, matte: np.ndarray,
-                  config: MeshConfig = MeshConfig()) -> tuple[np.ndarray, np.ndarray]:
+def photo_colours(photo: np.ndarray, matte: np.ndarray, config: MeshConfig = MeshConfig(),
+                  keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """What the texture takes from ``photo`` ``(S, S, 3)`` uint8 with its person ``matte`` ``(S, S)``: the
     colours and opacity, the matte's soft edge solved from the photo (``config.refine_matte``) and the person's
-    own colours under it (``config.foreground_colours``)."""
+    own colours under it (``config.foreground_colours``). ``keep`` ``(S, S)`` in [0, 1]: the least opacity
+    the solved matte keeps (the face, ``face_core``)."""
     if config.refine_matte:
         matte = refine_matte(photo, matte)
+        if keep is not None:
+            # the solution follows the photo's colours: beside the edge of a photo that cuts the face, it took
+            # a strip the matte held at 1 down to 0.6-0.9 (a see-through slit down the avatar's face)
+            matte = np.maximum(matte, keep)
     if config.foreground_colours:
         photo = foreground_colours(photo, matte)
     return photo, matte
@@ -293,7 +381,7 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     src, src_matte, offset = (aligned.crop, matte, 0.0) if context is None else \
         (context.crop, context.matte, context.offset)
     side = src.shape[0]
-    src, src_matte = photo_colours(src, src_matte, config)
+    src, src_matte = photo_colours(src, src_matte, config, keep=face_core(aligned.pixels + offset, src_matte.shape))
     map_x, map_y = uv[..., 0] + (offset - 0.5), uv[..., 1] + (offset - 0.5)
     colour = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.remap(src_matte.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,

@@ -10,6 +10,12 @@ median 94, studio 150-300, a studio portrait blurred by a Gaussian of 1.3 px at 
 openness (lid gap over eye width, both eyes' mean, from the face mesh) measures 0.34-0.38 on the studio
 portraits and a median 0.29 on 600 random LFW photos, whose lowest values (0.08-0.15) are closed or
 squeezed-shut eyes.
+
+Contrast is the spread (standard deviation) of the face's grey levels: 16.6-43.7 over the 184 studio
+portraits, 17.5-53.5 over 50 random LFW photos. The Laplacian's variance falls with its square, so a flat (low-contrast) or dark
+face measured as "blurred" however sharp: the sharpness of such a face is judged as if it had a typical
+portrait's contrast (``TYPICAL_CONTRAST``), and the photo is named for what it is. A face whose landmarks
+reach the photo's edge is cut by it: that part of the avatar is guessed.
 """
 from __future__ import annotations
 
@@ -19,10 +25,12 @@ import cv2
 import numpy as np
 
 from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, AlignedFace
-from gramcast.face.matte import landmark_hull
+from gramcast.face.geometry import apply_affine
+from gramcast.face.matte import face_size, landmark_hull
 
-__all__ = ["PhotoQuality", "photo_quality", "quality_warnings", "eye_openness", "MIN_SHARPNESS", "MIN_BRIGHTNESS",
-           "MAX_CLIPPED", "MIN_EYE_OPENNESS", "MAX_MATTE_DISAGREEMENT"]
+__all__ = ["PhotoQuality", "photo_quality", "quality_warnings", "eye_openness", "crop_inside_photo",
+           "MIN_SHARPNESS", "MIN_BRIGHTNESS", "MAX_CLIPPED", "MIN_EYE_OPENNESS", "MAX_MATTE_DISAGREEMENT",
+           "MIN_CONTRAST", "TYPICAL_CONTRAST", "FACE_EDGE_MARGIN"]
 
 MIN_SHARPNESS = 12.0        # below: "blurred" (~0.5 % of LFW)
 MIN_BRIGHTNESS = 55.0       # face mean grey level below: "too dark" (none of the 400 LFW photos)
@@ -31,6 +39,14 @@ MIN_EYE_OPENNESS = 0.14     # below: "eyes closed" (~0.5 % of LFW, all closed or
 # Above: "busy background" (gramcast.face.matte.agreed_matte's disagreement; keyed portraits over plain walls
 # reach 0.14, over photos of crowds half are above; 4 of 20 LFW photos, press photos with people beside).
 MAX_MATTE_DISAGREEMENT = 0.15
+# Below: "little contrast" (the lowest of 184 studio portraits and 50 LFW photos: 16.6; the Canada portrait
+# 003f, 19.4, with its contrast scaled by 0.5: 9.7, by 0.25: 4.9).
+MIN_CONTRAST = 10.0
+# What the sharpness of a face below MIN_CONTRAST is scaled to: the middle of the studio portraits' 20-29.
+TYPICAL_CONTRAST = 25.0
+# A face whose landmark hull comes within this fraction of the face's size (the RMS radius of its landmarks)
+# of the photo's edge touches it (the nearest of 217 portraits: 0.77, a Canada chin).
+FACE_EDGE_MARGIN = 0.02
 
 # mediapipe face mesh: each eye's corners and the middle of its upper and lower lid
 _EYES = ((33, 133, 159, 145), (362, 263, 386, 374))
@@ -39,12 +55,25 @@ _EYES = ((33, 133, 159, 145), (362, 263, 386, 374))
 @dataclass(frozen=True)
 class PhotoQuality:
     """``sharpness``: variance of the face's Laplacian at eyes 40 px apart; ``brightness``: its mean grey
-    level (0-255); ``clipped``: the fraction of its pixels at 250 or more; ``eyes_open``: ``eye_openness``."""
+    level (0-255); ``clipped``: the fraction of its pixels at 250 or more; ``eyes_open``: ``eye_openness``;
+    ``contrast``: the standard deviation of its grey levels (None: not measured); ``outside``: the fraction of
+    the face (its landmark hull) beyond the photo's edge or within ``FACE_EDGE_MARGIN`` of it (0 where the
+    photo's size was not given)."""
 
     sharpness: float
     brightness: float
     clipped: float
     eyes_open: float
+    contrast: float | None = None
+    outside: float = 0.0
+
+    @property
+    def judged_sharpness(self) -> float:
+        """``sharpness``, or for a face of less than ``MIN_CONTRAST`` the sharpness it would have at
+        ``TYPICAL_CONTRAST`` (the Laplacian's variance goes with the contrast's square)."""
+        if self.contrast is None or self.contrast >= MIN_CONTRAST:
+            return self.sharpness
+        return self.sharpness * (TYPICAL_CONTRAST / max(self.contrast, 1e-3)) ** 2
 
 
 def eye_openness(pixels: np.ndarray) -> float:
@@ -55,31 +84,71 @@ def eye_openness(pixels: np.ndarray) -> float:
     return float(np.mean(ratios))
 
 
-def photo_quality(aligned: AlignedFace) -> PhotoQuality:
+def crop_inside_photo(crop_from_image: np.ndarray, side: int, image_shape: tuple[int, int],
+                      margin: float = 0.0) -> np.ndarray:
+    """Which pixels of a ``side``² crop (``crop_from_image``: ``(2, 3)`` continuous-pixel similarity) show the
+    photo of ``image_shape`` ``(H, W)`` rather than its padding: ``(side, side)`` bool, their centres at least
+    ``margin`` photo pixels inside its edges (to within a pixel of the crop)."""
+    h, w = image_shape
+    corners = np.array([[margin, margin], [w - margin, margin], [w - margin, h - margin], [margin, h - margin]])
+    mask = np.zeros((side, side), np.uint8)
+    if w > 2 * margin and h > 2 * margin:
+        # the photo is a convex quadrilateral in the crop (a similarity keeps it a rectangle); filled at 1/16
+        # pixel, in the pixel-index coordinates OpenCV fills by (continuous - 0.5)
+        quad = np.rint((apply_affine(crop_from_image, corners) - 0.5) * 16).astype(np.int32)
+        cv2.fillConvexPoly(mask, quad, 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+def photo_quality(aligned: AlignedFace, image_shape: tuple[int, int] | None = None) -> PhotoQuality:
+    """The measures of ``aligned``'s face; ``image_shape`` ``(H, W)``: the photo it was cropped from, for how
+    much of the face lies beyond its edge."""
     grey = cv2.cvtColor(aligned.crop, cv2.COLOR_RGB2GRAY)
     hull = landmark_hull(aligned.pixels, grey.shape)
     face = grey[hull.astype(bool)]
+    outside = 0.0
+    if image_shape is not None and hull.any():
+        # the margin in photo pixels: the crop's scale is the similarity's
+        scale = float(np.sqrt(abs(np.linalg.det(aligned.crop_from_image[:, :2]))))
+        margin = FACE_EDGE_MARGIN * face_size(aligned.pixels) / max(scale, 1e-9)
+        inside = crop_inside_photo(aligned.crop_from_image, aligned.size, image_shape, margin)
+        outside = float(np.count_nonzero(hull.astype(bool) & ~inside) / np.count_nonzero(hull))
     # the crop puts the eyes a quarter of its side apart (the reference template)
     side = int(round(4 * MIN_EYE_DISTANCE_PX))
     small = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
     inner = cv2.erode(cv2.resize(hull, (side, side), interpolation=cv2.INTER_NEAREST), np.ones((5, 5), np.uint8))
     lap = cv2.Laplacian(small, cv2.CV_32F)[inner.astype(bool)]
     return PhotoQuality(sharpness=float(lap.var()) if lap.size else 0.0, brightness=float(face.mean()),
-                        clipped=float((face >= 250).mean()), eyes_open=eye_openness(aligned.pixels))
+                        clipped=float((face >= 250).mean()), eyes_open=eye_openness(aligned.pixels),
+                        contrast=float(face.std()), outside=outside)
 
 
 def quality_warnings(quality: PhotoQuality, source: str = "the photo") -> list[str]:
     """What would make a better avatar, one sentence each (empty for a good photo)."""
     out = []
-    if quality.sharpness < MIN_SHARPNESS:
-        out.append(f"the face in {source} is blurred (sharpness {quality.sharpness:.0f}, {MIN_SHARPNESS:.0f} or more "
+    if quality.outside > 0:
+        part = (f"{quality.outside:.0%} of the face in {source} is outside the photo" if quality.outside >= 0.01
+                else f"the face in {source} touches the photo's edge")
+        out.append(f"{part}: the avatar guesses what the photo does not show (from the other side of the face) "
+                   "and may be torn or see-through along that edge; a photo with the whole head inside the frame "
+                   "gives a better one")
+    dark, overexposed = quality.brightness < MIN_BRIGHTNESS, quality.clipped > MAX_CLIPPED
+    sharpness = quality.judged_sharpness
+    if sharpness < MIN_SHARPNESS:
+        scaled = " at a normal contrast" if sharpness != quality.sharpness else ""
+        out.append(f"the face in {source} is blurred (sharpness {sharpness:.0f}{scaled}, {MIN_SHARPNESS:.0f} or more "
                    "expected): the avatar will be as soft; a photo in focus, held still, gives a sharper one")
-    if quality.brightness < MIN_BRIGHTNESS:
+    if dark:
         out.append(f"the face in {source} is dark (mean level {quality.brightness:.0f} of 255): the avatar keeps the "
                    "photo's lighting; a photo in even, brighter light gives a better one")
-    if quality.clipped > MAX_CLIPPED:
+    if overexposed:
         out.append(f"{quality.clipped:.0%} of the face in {source} is overexposed (pure white): that detail is lost; "
                    "a photo without direct light or flash on the face gives a better avatar")
+    # a dark or burnt-out face has little contrast too: named once, for its cause
+    if quality.contrast is not None and quality.contrast < MIN_CONTRAST and not (dark or overexposed):
+        out.append(f"the face in {source} has little contrast (its grey levels spread {quality.contrast:.0f}, "
+                   f"{MIN_CONTRAST:.0f} or more expected): the avatar will look as flat and washed out, and hair or "
+                   "neck may show the background through; a photo in clear, even light gives a better one")
     if quality.eyes_open < MIN_EYE_OPENNESS:
         out.append(f"the eyes in {source} look closed (openness {quality.eyes_open:.2f}; open eyes measure about "
                    "0.3): the avatar keeps them so; a photo with open eyes gives a better one")
