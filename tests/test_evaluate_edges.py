@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import gramcast.training.enroll_eval as ee
+from gramcast.training.eval_portraits import find_portraits
 from gramcast.cli import main
 from gramcast.errors import GramcastError
 
@@ -121,7 +122,7 @@ def _touch(folder: Path, *names: str) -> Path:
 def test_a_flat_folder_is_grouped_by_the_person_number_in_the_names_where_they_say_it(tmp_path):
     london = _touch(tmp_path / "london", "neutral_001_03.jpg", "smiling_001_08.jpg", "neutral_002_03.jpg",
                     "smiling_002_08.jpg", "neutral_003_03.jpg", "notes.txt")
-    people = {person: [p.name for p in photos] for person, photos in ee.find_portraits(london)}
+    people = {person: [p.name for p in photos] for person, photos in find_portraits(london)}
     # enrolled from the first by name: the neutral photo
     assert people == {"001": ["neutral_001_03.jpg", "smiling_001_08.jpg"],
                       "002": ["neutral_002_03.jpg", "smiling_002_08.jpg"], "003": ["neutral_003_03.jpg"]}
@@ -133,13 +134,13 @@ def test_a_flat_folder_is_grouped_by_the_person_number_in_the_names_where_they_s
         (["IMG_20240501_1.jpg", "IMG_20240501_2.jpg"], "a date, not a person number"),
         (["a_001_x.jpg", "a_002_x.jpg"], "nobody has two photos"),
     ]):
-        people = ee.find_portraits(_touch(tmp_path / f"set{i}", *names))
+        people = find_portraits(_touch(tmp_path / f"set{i}", *names))
         assert [(person, [p.name for p in photos]) for person, photos in people] == \
             [(Path(n).stem, [n]) for n in sorted(names)], why
     # beside sub-folders (the layout to use) loose photos are not grouped
     root = _touch(tmp_path / "mixed", "neutral_001_03.jpg", "smiling_001_08.jpg")
     _touch(root / "alice", "2.jpg", "1.jpg")
-    people = [(person, [p.name for p in photos]) for person, photos in ee.find_portraits(root)]
+    people = [(person, [p.name for p in photos]) for person, photos in find_portraits(root)]
     assert people == [("alice", ["1.jpg", "2.jpg"]), ("neutral_001_03", ["neutral_001_03.jpg"]),
                       ("smiling_001_08", ["smiling_001_08.jpg"])]
 

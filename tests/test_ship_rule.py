@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gramcast.training.enroll_eval import markdown_table
+from gramcast.training.eval_report import markdown_table
 from gramcast.training.ship_rule import (ShipRule, bootstrap_interval, paired_differences, ship_verdict,
                                         verdict_markdown)
 

@@ -16,7 +16,6 @@ else every loose photo is a person of its own, who has no second photo for id_xp
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -29,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from gramcast.errors import GramcastError
+from gramcast.training.eval_portraits import find_portraits, layout_notes
+from gramcast.training.eval_report import SHEET_TILE, contact_sheet, write_outputs
 
-__all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig", "find_portraits", "contact_sheet",
-           "failure_summary", "RUN_OUTPUTS"]
+__all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig"]
 
 MV_YAW_PAIRS = ((-0.3, -0.2), (-0.1, 0.0), (0.0, 0.1), (0.2, 0.3))
 NOVEL_YAWS = (-0.4, 0.4)
@@ -40,10 +40,6 @@ TURN_YAWS = (-0.4, 0.0, 0.4)
 #: people on the contact sheet (the first ones evaluated, each under every method): more makes an image
 #: too tall to look at, and each shown person costs a strip of renders per method
 SHEET_PEOPLE = 40
-SHEET_TILE = 128
-#: what a run leaves in its output folder (comparison.md: ``evaluate --compare``). Those of an earlier run
-#: that this one does not write are removed, so that a folder never holds two runs' files side by side
-RUN_OUTPUTS = ("results.json", "results.md", "contact_sheet.png", "comparison.md")
 
 
 @dataclass(frozen=True)
@@ -93,52 +89,6 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """PSNR (dB) of two 8-bit-range images ``(H, W, C)`` over ``mask`` ``(H, W)``; nan for an empty mask."""
     err = (a.astype(np.float64) - b.astype(np.float64))[mask]
     return float(10 * math.log10(255.0 ** 2 / max(float((err ** 2).mean()), 1e-12))) if err.size else math.nan
-
-
-#: a field of a file name that can be a person's number: digits only, at most 5 (longer ones are dates and
-#: times, IMG_20240501_123456.jpg)
-_PERSON_NUMBER = re.compile(r"[0-9]{1,5}")
-
-
-def person_number(stem: str) -> str | None:
-    """The person a loose photo's name gives, ``<anything>_<NNN>_<anything>`` -> ``NNN`` (as written): the one
-    field between underscores, neither first nor last, made of digits. None where there is none, or several
-    (``photo_2024_05_01``: which?)."""
-    fields = stem.split("_")
-    if len(fields) < 3 or not fields[0] or not fields[-1]:
-        return None
-    middle = [f for f in fields[1:-1] if f.isascii() and f.isdigit()]
-    return middle[0] if len(middle) == 1 and _PERSON_NUMBER.fullmatch(middle[0]) else None
-
-
-def find_portraits(root: Path) -> list[tuple[str, list[Path]]]:
-    """``[(person, [photos...])]``, each person's photos in name order (the first is the one enrolled from).
-
-    Each sub-folder is a person (the layout to use). Loose photos of a flat folder (no sub-folder with
-    photos) are grouped by ``person_number`` when every one of them has one and at least two share one: the
-    London set's ``neutral_001_03.jpg`` and ``smiling_001_08.jpg`` are person ``001``. Otherwise, and beside
-    sub-folders, each loose photo is a person of its own, named by its stem."""
-    from gramcast.face.prepare import IMAGE_SUFFIXES
-
-    people, loose, flat = [], [], True
-    for p in sorted(root.iterdir()):
-        if p.is_dir():
-            photos = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-            if photos:
-                people.append((p.name, photos))
-                flat = False
-        elif p.suffix.lower() in IMAGE_SUFFIXES:
-            people.append((p.stem, [p]))
-            loose.append(p)
-    numbers = [person_number(p.stem) for p in loose]
-    # all or nothing: a folder where only some names carry a number is not one naming scheme, and guessing
-    # there would merge strangers
-    if flat and loose and None not in numbers and len(set(numbers)) < len(numbers):
-        groups: dict[str, list[Path]] = {}
-        for number, photo in zip(numbers, loose):
-            groups.setdefault(number, []).append(photo)
-        return [(number, sorted(groups[number])) for number in sorted(groups)]
-    return people
 
 
 class _Metrics:
@@ -319,22 +269,6 @@ def _load_inverter(weights: Path | None):
     return inverter
 
 
-def _layout_notes(root: Path, people: list[tuple[str, list[Path]]]) -> list[str]:
-    """What the folder's layout did to the evaluation: a flat folder grouped by the names, or no person with
-    a second photo (id_xpose unmeasured)."""
-    notes = []
-    grouped = [(person, photos) for person, photos in people if len(photos) > 1 and photos[0].parent == root]
-    if grouped:
-        person, photos = grouped[0]
-        notes.append(f"flat folder: {sum(len(p) for _, p in people)} photos grouped into {len(people)} people by "
-                     f"the person number in their names ({photos[0].name} and {photos[1].name}: person {person})")
-    if all(len(photos) == 1 for _, photos in people):
-        notes.append("no person has a second photo, so id_xpose is not measured: put each person's photos in a "
-                     "sub-folder of their own (or, in a flat folder, name them <anything>_<NNN>_<anything>, NNN the "
-                     "person's number)")
-    return notes
-
-
 def _aligned_render(renderer, pose: tuple[float, float], res: int):
     """The render at ``pose`` aligned by the face tracker; None where it finds no face (the avatar's fault,
     not the photo's)."""
@@ -365,7 +299,7 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
     # loaded once here, not per portrait, and before the first method's pass
     inverter = _load_inverter(config.weights) if "graminverter" in config.methods else None
     metrics = _Metrics()
-    results: dict = {"root": str(root), "methods": {}, "notes": metrics.notes + _layout_notes(root, people)}
+    results: dict = {"root": str(root), "methods": {}, "notes": metrics.notes + layout_notes(root, people)}
     cells: dict[str, dict[int, np.ndarray]] = {}      # method -> person's index -> strip on the contact sheet
     shown: set[int] = set()
     for method in config.methods:
@@ -444,114 +378,7 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
                else "no method enrolled the others")
         results["notes"].append(f"contact_sheet.png shows {len(on_sheet)} of the {len(people)} people: {why}")
     sheet = contact_sheet(cells, on_sheet, config.methods, config.strip_yaws) if on_sheet else None
-    _write_outputs(out, results, sheet)
+    write_outputs(out, results, sheet)
     return results
 
 
-def _write_outputs(out: Path, results: dict, sheet: np.ndarray | None) -> None:
-    """This run's files into ``out``; an earlier run's files that this one does not replace are removed
-    first (a stale contact sheet beside new results would be read as this run's). results.json goes last:
-    where it is new, so is everything beside it."""
-    from gramcast.media_io import atomic_output, save_image
-
-    results["outputs"] = ["results.json", "results.md"] + (["contact_sheet.png"] if sheet is not None else [])
-    out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_OUTPUTS:
-        if name not in results["outputs"]:
-            (out / name).unlink(missing_ok=True)
-    if sheet is not None:
-        save_image(out / "contact_sheet.png", sheet)
-    with atomic_output(out / "results.md") as tmp:
-        tmp.write_text(markdown_table(results))
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=1))
-
-
-def _put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45, thickness: int = 1,
-              width: int | None = None) -> None:
-    """``text`` at ``origin`` (its baseline's left end), in black; cut with "..." to ``width`` pixels. OpenCV's
-    fonts draw ASCII only: other letters show as "?"."""
-    import cv2
-
-    text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    fits = lambda t: width is None or cv2.getTextSize(t, font, scale, thickness)[0][0] <= width  # noqa: E731
-    if not fits(text):
-        while text and not fits(text + "..."):
-            text = text[:-1]
-        text += "..."
-    cv2.putText(image, text, origin, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
-
-
-def contact_sheet(cells: dict[str, dict[int, np.ndarray]], people: list[tuple[str, int]],
-                  methods: tuple[str, ...], yaws: tuple[float, ...], tile: int = SHEET_TILE) -> np.ndarray:
-    """One row per person (``people``: name and index into ``cells``), one block of renders at ``yaws`` per
-    method side by side, so that each row compares the methods on one person. Method names and yaws head
-    the columns, person names start the rows; a method that failed on a person leaves its block grey,
-    marked "failed". ``cells[method][index]``: that person's strip ``(tile, tile * len(yaws), 3)``."""
-    label_w, head_h, gap = 160, 44, 8
-    block_w = tile * len(yaws)
-    sheet = np.full((head_h + tile * len(people), label_w + len(methods) * (block_w + gap) - gap, 3), 255, np.uint8)
-    for j, method in enumerate(methods):
-        x0 = label_w + j * (block_w + gap)
-        if j:
-            sheet[:, x0 - gap:x0] = 220
-        _put_text(sheet, method, (x0 + 4, 18), 0.6, 2, width=block_w - 8)
-        for k, yaw in enumerate(yaws):
-            _put_text(sheet, f"yaw {yaw:+.2f}", (x0 + k * tile + 4, 38), 0.4, width=tile - 8)
-    for i, (person, index) in enumerate(people):
-        y0 = head_h + i * tile
-        _put_text(sheet, person, (6, y0 + tile // 2 + 5), 0.5, width=label_w - 12)
-        for j, method in enumerate(methods):
-            x0 = label_w + j * (block_w + gap)
-            strip = cells.get(method, {}).get(index)
-            if strip is None:
-                sheet[y0:y0 + tile, x0:x0 + block_w] = 200
-                _put_text(sheet, "failed", (x0 + 8, y0 + tile // 2 + 5), 0.5)
-            else:
-                sheet[y0:y0 + tile, x0:x0 + block_w] = strip
-    return sheet
-
-
-def failure_summary(results: dict, method: str, shown: int = 2) -> str | None:
-    """One line of what ``method`` lost: portraits that failed and photo pairs not scored, counted, with the
-    first ``shown`` reasons; None where it lost nothing."""
-    r = results["methods"][method]
-    failed = [row for row in r["portraits"] if "error" in row]
-    lost = r.get("cross_pose_failed", [])
-
-    def reasons(rows: list[dict], photo: str) -> str:
-        said = "; ".join(f"{row['person']}/{row[photo]}: {_short(row['error'])}" for row in rows[:shown])
-        return said + (f"; {len(rows) - shown} more in results.json" if len(rows) > shown else "")
-
-    parts = []
-    if failed:
-        parts.append(f"{len(failed)} of {len(r['portraits'])} portraits failed ({reasons(failed, 'photo')})")
-    if lost:
-        n = len(lost) + len(r.get("cross_pose", []))
-        parts.append(f"{len(lost)} of {n} cross-pose pairs not scored ({reasons(lost, 'target')})")
-    return f"{method}: " + "; ".join(parts) if parts else None
-
-
-def _short(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def markdown_table(results: dict) -> str:
-    cols = ["portraits", "failed", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope",
-            "yaw_error", "id_xpose", "id_xpose_mirror", "id_photos", "pairs", "pairs_failed", "enroll_s"]
-    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for method, r in results["methods"].items():
-        cells = []
-        for c in cols:
-            v = r["means"].get(c)
-            cells.append("–" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.3f}"))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    notes = "".join(f"\n- {n}" for n in results.get("notes", []))
-    table = "\n".join(lines) + ("\n\nNotes:" + notes if notes else "") + "\n"
-    if results.get("verdict"):
-        from gramcast.training.ship_rule import verdict_markdown
-
-        table += "\n" + verdict_markdown(results["verdict"])
-    return table

@@ -38,7 +38,8 @@ def run(args) -> int:
     import sys
 
     from gramcast.errors import GramcastError
-    from gramcast.training.enroll_eval import EvalConfig, evaluate_methods, failure_summary, markdown_table
+    from gramcast.training.enroll_eval import EvalConfig, evaluate_methods
+    from gramcast.training.eval_report import failure_summary, markdown_table
 
     if not args.dir.is_dir():
         raise GramcastError(f"{args.dir} is not a folder of portraits")
