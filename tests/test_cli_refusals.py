@@ -11,6 +11,8 @@ from PIL import Image
 
 from gramcast.cli import build_parser, main
 
+from cli_checks import refused
+
 SAMPLE = Path(__file__).resolve().parents[1] / "sdk" / "assets" / "sample_portrait.png"
 
 
@@ -19,16 +21,6 @@ def gca(tmp_path_factory):
     path = tmp_path_factory.mktemp("avatar") / "me.gca"
     assert main(["enroll", str(SAMPLE), "-o", str(path)]) == 0
     return path
-
-
-def refused(capsys, argv, says) -> str:
-    """Runs ``argv``; it must exit 2 with exactly one line on stderr that contains ``says``."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    err = captured.err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f"gramcast {argv[0]}: error: ") and says in err[0], captured.err
-    return err[0]
 
 
 def test_render_refuses_transparency_in_a_format_without_alpha_before_rendering(tmp_path, capsys, gca):

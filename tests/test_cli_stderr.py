@@ -129,3 +129,11 @@ def test_a_command_terminated_mid_write_leaves_no_file_and_exits_143(tmp_path):
         proc.kill()
     assert proc.returncode == 143 and "export-onnx: terminated" in err, (proc.returncode, err[-2000:])
     assert list(out.iterdir()) == []
+
+
+def test_filtered_stderr_works_where_python_has_no_stderr():
+    """Python sets sys.stderr to None when started with descriptor 2 closed (`2>&-`)."""
+    script = "import sys\nfrom gramcast.cli.native_logs import filtered_stderr\nsys.stderr = None\n" \
+             "with filtered_stderr():\n    print('inside')\n"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "inside\n", run.stderr

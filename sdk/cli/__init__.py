@@ -32,8 +32,16 @@ COMMAND_MODULES = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line and exit 2, as every other refusal (argparse prints its usage first).
+    Sub-commands' parsers, plug-ins' included, are made of this class too (``add_subparsers``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gramcast",
         description="Enroll a 3D avatar from one selfie, render it, and stream it into video calls.",
     )
@@ -76,13 +84,54 @@ def _sigterm_unwinds():
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _closed_streams_discarded():
+        return _main(argv)
+
+
+@contextlib.contextmanager
+def _closed_streams_discarded():
+    """A command run with stdout or stderr closed (`>&-`, `2>&-`) writes its files and says nothing. A
+    closed descriptor 0-2 is held by the null device (else the next file opened takes its number, and
+    what a native library writes to "stderr" lands in it), and Python's missing streams (None) become
+    writers to it: ``print(..., file=None)`` would print an error on stdout."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+    missing = [name for name in ("stdout", "stderr") if getattr(sys, name) is None]
+    for name in missing:
+        setattr(sys, name, open(os.devnull, "w"))
+    try:
+        yield
+    finally:
+        for name in missing:
+            getattr(sys, name).close()
+            setattr(sys, name, None)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:      # --help, --version, a usage error: its code, as every other outcome
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.progress = _is_terminal(sys.stderr)    # asked now: filtered_stderr makes descriptor 2 a pipe
     # the native libraries' log lines only with --verbose (gramcast.cli.native_logs)
     with contextlib.nullcontext() if args.verbose else filtered_stderr(), _sigterm_unwinds():
         try:

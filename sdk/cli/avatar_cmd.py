@@ -5,8 +5,9 @@ import argparse
 
 import json
 import math
-import sys
 from pathlib import Path
+
+from gramcast.cli.options import MAX_FRAMES, output_file
 
 
 def _yaw_or_none(text: str):
@@ -25,7 +26,7 @@ def register(sub) -> None:
                                    "an avatar file. Exactly one face must be visible (at least 40 px between "
                                    "the eyes), turned at most --max-yaw from the camera.")
     e.add_argument("image", help="portrait photo (JPEG, PNG, WebP, ...)")
-    e.add_argument("-o", "--out", type=Path, required=True, help="avatar file to write (.gca)")
+    e.add_argument("-o", "--out", type=output_file, required=True, help="avatar file to write (.gca)")
     e.add_argument("--method", default="mesh", choices=("mesh", "graminverter"),
                    help="mesh: prior-free baseline (default); graminverter: the learned method (needs trained weights)")
     e.add_argument("--weights", type=Path, default=None,
@@ -54,24 +55,30 @@ def register(sub) -> None:
                        description="Render AVATAR at yaw/pitch (radians; yaw > 0 turns the camera to the "
                                    "avatar's left, so the nose moves to the image left).")
     r.add_argument("avatar", type=Path)
-    r.add_argument("--yaw", type=float, default=0.0)
-    r.add_argument("--pitch", type=float, default=0.0)
-    r.add_argument("--size", type=int, default=512)
+    r.add_argument("--yaw", type=float, default=0.0, help="radians (default %(default)s)")
+    r.add_argument("--pitch", type=float, default=0.0, help="radians, > 0 looks from above (default %(default)s)")
+    r.add_argument("--size", type=int, default=512, help="width and height in pixels (default %(default)s)")
     r.add_argument("--background", default="white",
-                   help="white, black, a hex colour like #204060, or 'none' for a transparent image (.png, .webp)")
-    r.add_argument("-o", "--out", type=Path, required=True, help="image to write (.png, .jpg, .webp)")
+                   help="white (the default), black, grey (or gray), green, a hex colour like #204060, or "
+                        "'none' for a transparent image (.png, .webp)")
+    r.add_argument("-o", "--out", type=output_file, required=True,
+                   help="image to write: .png, .jpg, .jpeg or .webp (a name without a suffix gets PNG)")
     r.set_defaults(func=run_render)
 
     o = sub.add_parser("orbit", help="render a turntable animation of an avatar",
                        description="Turn the camera around AVATAR and write a GIF, MP4 or WebM.")
     o.add_argument("avatar", type=Path)
-    o.add_argument("-o", "--out", type=Path, required=True, help="animation to write (.gif, .mp4, .webm)")
-    o.add_argument("--frames", type=int, default=48)
-    o.add_argument("--size", type=int, default=256)
+    o.add_argument("-o", "--out", type=output_file, required=True, help="animation to write (.gif, .mp4, .webm)")
+    o.add_argument("--frames", type=int, default=48,
+                   help=f"frames of one turn, 1 to {MAX_FRAMES} (default %(default)s)")
+    o.add_argument("--size", type=int, default=256,
+                   help="width and height in pixels (default %(default)s; even for .mp4 and .webm)")
     o.add_argument("--yaw", type=float, default=0.5, help="largest yaw (radians, default 0.5)")
     o.add_argument("--pitch", type=float, default=0.15, help="largest pitch (radians, default 0.15)")
-    o.add_argument("--fps", type=float, default=24.0)
-    o.add_argument("--background", default="white", help="white, black, grey, green or a hex colour like #204060")
+    o.add_argument("--fps", type=float, default=24.0,
+                   help="frames per second, up to 120 (a GIF: up to 50; default %(default)s)")
+    o.add_argument("--background", default="white",
+                   help="white (the default), black, grey (or gray), green or a hex colour like #204060")
     o.set_defaults(func=run_orbit)
 
 
@@ -106,6 +113,7 @@ def composite_over(rgb, alpha, colour):
 def run_enroll(args) -> int:
     import time
 
+    from gramcast.cli.options import print_warnings
     from gramcast.device import device_option
     from gramcast.enrollment import enroll
     from gramcast.errors import GramcastError
@@ -129,8 +137,7 @@ def run_enroll(args) -> int:
     avatar = enroll(args.image, method=args.method, crop_size=args.crop_size, weights=args.weights,
                     device=args.device, face=args.face, **options)
     avatar.save(args.out)
-    for warning in avatar.meta.get("warnings", []):
-        print(f"gramcast enroll: warning: {warning}", file=sys.stderr)
+    print_warnings("enroll", avatar)
     pose = avatar.meta.get("input_pose", {})
     print(f"enrolled {args.image} -> {args.out} ({args.method}, {time.perf_counter() - t0:.1f} s; "
           f"photo pose yaw {math.degrees(pose.get('yaw', 0)):+.1f} deg, pitch {math.degrees(pose.get('pitch', 0)):+.1f} deg)")
@@ -183,12 +190,14 @@ def check_angles(**angles: float) -> None:
 
 def run_render(args) -> int:
     from gramcast.avatar import Avatar, Renderer
+    from gramcast.cli.options import check_image_name
     from gramcast.errors import OutputPathError
     from gramcast.media_io import check_output_path, image_format, save_image
 
     colour = parse_colour(args.background)
     check_angles(yaw=args.yaw, pitch=args.pitch)
     check_size("--size", args.size)
+    check_image_name(args.out)
     check_output_path(args.out)
     if image_format(args.out) not in ("PNG", "WEBP") and colour is None:
         raise OutputPathError(f"cannot write {args.out}: --background none makes a transparent image, which "
@@ -200,16 +209,41 @@ def run_render(args) -> int:
 
 
 def orbit_poses(frames: int, max_yaw: float, max_pitch: float) -> list[tuple[float, float]]:
-    return [(max_yaw * math.sin(2 * math.pi * i / frames), max_pitch * math.sin(4 * math.pi * i / frames))
-            for i in range(frames)]
+    """A figure of eight: yaw swings once, pitch twice. Sampled half a step off the start: a path through
+    the front twice puts frames 0 and n/2 at the same pose (all of them, for 2 frames); this way none are."""
+    phases = [math.pi * (2 * i + 1) / frames for i in range(frames)]
+    return [(max_yaw * math.sin(t), max_pitch * math.sin(2 * t)) for t in phases]
+
+
+def render_turntable(args, renderer, poses, size: int, colour):
+    """The frames of ``poses`` as they are rendered (a generator: the writer encodes each as it comes),
+    counted on a progress bar."""
+    from gramcast.cli.options import progress
+
+    with progress(args, len(poses), "orbit") as bar:
+        for pose in poses:
+            yield composite_over(*renderer.render_rgba(pose, size), colour)
+            bar.update()
+
+
+def write_turntable(args, renderer, out: Path, frames: int, size: int, fps: float, colour,
+                    max_yaw: float = 0.5, max_pitch: float = 0.15) -> int:
+    """Renders and writes the turntable; the number of frames written. The bar is closed before an error
+    (or Ctrl-C) leaves, so that its line is not the last."""
+    from gramcast.media_io import save_animation
+
+    turntable = render_turntable(args, renderer, orbit_poses(frames, max_yaw, max_pitch), size, colour)
+    try:
+        return save_animation(out, turntable, fps=fps)
+    finally:
+        turntable.close()
 
 
 def run_orbit(args) -> int:
-    from tqdm import tqdm
-
     from gramcast.avatar import Avatar, Renderer
+    from gramcast.cli.options import check_frames, counted
     from gramcast.errors import GramcastError
-    from gramcast.media_io import animation_format, check_output_path, save_animation
+    from gramcast.media_io import check_animation, check_output_path
 
     colour = parse_colour(args.background)
     if colour is None:   # a GIF's one-bit transparency would fray the hair's soft edge; video has none
@@ -217,15 +251,12 @@ def run_orbit(args) -> int:
                             "#204060), or render frames with `gramcast render --background none -o view.png`")
     check_angles(yaw=args.yaw, pitch=args.pitch)
     check_size("--size", args.size)     # here, or the renderer's refusal lands on the progress bar's line
-    if args.frames < 1:
-        raise GramcastError(f"--frames {args.frames}: give 1 or more")
+    check_frames("--frames", args.frames)
     if not 0 < args.fps <= 120:
         raise GramcastError(f"--fps {args.fps}: give a rate above 0 and at most 120 frames per second")
     check_output_path(args.out)
-    animation_format(args.out)
+    check_animation(args.out, args.fps, (args.size, args.size))
     renderer = Renderer(Avatar.load(args.avatar))
-    frames = [composite_over(*renderer.render_rgba(p, args.size), colour)
-              for p in tqdm(orbit_poses(args.frames, args.yaw, args.pitch), desc="orbit", unit="frame")]
-    save_animation(args.out, frames, fps=args.fps)
-    print(f"wrote {args.out} ({len(frames)} frames)")
+    written = write_turntable(args, renderer, args.out, args.frames, args.size, args.fps, colour, args.yaw, args.pitch)
+    print(f"wrote {args.out} ({counted(written, 'frame')}, {written / args.fps:.4g} s at {args.fps:g} fps)")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gramcast.cli.options import output_file
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -28,7 +30,7 @@ def register(sub) -> None:
         description="Mean mediapipe mesh of the frontal portraits under DATA (all sub-folders except "
                     "lfw/), symmetrised and placed in world units. Writes the package's reference by default.")
     r.add_argument("--data", type=Path, required=True, help="folder of frontal portraits, e.g. ../shared/data/faces")
-    r.add_argument("-o", "--out", type=Path, help="output .npz (default: the one inside the package)")
+    r.add_argument("-o", "--out", type=output_file, help="output .npz (default: the one inside the package)")
     r.set_defaults(func=run_reference)
 
 

@@ -84,7 +84,8 @@ def _write(fd: int, data: bytes) -> bool:
 def filtered_stderr(noise: re.Pattern = NATIVE_NOISE):
     """Within the block, lines written to descriptor 2 that match ``noise`` are dropped."""
     try:
-        sys.stderr.flush()
+        if sys.stderr is not None:     # None: Python found descriptor 2 closed when it started
+            sys.stderr.flush()
         saved = os.dup(2)
         read_fd, write_fd = os.pipe()
     except (OSError, ValueError):      # no descriptor 2 to work with: leave things as they are
