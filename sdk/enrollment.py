@@ -86,9 +86,10 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
                                face=face)
     yaw = float(aligned.pose.yaw)
     if max_yaw is not None and abs(yaw) > max_yaw:
+        turned, limit = _angles_apart(abs(yaw), max_yaw)
         raise FaceTurnedError(
-            f"the face in {source} is turned {abs(yaw):.2f} rad ({math.degrees(abs(yaw)):.0f} deg) to the side; "
-            f"enrollment needs one within {max_yaw:.2f} rad ({math.degrees(max_yaw):.0f} deg) of facing the camera, "
+            f"the face in {source} is turned {turned} to the side; "
+            f"enrollment needs one within {limit} of facing the camera, "
             "because the side turned away is only guessed: retake the photo looking into the camera "
             "(the limit is enroll's max_yaw, --max-yaw on the command line)")
     with Matting(one_person=True) as matting:
@@ -138,6 +139,19 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     if warnings:
         avatar.meta["warnings"] = warnings
     return avatar
+
+
+def _angles_apart(angle: float, limit: float) -> tuple[str, str]:
+    """``angle`` and ``limit`` (radians, ``angle`` > ``limit``) as "0.46 rad (26 deg)", with as many decimals as
+    show them apart and the limit as more than zero (a limit of 0.001 is not "0.00 rad (0 deg)")."""
+    decimals = 2
+    while decimals < 6 and (f"{angle:.{decimals}f}" == f"{limit:.{decimals}f}" or float(f"{limit:.{decimals}f}") == 0):
+        decimals += 1
+
+    def text(x: float) -> str:
+        return f"{x:.{decimals}f} rad ({math.degrees(x):.{max(0, decimals - 2)}f} deg)"
+
+    return text(angle), text(limit)
 
 
 def _checked_arguments(method, crop_size, min_eye_distance, weights, device, max_yaw, face, options):

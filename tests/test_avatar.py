@@ -405,6 +405,8 @@ def test_enroll_refuses_a_face_turned_too_far_and_says_how_far(tmp_path, sample_
         cv2.imwrite(str(paths[yaw]), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
     with pytest.raises(FaceTurnedError, match=r"turned 0\.[56]\d rad .* within 0\.45 rad"):
         gramcast.enroll(paths[0.6])
+    with pytest.raises(FaceTurnedError, match=r"within 0\.001 rad \(0\.1 deg\)"):   # not "0.00 rad (0 deg)"
+        gramcast.enroll(paths[0.15], max_yaw=0.001)
     out = tmp_path / "out" / "me.gca"
     out.parent.mkdir()
     assert main(["enroll", str(paths[0.6]), "-o", str(out)]) == 2
