@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -135,18 +136,111 @@ def make_parent(path: Path) -> None:
     check_output_path(path)
 
 
+def _export_input(flag: str, path: Path, names: tuple[str, ...]) -> Path:
+    """``path`` when it can be a ``--flag`` checkpoint; a GramcastError saying which file to pass when it is
+    a run folder or a run's resumable ``state.pt`` (a pickle, which the safetensors reader would only
+    call "truncated")."""
+    from gramcast.errors import CheckpointError
+
+    if path.is_dir():
+        inside = [path / n for n in names if (path / n).is_file()]
+        hint = f"pass {inside[0]}" if inside else f"pass the {' or '.join(names)} in it"
+        raise CheckpointError(f"--{flag} {path} is a folder, not a checkpoint: {hint}")
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if path.suffix in (".pt", ".pth") or magic == b"PK\x03\x04":  # torch.save's zip container
+            near = [path.parent / n for n in names if (path.parent / n).is_file()]
+            hint = f"pass {near[0]}" if near else f"pass the run's {' or '.join(names)}"
+            raise CheckpointError(f"--{flag} {path} is a training run's state (for --resume), not the "
+                                  f"exported network: {hint}")
+    return path
+
+
+def _tuned_from(generator_path: Path) -> str | None:
+    """What the run that wrote ``generator_path`` says about its origin, from the ``config.json`` the
+    run leaves beside it: the id of the generator a tune run started from, "" for a GAN run's output
+    (tuned from nothing), None when there is no such record (the tuned file itself does not record its
+    parent)."""
+    import json
+
+    from gramcast.training.stages.gan import GENERATOR_FILE
+    from gramcast.training.stages.tune import TUNED_FILE
+
+    record = generator_path.parent / "config.json"
+    try:
+        config = json.loads(record.read_text()) if record.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    if config.get("stage") == "gan" and generator_path.name == GENERATOR_FILE:
+        return ""
+    parent = config.get("generator_id")
+    if config.get("stage") == "tune" and generator_path.name == TUNED_FILE and isinstance(parent, str):
+        return parent
+    return None
+
+
+def check_export_inputs(args, generator, encoder, detail) -> None:
+    """A GramcastError naming the part and the mismatch when the three networks cannot work together
+    (the same check ``load_inverter`` applies, so no bundle is written that enrollment would refuse or
+    fail on), or when the encoder was trained against a generator that is surely not this one."""
+    from gramcast.avatar.graminverter import parts_mismatch
+    from gramcast.errors import CheckpointError
+    from gramcast.model.checkpoint import cpu_state, model_id
+    from gramcast.model.encoder import GRAMEncoder
+
+    mismatch = parts_mismatch(generator, encoder, detail)
+    if mismatch is not None:
+        part, what = mismatch
+        raise CheckpointError(f"--{part} {getattr(args, part)} {what} (--generator {args.generator}): pass the "
+                              f"{part} trained for this generator")
+    trained_for = GRAMEncoder.trained_for(args.encoder)
+    gen_id = model_id(cpu_state(generator))
+    if trained_for is None or trained_for == gen_id:
+        return
+    # A tuned generator legitimately differs from the one the encoder was trained against, and its file
+    # does not name its parent: only the tune run's config.json beside it can. Without that record the
+    # pair cannot be judged, so it is accepted (with a note); with it, another parent is surely wrong.
+    parent = _tuned_from(args.generator)
+    if parent is None:
+        print(f"note: --encoder {args.encoder} was trained against generator {trained_for}, not --generator "
+              f"{args.generator} ({gen_id}); accepted as that generator's tuned version, which cannot be "
+              "verified here", file=sys.stderr, flush=True)
+    elif parent != trained_for:
+        origin = f"was tuned from {parent}" if parent else "is a GAN run's own (untuned) generator"
+        raise CheckpointError(f"--encoder {args.encoder} was trained against generator {trained_for}, but "
+                              f"--generator {args.generator} {origin}: pass the encoder trained for it")
+
+
 def run_export_inverter(args) -> int:
     import datetime
 
     from gramcast.avatar.graminverter import load_inverter, save_inverter
+    from gramcast.errors import OutputPathError
     from gramcast.model import GRAMModel
     from gramcast.model.detail import DetailReconstructor
     from gramcast.model.encoder import GRAMEncoder
+    from gramcast.training.stages.detail import DETAIL_FILE
+    from gramcast.training.stages.encoder import ENCODER_FILE
+    from gramcast.training.stages.gan import GENERATOR_FILE
+    from gramcast.training.stages.tune import TUNED_FILE
 
+    # the bundle is written over -o: were it an input, the input would be lost (resolve: links, "..")
+    for flag in ("generator", "encoder", "detail"):
+        given = getattr(args, flag)
+        if given.resolve() == args.out.resolve() or (
+                given.exists() and args.out.exists() and os.path.samefile(given, args.out)):
+            raise OutputPathError(f"-o {args.out} is the --{flag} input: write the bundle to another file")
+    _export_input("generator", args.generator, (TUNED_FILE, GENERATOR_FILE))
+    _export_input("encoder", args.encoder, (ENCODER_FILE,))
+    _export_input("detail", args.detail, (DETAIL_FILE,))
     make_parent(args.out)
     generator = GRAMModel.load(args.generator, device="cpu")
     encoder = GRAMEncoder.load(args.encoder, device="cpu")
     detail = DetailReconstructor.load(args.detail, device="cpu")
+    check_export_inputs(args, generator, encoder, detail)
     meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "runs": {"generator": str(args.generator), "encoder": str(args.encoder), "detail": str(args.detail)}}
     save_inverter(args.out, generator, encoder, detail, meta)

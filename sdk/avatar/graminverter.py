@@ -27,11 +27,11 @@ import torch
 from torch import Tensor
 
 from gramcast import camera
-from gramcast.errors import GramcastError
+from gramcast.errors import CheckpointError, GramcastError
 from gramcast.model.checkpoint import CheckpointFormat
 
 __all__ = ["Inverter", "InverterConfig", "find_inverter", "require_inverter", "save_inverter", "load_inverter",
-           "enroll_graminverter", "BUNDLE_KIND", "BUNDLE_VERSION", "BUNDLE_NAME", "HOW_TO_TRAIN"]
+           "parts_mismatch", "enroll_graminverter", "BUNDLE_KIND", "BUNDLE_VERSION", "BUNDLE_NAME", "HOW_TO_TRAIN"]
 
 BUNDLE_KIND = "gramcast.graminverter-bundle"
 BUNDLE_VERSION = 1
@@ -180,6 +180,44 @@ def save_inverter(path: str | Path, generator, encoder, detail, meta: dict | Non
     write_safetensors(path, state, header)
 
 
+def parts_mismatch(generator, encoder, detail) -> tuple[str, str] | None:
+    """``(part, what)`` for the first way the encoder or the detail reconstructor does not fit the
+    generator (None: they fit). Enrollment feeds both networks the crop at the generator's resolution,
+    the generator takes the encoder's w+, and the detail maps are sampled on the generator's manifolds
+    and added to its plane features: a part made for another shape fails mid-enrollment, or (the
+    encoder's input side) silently sees images at a size it was never trained on. Shapes only: the
+    modules may be on the meta device. Export and ``load_inverter`` share this one check."""
+    gc, ec, dc = generator.config, encoder.config, detail.config
+    if (ec.num_ws, ec.w_dim) != (generator.num_ws, gc.w_dim):
+        return "encoder", (f"encodes w+ of {ec.num_ws} x {ec.w_dim}, but the generator takes "
+                           f"{generator.num_ws} x {gc.w_dim}")
+    if ec.input_resolution != gc.resolution:
+        return "encoder", (f"takes {ec.input_resolution}x{ec.input_resolution} images, but enrollment feeds it "
+                           f"the generator's {gc.resolution}x{gc.resolution}")
+    if dc.num_manifolds != gc.num_manifolds:
+        return "detail", f"is made for {dc.num_manifolds} manifolds, but the generator has {gc.num_manifolds}"
+    if dc.plane_channels != gc.plane_channels:
+        return "detail", (f"makes maps of {dc.plane_channels} channels, but the generator's planes have "
+                          f"{gc.plane_channels}")
+    if dc.image_resolution != gc.resolution:
+        return "detail", (f"takes {dc.image_resolution}x{dc.image_resolution} images, but enrollment feeds it "
+                          f"the generator's {gc.resolution}x{gc.resolution}")
+    return None
+
+
+def _header_json(path, header: dict, key: str, what: str):
+    """``json.loads`` of a header entry as an object; CheckpointError (not a JSON traceback) when a
+    damaged or hand-edited header holds something else there."""
+    try:
+        value = json.loads(header[key])
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: the header's {key!r} ({what}) is not a JSON object; the file is damaged "
+                              "or was edited: export it again with `gramcast-train export-inverter`")
+    return value
+
+
 def _build(name: str, config: dict):
     if name == "generator":
         from gramcast.model.config import GRAMConfig
@@ -196,19 +234,35 @@ def _build(name: str, config: dict):
 
 
 def load_inverter(path: str | Path, device="auto") -> Inverter:
-    """Read and validate a bundle; CheckpointError says what is wrong with a bad file."""
+    """Read and validate a bundle; CheckpointError says what is wrong with a bad file, including parts
+    that do not fit together (checked from the header, before the weights are read)."""
     from gramcast.model.checkpoint import (assign_state, build_from_header, check_state, read_checkpoint_header,
                                            read_tensors)
 
     header = read_checkpoint_header(path, BUNDLE_FORMAT)
+    meta = _header_json(path, header, "meta", "the bundle's notes") if "meta" in header else {}
+    for name in _PARTS:  # without its hash a part's weights cannot be verified (check_state would say "(None)")
+        if not header.get(f"{name}_id"):
+            raise CheckpointError(f"{path}: the header has no {name}_id (the {name} weights' content hash); the "
+                                  "file is damaged or was not written by gramcast: export it again with "
+                                  "`gramcast-train export-inverter`")
+    shells = [build_from_header(path, header.get(f"{name}_config"), functools.partial(_build, name), name)
+              for name in _PARTS]
+    mismatch = parts_mismatch(*shells)
+    if mismatch is not None:
+        part, what = mismatch
+        raise CheckpointError(f"{path}: its {part} network {what}: the bundle's parts do not work together; "
+                              "export it again with `gramcast-train export-inverter` from one training run's "
+                              "generator, encoder and detail")
     state = read_tensors(path)
     modules = []
-    for name in _PARTS:
-        module = build_from_header(path, header.get(f"{name}_config"), functools.partial(_build, name), name)
+    for name, module in zip(_PARTS, shells):
         part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
         check_state(path, module, part, header.get(f"{name}_id"), part=name)
         modules.append(assign_state(path, module, part, device))
-    return Inverter(*modules, meta=json.loads(header.get("meta", "{}")))
+    # the part hashes name exactly which weights made an avatar (enrollment records them)
+    meta["bundle"] = {f"{name}_id": header[f"{name}_id"] for name in _PARTS}
+    return Inverter(*modules, meta=meta)
 
 
 def require_inverter(weights: "str | Path | Inverter | None" = None, device="auto") -> Inverter:
@@ -224,16 +278,36 @@ def require_inverter(weights: "str | Path | Inverter | None" = None, device="aut
 
 
 def find_inverter(path: str | Path | None = None) -> Path | None:
-    """An explicit path, else ``$GRAMCAST_INVERTER``, the packaged bundle, the user cache; None if none."""
+    """The bundle to use: ``path``, else ``$GRAMCAST_INVERTER``, else the packaged bundle, else the user
+    cache (``$XDG_CACHE_HOME/gramcast``); None if none of the last two exists.
+
+    A folder (as ``path`` or ``$GRAMCAST_INVERTER``) stands for the ``graminverter.safetensors`` in it,
+    as export writes by default; a folder without one is a CheckpointError. ``$GRAMCAST_INVERTER``, once
+    set, is always used: a missing file there is a CheckpointError naming the variable, never a silent
+    fall back to another installed bundle (the user asked for these weights)."""
     if path is not None:
-        return Path(path)
-    candidates = []
-    if os.environ.get("GRAMCAST_INVERTER"):
-        candidates.append(Path(os.environ["GRAMCAST_INVERTER"]))
-    candidates.append(Path(__file__).resolve().parent.parent / "assets" / BUNDLE_NAME)
+        return _bundle_in(Path(path), str(path))
+    env = os.environ.get("GRAMCAST_INVERTER")
+    if env:
+        found = _bundle_in(Path(env), f"$GRAMCAST_INVERTER={env}")
+        if not found.is_file():
+            raise CheckpointError(f"$GRAMCAST_INVERTER={env}: no such file; set it to an inverter bundle "
+                                  "(`gramcast-train export-inverter` writes one), or unset it")
+        return found
+    candidates = [Path(__file__).resolve().parent.parent / "assets" / BUNDLE_NAME]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gramcast"
     candidates.append(cache / BUNDLE_NAME)
     return next((c for c in candidates if c.is_file()), None)
+
+
+def _bundle_in(path: Path, given: str) -> Path:
+    """``path``, or the bundle inside it when it is a folder (CheckpointError if it holds none)."""
+    if not path.is_dir():
+        return path
+    if (path / BUNDLE_NAME).is_file():
+        return path / BUNDLE_NAME
+    raise CheckpointError(f"{given} is a folder, not an inverter bundle, and holds no {BUNDLE_NAME}: "
+                          "pass the bundle file")
 
 
 # ---------------------------------------------------------------------------------------- enrollment
@@ -279,5 +353,7 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
     avatar.textures = textures
     input_pose = {"yaw": pose[0], "pitch": pose[1], "roll": float(aligned.pose.roll)}
     avatar.meta.update({"method": "graminverter", "input_pose": input_pose,
-                        "inverter": {k: inverter.meta.get(k) for k in ("created", "runs") if k in inverter.meta}})
+                        "inverter": {**{k: inverter.meta.get(k) for k in ("created", "runs", "bundle")
+                                        if k in inverter.meta},
+                                     "refine_steps": int(config.refine_steps)}})
     return avatar
