@@ -72,6 +72,10 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     from gramcast.images import load_image
 
     config = _checked_arguments(method, crop_size, min_eye_distance, weights, device, max_yaw, face, options)
+    if method == "graminverter":      # a missing or mismatched bundle is said before any work on the photo
+        from gramcast.avatar.graminverter import require_inverter
+
+        weights = require_inverter(weights, device)
     crop_size = int(crop_size)
     min_eye_distance = None if min_eye_distance is None else float(min_eye_distance)
     max_yaw = None if max_yaw is None else float(max_yaw)

@@ -192,3 +192,15 @@ def test_avatar_records_which_bundle_and_refinement_made_it(parts):
                                 "detail_id": inv.meta["bundle"]["detail_id"]}
     assert record["refine_steps"] == 1
     json.dumps(record, allow_nan=False)  # plain JSON, as avatar meta must be
+
+
+def test_enroll_names_a_missing_bundle_before_it_looks_at_the_photo(tmp_path):
+    """A photo without a face and weights that are not there: the weights are what the user must fix first
+    (the face search and the matte had run before the bundle was opened)."""
+    import gramcast
+    from gramcast.errors import FaceNotFoundError, GramcastError
+
+    with pytest.raises(GramcastError) as err:
+        gramcast.enroll(np.full((300, 300, 3), 200, np.uint8), method="graminverter",
+                        weights=tmp_path / "nope.safetensors", device="cpu")
+    assert not isinstance(err.value, FaceNotFoundError) and "nope.safetensors" in str(err.value)
