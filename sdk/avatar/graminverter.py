@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from gramcast import camera
+from gramcast.checks import check_options, is_bool, is_finite, whole_in
 from gramcast.errors import CheckpointError, GramcastError
 from gramcast.model.checkpoint import CheckpointFormat
 
@@ -61,22 +62,15 @@ class InverterConfig:
     refine_lr: float = 0.01
 
     def __post_init__(self) -> None:
-        from gramcast.avatar.mesh_method import check_options
-
         check_options(self, _INVERTER_RULES, "the graminverter method's")
 
 
 def _inverter_rules() -> dict:
-    from gramcast.checks import is_finite, is_whole
-
-    def whole_in(low, high):
-        return lambda v: is_whole(v) and low <= v <= high
-
     return {
         "geometry_resolution": (whole_in(16, 512), "a whole number of grid cells from 16 to 512", int),
         "texture_resolution": (lambda v: v is None or whole_in(16, 1024)(v),
                                "None (the generator's) or a whole number of texels from 16 to 1024", int),
-        "drop_background": (lambda v: isinstance(v, (bool, np.bool_)), "True or False", bool),
+        "drop_background": (is_bool, "True or False", bool),
         "matte_threshold": (lambda v: is_finite(v) and 0 < v <= 1, "a matte level above 0 and at most 1", float),
         "refine_steps": (whole_in(0, 10_000), "a whole number of steps from 0 to 10000", int),
         "refine_lr": (lambda v: is_finite(v) and 0 < v <= 1, "a learning rate above 0 and at most 1", float),

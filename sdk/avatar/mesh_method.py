@@ -10,8 +10,7 @@ side), then by inpainting, so turning the head never opens holes (``gramcast.ava
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -22,8 +21,7 @@ from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.avatar.texture_fill import MIRROR_BLENDS, better_seen_mirrored, fill_unseen
-from gramcast.checks import is_finite, is_whole
-from gramcast.errors import InvalidArgumentError
+from gramcast.checks import check_options, is_bool, is_real, real_in, whole_in
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
 from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
@@ -31,35 +29,7 @@ from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, f
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
-           "surface_heights", "facing_cosines", "face_core", "check_options", "FACE_CORE_SHRINK"]
-
-
-def check_options(config, rules: dict, what: str) -> None:
-    """Refuse the first field of the dataclass ``config`` that fails its rule, with an ``InvalidArgumentError``
-    naming it and what it takes, and store numpy numbers as Python's (what the config reaches: OpenCV's sizes,
-    the avatar's JSON meta). ``rules``: field name -> (test, what it takes, its kind: int, float or bool, or
-    None to keep the value as it is); ``what``: whose options they are, for the message."""
-    for field in fields(config):
-        test, takes, kind = rules[field.name]
-        value = getattr(config, field.name)
-        if not test(value):
-            raise InvalidArgumentError(f"{what} option {field.name} takes {takes}; got {value!r} (the default is "
-                                       f"{field.default!r})")
-        if kind is not None and value is not None:
-            object.__setattr__(config, field.name, kind(value))
-
-
-def _whole_in(low: int, high: int):
-    return lambda v: is_whole(v) and low <= v <= high
-
-
-def _real_in(low: float, high: float):
-    return lambda v: is_finite(v) and low <= v <= high
-
-
-def _is_bool(value) -> bool:
-    # numpy's bool is no Python bool; a 'no' or a 0 is what this test is for
-    return isinstance(value, (bool, np.bool_))
+           "surface_heights", "facing_cosines", "face_core", "FACE_CORE_SHRINK"]
 
 
 @dataclass(frozen=True)
@@ -132,22 +102,22 @@ class MeshConfig:
 # side beyond it) and only cost time (a margin of 5: 173 s).
 _COSINE = "a cosine from 0 to 1"
 _MESH_RULES = {
-    "geometry_resolution": (_whole_in(16, 512), "a whole number of grid cells from 16 to 512", int),
-    "texture_resolution": (_whole_in(16, 1024), "a whole number of texels from 16 to 1024", int),
-    "extent": (_real_in(0.1, 0.3), "a number of world units from 0.1 to 0.3 (the grid's half side)", float),
-    "depth_tolerance": (_real_in(0.0, 0.1), "a number of world units from 0 to 0.1", float),
-    "min_facing": (_real_in(0.0, 1.0), _COSINE, float),
-    "facing_smoothing": (_real_in(0.0, 16.0), "a number of texels from 0 to 16", float),
-    "context_margin": (_real_in(0.0, 1.0), "a fraction of the crop's side from 0 to 1", float),
+    "geometry_resolution": (whole_in(16, 512), "a whole number of grid cells from 16 to 512", int),
+    "texture_resolution": (whole_in(16, 1024), "a whole number of texels from 16 to 1024", int),
+    "extent": (real_in(0.1, 0.3), "a number of world units from 0.1 to 0.3 (the grid's half side)", float),
+    "depth_tolerance": (real_in(0.0, 0.1), "a number of world units from 0 to 0.1", float),
+    "min_facing": (real_in(0.0, 1.0), _COSINE, float),
+    "facing_smoothing": (real_in(0.0, 16.0), "a number of texels from 0 to 16", float),
+    "context_margin": (real_in(0.0, 1.0), "a fraction of the crop's side from 0 to 1", float),
     "mirror_blend": (lambda v: isinstance(v, str) and v in MIRROR_BLENDS, " or ".join(map(repr, MIRROR_BLENDS)),
                      None),
-    "prefer_mirror_below": (_real_in(0.0, 1.0), _COSINE, float),
-    "mirror_min_facing": (_real_in(0.0, 1.0), _COSINE, float),
-    "foreground_colours": (_is_bool, "True or False", bool),
-    "refine_matte": (_is_bool, "True or False", bool),
-    "agreed_matte": (_is_bool, "True or False", bool),
-    "matte_look_margin": (_real_in(0.0, 1.0), "a fraction of the crop's side from 0 to 1", float),
-    "colour_cut_from": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0,
+    "prefer_mirror_below": (real_in(0.0, 1.0), _COSINE, float),
+    "mirror_min_facing": (real_in(0.0, 1.0), _COSINE, float),
+    "foreground_colours": (is_bool, "True or False", bool),
+    "refine_matte": (is_bool, "True or False", bool),
+    "agreed_matte": (is_bool, "True or False", bool),
+    "matte_look_margin": (real_in(0.0, 1.0), "a fraction of the crop's side from 0 to 1", float),
+    "colour_cut_from": (lambda v: is_real(v) and v >= 0,
                         "a fraction of the person's area, 0 or more (inf: never)", float),
 }
 
