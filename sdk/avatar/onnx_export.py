@@ -39,13 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gramcast import camera
 from gramcast.avatar.avatar import FORMAT_NAME as AVATAR_FORMAT_NAME
 from gramcast.avatar.avatar import FORMAT_VERSION as AVATAR_FORMAT_VERSION
 from gramcast.avatar.avatar import Avatar, camera_conventions, meta_json
 from gramcast.avatar.layer_hits import edge_search_samples
 from gramcast.avatar.renderer import (CPU_CHUNK_LAYER_PIXELS, CachedRenderModule, CompositingPlan, RenderSettings,
                                      check_resolution, drawn_layers, resolve_compositing)
-from gramcast.errors import GramcastError, InvalidArgumentError
+from gramcast.errors import GramcastError
 
 __all__ = ["export_onnx", "export_onnx_bytes", "OnnxRenderer", "run_onnx", "read_metadata", "TORCH_THREADS",
            "FORMAT_NAME", "FORMAT_VERSION", "OPSET", "INPUT_NAMES", "OUTPUT_NAMES"]
@@ -321,12 +322,8 @@ class OnnxRenderer:
             if len(self._sessions) != 1 or self.avatar is not None:
                 raise GramcastError("give the resolution to render at")
             resolution = self.resolutions[0]
-        p = np.ascontiguousarray(np.asarray(poses, dtype=np.float32))
-        if p.ndim == 1 and p.size:
-            p = p[None]
-        if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] < 1:
-            raise InvalidArgumentError("no poses given" if p.size == 0 else
-                                       f"a pose is (yaw, pitch) in radians; got shape {p.shape}")
+        # the pose forms and refusals of the torch back end
+        p = np.ascontiguousarray(camera.as_pose_tensor(poses, dtype=torch.float32).cpu().numpy())
         session = self.session(resolution)
         chunk = p.shape[0]
         if self.providers[0] == "CPUExecutionProvider":
