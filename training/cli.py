@@ -164,10 +164,11 @@ def _tuned_from(generator_path: Path) -> str | None:
     parent)."""
     import json
 
+    from gramcast.training.engine.trainer import RUN_RECORD_FILE
     from gramcast.training.stages.gan import GENERATOR_FILE
     from gramcast.training.stages.tune import TUNED_FILE
 
-    record = generator_path.parent / "config.json"
+    record = generator_path.parent / RUN_RECORD_FILE
     try:
         config = json.loads(record.read_text()) if record.is_file() else None
     except (OSError, ValueError):

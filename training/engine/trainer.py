@@ -23,6 +23,8 @@ from gramcast.training.engine.distributed import DistInfo, StepScalars, all_redu
 log = logging.getLogger(__name__)
 
 SCALARS_FILE = "scalars.jsonl"
+#: The run's record (``config_record``: stage, configuration, input checkpoints), beside its checkpoints.
+RUN_RECORD_FILE = "config.json"
 
 
 class Stage(Protocol):
@@ -201,7 +203,7 @@ class Trainer:
         """Train up to ``loop.steps``; returns the step reached. Saves on interruption."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
-            (self.run_dir / "config.json").write_text(json.dumps(self.config_record, indent=2))
+            (self.run_dir / RUN_RECORD_FILE).write_text(json.dumps(self.config_record, indent=2))
         logger = _ScalarLog(self.run_dir) if self.dist.is_main else None
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:
