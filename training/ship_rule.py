@@ -97,9 +97,9 @@ def _beats(name: str, diffs: np.ndarray, people: np.ndarray, rule: ShipRule, sco
     """The paired check. Undecided (``decided`` False) where the baseline itself scored fewer than
     ``rule.min_people`` people: the evaluation set is too small. Where the baseline scored enough of them
     but the candidate kept fewer, the candidate lost them: that fails."""
+    n_people = len(set(people.tolist()))
     if scored_by_baseline < rule.min_people:
-        check = {"check": name, "passed": False, "decided": False, "pairs": int(len(diffs)),
-                 "people": len(set(people.tolist())),
+        check = {"check": name, "passed": False, "decided": False, "pairs": int(len(diffs)), "people": n_people,
                  "detail": f"{name}: the baseline scored {_people(scored_by_baseline)}, too few to decide (the "
                            f"rule needs {rule.min_people}): evaluate more people"}
         if len(diffs):
@@ -109,10 +109,9 @@ def _beats(name: str, diffs: np.ndarray, people: np.ndarray, rule: ShipRule, sco
             check["detail"] += (f"; {name} {summary['mean_difference']:+.3f} ({rule.confidence:.0%} interval "
                                 f"{lo:+.3f} .. {hi:+.3f}, {len(diffs)} pairs) says nothing yet")
         return check
-    if len(set(people.tolist())) < rule.min_people:
-        return {"check": name, "passed": False, "decided": True, "pairs": int(len(diffs)),
-                "people": len(set(people.tolist())),
-                "detail": f"{name}: the candidate kept {_people(len(set(people.tolist())))} of the "
+    if n_people < rule.min_people:
+        return {"check": name, "passed": False, "decided": True, "pairs": int(len(diffs)), "people": n_people,
+                "detail": f"{name}: the candidate kept {_people(n_people)} of the "
                           f"{scored_by_baseline} the baseline scored"}
     summary = _paired_summary(diffs, people, rule)
     (lo, hi), mean = summary["interval"], summary["mean_difference"]
