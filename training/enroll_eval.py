@@ -235,12 +235,10 @@ def _for_evaluate(message: str) -> str:
 
 
 def _load_inverter(weights: Path | None):
-    """The graminverter bundle loaded, and run once, before any photo: a missing file, a foreign one or one
-    whose networks do not fit together is one line now, not a refusal (or a traceback) after the mesh pass."""
-    import types
-
-    from gramcast.avatar.graminverter import (HOW_TO_TRAIN, InverterConfig, enroll_graminverter, find_inverter,
-                                              load_inverter)
+    """The graminverter bundle loaded before any photo: a missing file, a foreign one or one whose networks
+    do not fit together (``load_inverter`` checks that from the header) is one line now, not a refusal (or
+    a traceback) after the mesh pass."""
+    from gramcast.avatar.graminverter import HOW_TO_TRAIN, find_inverter, load_inverter
 
     path = find_inverter(weights)
     if path is None:
@@ -251,22 +249,9 @@ def _load_inverter(weights: Path | None):
                             "bundle `gramcast-train export-inverter` wrote (or leave --weights out for the installed "
                             "one), or evaluate --methods mesh alone")
     try:
-        inverter = load_inverter(path)
+        return load_inverter(path)
     except GramcastError as exc:
         raise GramcastError(_for_evaluate(str(exc))) from None
-    # each network of a bundle is checked on load, but not that they fit one another (an encoder or detail
-    # reconstructor exported from another run's prior): that shows only when they run, so run them once on a
-    # grey crop at the frontal pose, inversion and bake as every portrait will go
-    face = types.SimpleNamespace(crop=np.full((256, 256, 3), 128, np.uint8),
-                                 pose=types.SimpleNamespace(yaw=0.0, pitch=0.0, roll=0.0))
-    try:
-        enroll_graminverter(face, None, inverter, InverterConfig())
-    except (GramcastError, ValueError, RuntimeError, TypeError, IndexError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise GramcastError(f"--weights {path}: its networks do not work together ({reason}); export the bundle "
-                            "again with `gramcast-train export-inverter` from the generator, encoder and detail "
-                            "reconstructor of one training run") from None
-    return inverter
 
 
 def _aligned_render(renderer, pose: tuple[float, float], res: int):
