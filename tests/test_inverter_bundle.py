@@ -204,3 +204,82 @@ def test_enroll_names_a_missing_bundle_before_it_looks_at_the_photo(tmp_path):
         gramcast.enroll(np.full((300, 300, 3), 200, np.uint8), method="graminverter",
                         weights=tmp_path / "nope.safetensors", device="cpu")
     assert not isinstance(err.value, FaceNotFoundError) and "nope.safetensors" in str(err.value)
+
+
+# ------------------------------------------------------------------------------ the encoder's generator, kept
+def _header(path: Path) -> dict:
+    raw = path.read_bytes()
+    return json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+
+
+def _tuned_run(parts, tmp_path, parent: str) -> Path:
+    """A tune run's output: the generator (its weights are what it is) and the run record naming the
+    generator it was tuned from."""
+    import shutil
+
+    tune = tmp_path / f"tune-{parent or 'gan'}"
+    tune.mkdir()
+    shutil.copy(parts.dir / "generator.safetensors", tune / "generator_tuned.safetensors")
+    (tune / "config.json").write_text(json.dumps({"stage": "tune", "generator_id": parent}))
+    return tune / "generator_tuned.safetensors"
+
+
+def test_export_records_which_generator_the_encoder_was_trained_against(parts, tmp_path, capsys):
+    """The encoder's file names its generator and the tune run names the tuned generator's parent: both go
+    into the bundle's header, so the pair can be judged after export, and descriptions can say it."""
+    from gramcast.model.encoder import GRAMEncoder
+
+    enc = tmp_path / "encoder.safetensors"
+    GRAMEncoder(parts.enc.config).save(enc, generator_id="0123456789abcdef")
+    code, err, out = _export(parts, tmp_path, capsys, generator=_tuned_run(parts, tmp_path, "0123456789abcdef"),
+                             encoder=enc)
+    assert code == 0, err
+    header = _header(out)
+    assert header["encoder_trained_for"] == "0123456789abcdef"
+    assert header["generator_tuned_from"] == "0123456789abcdef"
+    assert load_inverter(out, device="cpu").meta["lineage"] == {"encoder_trained_for": "0123456789abcdef",
+                                                               "generator_tuned_from": "0123456789abcdef"}
+    # an encoder trained against the (untuned) generator itself: the GAN-run case
+    code, err, out = _export(parts, tmp_path, capsys, out=tmp_path / "gan.safetensors")
+    assert code == 0 and _header(out)["encoder_trained_for"] == parts.gen_id, err
+
+
+def test_load_refuses_a_bundle_whose_encoder_was_trained_against_another_generator(parts, tmp_path, capsys):
+    """An exported bundle whose recorded lineage no longer fits its generator (the header of a bundle
+    assembled from another run's encoder): refused on load, in one line naming both generators and the
+    way out, before the weights are read."""
+    code, err, good = _export(parts, tmp_path, capsys, generator=_tuned_run(parts, tmp_path, parts.gen_id))
+    assert code == 0, err
+    cases = {
+        # the encoder was made for another generator, of which this one is not a tuned version
+        "other_parent": ({"encoder_trained_for": "0123456789abcdef", "generator_tuned_from": "fedcba9876543210"},
+                         "fedcba9876543210"),
+        # ... and this generator is a GAN run's own, tuned from nothing
+        "untuned": ({"encoder_trained_for": "0123456789abcdef", "generator_tuned_from": ""}, "untuned"),
+    }
+    for name, (changes, says) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        _rewrite_meta(good, path, **changes)
+        with pytest.raises(CheckpointError) as err:
+            load_inverter(path, device="cpu")
+        text = str(err.value)
+        assert len(text.splitlines()) == 1 and str(path) in text, text
+        assert "0123456789abcdef" in text and parts.gen_id in text and says in text, text
+        assert "its encoder network" in text and "do not work together" in text and "export-inverter" in text
+    # the encoder's own generator, or a generator tuned from it: fine
+    for name, changes in {"own": {"encoder_trained_for": parts.gen_id, "generator_tuned_from": ""},
+                          "tuned": {"encoder_trained_for": "0123456789abcdef",
+                                    "generator_tuned_from": "0123456789abcdef"}}.items():
+        _rewrite_meta(good, tmp_path / f"{name}.safetensors", **changes)
+        assert load_inverter(tmp_path / f"{name}.safetensors", device="cpu").meta["bundle"]["generator_id"] == \
+            parts.gen_id
+
+
+def test_bundles_without_the_lineage_still_load(parts, tmp_path):
+    """Bundles exported before the lineage was recorded, or from runs that did not record it, cannot be
+    judged: they load as before."""
+    assert "lineage" not in load_inverter(parts.bundle, device="cpu").meta
+    # the encoder's generator recorded, the tuned generator's parent not (export accepted it with a note)
+    path = tmp_path / "unverifiable.safetensors"
+    _rewrite_meta(parts.bundle, path, encoder_trained_for="0123456789abcdef")
+    assert load_inverter(path, device="cpu").meta["lineage"] == {"encoder_trained_for": "0123456789abcdef"}

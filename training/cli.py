@@ -183,11 +183,14 @@ def _tuned_from(generator_path: Path) -> str | None:
     return None
 
 
-def check_export_inputs(args, generator, encoder, detail) -> None:
+def check_export_inputs(args, generator, encoder, detail) -> tuple[str | None, str | None]:
     """A GramcastError naming the part and the mismatch when the three networks cannot work together
     (the same check ``load_inverter`` applies, so no bundle is written that enrollment would refuse or
-    fail on), or when the encoder was trained against a generator that is surely not this one."""
-    from gramcast.avatar.graminverter import parts_mismatch
+    fail on), or when the encoder was trained against a generator that is surely not this one.
+    Returns what the runs recorded of the parts' lineage, for the bundle's header (``save_inverter``):
+    the id of the generator the encoder was trained against, and the id of the one --generator was tuned
+    from ("" for a GAN run's own generator); None where not recorded."""
+    from gramcast.avatar.graminverter import lineage_mismatch, parts_mismatch
     from gramcast.errors import CheckpointError
     from gramcast.model.checkpoint import cpu_state, model_id
     from gramcast.model.encoder import GRAMEncoder
@@ -199,20 +202,18 @@ def check_export_inputs(args, generator, encoder, detail) -> None:
                               f"{part} trained for this generator")
     trained_for = GRAMEncoder.trained_for(args.encoder)
     gen_id = model_id(cpu_state(generator))
-    if trained_for is None or trained_for == gen_id:
-        return
-    # A tuned generator legitimately differs from the one the encoder was trained against, and its file
-    # does not name its parent: only the tune run's config.json beside it can. Without that record the
-    # pair cannot be judged, so it is accepted (with a note); with it, another parent is surely wrong.
     parent = _tuned_from(args.generator)
-    if parent is None:
+    wrong = lineage_mismatch(gen_id, trained_for, parent, generator_name=f"--generator {args.generator}")
+    if wrong is not None:
+        raise CheckpointError(f"--encoder {args.encoder} {wrong}: pass the encoder trained for it")
+    if trained_for is not None and trained_for != gen_id and parent is None:
+        # A tuned generator legitimately differs from the one the encoder was trained against, and its file
+        # does not name its parent: only the tune run's config.json beside it can. Without that record the
+        # pair cannot be judged, so it is accepted, with a note.
         print(f"note: --encoder {args.encoder} was trained against generator {trained_for}, not --generator "
               f"{args.generator} ({gen_id}); accepted as that generator's tuned version, which cannot be "
               "verified here", file=sys.stderr, flush=True)
-    elif parent != trained_for:
-        origin = f"was tuned from {parent}" if parent else "is a GAN run's own (untuned) generator"
-        raise CheckpointError(f"--encoder {args.encoder} was trained against generator {trained_for}, but "
-                              f"--generator {args.generator} {origin}: pass the encoder trained for it")
+    return trained_for, parent
 
 
 def run_export_inverter(args) -> int:
@@ -241,10 +242,13 @@ def run_export_inverter(args) -> int:
     generator = GRAMModel.load(args.generator, device="cpu")
     encoder = GRAMEncoder.load(args.encoder, device="cpu")
     detail = DetailReconstructor.load(args.detail, device="cpu")
-    check_export_inputs(args, generator, encoder, detail)
+    trained_for, tuned_from = check_export_inputs(args, generator, encoder, detail)
     meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "runs": {"generator": str(args.generator), "encoder": str(args.encoder), "detail": str(args.detail)}}
-    save_inverter(args.out, generator, encoder, detail, meta)
+    # the lineage travels in the header, so that load_inverter can judge the pair long after export (the
+    # detail reconstructor's file records no generator: there is nothing of it to carry)
+    save_inverter(args.out, generator, encoder, detail, meta, encoder_trained_for=trained_for,
+                  generator_tuned_from=tuned_from)
     load_inverter(args.out, device="cpu")  # what we wrote must read back
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)", flush=True)
     return 0

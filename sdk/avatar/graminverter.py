@@ -6,8 +6,11 @@
 
 The three networks travel as one *inverter bundle*: a safetensors file (no pickle) whose tensors are
 prefixed ``generator.``, ``encoder.`` and ``detail.``, with each network's configuration, a format
-version and content hashes in its header. ``gramcast-train export-inverter`` writes it from a
-finished training run; ``find_inverter`` looks for it (explicit path, ``$GRAMCAST_INVERTER``, the
+version and content hashes in its header. Where the training runs recorded it, the header also says which
+generator the encoder was trained against (``encoder_trained_for``) and which one the bundle's generator was
+tuned from (``generator_tuned_from``; "" for a GAN run's own generator), and ``load_inverter`` refuses a
+bundle whose records prove the encoder was made for another generator. ``gramcast-train export-inverter``
+writes it from a finished training run; ``find_inverter`` looks for it (explicit path, ``$GRAMCAST_INVERTER``, the
 package's ``assets/graminverter.safetensors``, then ``~/.cache/gramcast/graminverter.safetensors``).
 
 The person matte removes the background: the background manifold is made transparent, and every
@@ -32,7 +35,8 @@ from gramcast.errors import CheckpointError, GramcastError
 from gramcast.model.checkpoint import CheckpointFormat
 
 __all__ = ["Inverter", "InverterConfig", "find_inverter", "require_inverter", "save_inverter", "load_inverter",
-           "parts_mismatch", "enroll_graminverter", "BUNDLE_KIND", "BUNDLE_VERSION", "BUNDLE_NAME", "HOW_TO_TRAIN"]
+           "parts_mismatch", "lineage_mismatch", "enroll_graminverter", "BUNDLE_KIND", "BUNDLE_VERSION",
+           "BUNDLE_NAME", "HOW_TO_TRAIN", "LINEAGE_KEYS"]
 
 BUNDLE_KIND = "gramcast.graminverter-bundle"
 BUNDLE_VERSION = 1
@@ -160,8 +164,17 @@ def _to_model_input(crop: np.ndarray, resolution: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------- bundle
-def save_inverter(path: str | Path, generator, encoder, detail, meta: dict | None = None) -> None:
-    """Write the three networks as one bundle, atomically."""
+#: header entries of the parts' lineage, as far as the training runs recorded it (absent: not recorded)
+LINEAGE_KEYS = ("encoder_trained_for", "generator_tuned_from")
+
+
+def save_inverter(path: str | Path, generator, encoder, detail, meta: dict | None = None,
+                  encoder_trained_for: str | None = None, generator_tuned_from: str | None = None) -> None:
+    """Write the three networks as one bundle, atomically. ``encoder_trained_for``: the ``model_id`` of the
+    generator the encoder was trained against (its file's ``GRAMEncoder.trained_for``);
+    ``generator_tuned_from``: the ``model_id`` of the generator ``generator`` was tuned from, "" when it is a
+    GAN run's own (untuned) generator. None: not known, nothing is recorded (``load_inverter`` can then not
+    judge the pair)."""
     from gramcast.model.checkpoint import cpu_state, model_id, write_safetensors
 
     state, header = {}, {"format": BUNDLE_KIND, "format_version": str(BUNDLE_VERSION),
@@ -171,7 +184,28 @@ def save_inverter(path: str | Path, generator, encoder, detail, meta: dict | Non
         state.update({f"{name}.{k}": v for k, v in part.items()})
         header[f"{name}_config"] = json.dumps(module.config.to_dict())
         header[f"{name}_id"] = model_id(part)
+    for key, value in zip(LINEAGE_KEYS, (encoder_trained_for, generator_tuned_from)):
+        if value is not None:
+            header[key] = str(value)
     write_safetensors(path, state, header)
+
+
+def lineage_mismatch(generator_id: str, encoder_trained_for: str | None, generator_tuned_from: str | None,
+                     generator_name: str | None = None) -> str | None:
+    """What is wrong (None: nothing that the records prove) when the encoder was trained against generator
+    ``encoder_trained_for`` and the bundle's generator is ``generator_id``, tuned from
+    ``generator_tuned_from`` ("" : a GAN run's own generator, tuned from nothing). The encoder fits its own
+    generator and that generator's tuned versions; where either record is missing the pair cannot be judged
+    and is accepted. Export and ``load_inverter`` share this one rule; ``generator_name``: what the message
+    calls the generator (default: the bundle's)."""
+    if not encoder_trained_for or encoder_trained_for == generator_id or generator_tuned_from is None:
+        return None
+    if generator_tuned_from == encoder_trained_for:
+        return None
+    origin = (f"was tuned from generator {generator_tuned_from}" if generator_tuned_from
+              else "is a GAN run's own (untuned) generator")
+    name = generator_name or f"the bundle's generator {generator_id}"
+    return f"was trained against generator {encoder_trained_for}, but {name} {origin}"
 
 
 def parts_mismatch(generator, encoder, detail) -> tuple[str, str] | None:
@@ -248,6 +282,14 @@ def load_inverter(path: str | Path, device="auto") -> Inverter:
         raise CheckpointError(f"{path}: its {part} network {what}: the bundle's parts do not work together; "
                               "export it again with `gramcast-train export-inverter` from one training run's "
                               "generator, encoder and detail")
+    lineage = {key: header[key] for key in LINEAGE_KEYS if key in header}
+    wrong = lineage_mismatch(header["generator_id"], lineage.get("encoder_trained_for"),
+                             lineage.get("generator_tuned_from"))
+    if wrong is not None:
+        raise CheckpointError(f"{path}: its encoder network {wrong}: the bundle's parts do not work together; "
+                              "export it again with `gramcast-train export-inverter` from one training run's "
+                              "generator, encoder and detail (the encoder trained against that generator or "
+                              "the one it was tuned from)")
     state = read_tensors(path)
     modules = []
     for name, module in zip(_PARTS, shells):
@@ -256,6 +298,8 @@ def load_inverter(path: str | Path, device="auto") -> Inverter:
         modules.append(assign_state(path, module, part, device))
     # the part hashes name exactly which weights made an avatar (enrollment records them)
     meta["bundle"] = {f"{name}_id": header[f"{name}_id"] for name in _PARTS}
+    if lineage:  # which generator the encoder was trained against (and this one's parent), where recorded
+        meta["lineage"] = lineage
     return Inverter(*modules, meta=meta)
 
 
@@ -347,7 +391,7 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
     avatar.textures = textures
     input_pose = {"yaw": pose[0], "pitch": pose[1], "roll": float(aligned.pose.roll)}
     avatar.meta.update({"method": "graminverter", "input_pose": input_pose,
-                        "inverter": {**{k: inverter.meta.get(k) for k in ("created", "runs", "bundle")
+                        "inverter": {**{k: inverter.meta.get(k) for k in ("created", "runs", "bundle", "lineage")
                                         if k in inverter.meta},
                                      "refine_steps": int(config.refine_steps)}})
     return avatar
