@@ -271,3 +271,168 @@ def test_a_run_where_every_portrait_fails_exits_non_zero_and_leaves_no_earlier_r
     results = json.loads((out / "results.json").read_text())
     assert results["methods"]["mesh"]["means"]["failed"] == 2 and results["outputs"] == ["results.json",
                                                                                           "results.md"]
+
+
+# ------------------------------------------------------------------------------ resuming an interrupted run
+LOAD_INVERTER = ee._load_inverter     # the real one (``stubbed`` replaces it)
+
+
+@pytest.fixture
+def people_run(tmp_path, stubbed, monkeypatch):
+    """Six people (two with a second photo), enrolled by a stand-in whose figures and renders differ from
+    person to person (one ssim is NaN; ``carol`` fails under graminverter). ``calls``: every enrollment
+    asked for, as (method, photo); ``interrupt_at``: the number of the enrollment that meets Ctrl-C."""
+    photo = np.asarray(Image.open(FACES / "london_neutral_001_03.jpg").convert("RGB"))
+    face = ee._align(photo, 256)
+    monkeypatch.setattr(ee, "_align", lambda *a, **k: face)   # the tracker's answer, for every photo
+    data = tmp_path / "portraits"
+    names = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]     # grace: a person added later
+    for i, name in enumerate(names[:6]):
+        _grey(_touch(data / name) / "1.png")
+        if i in (1, 4):
+            _grey(data / name / "2.png")
+    state = types.SimpleNamespace(calls=[], interrupt_at=None, photo=None)
+
+    def load_image(path):
+        state.photo = f"{Path(path).parent.name}/{Path(path).name}"
+        return np.asarray(Image.open(path).convert("RGB"))
+
+    def enroll(image, method="mesh", **kwargs):
+        state.calls.append((method, state.photo))
+        if state.interrupt_at is not None and len(state.calls) == state.interrupt_at:
+            raise KeyboardInterrupt
+        who = names.index(state.photo.split("/")[0])
+        if (method, who) == ("graminverter", 2):
+            raise GramcastError(f"stub: graminverter refuses {state.photo}")
+        shade = 40 * who + (7 if method == "mesh" else 0)
+        return types.SimpleNamespace(colour=(shade, 255 - shade, 90), who=who, method=method)
+
+    def evaluate_portrait(avatar, *args, **kwargs):
+        return {"psnr": 20.0 + avatar.who / 3 + (avatar.method == "mesh") / 7,
+                "ssim": float("nan") if avatar.who == 3 else 0.5 + avatar.who / 11}
+
+    monkeypatch.setattr("gramcast.enrollment.enroll", enroll)
+    monkeypatch.setattr("gramcast.images.load_image", load_image)
+    monkeypatch.setattr(ee, "evaluate_portrait", evaluate_portrait)
+    state.data = data
+    return state
+
+
+def _evaluate(run, out: Path, *options: str, capsys) -> tuple[int, str]:
+    run.calls.clear()
+    capsys.readouterr()
+    code = main(["evaluate", str(run.data), "--methods", "mesh,graminverter", "--out", str(out), *options])
+    return code, capsys.readouterr().err
+
+
+def _figures(out: Path) -> dict:
+    """results.json without the enrollment times (a clock's reading, different in every run)."""
+    results = json.loads((out / "results.json").read_text())
+    for r in results["methods"].values():
+        r["means"].pop("enroll_s")
+    return results
+
+
+def _left(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_with_the_figures_of_an_uninterrupted_one(people_run,
+                                                                                              tmp_path, capsys):
+    whole = tmp_path / "whole"
+    assert _evaluate(people_run, whole, capsys=capsys)[0] == 0
+    assert len(people_run.calls) == 12 and _left(whole) == ["contact_sheet.png", "results.json", "results.md"]
+    out = tmp_path / "out"
+    people_run.interrupt_at = 4        # Ctrl-C while dave is enrolled, in the mesh pass
+    code, err = _evaluate(people_run, out, capsys=capsys)
+    assert code == 130 and not (out / "results.json").exists()
+    # alice, bob and carol are kept, each whole: no temp file, nothing half-written
+    kept = _left(out)
+    assert kept == [f".evaluate-progress/mesh/0000{i}.json" for i in range(3)] + [".evaluate-progress/run.json"], kept
+    for name in kept:
+        json.loads((out / name).read_text())
+    assert "kept 3 finished person results" in err and "run the same command again" in err, err
+    people_run.interrupt_at = None
+    code, err = _evaluate(people_run, out, capsys=capsys)
+    assert code == 0, err
+    assert "resuming" in err and "3 of 12" in err
+    # only what was not done: dave on in the mesh pass, then everyone under graminverter
+    assert people_run.calls == [("mesh", f"{n}/1.png") for n in ("dave", "erin", "frank")] + \
+        [("graminverter", f"{n}/1.png") for n in ("alice", "bob", "carol", "dave", "erin", "frank")]
+    assert _figures(out) == _figures(whole)
+    assert (out / "results.md").read_text().count("|") == (whole / "results.md").read_text().count("|")
+    sheet = lambda o: np.asarray(Image.open(o / "contact_sheet.png").convert("RGB"))  # noqa: E731
+    assert np.array_equal(sheet(out), sheet(whole))
+    # the run is complete: its progress has gone, and the next run starts from nothing
+    assert _left(out) == ["contact_sheet.png", "results.json", "results.md"]
+    assert _evaluate(people_run, out, capsys=capsys)[0] == 0 and len(people_run.calls) == 12
+
+
+def test_a_rerun_with_other_options_is_refused_not_mixed_and_fresh_starts_over(people_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    people_run.interrupt_at = 8        # in the graminverter pass: bob's enrollment meets Ctrl-C
+    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
+    people_run.interrupt_at = None
+    before = {name: (out / name).read_bytes() for name in _left(out)}
+    assert len(before) == 8            # run.json, six under mesh, alice under graminverter
+    (people_run.data / "grace").mkdir()
+    for options, says in ((["--face", "largest"], "options"), (["--max", "5"], "options"),
+                          (["--methods", "mesh"], "--methods"), ([], "portraits")):
+        if options == []:
+            _grey(people_run.data / "grace" / "1.png")      # a person more than the interrupted run had
+        code, err = _evaluate(people_run, out, *options, capsys=capsys)    # a later --methods wins
+        err = err.strip()
+        assert code == 2 and people_run.calls == [], (options, err)
+        assert len(err.splitlines()) == 1 and says in err and "--fresh" in err and "7 person results" in err, err
+        assert {name: (out / name).read_bytes() for name in _left(out)} == before     # left as it was
+    # --fresh: the kept results go, and everyone is evaluated under the new options
+    code, err = _evaluate(people_run, out, "--fresh", "--face", "largest", capsys=capsys)
+    assert code == 0 and len(people_run.calls) == 14 and "resuming" not in err, err
+    assert _left(out) == ["contact_sheet.png", "results.json", "results.md"]
+
+
+def test_another_bundle_is_not_resumed_but_the_same_bundle_elsewhere_is(people_run, tmp_path, capsys, monkeypatch):
+    """The bundle is named by its weights' content hashes, not its path."""
+    import torch
+
+    from gramcast.avatar.graminverter import save_inverter
+    from gramcast.model import GRAMModel
+    from gramcast.model.detail import DetailConfig, DetailReconstructor
+    from gramcast.model.encoder import EncoderConfig, GRAMEncoder
+
+    monkeypatch.setattr(ee, "_load_inverter", LOAD_INVERTER)
+    gen = GRAMModel.from_config("tiny").eval()
+    enc = GRAMEncoder(EncoderConfig.for_model(gen.config, "tiny"))
+    det = DetailReconstructor(DetailConfig.for_model(gen.config, "tiny"))
+    bundles = [tmp_path / "b0.safetensors", tmp_path / "b1.safetensors"]
+    save_inverter(bundles[0], gen, enc, det)
+    with torch.no_grad():
+        next(gen.parameters()).add_(0.01)      # another generator of the same shape
+    save_inverter(bundles[1], gen, enc, det)
+    moved = tmp_path / "moved" / "b0.safetensors"
+    moved.parent.mkdir()
+    moved.write_bytes(bundles[0].read_bytes())
+    out = tmp_path / "out"
+    people_run.interrupt_at = 3
+    assert _evaluate(people_run, out, "--weights", str(bundles[0]), capsys=capsys)[0] == 130
+    people_run.interrupt_at = None
+    code, err = _evaluate(people_run, out, "--weights", str(bundles[1]), capsys=capsys)
+    assert code == 2 and people_run.calls == [] and "--weights bundle" in err and "--fresh" in err, err
+    code, err = _evaluate(people_run, out, "--weights", str(moved), capsys=capsys)
+    assert code == 0 and len(people_run.calls) == 10 and "resuming" in err, err
+
+
+def test_a_damaged_record_is_evaluated_again_not_read(people_run, tmp_path, capsys):
+    """Records are written whole (temp file, then rename); one damaged by something else, and a temp file a
+    killed run left, are not taken for results."""
+    out = tmp_path / "out"
+    people_run.interrupt_at = 4
+    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
+    people_run.interrupt_at = None
+    mesh = out / ".evaluate-progress" / "mesh"
+    (mesh / "00001.json").write_text('{"person": "bob", "row": {"psn')
+    (mesh / ".00003.k2j4.json").write_text('{"person": "dave"}')
+    code, err = _evaluate(people_run, out, capsys=capsys)
+    assert code == 0, err
+    assert [c for c in people_run.calls if c[0] == "mesh"] == [("mesh", f"{n}/1.png")
+                                                              for n in ("bob", "dave", "erin", "frank")]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from gramcast.errors import GramcastError
 from gramcast.training.eval_portraits import find_portraits, layout_notes
+from gramcast.training.eval_progress import EvalProgress, run_fingerprint
 from gramcast.training.eval_report import SHEET_TILE, contact_sheet, write_outputs
 
 __all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig"]
@@ -263,17 +264,75 @@ def _aligned_render(renderer, pose: tuple[float, float], res: int):
         return None
 
 
-def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
-    """Run every method on every portrait under ``root``; write results.json, results.md and, where some
-    portrait was enrolled, contact_sheet.png into ``out`` (``RUN_OUTPUTS`` of an earlier run that this one
-    does not write are removed). ``results["outputs"]``: the files written. Options, the graminverter bundle
-    and ``out`` are checked before any photo is read."""
-    from tqdm import tqdm
-
+def _evaluate_person(method: str, person: str, photos: list[Path], options: dict, show: bool, config: EvalConfig,
+                     metrics: _Metrics) -> dict:
+    """One person under one method: ``{"person", "row", "pairs", "lost", "enroll_s", "strip"}``, everything
+    the run's figures and sheet take from them (``strip``: the contact sheet's renders, where ``show``)."""
     from gramcast.avatar import Renderer
     from gramcast.enrollment import enroll
     from gramcast.face import foreground_matte
     from gramcast.images import load_image
+
+    record: dict = {"person": person, "row": None, "pairs": [], "lost": [], "enroll_s": None, "strip": None}
+    try:
+        first = load_image(photos[0])
+        aligned = _align(first, config.resolution, config.face)
+        t0 = time.perf_counter()
+        # the methods are compared on every photo: the product's gates on small and turned faces off
+        avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, max_yaw=None,
+                        face=config.face, **options)
+        record["enroll_s"] = time.perf_counter() - t0
+    except GramcastError as exc:
+        record["row"] = {"person": person, "photo": photos[0].name, "error": str(exc)}
+        # the person's other photos are pairs this run could not score: counted, not dropped unseen
+        record["lost"] = [{"person": person, "source": photos[0].name, "target": other.name,
+                           "error": f"not enrolled: {photos[0].name} failed"} for other in photos[1:]]
+        return record
+    row = {"person": person, "photo": photos[0].name}
+    row.update(evaluate_portrait(avatar, aligned, foreground_matte(aligned.crop), metrics, config.resolution))
+    record["row"] = row
+    renderer = Renderer(avatar, device="cpu")
+    if show:
+        record["strip"] = np.hstack([_canvas(*renderer.render_rgba((y, 0.0), SHEET_TILE), grey=255)
+                                     for y in config.strip_yaws])
+    for other in photos[1:]:
+        try:
+            image = load_image(other)
+            target = _align(image, config.resolution, config.face)
+            mirror_target = _align(np.ascontiguousarray(image[:, ::-1]), config.resolution, config.face)
+        except GramcastError as exc:
+            record["lost"].append({"person": person, "source": photos[0].name, "target": other.name,
+                                   "error": str(exc)})
+            continue
+        p = target.pose
+        view = _aligned_render(renderer, (p.yaw, p.pitch), config.resolution)
+        mview = _aligned_render(renderer, (-p.yaw, p.pitch), config.resolution)
+        pair = {"person": person, "source": photos[0].name, "target": other.name,
+                "yaw": p.yaw, "pitch": p.pitch,
+                "id_xpose": None if view is None else metrics.identity(view.crop, target.crop),
+                "id_xpose_mirror": None if mview is None else metrics.identity(mview.crop, mirror_target.crop),
+                # id_xpose's reference: the enrolled photo itself against the other one
+                "id_photos": metrics.identity(aligned.crop, target.crop)}
+        if view is None or mview is None:
+            pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
+        record["pairs"].append(pair)
+    return record
+
+
+def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), progress: bool = True,
+                     fresh: bool = False) -> dict:
+    """Run every method on every portrait under ``root``; write results.json, results.md and, where some
+    portrait was enrolled, contact_sheet.png into ``out`` (``RUN_OUTPUTS`` of an earlier run that this one
+    does not write are removed). ``results["outputs"]``: the files written. Options, the graminverter bundle
+    and ``out`` are checked before any photo is read.
+
+    Each person's results are kept in ``out/PROGRESS_DIR`` as they are finished (one file each, written
+    atomically), and removed once the run's files are written. A run into an ``out`` holding an interrupted
+    run's progress resumes it: people already done are not evaluated again, and the figures are those of
+    an uninterrupted run. The interrupted run must have had the same fingerprint (options, methods,
+    portraits, bundle weights, installed score weights, gramcast version); otherwise this is refused, before
+    any work, unless ``fresh`` (discard that progress and start from nothing)."""
+    from tqdm import tqdm
 
     _check_config(config, out)
     people = find_portraits(root)
@@ -284,6 +343,13 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
     # loaded once here, not per portrait, and before the first method's pass
     inverter = _load_inverter(config.weights) if "graminverter" in config.methods else None
     metrics = _Metrics()
+    kept = EvalProgress(out, run_fingerprint(root, people, config, inverter, metrics), fresh)
+    if kept.done:
+        import sys
+
+        print(f"resuming the interrupted evaluation in {out}: {len(kept.done)} of "
+              f"{len(people) * len(config.methods)} person results kept", file=sys.stderr, flush=True)
+    kept.start()
     results: dict = {"root": str(root), "methods": {}, "notes": metrics.notes + layout_notes(root, people)}
     cells: dict[str, dict[int, np.ndarray]] = {}      # method -> person's index -> strip on the contact sheet
     shown: set[int] = set()
@@ -292,50 +358,22 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
         options = {"weights": inverter, "refine_steps": config.refine_steps} if method == "graminverter" else {}
         for index, (person, photos) in enumerate(tqdm(people, desc=f"evaluate {method}", unit="person",
                                                       disable=not progress)):
-            try:
-                first = load_image(photos[0])
-                aligned = _align(first, config.resolution, config.face)
-                t0 = time.perf_counter()
-                # the methods are compared on every photo: the product's gates on small and turned faces off
-                avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, max_yaw=None,
-                                face=config.face, **options)
-                t_enroll.append(time.perf_counter() - t0)
-            except GramcastError as exc:
-                rows.append({"person": person, "photo": photos[0].name, "error": str(exc)})
-                # the person's other photos are pairs this run could not score: counted, not dropped unseen
-                lost += [{"person": person, "source": photos[0].name, "target": other.name,
-                          "error": f"not enrolled: {photos[0].name} failed"} for other in photos[1:]]
-                continue
-            row = {"person": person, "photo": photos[0].name}
-            row.update(evaluate_portrait(avatar, aligned, foreground_matte(aligned.crop), metrics, config.resolution))
-            rows.append(row)
-            renderer = Renderer(avatar, device="cpu")
-            if index in shown or len(shown) < SHEET_PEOPLE:
+            # the sheet shows the first SHEET_PEOPLE people some method enrolled, decided in this order on
+            # resumed and new records alike
+            show = index in shown or len(shown) < SHEET_PEOPLE
+            record = kept.record(method, index)
+            if record is None:
+                record = _evaluate_person(method, person, photos, options, show, config, metrics)
+                kept.save(method, index, record)
+            strip = record.get("strip")
+            rows.append(record["row"])
+            xpose += record["pairs"]
+            lost += record["lost"]
+            if record["enroll_s"] is not None:
+                t_enroll.append(record["enroll_s"])
+            if strip is not None and show:
                 shown.add(index)
-                cells.setdefault(method, {})[index] = np.hstack(
-                    [_canvas(*renderer.render_rgba((y, 0.0), SHEET_TILE), grey=255) for y in config.strip_yaws])
-            for other in photos[1:]:
-                try:
-                    image = load_image(other)
-                    target = _align(image, config.resolution, config.face)
-                    mirror_target = _align(np.ascontiguousarray(image[:, ::-1]), config.resolution, config.face)
-                except GramcastError as exc:
-                    lost.append({"person": person, "source": photos[0].name, "target": other.name,
-                                 "error": str(exc)})
-                    continue
-                p = target.pose
-                view = _aligned_render(renderer, (p.yaw, p.pitch), config.resolution)
-                mview = _aligned_render(renderer, (-p.yaw, p.pitch), config.resolution)
-                pair = {"person": person, "source": photos[0].name, "target": other.name,
-                        "yaw": p.yaw, "pitch": p.pitch,
-                        "id_xpose": None if view is None else metrics.identity(view.crop, target.crop),
-                        "id_xpose_mirror": None if mview is None else metrics.identity(mview.crop,
-                                                                                       mirror_target.crop),
-                        # id_xpose's reference: the enrolled photo itself against the other one
-                        "id_photos": metrics.identity(aligned.crop, target.crop)}
-                if view is None or mview is None:
-                    pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
-                xpose.append(pair)
+                cells.setdefault(method, {})[index] = strip
         keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error"]
         means = {}
         for k in keys:
@@ -364,6 +402,5 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
         results["notes"].append(f"contact_sheet.png shows {len(on_sheet)} of the {len(people)} people: {why}")
     sheet = contact_sheet(cells, on_sheet, config.methods, config.strip_yaws) if on_sheet else None
     write_outputs(out, results, sheet)
+    kept.discard()            # the run's files are written: its progress has served
     return results
-
-

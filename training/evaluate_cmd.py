@@ -11,7 +11,13 @@ def register(sub) -> None:
                                    "and, for people with several photos, identity at the pose of that person's "
                                    "other photos. Writes results.json, results.md and contact_sheet.png into OUT, "
                                    "replacing an earlier run's files there. Exits 2 if a method enrolled none of "
-                                   "the portraits.")
+                                   "the portraits. Resumes: each person's results are kept in "
+                                   "OUT/.evaluate-progress as they finish (whole files only, also on Ctrl-C), "
+                                   "and running the same command again continues where it stopped, with "
+                                   "the figures of an uninterrupted run; the folder is removed when the run's "
+                                   "files are written. A rerun with other options, methods, portraits, "
+                                   "--weights bundle or installed LPIPS/ArcFace weights is refused rather "
+                                   "than mixed: add --fresh to start it from nothing.")
     p.add_argument("dir", type=Path,
                    help="one sub-folder per person (the first photo by name is enrolled from); a flat folder's "
                         "photos named <anything>_<NNN>_<anything> are grouped by the person number NNN, else each "
@@ -31,14 +37,20 @@ def register(sub) -> None:
     p.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
                    help="an earlier run's results.json on the same portraits: print each score's paired change "
                         "with its 95 %% interval (people resampled) and write comparison.md into OUT")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the results an interrupted run left in OUT (OUT/.evaluate-progress) and start "
+                        "from nothing; without it such a run is resumed when its options, methods, portraits "
+                        "and weights are this run's, and refused otherwise")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import sys
 
+    from gramcast.cli import Terminated
     from gramcast.errors import GramcastError
     from gramcast.training.enroll_eval import EvalConfig, evaluate_methods
+    from gramcast.training.eval_progress import PROGRESS_DIR, progress_count
     from gramcast.training.eval_report import failure_summary, markdown_table
 
     if not args.dir.is_dir():
@@ -49,11 +61,17 @@ def run(args) -> int:
     before = _load_results(args.compare) if args.compare else None
     if before is not None and not set(methods) & set(before["methods"]):
         raise GramcastError(f"--compare {args.compare} holds none of the methods to evaluate ({', '.join(methods)})")
-    results = evaluate_methods(args.dir, args.out, EvalConfig(methods=methods, max_portraits=args.max,
-                                                              weights=args.weights,
-                                                              refine_steps=args.refine_steps,
-                                                              face=args.face),
-                               progress=getattr(args, "progress", True))
+    config = EvalConfig(methods=methods, max_portraits=args.max, weights=args.weights,
+                        refine_steps=args.refine_steps, face=args.face)
+    try:
+        results = evaluate_methods(args.dir, args.out, config, progress=getattr(args, "progress", True),
+                                   fresh=getattr(args, "fresh", False))
+    except (KeyboardInterrupt, Terminated):      # Ctrl-C, SIGTERM: say what is kept, and how to go on
+        kept = progress_count(args.out)
+        if kept:
+            print(f"gramcast evaluate: kept {kept} finished person result{'s' if kept != 1 else ''} in "
+                  f"{args.out / PROGRESS_DIR}; run the same command again to resume", file=sys.stderr, flush=True)
+        raise
     print(markdown_table(results))
     print("wrote " + ", ".join(str(args.out / name) for name in results["outputs"]))
     # a method that enrolled nobody has no scores to read or compare: the run failed, whatever it wrote
