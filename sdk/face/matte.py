@@ -20,10 +20,54 @@ from gramcast.face.landmarks import Closeable, _import_mediapipe
 from gramcast.images import as_rgb
 
 __all__ = ["Matting", "foreground_matte", "agreed_matte", "restrict_to_person", "keep_subject", "landmark_hull",
-           "face_size", "foreground_colours", "refine_matte", "colour_cut", "colour_share", "disc"]
+           "face_size", "foreground_colours", "refine_matte", "colour_cut", "colour_share", "disc",
+           "contrast_stretched", "FLAT_CONTRAST", "NORMAL_CONTRAST", "SEEN_CONTRAST"]
 
 # Pose's nose must lie within this fraction of the image side of the centre to be the framed face's body.
 _NOSE_FROM_CENTRE = 0.2
+# What the matte's models (the segmentations, the closed-form matting) see of a flat photo (``contrast_stretched``).
+# The spread of grey levels (their standard deviation) of the images the enrollment of 219 portraits segments
+# (144 London, 40 Canada, 35 LFW; the aligned crop, the widened crop and the wider look): 27.6 at the least,
+# median 50-57: none is stretched. 51 portraits (24 London, 10 Canada, 16 LFW, the sample) with their contrast
+# lowered about the mean to 0.25 / 0.15 / 0.1 of it, their avatars' opaque area at yaw 0 against the photo's
+# own: IoU 0.971 / 0.884 / 0.249 with 0 / 4 / 37 refused as "person lost" before; 0.978 / 0.974 / 0.969
+# (the least 0.94 / 0.92 / 0.92), none refused, seen stretched to a spread of 45 (to 20: 0.971 / 0.968).
+#: Images whose grey levels spread less than this are seen with their contrast raised to ``SEEN_CONTRAST``.
+FLAT_CONTRAST = 18.0
+#: Images that spread this much or more are seen as they are (every portrait measured above); in between,
+#: the spread seen falls from ``SEEN_CONTRAST`` to this, so that what is seen changes continuously.
+NORMAL_CONTRAST = 26.0
+#: The spread a flat image is seen at: near the portraits' median.
+SEEN_CONTRAST = 45.0
+
+
+def contrast_stretched(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` ``(H, W, 3)`` uint8 as the matte's models see it: a photo of little contrast with its contrast
+    raised, every other one unchanged (``rgb`` itself). Where the spread of its grey levels (their standard
+    deviation) is under ``NORMAL_CONTRAST``, a copy stretched about each channel's mean by one gain for all
+    three channels (hues stay), to ``SEEN_CONTRAST`` below ``FLAT_CONTRAST`` and less between, and moved back
+    into 0-255 where the stretch would clip a dark or bright photo's ends. The matte is a decision of what is
+    the person; the colours the avatar takes still come from the photo."""
+    rgb = np.asarray(rgb)
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY)
+    spread = float(grey.std())
+    if spread >= NORMAL_CONTRAST or spread < 1e-3:
+        return rgb
+    share = min(1.0, (NORMAL_CONTRAST - spread) / (NORMAL_CONTRAST - FLAT_CONTRAST))
+    gain = (NORMAL_CONTRAST + share * (SEEN_CONTRAST - NORMAL_CONTRAST)) / spread
+    # each channel's mean and 1st and 99th percentiles, from its histogram (np.percentile sorts: 60 ms at 870²)
+    counts = np.stack([np.bincount(rgb[..., c].ravel(), minlength=256) for c in range(3)]).astype(np.float64)
+    total = counts[0].sum()
+    mean = (counts @ np.arange(256.0) / total).astype(np.float32)
+    cumulative = np.cumsum(counts, axis=1)
+    low = np.array([np.searchsorted(cumulative[c], 0.01 * total) for c in range(3)], np.float32)
+    high = np.array([np.searchsorted(cumulative[c], 0.99 * total) for c in range(3)], np.float32)
+    # the mean moves only as far as keeps the 1st and 99th percentiles inside 0-255 (to the middle where
+    # both cannot be)
+    lowest, highest = gain * (mean - low), 255.0 - gain * (high - mean)
+    centre = np.where(lowest <= highest, np.clip(mean, lowest, highest), (lowest + highest) / 2)
+    out = (rgb[..., :3].astype(np.float32) - mean) * gain + centre
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def disc(radius: int) -> np.ndarray:
@@ -48,8 +92,9 @@ class Matting(Closeable):
 
     def __call__(self, rgb) -> np.ndarray:
         """rgb ``(H, W, 3)`` uint8 (or any image ``gramcast.images.as_rgb`` converts) -> matte ``(H, W)`` float32
-        in [0, 1] (1 = person)."""
-        rgb = as_rgb(rgb)
+        in [0, 1] (1 = person). A flat image is seen with its contrast raised (``contrast_stretched``): at a
+        tenth of a portrait's contrast the models had found nobody."""
+        rgb = contrast_stretched(as_rgb(rgb))
         seg = self._still_open(self._seg)
         matte = np.clip(np.asarray(seg.process(rgb).segmentation_mask, np.float32), 0.0, 1.0)
         if self._pose is None:
@@ -218,6 +263,9 @@ def refine_matte(rgb: np.ndarray, matte: np.ndarray, band: float = 0.02, sure: f
                                          max_side), (w, h), interpolation=cv2.INTER_LINEAR)
         return np.where(fg, 1.0, np.where(bg, 0.0, solved)).astype(np.float32)
     guess = np.where(fg, 1.0, np.where(bg, 0.0, matte.astype(np.float64)))
+    # a flat photo's colour lines are short beside the solver's regularisation: solved on it as it is, the edge
+    # spread into a soft, partly see-through fringe over hair and neck
+    rgb = contrast_stretched(rgb)
     return solve_alpha(rgb.astype(np.float64) / 255.0, guess, fg | bg).astype(np.float32)
 
 

@@ -147,8 +147,8 @@ def quality_warnings(quality: PhotoQuality, source: str = "the photo") -> list[s
     # a dark or burnt-out face has little contrast too: named once, for its cause
     if quality.contrast is not None and quality.contrast < MIN_CONTRAST and not (dark or overexposed):
         out.append(f"the face in {source} has little contrast (its grey levels spread {quality.contrast:.0f}, "
-                   f"{MIN_CONTRAST:.0f} or more expected): the avatar will look as flat and washed out, and hair or "
-                   "neck may show the background through; a photo in clear, even light gives a better one")
+                   f"{MIN_CONTRAST:.0f} or more expected): the avatar will look as flat and washed out; a photo in "
+                   "clear, even light gives a better one")
     if quality.eyes_open < MIN_EYE_OPENNESS:
         out.append(f"the eyes in {source} look closed (openness {quality.eyes_open:.2f}; open eyes measure about "
                    "0.3): the avatar keeps them so; a photo with open eyes gives a better one")
