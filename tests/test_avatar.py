@@ -575,7 +575,7 @@ def test_pixel_rays_on_grid_are_the_cameras_rays_in_lookup_coordinates():
     rays at the pixel centres, scaled into grid_sample's coordinates: x / extent, -y / extent."""
     poses = torch.tensor([[0.0, 0.0], [0.4, -0.25], [-1.1, 0.3]])
     extent, res = 0.14, 24
-    origin, direction = pixel_rays_on_grid(poses, res, extent)
+    origin, direction = pixel_rays_on_grid(camera.pose_to_c2w(poses), res, extent)
     o, d = camera.rays_through_pixels(camera.pose_to_c2w(poses), camera.pixel_grid(res, res), res, res)
     assert origin.shape == (1, 3, 1, 1, 2) and direction.shape == (2, 3, res, res)
     assert torch.allclose(origin[0, :, 0, 0, 0], o[:, 0, 0, 0] / extent, atol=1e-6)

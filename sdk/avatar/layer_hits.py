@@ -70,7 +70,7 @@ def edge_search_samples(settings: RenderSettings, num_layers: int) -> int:
     return edge if edge > 1 else 0
 
 
-def coarse_layer_samples(heights: Tensor, extent: float, poses: Tensor, resolution: int,
+def coarse_layer_samples(heights: Tensor, extent: float, c2w: Tensor, resolution: int,
                          settings: RenderSettings = RenderSettings(),
                          flat: tuple[int, ...] | None = None) -> tuple[Tensor, tuple[int, int]]:
     """Each layer's ray hits on the coarse ray grid: depth (the ray parameter: directions are unit and
@@ -78,15 +78,14 @@ def coarse_layer_samples(heights: Tensor, extent: float, poses: Tensor, resoluti
     ``(h, w)`` (the full resolution where ``settings.lowres_factor`` is 1). A hit's point is its ray at
     that depth, so the depth is all a pixel needs of it (``lookup_grid``).
 
-    heights ``(L, 1, G, G)``, poses ``(B, 2)``; ``flat``: as in ``render_cache``.
+    heights ``(L, 1, G, G)``, cameras ``c2w`` ``(B, 4, 4)``; ``flat``: as in ``render_cache``.
     """
-    b = poses.shape[0]
-    c2w = camera.pose_to_c2w(poses)
+    b = c2w.shape[0]
     factor = max(1, settings.lowres_factor)
     if factor > 1:   # the coarse rays directly (exact, where interpolating the full-resolution rays is not)
-        uv = lowres_pixel_positions(resolution, resolution, factor, device=poses.device, dtype=poses.dtype)
+        uv = lowres_pixel_positions(resolution, resolution, factor, device=c2w.device, dtype=c2w.dtype)
     else:
-        uv = camera.pixel_grid(resolution, resolution, device=poses.device, dtype=poses.dtype)
+        uv = camera.pixel_grid(resolution, resolution, device=c2w.device, dtype=c2w.dtype)
     h, w = uv.shape[:2]
     o_lr, d_lr = camera.rays_through_pixels(c2w, uv, resolution, resolution)    # (B, h, w, 3)
     # The search bounds are the model's own: a manifold beyond them is not part of the model's image. The
@@ -98,15 +97,15 @@ def coarse_layer_samples(heights: Tensor, extent: float, poses: Tensor, resoluti
     return torch.stack([ts * vf, vf], 1), (h, w)                                # (L, 2, B, N)
 
 
-def pixel_rays_on_grid(poses: Tensor, resolution: int, extent: float) -> tuple[Tensor, Tensor]:
-    """Every pixel's ray in ``grid_sample`` coordinates (``grid_coordinates``): the camera's position
+def pixel_rays_on_grid(c2w: Tensor, resolution: int, extent: float) -> tuple[Tensor, Tensor]:
+    """Every pixel's ray of the cameras ``c2w`` ``(B, 4, 4)`` in ``grid_sample`` coordinates
+    (``grid_coordinates``): the camera's position
     ``(1, B, 1, 1, 2)`` and each pixel's unit direction ``(2, B, H, W)`` (u then v planes), so that the
     lookup point at depth t is ``origin + t * direction`` (``lookup_grid``). The rays of
     ``camera.rays_through_pixels``, built from a row and a column of pixel offsets (a frame's rays had
     cost a tenth of a cached frame as (B, H, W, 3) arrays)."""
-    c2w = camera.pose_to_c2w(poses)                                                 # (B, 4, 4)
     f = camera.focal_length(resolution)
-    offsets = (torch.arange(resolution, device=poses.device, dtype=poses.dtype) + (0.5 - resolution / 2.0)) / f
+    offsets = (torch.arange(resolution, device=c2w.device, dtype=c2w.dtype) + (0.5 - resolution / 2.0)) / f
     x, y = offsets[None, None, :], -offsets[None, :, None]                          # camera right, up
     inv_norm = (x * x + y * y).add_(1.0).rsqrt_()                                   # (1, H, W)
     # world x and y of the unit camera direction (x, y, -1) / norm, scaled as grid_coordinates scales them:

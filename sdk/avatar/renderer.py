@@ -101,11 +101,11 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     """
     b = poses.shape[0]
     nl = heights.shape[0]
-    coarse, (h, w) = coarse_layer_samples(heights, extent, poses, resolution, settings, flat)
+    c2w = camera.pose_to_c2w(poses)
+    coarse, (h, w) = coarse_layer_samples(heights, extent, c2w, resolution, settings, flat)
     factor = max(1, settings.lowres_factor)
     edge = edge_search_samples(settings, nl)
-    c2w = camera.pose_to_c2w(poses) if edge else None
-    rays = pixel_rays_on_grid(poses, resolution, extent)
+    rays = pixel_rays_on_grid(c2w, resolution, extent)
 
     def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
