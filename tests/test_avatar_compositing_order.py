@@ -144,6 +144,35 @@ def _render_both(avatar, res=64, settings=RenderSettings()):
     return ordered, general.render(POSES, res), ordered.render(POSES, res)
 
 
+def test_shells_above_the_background_plane_skip_its_depth_test_and_render_the_same():
+    """Four nested domes over the whole square (0.06 high at the centre, 0 at the corners; based at -0.16,
+    -0.145, -0.06, -0.03) and the plane z = -0.12: the two lower domes dip below the plane towards the
+    corners, in view (the plane crosses them: the pivot); the two upper ones stay above it everywhere, so
+    every ray meets them first and the plan leaves out their depth test against the plane. The frames match
+    the general path's per-pixel sort and the plan without the shortcut; marking the lower domes so too
+    would be wrong (checked: it changes the frames)."""
+    g, t, extent = 65, 96, 0.12
+    xx, yy = _xy(g, extent)
+    dome = 0.06 * (1.0 - (xx ** 2 + yy ** 2) / (2 * extent ** 2))
+    heights = [dome + base for base in (-0.16, -0.145, -0.06, -0.03)] + [torch.full((g, g), -0.12)]
+    gen = torch.Generator().manual_seed(3)
+    alpha = 0.2 + 0.6 * torch.rand(5, 1, t, t, generator=gen)
+    rgb = torch.rand(5, 3, t, t, generator=gen) * 2 - 1
+    avatar = Avatar(torch.stack(heights), torch.cat([rgb, alpha], 1), extent)
+    plan = compositing_plan(avatar)
+    assert plan == CompositingPlan((3, 2, 1, 0), 4, (2, 3))
+    ordered, g_out, o_out = _render_both(avatar)
+    assert ordered.compositing == "ordered" and ordered.plan == plan
+    _assert_same((o_out.rgb, o_out.alpha, o_out.depth), (g_out.rgb, g_out.alpha, g_out.depth))
+    # the same plan without the shortcut (every layer depth-tested) gives the same frames
+    tested = render_cache(avatar.heights[:, None].float(), avatar.textures.float(), extent, POSES, 64,
+                          plan=CompositingPlan((3, 2, 1, 0), 4))
+    _assert_same((o_out.rgb, o_out.alpha, o_out.depth), tested)
+    wrong = render_cache(avatar.heights[:, None].float(), avatar.textures.float(), extent, POSES, 64,
+                         plan=CompositingPlan((3, 2, 1, 0), 4, (0, 1, 2, 3)))
+    assert (wrong[0] - tested[0]).abs().max() > 0.05
+
+
 @pytest.mark.parametrize("bg", [False, True])
 def test_random_non_crossing_stacks_take_the_ordered_path_and_render_the_same(bg):
     for seed in range(2):

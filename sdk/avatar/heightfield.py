@@ -27,7 +27,7 @@ from gramcast.model.intersection import intersect_plane_z
 
 __all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers",
            "bracketed_search",
-           "sample_textures", "layer_depth_order", "DEPTH_ORDER_TOLERANCE"]
+           "sample_textures", "layer_depth_order", "layers_above_plane", "DEPTH_ORDER_TOLERANCE"]
 
 #: Heights (world units) by which two layers may cross and still count as ordered: 1/240 of the scene's
 #: depth, ~16 float16 steps of a stored height near 0.1.
@@ -267,6 +267,23 @@ def sample_textures(textures: Tensor, points: Tensor, extent: float) -> tuple[Te
     rgba = sample_grid(textures, xy, extent)                                         # (L, 4, B*M)
     rgba = rgba.reshape(nl, 4, b, -1).permute(2, 0, 3, 1).reshape(b, nl, *lead, 4)
     return rgba[..., :3], rgba[..., 3]
+
+
+def layers_above_plane(heights: Tensor, opacity: Tensor, plane: int, tol: float = DEPTH_ORDER_TOLERANCE) -> tuple[int, ...]:
+    """The layers whose heights lie more than ``tol`` above the flat layer ``plane`` at every texel where
+    they are present (as in ``layer_depth_order``: alpha > 0 there or at a neighbouring texel): every ray
+    with d_z < 0 meets them before the plane wherever they can show. heights ``(L, G, G)``; opacity
+    ``(L, T, T)``. Empty where ``plane`` is not flat (``flat_layers``)."""
+    if plane not in flat_layers(heights[:, None]):
+        return ()
+    t = opacity.shape[-1]
+    h = heights.float()[:, None]
+    if h.shape[-1] != t:
+        h = F.interpolate(h, size=(t, t), mode="bilinear", align_corners=True)
+    present = F.max_pool2d((opacity.float() > 0).float()[:, None], 3, 1, 1)[:, 0] > 0
+    lowest = torch.where(present, h[:, 0], torch.full_like(h[:, 0], float("inf"))).flatten(1).amin(1)
+    floor = float(heights[plane].flatten()[0]) + tol
+    return tuple(i for i in range(heights.shape[0]) if i != plane and float(lowest[i]) > floor)
 
 
 def layer_depth_order(heights: Tensor, opacity: Tensor, tol: float = DEPTH_ORDER_TOLERANCE,

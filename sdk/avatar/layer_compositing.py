@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from gramcast.avatar.avatar import Avatar
-from gramcast.avatar.heightfield import layer_depth_order
+from gramcast.avatar.heightfield import layer_depth_order, layers_above_plane
 
 __all__ = ["composite_layers", "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan"]
 
@@ -67,20 +67,29 @@ def composite_layers(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -
 @dataclass(frozen=True)
 class CompositingPlan:
     """A fixed front-to-back ``order`` of the layers other than ``pivot`` (None: of all layers); the
-    pivot, where there is one, is placed per pixel by its depth. See ``composite_ordered``."""
+    pivot, where there is one, is placed per pixel by its depth, but for the layers ``in_front_of_pivot``,
+    which are in front of it wherever both show (``layers_above_plane``): no depth test. See
+    ``composite_ordered``."""
 
     order: tuple[int, ...]
     pivot: int | None = None
+    in_front_of_pivot: tuple[int, ...] = ()
 
     def describe(self) -> dict:
-        return {"order": list(self.order), "pivot": self.pivot}
+        return {"order": list(self.order), "pivot": self.pivot, "in_front_of_pivot": list(self.in_front_of_pivot)}
 
 
 def compositing_plan(avatar: Avatar) -> CompositingPlan | None:
     """The ordered-compositing plan of ``avatar``, or None where its layers cross (``layer_depth_order``
     on its heights and its textures' alpha): then only ``composite_layers`` is exact."""
     found = layer_depth_order(avatar.heights, avatar.textures[:, 3])
-    return None if found is None else CompositingPlan(*found)
+    if found is None:
+        return None
+    order, pivot = found
+    # a GRAM bake's background plane crosses only the shells' rims that dip behind it: the shells above it
+    # wherever they show skip its per-pixel depth test (four passes a layer fewer)
+    front = () if pivot is None else layers_above_plane(avatar.heights, avatar.textures[:, 3], pivot)
+    return CompositingPlan(order, pivot, front)
 
 
 class OrderedCompositor:
@@ -96,6 +105,7 @@ class OrderedCompositor:
         if (plan.pivot is None) != (pivot is None):
             raise ValueError("give the pivot layer's samples exactly when the plan has a pivot")
         self.p = plan.pivot
+        self.front = frozenset(plan.in_front_of_pivot)
         self.rgb_p = self.ap = self.tp = self.keep_p = None
         if pivot is not None:
             self.rgb_p, self.ap, self.tp = self._masked(*pivot)
@@ -123,7 +133,10 @@ class OrderedCompositor:
         trans = self.trans
         w = a if trans is None else trans * a                                     # T_i a_i (chain only)
         self.trans = 1.0 - a if trans is None else trans.sub_(w)
-        if self.p is not None:
+        if self.p is not None and i in self.front:                                 # m_i = 1: p behind i
+            pp = self.pass_p
+            self.pass_p = 1.0 - a if pp is None else pp.addcmul_(pp, a, value=-1.0)
+        elif self.p is not None:
             in_front = self._in_front(t, self.tp, i < self.p)                       # m_i: i in front of p
             front_a = a * in_front
             pp = self.pass_p
