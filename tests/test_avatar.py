@@ -15,7 +15,6 @@ from gramcast import camera
 from gramcast.avatar import Avatar, Renderer, bake_model
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.heightfield import flat_layers, intersect_heightfields, intersect_layers
-from gramcast.avatar.layer_hits import pixel_rays_on_grid
 from gramcast.avatar.renderer import RenderSettings, render_cache, upsample_layer_samples
 from gramcast.cli import main
 from gramcast.errors import (
@@ -535,53 +534,35 @@ def test_the_renderer_refuses_non_finite_poses_unusable_sizes_and_missing_device
             Renderer(sample_avatar, device="cuda")
 
 
-def test_upsampled_layer_samples_keep_linear_depths_on_each_pixels_ray_and_the_valid_region():
-    """Bilinear upsampling (align_corners) reproduces a linear depth exactly; each pixel's lookup point is
-    its own ray at that depth; where only part of the coarse grid is valid, the cover normalisation gives
-    back the valid samples' common depth and the valid region ends where the cover falls below one half."""
+def test_upsampled_layer_samples_keep_linear_values_and_the_valid_region():
+    """Bilinear upsampling (align_corners) reproduces a linear function exactly; where only part of the
+    coarse grid is valid, the cover normalisation gives back the valid samples' common value and the
+    valid region ends where the cover falls below one half."""
     h = w = 5
     big = 17                                     # (17 - 1) / (5 - 1): every 4th output pixel is a coarse one
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                             indexing="ij")
-    t = 1.0 + 0.01 * xs + 0.02 * ys
+    u, v, t = 0.1 * xs - 0.2, -0.05 * ys + 0.3, 1.0 + 0.01 * xs + 0.02 * ys
     ones = torch.ones(h, w)
-    coarse = torch.stack([t, ones])[None, :, None].reshape(1, 2, 1, h * w)
-    origin = torch.tensor([0.3, -0.2]).reshape(1, 1, 1, 1, 2)
-    gen = torch.Generator().manual_seed(0)
-    direction = torch.rand(2, 1, big, big, generator=gen) - 0.5            # any per-pixel directions
-    grid, depth, ok = upsample_layer_samples(coarse, (h, w), (origin, direction), big, big)
+    coarse = torch.stack([u, v, t, ones])[None, :, None].reshape(1, 4, 1, h * w)
+    grid, depth, ok = upsample_layer_samples(coarse, (h, w), big, big)
     assert grid.shape == (1, 1, big, big, 2) and depth.shape == ok.shape == (1, 1, big, big)
     fy, fx = torch.meshgrid(torch.arange(big) * (h - 1) / (big - 1), torch.arange(big) * (w - 1) / (big - 1),
                             indexing="ij")
-    want = 1.0 + 0.01 * fx + 0.02 * fy
-    assert torch.allclose(depth[0, 0], want, atol=1e-6)
-    assert torch.allclose(grid[0, 0, ..., 0], 0.3 + want * direction[0, 0], atol=1e-6)
-    assert torch.allclose(grid[0, 0, ..., 1], -0.2 + want * direction[1, 0], atol=1e-6)
+    assert torch.allclose(grid[0, 0, ..., 0], 0.1 * fx - 0.2, atol=1e-6)
+    assert torch.allclose(grid[0, 0, ..., 1], -0.05 * fy + 0.3, atol=1e-6)
+    assert torch.allclose(depth[0, 0], 1.0 + 0.01 * fx + 0.02 * fy, atol=1e-6)
     assert ok.all()
 
-    # left two coarse columns valid, at the same depth: the cover is 1 up to column 4 (output), falls
+    # left two coarse columns valid, with the same u, v, t: the cover is 1 up to column 4 (output), falls
     # linearly to 0 at column 8, so it is >= 0.5 up to column 6
     valid = (xs <= 1).float()
-    const = torch.stack([0.9 * valid, valid])[None, :, None].reshape(1, 2, 1, h * w)
-    grid, depth, ok = upsample_layer_samples(const, (h, w), (origin, direction), big, big)
+    const = torch.stack([0.25 * valid, -0.5 * valid, 0.9 * valid, valid])[None, :, None].reshape(1, 4, 1, h * w)
+    grid, depth, ok = upsample_layer_samples(const, (h, w), big, big)
     cols = torch.arange(big)
     assert torch.equal(ok[0, 0], (cols <= 6).expand(big, big))
+    assert torch.allclose(grid[0, 0][ok[0, 0]], torch.tensor([0.25, -0.5]).expand(int(ok.sum()), 2), atol=1e-6)
     assert torch.allclose(depth[0, 0][ok[0, 0]], torch.tensor(0.9), atol=1e-6)
-    assert torch.allclose(grid[0, 0, ..., 0][ok[0, 0]], (0.3 + 0.9 * direction[0, 0])[ok[0, 0]], atol=1e-6)
-
-
-def test_pixel_rays_on_grid_are_the_cameras_rays_in_lookup_coordinates():
-    """The renderer's per-pixel rays (built from a row and a column of offsets) are camera.rays_through_pixels'
-    rays at the pixel centres, scaled into grid_sample's coordinates: x / extent, -y / extent."""
-    poses = torch.tensor([[0.0, 0.0], [0.4, -0.25], [-1.1, 0.3]])
-    extent, res = 0.14, 24
-    origin, direction = pixel_rays_on_grid(camera.pose_to_c2w(poses), res, extent)
-    o, d = camera.rays_through_pixels(camera.pose_to_c2w(poses), camera.pixel_grid(res, res), res, res)
-    assert origin.shape == (1, 3, 1, 1, 2) and direction.shape == (2, 3, res, res)
-    assert torch.allclose(origin[0, :, 0, 0, 0], o[:, 0, 0, 0] / extent, atol=1e-6)
-    assert torch.allclose(origin[0, :, 0, 0, 1], -o[:, 0, 0, 1] / extent, atol=1e-6)
-    assert torch.allclose(direction[0], d[..., 0] / extent, atol=1e-5)
-    assert torch.allclose(direction[1], -d[..., 1] / extent, atol=1e-5)
 
 
 def test_a_flat_background_layer_is_hit_at_any_depth_like_the_models_plane():

@@ -1,8 +1,8 @@
 """Where each pixel's ray hits each layer of an avatar: what the renderer shades (pure functions).
 
 Rays on a grid at 1/``lowres_factor`` of the output resolution are intersected with the cached height
-fields (``coarse_layer_samples``); each hit's depth is upsampled bilinearly to every pixel, whose lookup
-point is then its own ray at that depth (``upsample_layer_samples``). Upsampled hits blend the
+fields (``coarse_layer_samples``); each hit's texture coordinates and depth are upsampled bilinearly to
+every pixel (``upsample_layer_samples``, as the model upsamples its hit points). Upsampled hits blend the
 two sides of an occlusion edge (a cheek in front of the hair behind it) into the coarse grid's steps, so
 for one-layer avatars the pixels along such edges are searched again on their own rays
 (``refine_layer_samples``, ``RenderSettings.edge_samples``). Static shapes throughout: the ONNX export
@@ -23,7 +23,7 @@ from gramcast.errors import InvalidArgumentError
 from gramcast.model.intersection import lowres_pixel_positions
 
 __all__ = ["RenderSettings", "EDGE_SAMPLES", "EDGE_PIXELS_PER_ROW", "edge_search_samples", "coarse_layer_samples",
-           "pixel_rays_on_grid", "lookup_grid", "upsample_layer_samples", "refine_layer_samples"]
+           "upsample_layer_samples", "refine_layer_samples"]
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,10 @@ def edge_search_samples(settings: RenderSettings, num_layers: int) -> int:
 def coarse_layer_samples(heights: Tensor, extent: float, c2w: Tensor, resolution: int,
                          settings: RenderSettings = RenderSettings(),
                          flat: tuple[int, ...] | None = None) -> tuple[Tensor, tuple[int, int]]:
-    """Each layer's ray hits on the coarse ray grid: depth (the ray parameter: directions are unit and
-    start at the camera) times validity, and the validity: ``(L, 2, B, h*w)`` and the grid's size
-    ``(h, w)`` (the full resolution where ``settings.lowres_factor`` is 1). A hit's point is its ray at
-    that depth, so the depth is all a pixel needs of it (``lookup_grid``).
+    """What shading needs of each layer's ray hits, on the coarse ray grid: texture coordinates u, v
+    (``grid_sample``'s), depth (the ray parameter: directions are unit and start at the camera) and
+    validity, the first three zeroed where invalid: ``(L, 4, B, h*w)`` and the grid's size ``(h, w)``
+    (the full resolution where ``settings.lowres_factor`` is 1).
 
     heights ``(L, 1, G, G)``, cameras ``c2w`` ``(B, 4, 4)``; ``flat``: as in ``render_cache``.
     """
@@ -90,63 +90,34 @@ def coarse_layer_samples(heights: Tensor, extent: float, c2w: Tensor, resolution
     o_lr, d_lr = camera.rays_through_pixels(c2w, uv, resolution, resolution)    # (B, h, w, 3)
     # The search bounds are the model's own: a manifold beyond them is not part of the model's image. The
     # background plane is hit at any depth (flat layers are, in intersect_layers), as in the model.
-    _, ts, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
-                                    camera.RAY_NEAR, camera.RAY_FAR,
-                                    settings.steps, settings.refine, flat)      # (L, B, N)
-    vf = valid.to(ts.dtype)
-    return torch.stack([ts * vf, vf], 1), (h, w)                                # (L, 2, B, N)
+    pts, ts, valid = intersect_layers(o_lr.reshape(b, -1, 3), d_lr.reshape(b, -1, 3), heights, extent,
+                                     camera.RAY_NEAR, camera.RAY_FAR,
+                                     settings.steps, settings.refine, flat)     # (L, B, N, 3), (L, B, N)
+    vf = valid.to(pts.dtype)[:, None]                                           # (L, 1, B, N)
+    uv = grid_coordinates(pts[..., :2], extent).permute(0, 3, 1, 2)               # (L, 2, B, N)
+    return torch.cat([uv * vf, ts[:, None] * vf, vf], 1), (h, w)               # (L, 4, B, N)
 
 
-def pixel_rays_on_grid(c2w: Tensor, resolution: int, extent: float) -> tuple[Tensor, Tensor]:
-    """Every pixel's ray of the cameras ``c2w`` ``(B, 4, 4)`` in ``grid_sample`` coordinates
-    (``grid_coordinates``): the camera's position
-    ``(1, B, 1, 1, 2)`` and each pixel's unit direction ``(2, B, H, W)`` (u then v planes), so that the
-    lookup point at depth t is ``origin + t * direction`` (``lookup_grid``). The rays of
-    ``camera.rays_through_pixels``, built from a row and a column of pixel offsets (a frame's rays had
-    cost a tenth of a cached frame as (B, H, W, 3) arrays)."""
-    f = camera.focal_length(resolution)
-    offsets = (torch.arange(resolution, device=c2w.device, dtype=c2w.dtype) + (0.5 - resolution / 2.0)) / f
-    x, y = offsets[None, None, :], -offsets[None, :, None]                          # camera right, up
-    inv_norm = (x * x + y * y).add_(1.0).rsqrt_()                                   # (1, H, W)
-    # world x and y of the unit camera direction (x, y, -1) / norm, scaled as grid_coordinates scales them:
-    # the rotation's rows times the offsets along a row and down a column, summed per pixel, normalised
-    rows = (c2w[:, 0, :3] * (1.0 / extent), c2w[:, 1, :3] * (-1.0 / extent))        # (B, 3) each
-    direction = torch.stack([(r[:, 0, None, None] * x - r[:, 2, None, None]) + r[:, 1, None, None] * y
-                             for r in rows]).mul_(inv_norm)                         # (2, B, H, W)
-    origin = grid_coordinates(c2w[:, None, None, None, :2, 3], extent).transpose(0, 1)   # (1, B, 1, 1, 2)
-    return origin, direction
-
-
-def lookup_grid(depth: Tensor, rays: tuple[Tensor, Tensor]) -> Tensor:
-    """Texture lookup coordinates ``(L, B, H, W, 2)`` of the points at ``depth`` ``(L, B, H, W)`` along the
-    pixels' ``rays`` (``pixel_rays_on_grid``): (u, v) pairs innermost, as ``grid_sample`` reads them."""
-    origin, direction = rays
-    if torch.jit.is_tracing():       # the ONNX export: out= variants do not trace
-        return torch.stack([origin[..., 0] + depth * direction[0], origin[..., 1] + depth * direction[1]], -1)
-    # each coordinate written straight into its place in the pairs: one pass each, no interleaving copy
-    grid = depth.new_empty(*depth.shape, 2)
-    for i in range(2):
-        torch.addcmul(origin[..., i], depth, direction[i], out=grid[..., i])
-    return grid
-
-
-def upsample_layer_samples(coarse: Tensor, size: tuple[int, int], rays: tuple[Tensor, Tensor], height: int,
-                           width: int, threshold: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
-    """Coarse per-layer samples ``(L, 2, B, h*w)`` -- depth times the validity, and the validity -- to
-    texture lookup grids ``(L, B, H, W, 2)``, depth and valid ``(L, B, H, W)``: the depth is interpolated
-    bilinearly, the covered fraction normalises it, and a pixel is valid where it reaches ``threshold``
-    (as ``gramcast.model.intersection.upsample_hits``); the lookup point is the pixel's own ray
-    (``rays``: ``pixel_rays_on_grid``) at that depth. Invalid pixels hold some value (unused).
-
-    The model upsamples its hit points (x, y, z) instead, which puts a pixel's point off its ray between
-    the coarse rays' hits; a depth on the pixel's own ray is one channel to interpolate where points take
-    three, and no further from a full-resolution search (docs/BENCHMARKS.md, 2026-12-06)."""
+def upsample_layer_samples(coarse: Tensor, size: tuple[int, int], height: int, width: int,
+                           threshold: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
+    """Coarse per-layer samples ``(L, 4, B, h*w)`` -- texture coordinates u, v, depth, each times the
+    validity, and the validity -- to texture lookup grids ``(L, B, H, W, 2)``, depth and valid
+    ``(L, B, H, W)``, by one bilinear interpolation. As ``gramcast.model.intersection.upsample_hits``,
+    the covered fraction normalises the interpolated values and a pixel is valid where it reaches
+    ``threshold``; invalid pixels hold some value (unused)."""
     nl, _, b = coarse.shape[:3]
-    up = F.interpolate(coarse.reshape(nl, 2 * b, *size), size=(height, width), mode="bilinear",
-                       align_corners=True).reshape(nl, 2, b, height, width)
-    cover = up[:, 1]
-    depth = up[:, 0] * cover.clamp_min(threshold).reciprocal()
-    return lookup_grid(depth, rays), depth, cover >= threshold
+    up = F.interpolate(coarse.reshape(nl, 4 * b, *size), size=(height, width), mode="bilinear",
+                       align_corners=True).reshape(nl, 4, b, height, width)
+    cover = up[:, 3]
+    inv = cover.clamp_min(threshold).reciprocal_()
+    # grid_sample wants (u, v) pairs innermost: the normalisation writes them there in the same pass (a
+    # product of the permuted view would keep the planar layout, and making it contiguous is a second pass)
+    uv = up[:, :2].permute(0, 2, 3, 4, 1)
+    if torch.jit.is_tracing():       # the ONNX export: out= variants do not trace
+        grid = (uv * inv[..., None]).contiguous()
+    else:
+        grid = torch.mul(uv, inv[..., None], out=uv.new_empty(uv.shape))
+    return grid, up[:, 2] * inv, cover >= threshold
 
 
 def _pixel_rays(c2w: Tensor, index: Tensor, resolution: int) -> tuple[Tensor, Tensor]:
@@ -161,13 +132,12 @@ def _pixel_rays(c2w: Tensor, index: Tensor, resolution: int) -> tuple[Tensor, Te
     return c2w[None, :, None, :3, 3].expand_as(d), d
 
 
-def refine_layer_samples(coarse: Tensor, size: tuple[int, int], rays: tuple[Tensor, Tensor], c2w: Tensor,
-                         resolution: int, heights: Tensor, extent: float, settings: RenderSettings,
+def refine_layer_samples(coarse: Tensor, size: tuple[int, int], c2w: Tensor, resolution: int,
+                         heights: Tensor, extent: float, settings: RenderSettings,
                          samples: int) -> tuple[Tensor, Tensor, Tensor]:
     """``upsample_layer_samples`` with the hits near occlusion edges searched again, each on its own
-    full-resolution ray (``RenderSettings.edge_samples``): coarse samples ``(L, 2, B, h*w)`` of ``heights``
-    ``(L, 1, G, G)``; the pixels' ``rays`` (``pixel_rays_on_grid``) of cameras ``c2w`` ``(B, 4, 4)`` of
-    ``resolution``² frames. Returns lookup grids
+    full-resolution ray (``RenderSettings.edge_samples``): coarse samples ``(L, 4, B, h*w)`` of ``heights``
+    ``(L, 1, G, G)``; cameras ``c2w`` ``(B, 4, 4)`` of ``resolution``² frames. Returns lookup grids
     ``(L, B, H, W, 2)``, depth and valid ``(L, B, H, W)``.
 
     A pixel's bracket spans the coarse hits in the 3x3 coarse cells around it, widened by two search
@@ -176,9 +146,9 @@ def refine_layer_samples(coarse: Tensor, size: tuple[int, int], rays: tuple[Tens
     stay static; where nothing crosses in a bracket the upsampled hit stays."""
     nl, _, b = coarse.shape[:3]
     hh = ww = resolution
-    grid, depth, ok = upsample_layer_samples(coarse, size, rays, hh, ww)
-    t_c = coarse[:, 0].reshape(nl * b, 1, *size)
-    hit = coarse[:, 1].reshape(nl * b, 1, *size) > 0
+    grid, depth, ok = upsample_layer_samples(coarse, size, hh, ww)
+    t_c = coarse[:, 2].reshape(nl * b, 1, *size)
+    hit = coarse[:, 3].reshape(nl * b, 1, *size) > 0
     far = camera.RAY_FAR
     margin = 2.0 * (camera.RAY_FAR - camera.RAY_NEAR) / settings.steps
     # a neighbour without a hit does not bound the bracket from the front, and extends it to the far bound

@@ -30,8 +30,7 @@ from gramcast.avatar.avatar import Avatar
 from gramcast.avatar.cuda_graphs import GraphedCall
 from gramcast.avatar.heightfield import flat_layers
 from gramcast.avatar.layer_hits import (EDGE_PIXELS_PER_ROW, EDGE_SAMPLES, RenderSettings, coarse_layer_samples,
-                                        edge_search_samples, lookup_grid, pixel_rays_on_grid, refine_layer_samples,
-                                        upsample_layer_samples)
+                                        edge_search_samples, refine_layer_samples, upsample_layer_samples)
 from gramcast.avatar.layer_compositing import (CompositingPlan, OrderedCompositor, composite_layers,
                                                composite_ordered, compositing_plan)
 from gramcast.device import available_device
@@ -101,23 +100,22 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     """
     b = poses.shape[0]
     nl = heights.shape[0]
-    c2w = camera.pose_to_c2w(poses)
+    c2w = camera.pose_to_c2w(poses)         # once per frame: the coarse search and the edge search take it
     coarse, (h, w) = coarse_layer_samples(heights, extent, c2w, resolution, settings, flat)
     factor = max(1, settings.lowres_factor)
     edge = edge_search_samples(settings, nl)
-    rays = pixel_rays_on_grid(c2w, resolution, extent)
 
     def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
         n = hi - lo
         if edge:
-            grid, depth, ok = refine_layer_samples(coarse[lo:hi], (h, w), rays, c2w, resolution, heights[lo:hi],
-                                                   extent, settings, edge)
+            grid, depth, ok = refine_layer_samples(coarse[lo:hi], (h, w), c2w, resolution, heights[lo:hi], extent,
+                                                   settings, edge)
         elif factor > 1:
-            grid, depth, ok = upsample_layer_samples(coarse[lo:hi], (h, w), rays, resolution, resolution)
+            grid, depth, ok = upsample_layer_samples(coarse[lo:hi], (h, w), resolution, resolution)
         else:
-            depth, ok = coarse[lo:hi, 0].reshape(n, b, h, w), coarse[lo:hi, 1].reshape(n, b, h, w) > 0
-            grid = lookup_grid(depth, rays)
+            grid = coarse[lo:hi, :2].reshape(n, 2, b, h, w).permute(0, 2, 3, 4, 1).contiguous()
+            depth, ok = coarse[lo:hi, 2].reshape(n, b, h, w), coarse[lo:hi, 3].reshape(n, b, h, w) > 0
         # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
         rgba = F.grid_sample(textures[lo:hi], grid.reshape(n, b * resolution, resolution, 2), mode="bilinear",
                              padding_mode="border", align_corners=True)
