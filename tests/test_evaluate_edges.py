@@ -436,3 +436,102 @@ def test_a_damaged_record_is_evaluated_again_not_read(people_run, tmp_path, caps
     assert code == 0, err
     assert [c for c in people_run.calls if c[0] == "mesh"] == [("mesh", f"{n}/1.png")
                                                               for n in ("bob", "dave", "erin", "frank")]
+
+
+def test_a_second_run_into_the_same_out_while_one_runs_is_refused_and_leaves_it_alone(people_run, tmp_path,
+                                                                                       capsys, monkeypatch):
+    """Without a hold on OUT, the second run took the running one's progress for an interrupted run's
+    (resuming it, or deleting it under --fresh) and wrote its files over the other's."""
+    import gramcast.enrollment
+
+    out = tmp_path / "out"
+    first = gramcast.enrollment.enroll
+    second: list[tuple[int, str, list]] = []
+
+    def enroll(image, method="mesh", **kwargs):
+        if len(people_run.calls) == 3 and not second:       # alice, bob and carol kept: start another run
+            for options in ([], ["--fresh"]):
+                second.append(None)
+                code = main(["evaluate", str(people_run.data), "--methods", "mesh,graminverter", "--out", str(out),
+                             *options])
+                second[-1] = (code, capsys.readouterr().err, sorted(p.name for p in out.rglob("*.json")))
+        return first(image, method, **kwargs)
+
+    monkeypatch.setattr("gramcast.enrollment.enroll", enroll)
+    code, err = _evaluate(people_run, out, capsys=capsys)
+    assert code == 0, err
+    for code, err, left in second:
+        assert code == 2 and "another gramcast evaluate is running" in err and "--out" in err, err
+        assert left == ["00000.json", "00001.json", "00002.json", "run.json"], left    # the running one's
+    assert len(people_run.calls) == 12             # the second runs enrolled nobody
+    assert _left(out) == ["contact_sheet.png", "results.json", "results.md"]
+    # the hold goes with the run: the next one runs
+    assert _evaluate(people_run, out, capsys=capsys)[0] == 0 and len(people_run.calls) == 12
+
+
+@pytest.mark.parametrize("fresh", [[], ["--fresh"]])
+def test_a_file_where_the_progress_folder_goes_is_refused_in_words(people_run, tmp_path, capsys, fresh):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".evaluate-progress").write_text("not ours")
+    code, err = _evaluate(people_run, out, *fresh, capsys=capsys)
+    assert code == 2 and people_run.calls == [] and "is not a folder" in err and "another --out" in err, err
+    assert (out / ".evaluate-progress").read_text() == "not ours"
+
+
+def test_a_refusal_says_what_differs_in_words(people_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    people_run.interrupt_at = 2
+    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
+    people_run.interrupt_at = None
+    run = out / ".evaluate-progress" / "run.json"
+    run.write_text(json.dumps({**json.loads(run.read_text()), "gramcast": "0.0.1"}))
+    code, err = _evaluate(people_run, out, capsys=capsys)
+    assert code == 2 and people_run.calls == []
+    assert "(1 person result) that differs from this run in the gramcast version:" in err, err
+    code, err = _evaluate(people_run, out, "--face", "largest", capsys=capsys)
+    assert "differs from this run in the gramcast version and the options" in err, err
+
+
+def test_an_interruption_once_the_files_are_written_does_not_promise_a_resume(people_run, tmp_path, capsys,
+                                                                             monkeypatch):
+    """Ctrl-C while a completed run's progress is being removed: its record of the run goes first, so a rerun
+    starts from nothing, and the hint must not say the results are kept for it."""
+    from gramcast.training.eval_progress import EvalProgress
+
+    def discard(self):
+        (self.dir / "run.json").unlink(missing_ok=True)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(EvalProgress, "discard", discard)
+    code, err = _evaluate(people_run, out, capsys=capsys)
+    assert code == 130 and (out / "results.json").exists()
+    assert "kept" not in err and "resume" not in err, err
+
+
+@pytest.mark.parametrize("inside", [".", "evaluation"])
+def test_an_out_inside_the_portraits_folder_is_refused(people_run, capsys, monkeypatch, inside):
+    """`cd portraits && gramcast evaluate .` (OUT ./evaluation): the next run took the contact sheet for a
+    portrait, a person more who fails."""
+    monkeypatch.chdir(people_run.data)
+    before = _left(people_run.data)
+    code = main(["evaluate", ".", "--methods", "mesh", "--out", inside])
+    err = capsys.readouterr().err
+    assert code == 2 and people_run.calls == [] and "inside the portraits folder" in err, err
+    assert _left(people_run.data) == before
+
+
+def test_a_record_changed_into_other_json_is_evaluated_again_not_read(people_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    people_run.interrupt_at = 4
+    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
+    people_run.interrupt_at = None
+    mesh = out / ".evaluate-progress" / "mesh"
+    (mesh / "00001.json").write_text('{"person": "bob", "method": "mesh"}')        # no results in it
+    alice = json.loads((mesh / "00000.json").read_text())
+    (mesh / "00000.json").write_text(json.dumps({**alice, "strip": "bm90IGEgUE5H"}))   # a strip that is no PNG
+    code, err = _evaluate(people_run, out, capsys=capsys)
+    assert code == 0, err
+    assert [c for c in people_run.calls if c[0] == "mesh"] == [("mesh", f"{n}/1.png")
+                                                              for n in ("alice", "bob", "dave", "erin", "frank")]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from gramcast.errors import GramcastError
 from gramcast.training.eval_portraits import find_portraits, layout_notes
-from gramcast.training.eval_progress import EvalProgress, run_fingerprint
+from gramcast.training.eval_progress import EvalProgress, hold_out, run_fingerprint
 from gramcast.training.eval_report import SHEET_TILE, contact_sheet, write_outputs
 
 __all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig"]
@@ -331,10 +331,15 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
     run's progress resumes it: people already done are not evaluated again, and the figures are those of
     an uninterrupted run. The interrupted run must have had the same fingerprint (options, methods,
     portraits, bundle weights, installed score weights, gramcast version); otherwise this is refused, before
-    any work, unless ``fresh`` (discard that progress and start from nothing)."""
-    from tqdm import tqdm
-
+    any work, unless ``fresh`` (discard that progress and start from nothing). A second run into ``out``
+    while this one runs is refused (``hold_out``)."""
     _check_config(config, out)
+    # OUT in the portraits: the next run would read its contact_sheet.png as a portrait (a person more, who
+    # fails, or a flat folder no longer grouped by person), and an interrupted run's portraits would change
+    # under it, so that it could not be resumed
+    if root.resolve() in (out.resolve(), *out.resolve().parents):
+        raise GramcastError(f"--out {out} is inside the portraits folder {root}: the next run would take its "
+                            f"contact_sheet.png for a portrait; give an --out outside {root}")
     people = find_portraits(root)
     if not people:
         raise GramcastError(f"no portraits under {root}: give a folder of photos, or one sub-folder per person")
@@ -343,6 +348,18 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
     # loaded once here, not per portrait, and before the first method's pass
     inverter = _load_inverter(config.weights) if "graminverter" in config.methods else None
     metrics = _Metrics()
+    # held from before its progress is read until its files are written: a second run into ``out`` meanwhile
+    # is refused, not mixed with this one
+    with hold_out(out):
+        return _evaluate_people(root, out, people, config, inverter, metrics, progress, fresh)
+
+
+def _evaluate_people(root: Path, out: Path, people: list, config: EvalConfig, inverter, metrics: _Metrics,
+                     progress: bool, fresh: bool) -> dict:
+    """``evaluate_methods`` once its options are checked and ``out`` is held: resume or start the run's
+    progress, evaluate the people not yet done, and write the run's files."""
+    from tqdm import tqdm
+
     kept = EvalProgress(out, run_fingerprint(root, people, config, inverter, metrics), fresh)
     if kept.done:
         import sys

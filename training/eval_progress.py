@@ -10,7 +10,9 @@ what differs, rather than mixing the two runs' results.
 """
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,7 @@ from gramcast.errors import GramcastError
 if TYPE_CHECKING:
     from gramcast.training.enroll_eval import EvalConfig, _Metrics
 
-__all__ = ["PROGRESS_DIR", "EvalProgress", "run_fingerprint", "progress_count"]
+__all__ = ["PROGRESS_DIR", "EvalProgress", "run_fingerprint", "progress_count", "hold_out"]
 
 #: where a run keeps each person's finished results until it completes (inside --out): an interrupted run
 #: resumes from them
@@ -61,6 +63,42 @@ _WHAT_DIFFERS = {"version": "the progress format", "gramcast": "the gramcast ver
                  "portraits": "the portraits under the folder"}
 
 
+@contextmanager
+def hold_out(out: Path):
+    """``out`` (made if missing) held by this run while the block runs: a second ``gramcast evaluate`` into
+    it meanwhile is refused rather than taking the running one's progress for an interrupted run's (resuming
+    it, refusing it as interrupted, or deleting it under --fresh) and writing its files over the other's. An
+    advisory lock on the folder itself (``flock``), so nothing is left in ``out``, and a killed run's lock
+    goes with its process. Where the system has no such lock (Windows, some network file systems) runs are
+    not held apart."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GramcastError(f"--out {out}: cannot make the folder ({exc.strerror}); give another --out") from None
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(out, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GramcastError(f"--out {out}: another gramcast evaluate is running into this folder now; wait "
+                                "for it to finish (or stop it: it keeps what it has done), or give another "
+                                "--out") from None
+        except OSError:
+            pass                                   # no flock here (e.g. a network file system): not held apart
+        yield
+    finally:
+        os.close(fd)
+
+
 class EvalProgress:
     """Each person's finished results under ``out/PROGRESS_DIR``, one JSON file per method and person, each
     written atomically (temp file, then rename): an interruption at any point leaves only whole records.
@@ -70,6 +108,9 @@ class EvalProgress:
         self.dir = out / PROGRESS_DIR
         self.fingerprint = fingerprint
         self.done: dict[tuple[str, int], dict] = {}
+        if (self.dir.exists() or self.dir.is_symlink()) and not self.dir.is_dir():
+            raise GramcastError(f"--out {out}: {self.dir} is not a folder, and gramcast evaluate keeps its "
+                                "progress there; move it away or give another --out")
         if fresh:
             self.discard()
         elif self.dir.is_dir():
@@ -94,11 +135,11 @@ class EvalProgress:
         differs = [_WHAT_DIFFERS.get(k, k) for k in sorted(set(earlier) | set(self.fingerprint), key=str)
                    if earlier.get(k) != self.fingerprint.get(k)]
         if differs:
+            kept = progress_count(self.dir.parent)
             raise GramcastError(f"--out {self.dir.parent} holds an interrupted evaluation "
-                                f"({progress_count(self.dir.parent)} person results) "
-                                f"made with other {', '.join(differs)}: its results cannot be mixed with these; "
-                                "run the same command as then to resume it, add --fresh to discard it, or give "
-                                "another --out")
+                                f"({kept} person result{'s' if kept != 1 else ''}) that differs from this run in "
+                                f"{_and(differs)}: its results cannot be mixed with these; run the same command "
+                                "as then to resume it, add --fresh to discard it, or give another --out")
         for method in self.fingerprint["methods"]:
             folder = self.dir / _folder_name(method)
             for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
@@ -111,7 +152,7 @@ class EvalProgress:
                 index = int(path.stem)
                 people = self.fingerprint["portraits"]
                 if (isinstance(record, dict) and index < len(people) and record.get("person") == people[index][0]
-                        and record.get("method") == method):
+                        and record.get("method") == method and _whole(record)):
                     self.done[method, index] = record
 
     def record(self, method: str, index: int) -> dict | None:
@@ -155,14 +196,36 @@ class EvalProgress:
                                        "strip": None if strip is None else _png_text(strip)}))
 
 
+def _whole(record: dict) -> bool:
+    """A record as ``save`` writes it (one changed by something else is evaluated again, not read)."""
+    try:
+        if not (isinstance(record.get("row"), dict) and isinstance(record.get("pairs"), list)
+                and isinstance(record.get("lost"), list) and "enroll_s" in record
+                and (record["enroll_s"] is None or isinstance(record["enroll_s"], (int, float)))):
+            return False
+        if record.get("strip") is not None:
+            _image_from_png_text(record["strip"])
+        return True
+    except Exception:        # a strip that is not PNG text
+        return False
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _folder_name(method: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", method)
 
 
 def progress_count(out: Path) -> int:
-    """How many person results an interrupted run left in ``out`` (``PROGRESS_DIR``), for the resume hint."""
+    """How many person results an interrupted run left in ``out`` (``PROGRESS_DIR``), for the resume hint:
+    none where its record of the run has gone (a completed run's folder, being removed), as a rerun would
+    discard them."""
     folder = out / PROGRESS_DIR
-    return sum(1 for p in folder.glob("*/*.json") if _RECORD.fullmatch(p.name)) if folder.is_dir() else 0
+    if not (folder / _RUN_FILE).is_file():
+        return 0
+    return sum(1 for p in folder.glob("*/*.json") if _RECORD.fullmatch(p.name))
 
 
 def _png_text(image: np.ndarray) -> str:

@@ -24,7 +24,8 @@ def register(sub) -> None:
                         "photo is a person of its own")
     p.add_argument("--methods", default="mesh", help="comma-separated: mesh,graminverter (default mesh)")
     p.add_argument("--out", type=Path, default=Path("evaluation"),
-                   help="output folder, made if missing (default: ./evaluation)")
+                   help="output folder, made if missing, outside DIR; one run into it at a time (default: "
+                        "./evaluation)")
     p.add_argument("--max", type=int, help="evaluate at most this many people")
     p.add_argument("--weights", type=Path, default=None,
                    help="GRAMInverter bundle for the graminverter method (default: the installed one); checked, "
