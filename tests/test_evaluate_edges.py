@@ -337,6 +337,13 @@ def _left(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
 
 
+def _interrupted(people_run, out, at: int, *options: str, capsys) -> None:
+    """A run into ``out`` whose ``at``-th enrollment meets Ctrl-C (exit 130); later runs go through."""
+    people_run.interrupt_at = at
+    assert _evaluate(people_run, out, *options, capsys=capsys)[0] == 130
+    people_run.interrupt_at = None
+
+
 def test_an_interrupted_run_resumes_where_it_stopped_with_the_figures_of_an_uninterrupted_one(people_run,
                                                                                               tmp_path, capsys):
     whole = tmp_path / "whole"
@@ -370,9 +377,7 @@ def test_an_interrupted_run_resumes_where_it_stopped_with_the_figures_of_an_unin
 
 def test_a_rerun_with_other_options_is_refused_not_mixed_and_fresh_starts_over(people_run, tmp_path, capsys):
     out = tmp_path / "out"
-    people_run.interrupt_at = 8        # in the graminverter pass: bob's enrollment meets Ctrl-C
-    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
-    people_run.interrupt_at = None
+    _interrupted(people_run, out, 8, capsys=capsys)     # in the graminverter pass: at bob
     before = {name: (out / name).read_bytes() for name in _left(out)}
     assert len(before) == 8            # run.json, six under mesh, alice under graminverter
     (people_run.data / "grace").mkdir()
@@ -413,9 +418,7 @@ def test_another_bundle_is_not_resumed_but_the_same_bundle_elsewhere_is(people_r
     moved.parent.mkdir()
     moved.write_bytes(bundles[0].read_bytes())
     out = tmp_path / "out"
-    people_run.interrupt_at = 3
-    assert _evaluate(people_run, out, "--weights", str(bundles[0]), capsys=capsys)[0] == 130
-    people_run.interrupt_at = None
+    _interrupted(people_run, out, 3, "--weights", str(bundles[0]), capsys=capsys)
     code, err = _evaluate(people_run, out, "--weights", str(bundles[1]), capsys=capsys)
     assert code == 2 and people_run.calls == [] and "--weights bundle" in err and "--fresh" in err, err
     code, err = _evaluate(people_run, out, "--weights", str(moved), capsys=capsys)
@@ -426,9 +429,7 @@ def test_a_damaged_record_is_evaluated_again_not_read(people_run, tmp_path, caps
     """Records are written whole (temp file, then rename); one damaged by something else, and a temp file a
     killed run left, are not taken for results."""
     out = tmp_path / "out"
-    people_run.interrupt_at = 4
-    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
-    people_run.interrupt_at = None
+    _interrupted(people_run, out, 4, capsys=capsys)
     mesh = out / ".evaluate-progress" / "mesh"
     (mesh / "00001.json").write_text('{"person": "bob", "row": {"psn')
     (mesh / ".00003.k2j4.json").write_text('{"person": "dave"}')
@@ -481,9 +482,7 @@ def test_a_file_where_the_progress_folder_goes_is_refused_in_words(people_run, t
 
 def test_a_refusal_says_what_differs_in_words(people_run, tmp_path, capsys):
     out = tmp_path / "out"
-    people_run.interrupt_at = 2
-    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
-    people_run.interrupt_at = None
+    _interrupted(people_run, out, 2, capsys=capsys)
     run = out / ".evaluate-progress" / "run.json"
     run.write_text(json.dumps({**json.loads(run.read_text()), "gramcast": "0.0.1"}))
     code, err = _evaluate(people_run, out, capsys=capsys)
@@ -524,9 +523,7 @@ def test_an_out_inside_the_portraits_folder_is_refused(people_run, capsys, monke
 
 def test_a_record_changed_into_other_json_is_evaluated_again_not_read(people_run, tmp_path, capsys):
     out = tmp_path / "out"
-    people_run.interrupt_at = 4
-    assert _evaluate(people_run, out, capsys=capsys)[0] == 130
-    people_run.interrupt_at = None
+    _interrupted(people_run, out, 4, capsys=capsys)
     mesh = out / ".evaluate-progress" / "mesh"
     (mesh / "00001.json").write_text('{"person": "bob", "method": "mesh"}')        # no results in it
     alice = json.loads((mesh / "00000.json").read_text())
