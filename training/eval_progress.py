@@ -140,6 +140,7 @@ class EvalProgress:
                                 f"({kept} person result{'s' if kept != 1 else ''}) that differs from this run in "
                                 f"{_and(differs)}: its results cannot be mixed with these; run the same command "
                                 "as then to resume it, add --fresh to discard it, or give another --out")
+        people = self.fingerprint["portraits"]
         for method in self.fingerprint["methods"]:
             folder = self.dir / _folder_name(method)
             for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
@@ -150,18 +151,16 @@ class EvalProgress:
                 except (OSError, ValueError):
                     continue                       # unreadable: that person is evaluated again
                 index = int(path.stem)
-                people = self.fingerprint["portraits"]
                 if (isinstance(record, dict) and index < len(people) and record.get("person") == people[index][0]
-                        and record.get("method") == method and _whole(record)):
-                    self.done[method, index] = record
+                        and record.get("method") == method):
+                    record = _as_saved(record)
+                    if record is not None:
+                        self.done[method, index] = record
 
     def record(self, method: str, index: int) -> dict | None:
-        """The record kept for this person under ``method``, its contact-sheet ``strip`` an image again;
-        None where this person is still to be evaluated."""
-        record = self.done.get((method, index))
-        if record is None or record.get("strip") is None:
-            return record
-        return {**record, "strip": _image_from_png_text(record["strip"])}
+        """The record kept for this person under ``method`` (its contact-sheet ``strip`` an image); None where
+        this person is still to be evaluated."""
+        return self.done.get((method, index))
 
     def discard(self) -> None:
         """Remove the folder: its record of the run first, so that an interruption here leaves nothing that
@@ -196,18 +195,19 @@ class EvalProgress:
                                        "strip": None if strip is None else _png_text(strip)}))
 
 
-def _whole(record: dict) -> bool:
-    """A record as ``save`` writes it (one changed by something else is evaluated again, not read)."""
+def _as_saved(record: dict) -> dict | None:
+    """A record read back as ``save`` wrote it, its ``strip`` decoded into an image; None where something else
+    changed it (that person is evaluated again, not read)."""
+    if not (isinstance(record.get("row"), dict) and isinstance(record.get("pairs"), list)
+            and isinstance(record.get("lost"), list) and "enroll_s" in record
+            and (record["enroll_s"] is None or isinstance(record["enroll_s"], (int, float)))):
+        return None
+    if record.get("strip") is None:
+        return record
     try:
-        if not (isinstance(record.get("row"), dict) and isinstance(record.get("pairs"), list)
-                and isinstance(record.get("lost"), list) and "enroll_s" in record
-                and (record["enroll_s"] is None or isinstance(record["enroll_s"], (int, float)))):
-            return False
-        if record.get("strip") is not None:
-            _image_from_png_text(record["strip"])
-        return True
+        return {**record, "strip": _image_from_png_text(record["strip"])}
     except Exception:        # a strip that is not PNG text
-        return False
+        return None
 
 
 def _and(names: list[str]) -> str:
