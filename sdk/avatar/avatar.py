@@ -29,7 +29,7 @@ from gramcast.checks import is_finite
 from gramcast.errors import AvatarFormatError, InvalidArgumentError
 
 __all__ = ["Avatar", "AvatarLimits", "FORMAT_NAME", "FORMAT_VERSION", "camera_conventions", "meta_json",
-           "COLOUR_RANGE", "OPACITY_RANGE", "HEIGHT_LIMIT", "RANGE_SLACK"]
+           "texels_shown", "COLOUR_RANGE", "OPACITY_RANGE", "HEIGHT_LIMIT", "RANGE_SLACK"]
 
 FORMAT_NAME = "gramcast-avatar"
 FORMAT_VERSION = 1
@@ -376,6 +376,14 @@ def _value_problems(heights: Tensor, textures: Tensor) -> list[str]:
     return p
 
 
+def texels_shown(alpha: Tensor) -> Tensor:
+    """Where a layer can show, ``(..., T, T)`` bool of its opacity ``(..., T, T)``: alpha > 0 at the texel or
+    at a neighbouring one (a bilinear lookup between texels reaches them)."""
+    shape = alpha.shape
+    lends = F.max_pool2d((alpha > 0).float().reshape(-1, 1, *shape[-2:]), 3, 1, 1)
+    return lends.reshape(shape) > 0
+
+
 def _corner_max(values: Tensor) -> Tensor:
     """``(G, G)`` -> ``(G-1, G-1)``: each grid cell's largest value over its four corners."""
     return F.max_pool2d(values[None, None], 2, 1)[0, 0]
@@ -388,7 +396,7 @@ def _reach2(heights: Tensor, alpha: Tensor, xy2: Tensor, to_cell: Tensor) -> flo
     n_cells = xy2.shape[0]
     # texels that can lend opacity to a lookup, then the cells they lie in (row and column sums of a
     # block: no list of texels), widened by a cell
-    lends = F.max_pool2d((alpha > 0).float()[None, None], 3, 1, 1)[0, 0]                 # (T, T)
+    lends = texels_shown(alpha).float()                                                # (T, T)
     by_col = torch.zeros(alpha.shape[0], n_cells, dtype=lends.dtype).index_add_(1, to_cell, lends)
     cells = torch.zeros(n_cells, n_cells, dtype=lends.dtype).index_add_(0, to_cell, by_col) > 0
     cells = F.max_pool2d(cells.float()[None, None], 3, 1, 1)[0, 0] > 0

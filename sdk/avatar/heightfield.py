@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gramcast.avatar.avatar import texels_shown
 from gramcast.model.intersection import intersect_plane_z
 
 __all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers",
@@ -272,14 +273,12 @@ def sample_textures(textures: Tensor, points: Tensor, extent: float) -> tuple[Te
 
 def _heights_where_present(heights: Tensor, opacity: Tensor) -> tuple[Tensor, Tensor]:
     """heights ``(L, G, G)`` at the texels of opacity ``(L, T, T)`` (interpolated as the baker samples them),
-    and where each layer is *present*: alpha > 0 at the texel or a neighbouring one (a bilinear texture
-    lookup between texels reaches them). Both ``(L, T, T)``."""
+    and where each layer is *present* (``gramcast.avatar.avatar.texels_shown``). Both ``(L, T, T)``."""
     t = opacity.shape[-1]
     h = heights.float()[:, None]
     if h.shape[-1] != t:
         h = F.interpolate(h, size=(t, t), mode="bilinear", align_corners=True)
-    present = F.max_pool2d((opacity.float() > 0).float()[:, None], 3, 1, 1)[:, 0] > 0
-    return h[:, 0], present
+    return h[:, 0], texels_shown(opacity)
 
 
 def layers_above_plane(heights: Tensor, opacity: Tensor, plane: int, tol: float = DEPTH_ORDER_TOLERANCE) -> tuple[int, ...]:
