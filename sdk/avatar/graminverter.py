@@ -276,20 +276,17 @@ def load_inverter(path: str | Path, device="auto") -> Inverter:
                                   "`gramcast-train export-inverter`")
     shells = [build_from_header(path, header.get(f"{name}_config"), functools.partial(_build, name), name)
               for name in _PARTS]
-    mismatch = parts_mismatch(*shells)
-    if mismatch is not None:
-        part, what = mismatch
+    lineage = {key: header[key] for key in LINEAGE_KEYS if key in header}
+    unfit = parts_mismatch(*shells)
+    if unfit is None:
+        wrong = lineage_mismatch(header["generator_id"], lineage.get("encoder_trained_for"),
+                                 lineage.get("generator_tuned_from"))
+        unfit = None if wrong is None else ("encoder", f"{wrong} (it fits that generator and the ones tuned from it)")
+    if unfit is not None:
+        part, what = unfit
         raise CheckpointError(f"{path}: its {part} network {what}: the bundle's parts do not work together; "
                               "export it again with `gramcast-train export-inverter` from one training run's "
                               "generator, encoder and detail")
-    lineage = {key: header[key] for key in LINEAGE_KEYS if key in header}
-    wrong = lineage_mismatch(header["generator_id"], lineage.get("encoder_trained_for"),
-                             lineage.get("generator_tuned_from"))
-    if wrong is not None:
-        raise CheckpointError(f"{path}: its encoder network {wrong}: the bundle's parts do not work together; "
-                              "export it again with `gramcast-train export-inverter` from one training run's "
-                              "generator, encoder and detail (the encoder trained against that generator or "
-                              "the one it was tuned from)")
     state = read_tensors(path)
     modules = []
     for name, module in zip(_PARTS, shells):
