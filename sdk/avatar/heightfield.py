@@ -27,7 +27,7 @@ from gramcast.avatar.avatar import texels_shown
 from gramcast.model.intersection import intersect_plane_z
 
 __all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers",
-           "bracketed_search",
+           "bracketed_search", "may_branch_on_values",
            "sample_textures", "layer_depth_order", "layers_above_plane", "DEPTH_ORDER_TOLERANCE"]
 
 #: Heights (world units) by which two layers may cross and still count as ordered: 1/240 of the scene's
@@ -79,6 +79,14 @@ def _runs(mask: list[bool]) -> list[tuple[int, int, bool]]:
     return runs
 
 
+def may_branch_on_values(t: Tensor) -> bool:
+    """Whether a frame's computation may look at the values of ``t`` to choose its work (the shapes of
+    what it does next): on the CPU, eagerly. Not on a GPU (the host would wait for the values, and a CUDA
+    graph capture refuses reading them) nor when traced for the ONNX export (shapes fixed at export);
+    those take the static path, which gives the same frames."""
+    return t.device.type == "cpu" and not torch.jit.is_tracing()
+
+
 def _lookup_chunks(rows: int, device: torch.device) -> int:
     """Batch entries for the search's one height lookup: the CPU threads (a divisor of ``rows``); one on a
     GPU, whose kernel parallelises over every sample, and when traced (the ONNX export is fixed at one)."""
@@ -108,20 +116,7 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
     gd = grid_coordinates(directions[..., :2], extent)
     g = g0[:, None] + ts[:, None, None] * gd[:, None]
     z = origins[:, None, :, 2] + ts[:, None] * directions[:, None, :, 2]
-    # every layer at the same samples: the layers are the channels of one lookup (weights found once).
-    # grid_sample parallelises over its batch only, so on the CPU the samples go in as one batch entry per
-    # thread (c chunks of r consecutive (frame, step) rows each): same values, all cores.
-    c = _lookup_chunks(b * steps, origins.device)
-    r = b * steps // c
-    grids = heights.reshape(1, nl, *heights.shape[2:])
-    if origins.device.type == "cpu" and not torch.jit.is_tracing():
-        # the layers' heights at one grid point side by side: one lookup reads 4 short runs, not 4 x L values
-        # a grid apart (1.02-1.05x frames/s, median, for 12- and 24-layer avatars on 2 cores, bit-identical; bench/render_ab.py)
-        grids = grids.contiguous(memory_format=torch.channels_last)
-    h = F.grid_sample(grids.expand(c, -1, -1, -1), g.reshape(c, r * n, 1, 2),
-                      mode="bilinear", padding_mode="border", align_corners=True).reshape(c, nl, r, n)
-    # f = z - h >= 0: in front of the layer (bytes from here on: the search's largest arrays, L x K x rays)
-    in_front = (h <= z.reshape(c, 1, r, n)).transpose(0, 1).reshape(nl, b, steps, n)
+    in_front = _in_front_at_samples(heights, g, z)                                  # (L, B, K, N)
     # a crossing from in front to behind between samples k and k + 1
     cross = (in_front[:, :, :-1] > in_front[:, :, 1:]).to(torch.uint8)             # (L, B, K-1, N)
     # the first crossing k scores steps - k, no crossing 0: a max reduction over k is several times
@@ -129,31 +124,74 @@ def _search_layers(origins: Tensor, directions: Tensor, heights: Tensor, extent:
     rank = (steps - torch.arange(steps - 1, device=origins.device)).to(_rank_dtype(steps))
     score = (cross * rank[:, None]).amax(dim=2).long()                              # (L, B, N)
     found = score > 0
-    k = (steps - score) * found                                                      # 0 where none
-    # h at (layer, frame, k, ray) in the chunked layout (c, L, r, N): row = frame * steps + k
-    row = k + steps * torch.arange(b, device=origins.device)[:, None]
-    at = (torch.arange(nl, device=origins.device)[:, None, None] * r * n
-          + torch.arange(n, device=origins.device))                                  # (L, 1, N)
-    h_flat = h.reshape(-1)
-    # each row's offset in that layout, a table of B*K entries: looked up per hit instead of dividing per hit
-    rows_all = torch.arange(b * steps, device=origins.device)
-    offset = (rows_all // r) * (nl * r * n) + (rows_all % r) * n
-
-    def h_at(rows: Tensor) -> Tensor:
-        # take: a flat gather, cheaper than advanced indexing (the search's three pairs of lookups per hit)
-        return h_flat.take(offset.take(rows) + at)
-
+    # the bracket [ts[k], ts[k + 1]] of crossing k = steps - score, looked up by the score; without a
+    # crossing any bracket does (its depth is not used: not found)
+    k_of_score = (steps - torch.arange(steps + 1, device=ts.device)).clamp(max=steps - 2)
+    t0, t1 = ts[k_of_score].take(score), ts[k_of_score + 1].take(score)
     oz, dz = origins[None, ..., 2], directions[None, ..., 2]                          # (1, B, N)
-    t0, t1 = ts.take(k), ts.take(k + 1)
-    f0 = oz + t0 * dz - h_at(row)
-    f1 = oz + t1 * dz - h_at(row + 1)
 
     def f_at(t: Tensor) -> Tensor:
-        gt = (g0[None] + t[..., None] * gd[None]).reshape(nl, -1, 1, 2)
-        ht = F.grid_sample(heights, gt, mode="bilinear", padding_mode="border", align_corners=True)
-        return oz + t * dz - ht.reshape(nl, b, n)
+        return oz + t * dz - _lookup_heights(heights, (g0[None] + t[..., None] * gd[None]).reshape(nl, -1, 2)
+                                             ).reshape(nl, b, n)
 
-    return _regula_falsi(t0, f0, t1, f1, f_at, refine), found
+    # the bracket's ends looked up again, per layer at its own k (the same values as at the samples)
+    return _regula_falsi(t0, f_at(t0), t1, f_at(t1), f_at, refine), found
+
+
+#: Search steps whose samples are looked up together on the CPU (``_in_front_at_samples``), and the fewest
+#: searched layers for which that pays (fewer: one lookup of every layer at every step).
+SLAB_STEPS, SLAB_MIN_LAYERS = 4, 8
+#: How far (world units) a sample must lie above a layer's highest height or below its lowest for its side
+#: to count as known: far beyond the rounding of a bilinear lookup between the grid's values.
+SLAB_MARGIN = 1e-5
+
+
+def _in_front_at_samples(heights: Tensor, g: Tensor, z: Tensor) -> Tensor:
+    """Whether each search sample is in front of each layer, ``h_l <= z``: heights ``(L, 1, G, G)``, the
+    samples' grid coordinates ``g`` ``(B, K, N, 2)`` and heights ``z`` ``(B, K, N)`` -> ``(L, B, K, N)`` bool.
+
+    Every layer at the same samples: the layers are the channels of one lookup (weights found once). On
+    the CPU, with ``SLAB_MIN_LAYERS`` or more, a layer's side is known without a lookup at the steps where
+    every ray's sample lies above its highest height or below its lowest (a bilinear lookup stays within
+    the grid's values), so each group of ``SLAB_STEPS`` steps looks up only the run of layers whose height
+    range it reaches: 0.4 (frontal) to 0.9 (a turned head) of the pairs. The same answers either way
+    (1.02-1.06x frames/s for 24-layer avatars on 2 cores); GPUs and the ONNX export make one static lookup.
+    """
+    nl = heights.shape[0]
+    b, steps, n = z.shape
+    grids = heights.reshape(1, nl, *heights.shape[2:])
+    if g.device.type == "cpu" and not torch.jit.is_tracing():
+        # the layers' heights at one grid point side by side: one lookup reads 4 short runs, not 4 x L values
+        # a grid apart (1.02-1.05x frames/s, median, for 12- and 24-layer avatars on 2 cores; bench/render_ab.py)
+        grids = grids.contiguous(memory_format=torch.channels_last)
+    if nl < SLAB_MIN_LAYERS or not may_branch_on_values(g):
+        return _lookup_layers(grids, g).reshape(nl, b, steps, n) <= z
+    flat = heights.reshape(nl, -1)
+    low, high = flat.amin(1) - SLAB_MARGIN, flat.amax(1) + SLAB_MARGIN
+    z_low, z_high = z.amin(dim=(0, 2)), z.amax(dim=(0, 2))                           # (K,)
+    above = z_low > high[:, None]                                                   # (L, K): in front at every ray
+    needed = ~above & (z_high >= low[:, None])
+    in_front = above[:, None, :, None].expand(nl, b, steps, n).contiguous()
+    for k0 in range(0, steps, SLAB_STEPS):
+        k1 = min(steps, k0 + SLAB_STEPS)
+        layers = torch.nonzero(needed[:, k0:k1].any(1)).flatten()
+        if layers.numel():
+            lo, hi = int(layers[0]), int(layers[-1]) + 1
+            h = _lookup_layers(grids[:, lo:hi], g[:, k0:k1]).reshape(hi - lo, b, k1 - k0, n)
+            in_front[lo:hi, :, k0:k1] = h <= z[:, k0:k1]
+    return in_front
+
+
+def _lookup_layers(grids: Tensor, g: Tensor) -> Tensor:
+    """Every layer of ``grids`` ``(1, L, G, G)`` at every point of ``g`` ``(..., 2)`` -> ``(L, M)``, M the points.
+    grid_sample parallelises over its batch only, so on the CPU the points go in as one batch entry per
+    thread (c chunks of consecutive points): same values, all cores."""
+    nl = grids.shape[1]
+    m = g.numel() // 2
+    c = _lookup_chunks(m, g.device)
+    h = F.grid_sample(grids.expand(c, -1, -1, -1), g.reshape(c, m // c, 1, 2), mode="bilinear",
+                      padding_mode="border", align_corners=True)
+    return h.reshape(c, nl, m // c).transpose(0, 1).reshape(nl, m)
 
 
 def _regula_falsi(t0: Tensor, f0: Tensor, t1: Tensor, f1: Tensor, f_at, refine: int) -> Tensor:

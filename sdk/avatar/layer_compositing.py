@@ -21,10 +21,12 @@ from gramcast.avatar.heightfield import layer_depth_order, layers_above_plane
 __all__ = ["composite_layers", "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan"]
 
 
-def composite_layers(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def composite_layers(rgb: Tensor, alpha: Tensor, depth: Tensor,
+                     valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Front-to-back compositing (paper eq. 3) of a small, static number of layers, export-friendly.
 
-    Layers first: alpha, depth, valid ``(L, *S)``, rgb ``(L, C, *S)``. Returns rgb ``(C, *S)``, alpha and
+    Layers first: alpha, depth, valid ``(L, *S)`` (valid None: every layer valid at every pixel), rgb
+    ``(L, C, *S)``. Returns rgb ``(C, *S)``, alpha and
     depth ``(*S)``: the results of ``gramcast.model.renderers.composite`` (layers in depth order along
     every ray, ties in layer order, invalid layers contributing nothing), to float rounding.
 
@@ -35,9 +37,12 @@ def composite_layers(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -
     """
     nl = alpha.shape[0]
     dtype = alpha.dtype
-    vf = valid.to(dtype)
-    a = alpha * vf
-    t = depth * vf                  # invalid layers have a = 0: their depth and order do not matter
+    if valid is None:
+        a, t = alpha, depth
+    else:
+        vf = valid.to(dtype)
+        a = alpha * vf
+        t = depth * vf              # invalid layers have a = 0: their depth and order do not matter
     if nl == 1:
         return rgb[0] * a, a[0], (a[0] * t[0]) / a[0].clamp_min(1e-8)
     one = torch.ones((), dtype=dtype, device=alpha.device)
@@ -113,10 +118,10 @@ class OrderedCompositor:
         self.trans = self.pass_p = self.out_rgb = self.depth_sum = None
 
     @staticmethod
-    def _masked(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _masked(rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         # invalid: a = 0, so their colour, depth and order do not matter (every term they enter is a
         # product with a): the depth need not be masked, one pass less per layer
-        return rgb, torch.where(valid, alpha, 0.0), depth
+        return rgb, alpha if valid is None else torch.where(valid, alpha, 0.0), depth
 
     @staticmethod
     def _in_front(t: Tensor, tp: Tensor, ties_first: bool) -> Tensor:
@@ -126,8 +131,9 @@ class OrderedCompositor:
         # written as floats in the same pass (a bool array then converted is two)
         return (torch.le if ties_first else torch.lt)(t, tp, out=t.new_empty(t.shape))
 
-    def add(self, i: int, rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor) -> None:
-        """Layer ``i`` (the next of ``plan.order``): rgb ``(C, *S)``, alpha, depth and valid ``(*S)``."""
+    def add(self, i: int, rgb: Tensor, alpha: Tensor, depth: Tensor, valid: Tensor | None) -> None:
+        """Layer ``i`` (the next of ``plan.order``): rgb ``(C, *S)``, alpha, depth and valid ``(*S)`` (None:
+        valid at every pixel)."""
         rgb, a, t = self._masked(rgb, alpha, depth, valid)
         # In-place steps only on arrays this object made (fewer fresh arrays per frame; see composite_layers).
         trans = self.trans

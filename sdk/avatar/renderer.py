@@ -28,9 +28,11 @@ from torch import Tensor, nn
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
 from gramcast.avatar.cuda_graphs import GraphedCall
+from gramcast.avatar import heightfield
 from gramcast.avatar.heightfield import flat_layers
 from gramcast.avatar.layer_hits import (EDGE_PIXELS_PER_ROW, EDGE_SAMPLES, RenderSettings, coarse_layer_samples,
-                                        edge_search_samples, refine_layer_samples, upsample_layer_samples)
+                                        edge_search_samples, refine_layer_samples, upsample_covered_samples,
+                                        upsample_layer_samples)
 from gramcast.avatar.layer_compositing import (CompositingPlan, OrderedCompositor, composite_layers,
                                                composite_ordered, compositing_plan)
 from gramcast.device import available_device
@@ -70,13 +72,16 @@ class RenderResult:
     depth: Tensor
 
 
-def layer_runs(order: tuple[int, ...], max_len: int) -> list[list[int]]:
+def layer_runs(order: tuple[int, ...], max_len: int, kinds: list | None = None) -> list[list[int]]:
     """Split a compositing order into runs of at most ``max_len`` consecutive layer indices (ascending or
     descending), so that each run's layers are one slice of the stacks: ``(3, 2, 1, 0, 5)`` by 3 ->
-    ``[[3, 2, 1], [0], [5]]``."""
+    ``[[3, 2, 1], [0], [5]]``. ``kinds`` (one value per layer index): a run also ends where the kind
+    changes (layers shaded differently go in different runs)."""
     runs: list[list[int]] = []
     for i in order:
         run = runs[-1] if runs else None
+        if run and kinds is not None and kinds[i] != kinds[run[-1]]:
+            run = None
         if run and len(run) < max_len and (len(run) == 1 and abs(i - run[-1]) == 1 or
                                            len(run) > 1 and i - run[-1] == run[-1] - run[-2]):
             run.append(i)
@@ -104,17 +109,25 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
     coarse, (h, w) = coarse_layer_samples(heights, extent, c2w, resolution, settings, flat)
     factor = max(1, settings.lowres_factor)
     edge = edge_search_samples(settings, nl)
+    # The layers hit at every coarse sample: their upsampled hits need no normalising and every pixel is
+    # valid (upsample_covered_samples)
+    covered = ((coarse[:, 3].reshape(nl, -1).amin(1) > 0).tolist()
+               if factor > 1 and not edge and heightfield.may_branch_on_values(coarse) else [False] * nl)
 
-    def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W)."""
+    def shade(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Layers lo..hi-1 at every pixel: rgb (L', 3, B, H, W), alpha, depth, valid (L', B, H, W) (None:
+        all valid)."""
         n = hi - lo
         if edge:
             grid, depth, ok = refine_layer_samples(coarse[lo:hi], (h, w), c2w, resolution, heights[lo:hi], extent,
                                                    settings, edge)
+        elif all(covered[lo:hi]):
+            grid, depth = upsample_covered_samples(coarse[lo:hi], (h, w), resolution, resolution)
+            ok = None
         elif factor > 1:
             grid, depth, ok = upsample_layer_samples(coarse[lo:hi], (h, w), resolution, resolution)
         else:
-            grid = coarse[lo:hi, :2].reshape(n, 2, b, h, w).permute(0, 2, 3, 4, 1).contiguous()
+            grid = coarse[lo:hi, :2].reshape(n, 2, b, h, w).permute(0, 2, 3, 4, 1)     # a view: as fast to read
             depth, ok = coarse[lo:hi, 2].reshape(n, b, h, w), coarse[lo:hi, 3].reshape(n, b, h, w) > 0
         # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
         rgba = F.grid_sample(textures[lo:hi], grid.reshape(n, b * resolution, resolution, 2), mode="bilinear",
@@ -127,15 +140,22 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
         # arrays, not all L layers' (which leave the CPU caches at 256² and beyond).
         per_pass = nl if not pass_pixels else max(1, pass_pixels // (b * resolution * resolution))
         comp = OrderedCompositor(plan, None if plan.pivot is None else
-                                 tuple(x[0] for x in shade(plan.pivot, plan.pivot + 1)))
-        for run in layer_runs(plan.order, per_pass):
+                                 tuple(None if x is None else x[0] for x in shade(plan.pivot, plan.pivot + 1)))
+        for run in layer_runs(plan.order, per_pass, covered):
             lo = min(run)
             shaded = shade(lo, max(run) + 1)
             for i in run:
-                comp.add(i, *(x[i - lo] for x in shaded))
+                comp.add(i, *(None if x is None else x[i - lo] for x in shaded))
         rgb, alpha, depth = comp.result()
     else:
-        rgb, alpha, depth = composite_layers(*shade(0, nl))
+        # each layer shaded as the ordered path shades it (covered or not), so both paths see the same samples
+        runs = [shade(run[0], run[-1] + 1) for run in layer_runs(tuple(range(nl)), nl, covered)]
+        if len(runs) == 1:
+            shaded = runs[0]
+        else:
+            shaded = [torch.cat(x) for x in zip(*(r[:3] for r in runs))]
+            shaded.append(torch.cat([torch.ones_like(r[2], dtype=torch.bool) if r[3] is None else r[3] for r in runs]))
+        rgb, alpha, depth = composite_layers(*shaded)
     return rgb.transpose(0, 1).contiguous(), alpha.unsqueeze(1), depth.unsqueeze(1)
 
 

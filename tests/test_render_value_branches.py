@@ -1,0 +1,60 @@
+"""The CPU's eager frames choose some of their work by the values (``heightfield.may_branch_on_values``):
+layers hit at every coarse sample skip normalising their upsampled hits (``upsample_covered_samples``),
+and the search looks up only the layers whose height range a group of steps reaches. GPUs and the ONNX
+export take the static path instead; both must draw the same frames."""
+import pytest
+import torch
+
+from gramcast import camera
+from gramcast.avatar import Renderer, heightfield
+from gramcast.avatar.bake import bake_model
+from gramcast.avatar.layer_hits import RenderSettings, coarse_layer_samples
+
+POSES = torch.tensor([[0.0, 0.0], [0.4, 0.1], [-0.5, -0.3]])
+
+
+@pytest.fixture(scope="module")
+def avatar():
+    from gramcast.model import GRAMModel
+
+    torch.manual_seed(0)
+    model = GRAMModel.from_config("tiny").eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.manifold.out.weight, std=0.01)   # bent manifolds, not parallel planes
+    return bake_model(model, model.sample_ws(1, seed=0), 64, 128)
+
+
+def test_the_avatar_here_takes_both_shortcuts(avatar, monkeypatch):
+    """What the comparison below rests on: some layers are hit at every coarse sample and some are not,
+    and the search leaves some (layer, step) pairs unlooked-up."""
+    r = Renderer(avatar, device="cpu")
+    heights = avatar.heights[:, None].float()
+    coarse, _ = coarse_layer_samples(heights, avatar.extent, camera.pose_to_c2w(POSES[1:2]), 64)
+    covered = coarse[:, 3].reshape(avatar.num_layers, -1).amin(1) > 0
+    assert covered.any() and not covered.all()
+    looked_up = []
+    real = heightfield._lookup_layers
+
+    def counting(grids, g):
+        looked_up.append(grids.shape[1] * (g.numel() // 2))
+        return real(grids, g)
+
+    monkeypatch.setattr(heightfield, "_lookup_layers", counting)
+    r.render(POSES[1:2], 64)
+    searched = avatar.num_layers - len(heightfield.flat_layers(heights))
+    assert searched >= heightfield.SLAB_MIN_LAYERS
+    settings = RenderSettings()
+    every_pair = searched * settings.steps * (64 // settings.lowres_factor) ** 2
+    assert 0 < sum(looked_up) < every_pair
+
+
+@pytest.mark.parametrize("compositing", ["ordered", "general"])
+@pytest.mark.parametrize("resolution", [64, 96])
+def test_cpu_frames_equal_the_static_paths(avatar, monkeypatch, compositing, resolution):
+    eager = Renderer(avatar, device="cpu", compositing=compositing).render(POSES, resolution)
+    monkeypatch.setattr(heightfield, "may_branch_on_values", lambda t: False)
+    static = Renderer(avatar, device="cpu", compositing=compositing).render(POSES, resolution)
+    assert static.alpha.mean() > 0.3                       # a real frame
+    assert (eager.rgb - static.rgb).abs().max() <= 1e-6
+    assert (eager.alpha - static.alpha).abs().max() <= 1e-6
+    assert (eager.depth * eager.alpha - static.depth * static.alpha).abs().max() <= 1e-5
