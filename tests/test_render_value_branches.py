@@ -1,7 +1,8 @@
 """The CPU's eager frames choose some of their work by the values (``heightfield.may_branch_on_values``):
 layers hit at every coarse sample skip normalising their upsampled hits (``upsample_covered_samples``),
 and the search looks up only the layers whose height range a group of steps reaches. GPUs and the ONNX
-export take the static path instead; both must draw the same frames."""
+export take the static path instead; both must draw the same frames. Also: a single layer's texture
+lookups split over the CPU threads (``sample_each_layer``) give the lookups' values."""
 import pytest
 import torch
 
@@ -58,3 +59,27 @@ def test_cpu_frames_equal_the_static_paths(avatar, monkeypatch, compositing, res
     assert (eager.rgb - static.rgb).abs().max() <= 1e-6
     assert (eager.alpha - static.alpha).abs().max() <= 1e-6
     assert (eager.depth * eager.alpha - static.depth * static.alpha).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_each_layer_sampled_at_its_own_grid_gives_the_bilinear_values(layers):
+    """``sample_each_layer`` splits a single layer's rows over the CPU threads: the values stay the lookups'
+    (a linear ramp per channel, which bilinear interpolation reproduces exactly)."""
+    size, rows, cols = 33, 12, 10
+    ramp = torch.linspace(-1, 1, size)
+    # channel 0: x, channel 1: y, channel 2: layer index + x + y (layer l's own values)
+    grids = torch.stack([torch.stack([ramp.expand(size, size), ramp[:, None].expand(size, size),
+                                      l + ramp.expand(size, size) + ramp[:, None].expand(size, size)])
+                         for l in range(layers)])
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.rand(layers, rows, cols, 2, generator=gen) * 2 - 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)          # a single layer then goes in as two batch entries
+    try:
+        got = heightfield.sample_each_layer(grids, grid)
+    finally:
+        torch.set_num_threads(threads)
+    assert got.shape == (layers, 3, rows, cols)
+    x, y = grid[..., 0], grid[..., 1]
+    want = torch.stack([x, y, torch.arange(layers)[:, None, None] + x + y], 1)
+    assert (got - want).abs().max() < 1e-5

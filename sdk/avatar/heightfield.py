@@ -27,7 +27,7 @@ from gramcast.avatar.avatar import texels_shown
 from gramcast.model.intersection import intersect_plane_z
 
 __all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers",
-           "bracketed_search", "may_branch_on_values",
+           "bracketed_search", "may_branch_on_values", "sample_each_layer",
            "sample_textures", "layer_depth_order", "layers_above_plane", "DEPTH_ORDER_TOLERANCE"]
 
 #: Heights (world units) by which two layers may cross and still count as ordered: 1/240 of the scene's
@@ -210,15 +210,23 @@ def _regula_falsi(t0: Tensor, f0: Tensor, t1: Tensor, f1: Tensor, f_at, refine: 
     return t
 
 
+def sample_each_layer(grids: Tensor, grid: Tensor) -> Tensor:
+    """Layer l of ``grids`` ``(L, C, G, G)`` at its own lookup grid ``grid[l]`` ``(L, R, W, 2)`` (``grid_sample``
+    coordinates; bilinear, the border repeated) -> ``(L, C, R, W)``. ``grid_sample`` parallelises over its
+    batch only, so on the CPU a single layer's R rows go in as one batch entry per thread: same values."""
+    nl, r = grid.shape[:2]
+    c = _lookup_chunks(r, grid.device) if nl == 1 else 1
+    if c == 1:
+        return F.grid_sample(grids, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(grids.expand(c, -1, -1, -1), grid.reshape(c, r // c, *grid.shape[2:]), mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return out.transpose(0, 1).reshape(1, grids.shape[1], r, grid.shape[2])
+
+
 def _lookup_heights(heights: Tensor, g: Tensor) -> Tensor:
-    """Each layer's heights ``(L, 1, G, G)`` at its own grid coordinates ``(L, M, 2)`` -> ``(L, M)``; on the
-    CPU a single layer's M lookups go in as one batch entry per thread (``grid_sample`` parallelises over
-    its batch only)."""
+    """Each layer's heights ``(L, 1, G, G)`` at its own grid coordinates ``(L, M, 2)`` -> ``(L, M)``."""
     nl, m = g.shape[:2]
-    c = _lookup_chunks(m, g.device) if nl == 1 else 1
-    out = F.grid_sample(heights.expand(c, -1, -1, -1) if c > 1 else heights, g.reshape(nl * c, m // c, 1, 2),
-                        mode="bilinear", padding_mode="border", align_corners=True)
-    return out.reshape(nl, m)
+    return sample_each_layer(heights, g.reshape(nl, m, 1, 2)).reshape(nl, m)
 
 
 def bracketed_search(origins: Tensor, directions: Tensor, heights: Tensor, extent: float, t_lo: Tensor,

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar
 from gramcast.avatar.cuda_graphs import GraphedCall
 from gramcast.avatar import heightfield
-from gramcast.avatar.heightfield import flat_layers
+from gramcast.avatar.heightfield import flat_layers, sample_each_layer
 from gramcast.avatar.layer_hits import (EDGE_PIXELS_PER_ROW, EDGE_SAMPLES, RenderSettings, coarse_layer_samples,
                                         edge_search_samples, refine_layer_samples, upsample_covered_samples,
                                         upsample_layer_samples)
@@ -130,8 +129,7 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
             grid = coarse[lo:hi, :2].reshape(n, 2, b, h, w).permute(0, 2, 3, 4, 1)     # a view: as fast to read
             depth, ok = coarse[lo:hi, 2].reshape(n, b, h, w), coarse[lo:hi, 3].reshape(n, b, h, w) > 0
         # textures at the hit points: layer l's lookups are batch entry l of one grid_sample
-        rgba = F.grid_sample(textures[lo:hi], grid.reshape(n, b * resolution, resolution, 2), mode="bilinear",
-                             padding_mode="border", align_corners=True)
+        rgba = sample_each_layer(textures[lo:hi], grid.reshape(n, b * resolution, resolution, 2))
         rgba = rgba.reshape(n, 4, b, resolution, resolution)
         return rgba[:, :3], rgba[:, 3], depth, ok
 
