@@ -534,3 +534,25 @@ def test_photo_quality_warns_of_blur_darkness_and_overexposure_and_not_of_a_good
     for word, image in copies.items():
         warnings = gramcast.enroll(image).meta["warnings"]
         assert len(warnings) == 1 and word in warnings[0], (word, warnings)
+
+
+@pytest.mark.parametrize("scale,angle", [(1.0, 0.0), (2.0, 0.0), (1.5, 0.3)])
+def test_crop_pixels_inside_the_photo_are_those_whose_centre_maps_inside(scale, angle):
+    """A photo of 80 x 60 pixels seen through a known similarity: a crop pixel shows the photo where its
+    centre, mapped back, lies within [m, 80 - m] x [m, 60 - m] (m: the margin), written here directly."""
+    from gramcast.face.quality import crop_inside_photo
+
+    c, s = scale * math.cos(angle), scale * math.sin(angle)
+    crop_from_image = np.array([[c, -s, 30.0], [s, c, 12.5]])
+    side = 200
+    for margin in (0.0, 7.0):
+        got = crop_inside_photo(crop_from_image, side, (60, 80), margin)
+        want = np.zeros((side, side), bool)
+        for row in range(side):
+            for col in range(side):
+                # the inverse similarity by hand: rotate back and divide by the scale
+                dx, dy = col + 0.5 - 30.0, row + 0.5 - 12.5
+                x, y = (c * dx + s * dy) / scale ** 2, (-s * dx + c * dy) / scale ** 2
+                want[row, col] = margin <= x <= 80 - margin and margin <= y <= 60 - margin
+        assert want.sum() > 1000 and not want.all()
+        assert np.array_equal(got, want)

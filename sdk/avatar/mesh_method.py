@@ -23,9 +23,10 @@ from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.avatar.texture_fill import MIRROR_BLENDS, better_seen_mirrored, fill_unseen
 from gramcast.checks import check_options, is_bool, is_real, real_in, whole_in
 from gramcast.face.alignment import AlignedFace, warp_to_crop
-from gramcast.face.geometry import apply_affine, invert_affine, similarity_2d, umeyama
+from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
 from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
                                  keep_subject, landmark_hull, refine_matte)
+from gramcast.face.quality import crop_inside_photo
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
@@ -301,11 +302,7 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     # copies of the shoulders where a photo ends, and called the real shoulder background.
     looked_at = warp_to_crop(image, wide_from_image + np.array([[0, 0, reach], [0, 0, reach]]), side + 2 * reach,
                              cv2.BORDER_REPLICATE)
-    # each pixel centre of the widened crop back in the photo (continuous pixels): inside its bounds?
-    centres = np.stack(np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5), -1).reshape(-1, 2)
-    src = apply_affine(invert_affine(wide_from_image), centres).reshape(side, side, 2)
-    h, w = image.shape[:2]
-    inside = (src[..., 0] >= 0) & (src[..., 0] <= w) & (src[..., 1] >= 0) & (src[..., 1] <= h)
+    inside = crop_inside_photo(wide_from_image, side, image.shape[:2])
     matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach, colour_cut_from, inside)
     return PhotoContext(crop, matte, inside, float(pad), disagreement)
 

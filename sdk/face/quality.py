@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, AlignedFace
-from gramcast.face.geometry import apply_affine
+from gramcast.face.geometry import apply_affine, invert_affine
 from gramcast.face.matte import face_size, landmark_hull
 
 __all__ = ["PhotoQuality", "photo_quality", "quality_warnings", "eye_openness", "crop_inside_photo",
@@ -87,17 +87,13 @@ def eye_openness(pixels: np.ndarray) -> float:
 def crop_inside_photo(crop_from_image: np.ndarray, side: int, image_shape: tuple[int, int],
                       margin: float = 0.0) -> np.ndarray:
     """Which pixels of a ``side``² crop (``crop_from_image``: ``(2, 3)`` continuous-pixel similarity) show the
-    photo of ``image_shape`` ``(H, W)`` rather than its padding: ``(side, side)`` bool, their centres at least
-    ``margin`` photo pixels inside its edges (to within a pixel of the crop)."""
+    photo of ``image_shape`` ``(H, W)`` rather than its padding: ``(side, side)`` bool, the pixels whose centre,
+    mapped back into the photo, lies at least ``margin`` photo pixels inside its edges (the photo spans
+    [0, W] x [0, H] in continuous pixels)."""
     h, w = image_shape
-    corners = np.array([[margin, margin], [w - margin, margin], [w - margin, h - margin], [margin, h - margin]])
-    mask = np.zeros((side, side), np.uint8)
-    if w > 2 * margin and h > 2 * margin:
-        # the photo is a convex quadrilateral in the crop (a similarity keeps it a rectangle); filled at 1/16
-        # pixel, in the pixel-index coordinates OpenCV fills by (continuous - 0.5)
-        quad = np.rint((apply_affine(crop_from_image, corners) - 0.5) * 16).astype(np.int32)
-        cv2.fillConvexPoly(mask, quad, 1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(bool)
+    centres = np.stack(np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5), -1).reshape(-1, 2)
+    x, y = apply_affine(invert_affine(crop_from_image), centres).reshape(side, side, 2).transpose(2, 0, 1)
+    return (x >= margin) & (x <= w - margin) & (y >= margin) & (y <= h - margin)
 
 
 def photo_quality(aligned: AlignedFace, image_shape: tuple[int, int] | None = None) -> PhotoQuality:
