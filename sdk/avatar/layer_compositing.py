@@ -26,9 +26,9 @@ def composite_layers(rgb: Tensor, alpha: Tensor, depth: Tensor,
     """Front-to-back compositing (paper eq. 3) of a small, static number of layers, export-friendly.
 
     Layers first: alpha, depth, valid ``(L, *S)`` (valid None: every layer valid at every pixel), rgb
-    ``(L, C, *S)``. Returns rgb ``(C, *S)``, alpha and
-    depth ``(*S)``: the results of ``gramcast.model.renderers.composite`` (layers in depth order along
-    every ray, ties in layer order, invalid layers contributing nothing), to float rounding.
+    ``(L, C, *S)``. Returns rgb ``(C, *S)``, alpha and depth ``(*S)``: the results of
+    ``gramcast.model.renderers.composite`` (layers in depth order along every ray, ties in layer order,
+    invalid layers contributing nothing), to float rounding.
 
     No sort, gather or scatter: the transmittance in front of layer i, prod (1 - a_j) over the layers
     j in front of it, is built from one depth comparison per pair of layers. The loop over i is

@@ -14,6 +14,10 @@ static loops over the layers, no sort/scatter, no data-dependent shapes. It work
 copies are needed between the steps. On the CPU the ordered path shades the layers in groups just
 before compositing them (``pass_pixels``): at 256² and beyond all L layers' arrays at once leave the
 caches, and one group's stay in them. A GPU (and the ONNX export) takes every layer in one pass.
+On the CPU a frame also chooses some work by its values (``heightfield.may_branch_on_values``): layers
+hit at every coarse sample are upsampled without normalising (``upsample_covered_samples``), and the
+search looks up only the layers a group of its steps can cross; GPUs and the export run the static path,
+which draws the same frames.
 """
 from __future__ import annotations
 
