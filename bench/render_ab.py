@@ -3,7 +3,8 @@
     python bench/render_ab.py --ref 049af7a [--sizes 256 512] [--batches 1 8] [--threads 2]
                               [--avatars tiny,small,mesh,graminverter] [--json docs/bench/render_ab_2core.json]
 
-The reference is that commit's renderer modules (``sdk/avatar/renderer.py``, ``heightfield.py``, ``layer_compositing.py``, ``layer_hits.py``; read with ``git show``)
+The reference is that commit's renderer modules (``sdk/avatar/renderer.py``, ``heightfield.py``, ``layer_order.py``,
+``layer_compositing.py``, ``layer_hits.py``; read with ``git show``)
 over this tree's other modules, so it measures changes to the renderer's modules. Avatars: bakes of random-init
 ``tiny`` and ``small`` GRAMModels (12 and 24 layers, as ``render_cache.py``), ``mesh``: the sample portrait
 enrolled with the mesh method (1 layer), and ``graminverter``: the
@@ -38,11 +39,12 @@ def load_reference(ref: str, into: Path):
         return done.stdout if done.returncode == 0 else None
 
     def own_modules(src: str) -> str:
-        return re.sub(r"from gramcast\.avatar\.(heightfield|layer_compositing|layer_hits) import", r"from ref_\1 import", src)
+        return re.sub(r"from gramcast\.avatar\.(heightfield|layer_compositing|layer_hits|layer_order) import",
+                      r"from ref_\1 import", src)
 
-    for name in ("heightfield", "layer_compositing", "layer_hits", "renderer"):
+    for name in ("heightfield", "layer_order", "layer_compositing", "layer_hits", "renderer"):
         src = show(f"sdk/avatar/{name}.py")
-        if src is None and name not in ("layer_compositing", "layer_hits"):
+        if src is None and name not in ("layer_compositing", "layer_hits", "layer_order"):
             raise SystemExit(f"{ref} has no sdk/avatar/{name}.py")
         if src is not None:
             (into / f"ref_{name}.py").write_text(own_modules(src))

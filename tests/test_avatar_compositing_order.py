@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gramcast.avatar import Avatar, Renderer, bake_model
-from gramcast.avatar.heightfield import layer_depth_order
+from gramcast.avatar.layer_order import layer_depth_order
 from gramcast.avatar.renderer import (CompositingPlan, RenderSettings, composite_layers, composite_ordered, layer_runs,
                                       compositing_plan, render_cache)
 

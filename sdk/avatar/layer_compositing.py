@@ -2,7 +2,7 @@
 
 Two paths. ``composite_layers`` orders the layers per pixel by depth (O(L²) per pixel).
 ``composite_ordered`` takes a fixed front-to-back order (O(L) per pixel): exact where the layers' height
-fields do not cross (``gramcast.avatar.heightfield.layer_depth_order``), as in a GRAM bake, whose
+fields do not cross (``gramcast.avatar.layer_order.layer_depth_order``), as in a GRAM bake, whose
 layers are iso-surfaces of one scalar field; the background plane, which the shells' rims dip behind,
 is then the one *pivot* layer placed per pixel by a depth test. ``compositing_plan`` checks an avatar
 for the ordered path. Both are static loops over the layers with no sort, gather or scatter, so that
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from gramcast.avatar.avatar import Avatar
-from gramcast.avatar.heightfield import layer_depth_order, layers_above_plane
+from gramcast.avatar.layer_order import layer_depth_order, layers_above_plane
 
 __all__ = ["composite_layers", "composite_ordered", "OrderedCompositor", "CompositingPlan", "compositing_plan"]
 
