@@ -29,6 +29,7 @@ def test_the_avatar_here_takes_both_shortcuts(avatar, monkeypatch):
     """What the comparison below rests on: some layers are hit at every coarse sample and some are not,
     and the search leaves some (layer, step) pairs unlooked-up."""
     r = Renderer(avatar, device="cpu")
+    assert r.num_drawn_layers == avatar.num_layers          # the renderer searches these very layers
     heights = avatar.heights[:, None].float()
     coarse, _ = coarse_layer_samples(heights, avatar.extent, camera.pose_to_c2w(POSES[1:2]), 64)
     covered = coarse[:, 3].reshape(avatar.num_layers, -1).amin(1) > 0
