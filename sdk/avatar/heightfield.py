@@ -153,11 +153,12 @@ def _in_front_at_samples(heights: Tensor, g: Tensor, z: Tensor) -> Tensor:
     nl = heights.shape[0]
     b, steps, n = z.shape
     grids = heights.reshape(1, nl, *heights.shape[2:])
-    if g.device.type == "cpu" and not torch.jit.is_tracing():
+    eager_cpu = may_branch_on_values(g)
+    if eager_cpu:
         # the layers' heights at one grid point side by side: one lookup reads 4 short runs, not 4 x L values
         # a grid apart (1.02-1.05x frames/s, median, for 12- and 24-layer avatars on 2 cores; bench/render_ab.py)
         grids = grids.contiguous(memory_format=torch.channels_last)
-    if nl < SLAB_MIN_LAYERS or not may_branch_on_values(g):
+    if nl < SLAB_MIN_LAYERS or not eager_cpu:
         return _lookup_layers(grids, g).reshape(nl, b, steps, n) <= z
     flat = heights.reshape(nl, -1)
     low, high = flat.amin(1) - SLAB_MARGIN, flat.amax(1) + SLAB_MARGIN
@@ -176,15 +177,10 @@ def _in_front_at_samples(heights: Tensor, g: Tensor, z: Tensor) -> Tensor:
 
 
 def _lookup_layers(grids: Tensor, g: Tensor) -> Tensor:
-    """Every layer of ``grids`` ``(1, L, G, G)`` at every point of ``g`` ``(..., 2)`` -> ``(L, M)``, M the points.
-    grid_sample parallelises over its batch only, so on the CPU the points go in as one batch entry per
-    thread (c chunks of consecutive points): same values, all cores."""
-    nl = grids.shape[1]
+    """Every layer of ``grids`` ``(1, L, G, G)`` at every point of ``g`` ``(..., 2)`` -> ``(L, M)``, M the points:
+    the layers as the channels of one grid (``sample_each_layer``, which spreads the points over the CPU threads)."""
     m = g.numel() // 2
-    c = _lookup_chunks(m, g.device)
-    h = F.grid_sample(grids.expand(c, -1, -1, -1), g.reshape(c, m // c, 1, 2), mode="bilinear",
-                      padding_mode="border", align_corners=True)
-    return h.reshape(c, nl, m // c).transpose(0, 1).reshape(nl, m)
+    return sample_each_layer(grids, g.reshape(1, m, 1, 2)).reshape(grids.shape[1], m)
 
 
 def _regula_falsi(t0: Tensor, f0: Tensor, t1: Tensor, f1: Tensor, f_at, refine: int) -> Tensor:

@@ -141,13 +141,16 @@ def render_cache(heights: Tensor, textures: Tensor, extent: float, poses: Tensor
         # Layers are shaded in groups just before they are composited: the working set is a group's
         # arrays, not all L layers' (which leave the CPU caches at 256² and beyond).
         per_pass = nl if not pass_pixels else max(1, pass_pixels // (b * resolution * resolution))
-        comp = OrderedCompositor(plan, None if plan.pivot is None else
-                                 tuple(None if x is None else x[0] for x in shade(plan.pivot, plan.pivot + 1)))
+        def layer(shaded: tuple, j: int) -> tuple:
+            """The j-th layer of shade()'s arrays (valid None stays None: all valid)."""
+            return tuple(None if x is None else x[j] for x in shaded)
+
+        comp = OrderedCompositor(plan, None if plan.pivot is None else layer(shade(plan.pivot, plan.pivot + 1), 0))
         for run in layer_runs(plan.order, per_pass, covered):
             lo = min(run)
             shaded = shade(lo, max(run) + 1)
             for i in run:
-                comp.add(i, *(None if x is None else x[i - lo] for x in shaded))
+                comp.add(i, *layer(shaded, i - lo))
         rgb, alpha, depth = comp.result()
     else:
         # each layer shaded as the ordered path shades it (covered or not), so both paths see the same samples
