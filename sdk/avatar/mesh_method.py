@@ -19,11 +19,13 @@ import torch
 from gramcast import camera
 from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.bake import grid_xy
+from gramcast.avatar.head_top import head_cap
 from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.avatar.texture_fill import MIRROR_BLENDS, better_seen_mirrored, fill_unseen
 from gramcast.checks import check_options, is_bool, is_real, real_in, whole_in
 from gramcast.face.alignment import AlignedFace, warp_to_crop
 from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
+from gramcast.face.landmarks import CHIN, five_points
 from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
                                  keep_subject, landmark_hull, refine_matte)
 from gramcast.face.quality import crop_inside_photo
@@ -372,12 +374,23 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
     seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
     colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
+    face, eyes, chin_row = _face_in_texture(pts, t, e)
+    colour, alpha = head_cap(colour, alpha, in_image, face, eyes[1], chin_row, eyes[0])
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
     textures = torch.cat([rgb, torch.from_numpy(alpha)[None].float()], 0)[None]
     meta = {"method": "mesh", "model_id": "none (prior-free)", "created": now_iso(),
             "input_pose": {"yaw": yaw, "pitch": pitch, "roll": aligned.pose.roll},
             "crop_size": size, "seen_fraction": float(seen.mean())}
     return Avatar(torch.from_numpy(heights)[None], textures, e, meta)
+
+
+def _face_in_texture(points: np.ndarray, t: int, extent: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Where the face's landmarks ``(468, 3)`` (world) lie in a ``t``² texture: their convex hull ``(t, t)``
+    bool, the eyes' midpoint (column, row) and the chin's row."""
+    idx = _grid_index(points[:, :2], t, extent)
+    hull = np.zeros((t, t), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(idx).astype(np.int32)), 1)
+    return hull > 0, five_points(idx)[:2].mean(0), float(idx[CHIN, 1])
 
 
 def _depth_from(heights: np.ndarray, extent: float, pose, size: int) -> np.ndarray:

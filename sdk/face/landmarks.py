@@ -16,12 +16,14 @@ import numpy as np
 from gramcast.errors import GramcastError
 from gramcast.images import as_rgb
 
-__all__ = ["NUM_LANDMARKS", "FIVE_POINT_GROUPS", "FaceMesh", "DetectedFace", "five_points", "eye_distance"]
+__all__ = ["NUM_LANDMARKS", "FIVE_POINT_GROUPS", "CHIN", "FaceMesh", "DetectedFace", "five_points", "eye_distance"]
 
 NUM_LANDMARKS = 468          # the refined mesh adds 10 iris points; they are not used for geometry
 # Landmark groups whose means give the 5 alignment points: eye centres (from the eyelid contour, so
 # the unrefined tracking mesh gives the same points), nose tip, mouth corners. Image-left eye first.
 FIVE_POINT_GROUPS = ((33, 133, 159, 145), (362, 263, 386, 374), (1,), (61,), (291,))
+#: The lowest point of the chin on the face oval
+CHIN = 152
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""The top of a head that the photo cuts off, for a ``mesh`` avatar (pure functions).
+
+Texels beyond the photo's top edge are seen by no pixel and mirror none that is seen, so the fill
+inpaints them, colour and opacity, from the edge. But the person matte ramps down over the last rows
+before a photo ends (its segmentations see the edge's pixels repeated beyond it), so a head cut through
+its hair grew a half-transparent dome (opacity ~0.3) over the whole head proxy, up to the top of any
+pitched frame, in the ramp's dark colours. Instead (``head_cap``): the ramp's rows take the opacity the
+head has just past them and colours from below them, and the texels beyond the edge are opaque inside a
+cap (half an ellipse on the head's outline at the edge, continuing its narrowing, as high as a head's
+proportions allow), transparent outside it, in the colours of the head beside and below them that is not
+skin (hair), or skin where the head shows little else (bald).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["HEAD_TOP_ABOVE_EYES", "RAMP_ROWS", "beyond_top_edge", "cap_outline", "head_cap"]
+
+#: How far the top of a head (with its hair) lies above the eyes, in eye-to-chin distances at most: the
+#: canon's 1.0 plus hair (0.90-1.11 on 10 whole-head studio portraits, one 1.37).
+HEAD_TOP_ABOVE_EYES = 1.05
+#: The rows inside the photo where its matte ramps down before the edge, and the band below them where
+#: the head's outline is read (fractions of the texture's side from the edge).
+RAMP_ROWS = 0.05
+OUTLINE_ROWS = 0.03
+#: The least height of a cap, in its half-width: a head cut above where its proportions put the top
+#: still ends in a rounded crown, not a straight line.
+LEAST_CAP_HEIGHT = 0.25
+#: The cap's colour comes from the head beside and below it that is not coloured like the face's skin,
+#: unless less than this share of the opaque texels along it is (a bald head): then from all of them.
+MIN_HAIR_RIM = 0.2
+#: How far from the face's skin colour (in robust deviations per CIELAB channel, combined) still is skin.
+SKIN_DISTANCE = 4.0
+#: The cap's outline is softened over this fraction of the texture's side.
+SOFTNESS = 0.01
+
+
+def beyond_top_edge(in_image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the photo's top edge runs through a texture ``(T, T)`` of texels inside the photo (``in_image``):
+    the texels above it (bool ``(T, T)``: in a column the photo covers, above its first covered texel), each
+    column's first covered row ``(T,)`` (T where the column is not covered) and whether that row is an edge
+    ``(T,)`` bool (covered, and not the texture's own first row)."""
+    t = in_image.shape[0]
+    covered = in_image.any(0)
+    first = np.where(covered, in_image.argmax(0), t)
+    above = covered[None, :] & (np.arange(t)[:, None] < first[None, :])
+    return above, first, covered & (first > 0)
+
+
+def cap_outline(t: int, centre_col: float, edge: float, half: float, narrowing: float,
+                height: float) -> np.ndarray:
+    """Inside ``(T, T)`` bool of the ellipse that crosses row ``edge`` ``half`` texels either side of
+    ``centre_col``, narrowing there by ``narrowing`` texels of half-width per row upwards (0: its widest
+    row is the edge), its top ``height`` rows above the edge (rows count downwards).
+
+    An ellipse with semi-axes a, b and centre row r_c crosses ``edge`` = r_c - u b at half-width
+    w = a sqrt(1 - u²), its top h = b (1 - u) above, where its half-width shrinks by s = w u / (h (1 + u))
+    per row: u = k / (1 - k) with k = s h / w (kept to u <= 0.9)."""
+    k = narrowing * height / max(half, 1e-6)
+    u = min(0.9, k / (1.0 - k)) if k < 0.5 else 0.9
+    b = height / (1.0 - u)
+    a = half / np.sqrt(1.0 - u * u)
+    rows, cols = np.mgrid[0:t, 0:t].astype(np.float64)
+    return ((cols - centre_col) / a) ** 2 + ((rows - (edge + u * b)) / b) ** 2 <= 1.0
+
+
+def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, face: np.ndarray, eye_row: float,
+             chin_row: float, centre_col: float) -> tuple[np.ndarray, np.ndarray]:
+    """A ``mesh`` texture's colour ``(T, T, 3)`` uint8 and opacity ``(T, T)`` with the head cut off by the
+    photo's top edge given its top (see the module). ``face`` ``(T, T)`` bool, the face's landmark hull, tells
+    the skin's colour, which gives the cap none unless the head shows little else beside it (a head cut
+    through its forehead has hair above it, seen at the sides; a bald one has skin); ``eye_row``,
+    ``chin_row`` and ``centre_col`` place the face (rows count downwards). Unchanged where no texel lies
+    beyond the photo's top edge; beyond it transparent where the head does not reach the edge (at
+    ``centre_col``)."""
+    above, first, edged = beyond_top_edge(in_image)
+    if not edged.any():
+        return colour, alpha
+    t = alpha.shape[0]
+    cols = np.arange(t)
+    n_ramp, n_outline = max(1, round(RAMP_ROWS * t)), max(1, round(OUTLINE_ROWS * t))
+
+    def opacity_below(start: int) -> np.ndarray:
+        """Each edge column's most opacity over the ``n_outline`` rows from ``start`` rows below its edge."""
+        rows = np.clip(first[None, :] + np.arange(start, start + n_outline)[:, None], 0, t - 1)
+        return np.where(edged, alpha[rows, cols[None, :]].max(0), 0.0)
+
+    ramp = edged[None, :] & in_image & (np.arange(t)[:, None] < first[None, :] + n_ramp)
+    past_ramp = opacity_below(n_ramp)
+    c = int(np.clip(round(centre_col), 0, t - 1))
+    span = _run_around(past_ramp > 0.5, c)
+    cap = np.zeros((t, t), bool)
+    if span is not None:
+        left, right = span
+        half = (right - left) / 2.0
+        wider = _run_around(opacity_below(n_ramp + n_outline) > 0.5, c) or span
+        narrowing = max(0.0, ((wider[1] - wider[0]) / 2.0 - half) / n_outline)    # half-width per row upwards
+        edge = float(np.median(first[left:right])) + n_ramp + 0.5 * n_outline       # where the width was read
+        top = eye_row - HEAD_TOP_ABOVE_EYES * (chin_row - eye_row)
+        height = max(edge - top, LEAST_CAP_HEIGHT * half)
+        cap = cap_outline(t, (left + right - 1) / 2.0, edge, half, narrowing, height)
+    sigma = SOFTNESS * t
+    cap_alpha = cv2.GaussianBlur(cap.astype(np.float32), (0, 0), sigma) if sigma > 0 else cap.astype(np.float32)
+    # the ramp: as opaque as the column past it, within the cap's outline (which follows the head's narrowing)
+    raised = np.where(ramp, np.maximum(alpha, np.minimum(past_ramp[None, :], cap_alpha)), alpha)
+    # colours for what turned opaque: the ramp's own were solved where the matte was low; then the cap's,
+    # from the head below it but not the face
+    recolour = ramp & (raised > alpha + 0.02)
+    colour = np.where(recolour[..., None], _inpainted(colour, recolour | above), colour)
+    skin = _skin_like(colour, face) & ~above
+    rim = cv2.dilate(above.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~above & (raised > 0.5)
+    if rim.any() and (rim & ~skin).mean() / rim.mean() < MIN_HAIR_RIM:
+        skin[:] = False          # a bald head, or a cap the photo shows no hair beside: skin it is
+    colour = np.where(above[..., None], _inpainted(colour, above | skin), colour)
+    return colour, np.where(above, cap_alpha, raised).astype(np.float32)
+
+
+def _skin_like(colour: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Texels ``(T, T)`` bool coloured like the face's skin: within ``SKIN_DISTANCE`` robust deviations of
+    the median colour (CIELAB) of the ``face`` texels below the middle of its rows (cheeks, nose, mouth)."""
+    lab = cv2.cvtColor(colour, cv2.COLOR_RGB2LAB).astype(np.float32)
+    rows = np.nonzero(face.any(1))[0]
+    if len(rows) == 0:
+        return np.zeros(face.shape, bool)
+    lower = face.copy()
+    lower[: (rows[0] + rows[-1]) // 2] = False
+    samples = lab[lower]
+    centre = np.median(samples, 0)
+    spread = np.median(np.abs(samples - centre), 0) * 1.4826 + 2.0       # MAD as a deviation, a floor
+    return (((lab - centre) / spread) ** 2).sum(-1) <= SKIN_DISTANCE ** 2
+
+
+def _inpainted(colour: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """``colour`` ``(T, T, 3)`` with the ``missing`` texels inpainted (Telea) from the others, at most 256²."""
+    if not missing.any():
+        return colour
+    t = colour.shape[0]
+    small = min(t, 256)
+    c_small = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
+    m_small = (cv2.resize(missing.astype(np.uint8), (small, small), interpolation=cv2.INTER_NEAREST) > 0)
+    filled = cv2.inpaint(c_small, m_small.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    filled = cv2.resize(filled, (t, t), interpolation=cv2.INTER_LINEAR)
+    return np.where(missing[..., None], filled, colour)
+
+
+def _run_around(mask: np.ndarray, c: int) -> tuple[int, int] | None:
+    """The run of True in ``mask`` ``(T,)`` that holds index ``c``: (first, one past the last); None where
+    ``mask[c]`` is False."""
+    if not mask[c]:
+        return None
+    left = c - int(np.argmin(mask[c::-1])) + 1 if not mask[:c + 1].all() else 0
+    right = c + int(np.argmin(mask[c:])) if not mask[c:].all() else mask.shape[0]
+    return left, right

@@ -1,0 +1,149 @@
+"""The top of a head that the photo cuts off (``gramcast.avatar.head_top``): the cap's outline against the
+ellipse it is defined as, known texture layouts, and a real portrait cut through its hair against the same
+portrait uncut."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gramcast.avatar.head_top import (HEAD_TOP_ABOVE_EYES, LEAST_CAP_HEIGHT, OUTLINE_ROWS, RAMP_ROWS,
+                                      beyond_top_edge, cap_outline, head_cap)
+
+FACES = Path(__file__).parent / "data" / "faces"
+
+
+def test_beyond_top_edge_finds_each_columns_first_row_inside_the_photo():
+    inside = np.zeros((20, 20), bool)
+    inside[5:, :15] = True                 # the photo's top edge at row 5 in these columns
+    inside[:, 15:] = True                  # the photo reaches the texture's top here: no edge
+    above, first, edged = beyond_top_edge(inside)
+    assert above[:5, :15].all() and not above[5:].any() and not above[:, 15:].any()
+    assert (first[:15] == 5).all() and (first[15:] == 0).all()
+    assert edged[:15].all() and not edged[15:].any()
+    assert not beyond_top_edge(np.ones((8, 8), bool))[2].any()
+
+
+def _half_width(mask: np.ndarray, row: int) -> float:
+    cols = np.nonzero(mask[row])[0]
+    return (cols[-1] - cols[0] + 1) / 2.0 if len(cols) else 0.0
+
+
+def test_the_caps_outline_is_an_ellipse_of_the_given_width_height_and_narrowing():
+    t, centre, edge = 400, 200.0, 300.0
+    # widest at the edge: a plain half-ellipse of half-width 80 and height 60 above it
+    plain = cap_outline(t, centre, edge, 80.0, 0.0, 60.0)
+    assert abs(_half_width(plain, 300) - 80) <= 1
+    assert plain[241, 200] and not plain[238, 200]                       # its top 60 rows up
+    assert abs(_half_width(plain, 270) - 80 * np.sqrt(1 - 0.5 ** 2)) <= 1
+    # narrowing by 0.4 half-width per row at the edge, the same top: its widest row lies below the edge
+    s = 0.4
+    narrow = cap_outline(t, centre, edge, 80.0, s, 60.0)
+    assert abs(_half_width(narrow, 300) - 80) <= 1
+    assert narrow[241, 200] and not narrow[238, 200]
+    slope = (_half_width(narrow, 306) - _half_width(narrow, 294)) / 12.0
+    assert abs(slope - s) < 0.06
+    assert _half_width(narrow, 330) > 80.5
+
+
+def _layout(t: int = 128, hair_beside: bool = True):
+    """A head in a texture whose photo starts at row 40: opaque from row 46 down over columns 34-93, the
+    matte ramping to 0.3 over the rows between; the face (skin) in columns 44-83 from row 50, hair beside it
+    (or more skin: a bald head) and on it above row 50; the wall blue."""
+    inside = np.zeros((t, t), bool)
+    inside[40:] = True
+    alpha = np.zeros((t, t), np.float32)
+    alpha[40:, 34:94] = 1.0
+    alpha[40:46, 34:94] = np.linspace(0.3, 0.9, 6)[:, None]
+    skin, hair = (220, 170, 140), (60, 40, 25)
+    colour = np.zeros((t, t, 3), np.uint8)
+    colour[:] = (20, 40, 230)
+    colour[40:, 34:94] = hair if hair_beside else skin
+    colour[50:, 44:84] = skin
+    colour[40:50, 44:84] = hair if hair_beside else skin
+    face = np.zeros((t, t), bool)
+    face[55:110, 44:84] = True
+    return colour, alpha, inside, face
+
+
+def test_a_head_cut_by_the_photos_top_gets_an_opaque_cap_as_high_as_its_proportions():
+    colour, alpha, inside, face = _layout()
+    eye, chin = 60.0, 90.0                  # the top 1.05 x 30 above the eyes: row 28.5
+    new_colour, new_alpha = head_cap(colour, alpha, inside, face, eye, chin, 63.5)
+    top = eye - HEAD_TOP_ABOVE_EYES * (chin - eye)
+    assert new_alpha[int(top) + 4, 64] > 0.95 and new_alpha[36, 48] > 0.95        # inside the cap
+    assert new_alpha[int(top) - 4, 64] < 0.05                                      # above the head's top
+    assert new_alpha[36, 10] < 0.05 and new_alpha[36, 120] < 0.05                  # beside it
+    # the ramp's rows are as opaque as the head past them, within the head; the wall stays as it was
+    assert (new_alpha[40:46, 40:88] > 0.95).all()
+    assert (new_alpha[40:46, :30] == 0).all()
+    n = round((RAMP_ROWS + OUTLINE_ROWS) * 128)
+    assert np.array_equal(new_alpha[40 + n:], alpha[40 + n:])
+    assert np.array_equal(new_colour[46:], colour[46:])
+    # the cap's colour is the hair's, not the face's nor the wall's
+    got = new_colour[34, 64].astype(float)
+    assert np.abs(got - (60, 40, 25)).max() < 40, got
+
+
+def test_a_bald_head_keeps_skin_on_its_cap_and_a_head_short_of_the_edge_gets_none():
+    colour, alpha, inside, face = _layout(hair_beside=False)
+    new_colour, new_alpha = head_cap(colour, alpha, inside, face, 60.0, 90.0, 63.5)
+    assert new_alpha[34, 64] > 0.95
+    assert np.abs(new_colour[34, 64].astype(float) - (220, 170, 140)).max() < 40
+    # the head ends below the photo's edge: nothing beyond it, and nothing inside changes
+    alpha[40:50] = 0.0
+    _, none = head_cap(colour, alpha, inside, face, 60.0, 90.0, 63.5)
+    assert (none[:40] == 0).all() and np.array_equal(none[40:], alpha[40:])
+    # no top edge in the texture: the texture as it was
+    c, a = head_cap(colour, alpha, np.ones_like(inside), face, 60.0, 90.0, 63.5)
+    assert c is colour and a is alpha
+
+
+def test_the_least_cap_is_a_rounded_crown_where_the_proportions_end_below_the_edge():
+    colour, alpha, inside, face = _layout()
+    _, new_alpha = head_cap(colour, alpha, inside, face, 90.0, 100.0, 63.5)    # top at row 79.5: below the edge
+    half = 30.0
+    assert new_alpha[48 - int(LEAST_CAP_HEIGHT * half) + 2, 64] > 0.5
+    assert new_alpha[48 - int(LEAST_CAP_HEIGHT * half) - 3, 64] < 0.5
+
+
+def _top_alpha(avatar, poses) -> list[np.ndarray]:
+    from gramcast.avatar import Renderer
+
+    renderer = Renderer(avatar, device="cpu")
+    out = []
+    for pose in poses:
+        _, alpha = renderer.render_rgba(pose, 128)
+        out.append(np.asarray(alpha, np.float32).reshape(128, 128)[:56] / (255.0 if alpha.max() > 1.5 else 1.0))
+    return out
+
+
+@pytest.mark.parametrize("name", ["london_neutral_002_03.jpg"])
+def test_a_portrait_cut_through_its_hair_keeps_a_head_shaped_top(name):
+    """The photo cut a fifth of the way from the hair's top to the chin: the top of the head (the upper 44 %
+    of frames at pitch 0 and 0.3) covers what the uncut photo's avatar covers there (alpha > 0.5, IoU), and
+    is no more half-transparent than a little more than it, where the fill alone grew a half-transparent
+    dome to the frame's top."""
+    import gramcast
+    from gramcast.face import detect_and_align
+    from gramcast.face.matte import foreground_matte
+    from gramcast.images import load_image
+
+    rgb = load_image(FACES / name)
+    aligned = detect_and_align(rgb, size=256)
+    to_image = cv2.invertAffineTransform(aligned.crop_from_image)
+    chin = (aligned.pixels @ to_image[:, :2].T + to_image[:, 2])[152, 1]
+    hair_top = int(np.argmax((foreground_matte(rgb) > 0.5).any(1)))
+    cut = int(hair_top + 0.2 * (chin - hair_top))
+    poses = [(0.0, 0.0), (0.0, 0.3)]
+    whole = _top_alpha(gramcast.enroll(rgb), poses)
+    cut_off = _top_alpha(gramcast.enroll(np.ascontiguousarray(rgb[cut:])), poses)
+    # (the fill alone, on this portrait: IoU 0.85 / 0.70, half-transparent 0.28 / 0.38 of the region against
+    # the uncut avatar's 0.04; with the cap 0.97 / 0.96 and 0.08 / 0.09)
+    for a, b in zip(whole, cut_off):
+        inter, union = ((a > 0.5) & (b > 0.5)).sum(), ((a > 0.5) | (b > 0.5)).sum()
+        assert inter / union > 0.92, inter / union
+        half_transparent = [((x > 0.1) & (x < 0.9)).mean() for x in (a, b)]
+        assert half_transparent[1] < half_transparent[0] + 0.08, half_transparent
