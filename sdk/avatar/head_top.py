@@ -24,6 +24,11 @@ HEAD_TOP_ABOVE_EYES = 1.05
 #: the head's outline is read (fractions of the texture's side from the edge).
 RAMP_ROWS = 0.05
 OUTLINE_ROWS = 0.03
+#: A head reaches the photo's top edge where the matte there is at least this (the median over the head's
+#: columns): the ramp before the edge leaves 0.15-1.0 of a head the edge cuts (10 studio portraits cut 10-30 %
+#: of the way down their hair), under 0.002 where wall lies between the head and the edge (the same
+#: portraits cropped 4-40 px of a 512² crop above their hair).
+EDGE_OPACITY = 0.05
 #: The least height of a cap, in its half-width: a head cut above where its proportions put the top
 #: still ends in a rounded crown, not a straight line.
 LEAST_CAP_HEIGHT = 0.25
@@ -90,6 +95,11 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, face: 
     past_ramp = opacity_below(n_ramp)
     c = int(np.clip(round(centre_col), 0, t - 1))
     span = _run_around(past_ramp > 0.5, c)
+    if span is not None:
+        # cut, or ending just short of the edge with wall above it (the ramp reaching 0 there)?
+        at_edge = np.where(edged, alpha[np.clip(first, 0, t - 1), cols], 0.0)
+        if np.median(at_edge[span[0]:span[1]]) < EDGE_OPACITY:
+            span = None
     cap = np.zeros((t, t), bool)
     if span is not None:
         left, right = span
