@@ -9,21 +9,33 @@ import cv2
 import numpy as np
 import pytest
 
-from gramcast.avatar.head_top import (HEAD_TOP_ABOVE_EYES, LEAST_CAP_HEIGHT, OUTLINE_ROWS, RAMP_ROWS,
-                                      beyond_top_edge, cap_outline, head_cap)
+from gramcast.avatar.head_top import (HEAD_TOP_ABOVE_EYES, LEAST_CAP_HEIGHT, OUTLINE_ROWS, RAMP_ROWS, cap_outline,
+                                      edge_rows, head_cap)
+from gramcast.face.quality import BEYOND_BOTTOM, BEYOND_LEFT, BEYOND_RIGHT, BEYOND_TOP, INSIDE, crop_photo_sides
 
 FACES = Path(__file__).parent / "data" / "faces"
 
 
-def test_beyond_top_edge_finds_each_columns_first_row_inside_the_photo():
+def test_crop_photo_sides_says_beyond_which_edge_of_the_photo_a_pixel_lies():
+    # a crop of side 10 whose pixel (u, v) is the photo's (u - 2, v - 3): the photo (W 5, H 4) at columns 2-6,
+    # rows 3-6 of the crop
+    sides = crop_photo_sides(np.array([[1.0, 0, 2], [0, 1.0, 3]]), 10, (4, 5))
+    assert (sides[3:7, 2:7] == INSIDE).all()
+    assert (sides[:3] == BEYOND_TOP).all() and (sides[3:7, :2] == BEYOND_LEFT).all()
+    assert (sides[7:] == BEYOND_BOTTOM).all() and (sides[3:7, 7:] == BEYOND_RIGHT).all()
+
+
+def test_edge_rows_finds_each_columns_first_row_inside_the_photo_below_its_top_edge():
     inside = np.zeros((20, 20), bool)
     inside[5:, :15] = True                 # the photo's top edge at row 5 in these columns
     inside[:, 15:] = True                  # the photo reaches the texture's top here: no edge
-    above, first, edged = beyond_top_edge(inside)
-    assert above[:5, :15].all() and not above[5:].any() and not above[:, 15:].any()
-    assert (first[:15] == 5).all() and (first[15:] == 0).all()
-    assert edged[:15].all() and not edged[15:].any()
-    assert not beyond_top_edge(np.ones((8, 8), bool))[2].any()
+    above = ~inside
+    first, edged = edge_rows(inside, above)
+    assert (first[:15] == 5).all() and edged[:15].all() and not edged[15:].any()
+    # texels beyond a side edge are no top edge, whatever rows the photo covers below them
+    side = np.ones((20, 20), bool)
+    side[:12, :4] = False
+    assert not edge_rows(side, np.zeros_like(side))[1].any()
 
 
 def _half_width(mask: np.ndarray, row: int) -> float:
@@ -68,10 +80,14 @@ def _layout(t: int = 128, hair_beside: bool = True):
     return colour, alpha, inside, face
 
 
+def _cap(colour, alpha, inside, face, eye, chin):
+    return head_cap(colour, alpha, inside, ~inside, face, eye, chin, 63.5)
+
+
 def test_a_head_cut_by_the_photos_top_gets_an_opaque_cap_as_high_as_its_proportions():
     colour, alpha, inside, face = _layout()
     eye, chin = 60.0, 90.0                  # the top 1.05 x 30 above the eyes: row 28.5
-    new_colour, new_alpha = head_cap(colour, alpha, inside, face, eye, chin, 63.5)
+    new_colour, new_alpha = _cap(colour, alpha, inside, face, eye, chin)
     top = eye - HEAD_TOP_ABOVE_EYES * (chin - eye)
     assert new_alpha[int(top) + 4, 64] > 0.95 and new_alpha[36, 48] > 0.95        # inside the cap
     assert new_alpha[int(top) - 4, 64] < 0.05                                      # above the head's top
@@ -89,7 +105,7 @@ def test_a_head_cut_by_the_photos_top_gets_an_opaque_cap_as_high_as_its_proporti
 
 def test_a_bald_head_keeps_skin_on_its_cap_and_a_head_short_of_the_edge_gets_none():
     colour, alpha, inside, face = _layout(hair_beside=False)
-    new_colour, new_alpha = head_cap(colour, alpha, inside, face, 60.0, 90.0, 63.5)
+    new_colour, new_alpha = _cap(colour, alpha, inside, face, 60.0, 90.0)
     assert new_alpha[34, 64] > 0.95
     assert np.abs(new_colour[34, 64].astype(float) - (220, 170, 140)).max() < 40
     # the head ends a little below the photo's edge, wall between (the matte ~0 at the edge, opaque past the
@@ -97,19 +113,32 @@ def test_a_bald_head_keeps_skin_on_its_cap_and_a_head_short_of_the_edge_gets_non
     for wall_rows in (3, 10):
         short = alpha.copy()
         short[40:40 + wall_rows] = 0.0
-        _, none = head_cap(colour, short, inside, face, 60.0, 90.0, 63.5)
+        _, none = _cap(colour, short, inside, face, 60.0, 90.0)
         assert (none[:40] == 0).all() and np.array_equal(none[40:], short[40:])
     # no top edge in the texture: the texture as it was
-    c, a = head_cap(colour, alpha, np.ones_like(inside), face, 60.0, 90.0, 63.5)
+    c, a = _cap(colour, alpha, np.ones_like(inside), face, 60.0, 90.0)
     assert c is colour and a is alpha
 
 
 def test_the_least_cap_is_a_rounded_crown_where_the_proportions_end_below_the_edge():
     colour, alpha, inside, face = _layout()
-    _, new_alpha = head_cap(colour, alpha, inside, face, 90.0, 100.0, 63.5)    # top at row 79.5: below the edge
+    _, new_alpha = _cap(colour, alpha, inside, face, 90.0, 100.0)    # top at row 79.5: below the edge
     half = 30.0
     assert new_alpha[48 - int(LEAST_CAP_HEIGHT * half) + 2, 64] > 0.5
     assert new_alpha[48 - int(LEAST_CAP_HEIGHT * half) - 3, 64] < 0.5
+
+
+def test_texels_beyond_a_side_edge_are_left_to_the_fill():
+    """The photo's left edge at column 20, slanting so that the photo covers those columns lower down: the
+    fill beyond the side (a mirrored cheek, opaque) stays; only the top edge's texels get the cap."""
+    colour, alpha, inside, face = _layout()
+    inside[:90, :20] = False
+    sides = np.where(inside, INSIDE, BEYOND_LEFT).astype(np.uint8)
+    sides[:40, 20:] = BEYOND_TOP
+    alpha[40:90, :20] = 1.0
+    _, capped = head_cap(colour, alpha, inside, sides == BEYOND_TOP, face, 60.0, 90.0, 63.5)
+    assert np.array_equal(capped[:, :20], alpha[:, :20])
+    assert capped[36, 64] > 0.95
 
 
 def _top_alpha(avatar, poses) -> list[np.ndarray]:

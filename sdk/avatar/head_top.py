@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["HEAD_TOP_ABOVE_EYES", "RAMP_ROWS", "beyond_top_edge", "cap_outline", "head_cap"]
+__all__ = ["HEAD_TOP_ABOVE_EYES", "RAMP_ROWS", "EDGE_OPACITY", "edge_rows", "cap_outline", "head_cap"]
 
 #: How far the top of a head (with its hair) lies above the eyes, in eye-to-chin distances at most: the
 #: canon's 1.0 plus hair (0.90-1.11 on 10 whole-head studio portraits, one 1.37).
@@ -41,16 +41,12 @@ SKIN_DISTANCE = 4.0
 SOFTNESS = 0.01
 
 
-def beyond_top_edge(in_image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where the photo's top edge runs through a texture ``(T, T)`` of texels inside the photo (``in_image``):
-    the texels above it (bool ``(T, T)``: in a column the photo covers, above its first covered texel), each
-    column's first covered row ``(T,)`` (T where the column is not covered) and whether that row is an edge
-    ``(T,)`` bool (covered, and not the texture's own first row)."""
-    t = in_image.shape[0]
-    covered = in_image.any(0)
-    first = np.where(covered, in_image.argmax(0), t)
-    above = covered[None, :] & (np.arange(t)[:, None] < first[None, :])
-    return above, first, covered & (first > 0)
+def edge_rows(in_image: np.ndarray, above: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the photo's top edge runs through a texture ``(T, T)``: ``in_image`` the texels inside the photo,
+    ``above`` those beyond its top edge. Each column's first row inside the photo ``(T,)`` and whether the
+    edge crosses the column ``(T,)`` bool (texels beyond it, and inside the photo below them)."""
+    edged = above.any(0) & in_image.any(0)
+    return np.where(edged, in_image.argmax(0), above.shape[0]), edged
 
 
 def cap_outline(t: int, centre_col: float, edge: float, half: float, narrowing: float,
@@ -70,18 +66,20 @@ def cap_outline(t: int, centre_col: float, edge: float, half: float, narrowing: 
     return ((cols - centre_col) / a) ** 2 + ((rows - (edge + u * b)) / b) ** 2 <= 1.0
 
 
-def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, face: np.ndarray, eye_row: float,
-             chin_row: float, centre_col: float) -> tuple[np.ndarray, np.ndarray]:
+def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above: np.ndarray, face: np.ndarray,
+             eye_row: float, chin_row: float, centre_col: float) -> tuple[np.ndarray, np.ndarray]:
     """A ``mesh`` texture's colour ``(T, T, 3)`` uint8 and opacity ``(T, T)`` with the head cut off by the
-    photo's top edge given its top (see the module). ``face`` ``(T, T)`` bool, the face's landmark hull, tells
+    photo's top edge given its top (see the module); ``in_image`` ``(T, T)`` bool: the texels inside the
+    photo, ``above``: those beyond its top edge. ``face`` ``(T, T)`` bool, the face's landmark hull, tells
     the skin's colour, which gives the cap none unless the head shows little else beside it (a head cut
     through its forehead has hair above it, seen at the sides; a bald one has skin); ``eye_row``,
     ``chin_row`` and ``centre_col`` place the face (rows count downwards). Unchanged where no texel lies
     beyond the photo's top edge; beyond it transparent where the head does not reach the edge (at
     ``centre_col``)."""
-    above, first, edged = beyond_top_edge(in_image)
+    first, edged = edge_rows(in_image, above)
     if not edged.any():
         return colour, alpha
+    above = above & edged[None, :]
     t = alpha.shape[0]
     cols = np.arange(t)
     n_ramp, n_outline = max(1, round(RAMP_ROWS * t)), max(1, round(OUTLINE_ROWS * t))

@@ -28,7 +28,7 @@ from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
 from gramcast.face.landmarks import CHIN, five_points
 from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
                                  keep_subject, landmark_hull, refine_matte)
-from gramcast.face.quality import crop_inside_photo
+from gramcast.face.quality import BEYOND_TOP, crop_inside_photo, crop_photo_sides
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
@@ -211,6 +211,9 @@ class PhotoContext:
     offset: float
     #: how much the matte's looks disagreed (``gramcast.face.matte.agreed_matte``; 0 with one look)
     disagreement: float = 0.0
+    #: ``(S', S')`` uint8: beyond which of the photo's edges each pixel lies
+    #: (``gramcast.face.quality.crop_photo_sides``); None: not known
+    sides: np.ndarray | None = None
 
 
 # The colour cut leaves the subject's head alone (``spared_head``) where its colours are the person's own
@@ -306,7 +309,8 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
                              cv2.BORDER_REPLICATE)
     inside = crop_inside_photo(wide_from_image, side, image.shape[:2])
     matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach, colour_cut_from, inside)
-    return PhotoContext(crop, matte, inside, float(pad), disagreement)
+    return PhotoContext(crop, matte, inside, float(pad), disagreement,
+                        crop_photo_sides(wide_from_image, side, image.shape[:2]))
 
 
 def photo_colours(photo: np.ndarray, matte: np.ndarray, config: MeshConfig = MeshConfig(),
@@ -374,8 +378,12 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
     seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
     colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
-    face, eyes, chin_row = _face_in_texture(pts, t, e)
-    colour, alpha = head_cap(colour, alpha, in_image, face, eyes[1], chin_row, eyes[0])
+    if context is not None and context.sides is not None:
+        # beyond the photo's own top edge (not the context crop's, nor a side's): a head cut off there
+        sides = cv2.remap(context.sides, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+        face, eyes, chin_row = _face_in_texture(pts, t, e)
+        colour, alpha = head_cap(colour, alpha, in_image, sides == BEYOND_TOP, face, eyes[1], chin_row, eyes[0])
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
     textures = torch.cat([rgb, torch.from_numpy(alpha)[None].float()], 0)[None]
     meta = {"method": "mesh", "model_id": "none (prior-free)", "created": now_iso(),

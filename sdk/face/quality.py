@@ -91,9 +91,33 @@ def crop_inside_photo(crop_from_image: np.ndarray, side: int, image_shape: tuple
     mapped back into the photo, lies at least ``margin`` photo pixels inside its edges (the photo spans
     [0, W] x [0, H] in continuous pixels)."""
     h, w = image_shape
+    x, y = _photo_positions(crop_from_image, side)
+    return (x >= margin) & (x <= w - margin) & (y >= margin) & (y <= h - margin)
+
+
+#: ``crop_photo_sides``' codes: which of the photo's edges a crop pixel lies beyond (above and below first)
+INSIDE, BEYOND_TOP, BEYOND_BOTTOM, BEYOND_LEFT, BEYOND_RIGHT = range(5)
+
+
+def crop_photo_sides(crop_from_image: np.ndarray, side: int, image_shape: tuple[int, int]) -> np.ndarray:
+    """Beyond which edge of the photo of ``image_shape`` ``(H, W)`` each pixel of a ``side``² crop lies (its
+    centre mapped back, as ``crop_inside_photo``): ``(side, side)`` uint8, ``INSIDE`` or a ``BEYOND_*`` code,
+    above and below taking the corners."""
+    h, w = image_shape
+    x, y = _photo_positions(crop_from_image, side)
+    out = np.full((side, side), INSIDE, np.uint8)
+    out[x > w] = BEYOND_RIGHT
+    out[x < 0] = BEYOND_LEFT
+    out[y > h] = BEYOND_BOTTOM
+    out[y < 0] = BEYOND_TOP
+    return out
+
+
+def _photo_positions(crop_from_image: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo position (x, y) ``(side, side)`` each of a ``side``² crop's pixel centres comes from."""
     centres = np.stack(np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5), -1).reshape(-1, 2)
     x, y = apply_affine(invert_affine(crop_from_image), centres).reshape(side, side, 2).transpose(2, 0, 1)
-    return (x >= margin) & (x <= w - margin) & (y >= margin) & (y <= h - margin)
+    return x, y
 
 
 def photo_quality(aligned: AlignedFace, image_shape: tuple[int, int] | None = None) -> PhotoQuality:
