@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["HEAD_TOP_ABOVE_EYES", "RAMP_ROWS", "EDGE_OPACITY", "edge_rows", "cap_outline", "head_cap"]
+__all__ = ["HEAD_TOP_ABOVE_EYES", "RAMP_ROWS", "OUTLINE_ROWS", "EDGE_OPACITY", "edge_rows", "cap_outline", "head_cap"]
 
 #: How far the top of a head (with its hair) lies above the eyes, in eye-to-chin distances at most: the
 #: canon's 1.0 plus hair (0.90-1.11 on 10 whole-head studio portraits, one 1.37).
@@ -113,7 +113,7 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
     # the ramp: as opaque as the column past it, within the cap's outline (which follows the head's narrowing)
     raised = np.where(ramp, np.maximum(alpha, np.minimum(past_ramp[None, :], cap_alpha)), alpha)
     # colours for what turned opaque: the ramp's own were solved where the matte was low; then the cap's,
-    # from the head below it but not the face
+    # from the head beside and below it that is not coloured like the face's skin
     recolour = ramp & (raised > alpha + 0.02)
     colour = np.where(recolour[..., None], _inpainted(colour, recolour | above), colour)
     skin = _skin_like(colour, face) & ~above
