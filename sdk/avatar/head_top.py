@@ -15,6 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gramcast.avatar.texture_fill import inpainted
+
 __all__ = ["HEAD_TOP_ABOVE_EYES", "RAMP_ROWS", "OUTLINE_ROWS", "EDGE_OPACITY", "edge_rows", "cap_outline", "head_cap"]
 
 #: How far the top of a head (with its hair) lies above the eyes, in eye-to-chin distances at most: the
@@ -115,12 +117,12 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
     # colours for what turned opaque: the ramp's own were solved where the matte was low; then the cap's,
     # from the head beside and below it that is not coloured like the face's skin
     recolour = ramp & (raised > alpha + 0.02)
-    colour = np.where(recolour[..., None], _inpainted(colour, recolour | above), colour)
+    colour = np.where(recolour[..., None], inpainted(colour, recolour | above), colour)
     skin = _skin_like(colour, face) & ~above
     rim = cv2.dilate(above.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~above & (raised > 0.5)
     if rim.any() and (rim & ~skin).mean() / rim.mean() < MIN_HAIR_RIM:
         skin[:] = False          # a bald head, or a cap the photo shows no hair beside: skin it is
-    colour = np.where(above[..., None], _inpainted(colour, above | skin), colour)
+    colour = np.where(above[..., None], inpainted(colour, above | skin), colour)
     return colour, np.where(above, cap_alpha, raised).astype(np.float32)
 
 
@@ -137,19 +139,6 @@ def _skin_like(colour: np.ndarray, face: np.ndarray) -> np.ndarray:
     centre = np.median(samples, 0)
     spread = np.median(np.abs(samples - centre), 0) * 1.4826 + 2.0       # MAD as a deviation, a floor
     return (((lab - centre) / spread) ** 2).sum(-1) <= SKIN_DISTANCE ** 2
-
-
-def _inpainted(colour: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """``colour`` ``(T, T, 3)`` with the ``missing`` texels inpainted (Telea) from the others, at most 256²."""
-    if not missing.any():
-        return colour
-    t = colour.shape[0]
-    small = min(t, 256)
-    c_small = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
-    m_small = (cv2.resize(missing.astype(np.uint8), (small, small), interpolation=cv2.INTER_NEAREST) > 0)
-    filled = cv2.inpaint(c_small, m_small.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-    filled = cv2.resize(filled, (t, t), interpolation=cv2.INTER_LINEAR)
-    return np.where(missing[..., None], filled, colour)
 
 
 def _run_around(mask: np.ndarray, c: int) -> tuple[int, int] | None:

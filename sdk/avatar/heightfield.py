@@ -28,6 +28,7 @@ from gramcast.model.intersection import intersect_plane_z
 __all__ = ["sample_grid", "grid_coordinates", "intersect_heightfields", "intersect_layers", "flat_layers",
            "bracketed_search", "may_branch_on_values", "sample_each_layer", "sample_textures"]
 
+
 def grid_coordinates(xy: Tensor, extent: float) -> Tensor:
     """World ``(..., 2)`` (x, y) -> ``grid_sample`` coordinates: x -> width, y -> height; grid_sample's
     +y is down the rows and row 0 of our grids is y = +extent (image-like storage)."""

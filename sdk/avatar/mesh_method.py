@@ -28,7 +28,7 @@ from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
 from gramcast.face.landmarks import CHIN, five_points
 from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
                                  keep_subject, landmark_hull, refine_matte)
-from gramcast.face.quality import BEYOND_TOP, crop_inside_photo, crop_photo_sides
+from gramcast.face.quality import BEYOND_TOP, INSIDE, UNKNOWN_SIDE, crop_photo_sides
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
@@ -168,8 +168,7 @@ def surface_heights(points: np.ndarray, g: int, extent: float) -> np.ndarray:
     wide = cv2.GaussianBlur(num, (0, 0), 4 * sigma) / np.maximum(cv2.GaussianBlur(den, (0, 0), 4 * sigma), 1e-9)
     covered = cv2.GaussianBlur(den, (0, 0), sigma) > 1e-3
     relief = np.where(covered, relief, wide)
-    hull = np.zeros((g, g), np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(_grid_index(points[:, :2], g, extent)).astype(np.int32)), 1)
+    hull = _hull_in_grid(points, g, extent)
     outside = cv2.distanceTransform((1 - hull).astype(np.uint8), cv2.DIST_L2, 5)
     fade = np.exp(-((outside / (6 * g / 128)) ** 2))
     h = proxy + fade * relief
@@ -202,18 +201,21 @@ def _normals(h: np.ndarray, extent: float) -> np.ndarray:
 @dataclass(frozen=True)
 class PhotoContext:
     """The photo around the aligned crop, at the crop's scale: the crop's pixel (u, v) is (u + offset,
-    v + offset) here. ``crop`` ``(S', S', 3)``, ``matte`` ``(S', S')`` in [0, 1], ``inside`` ``(S', S')``
-    bool: where the source photo has pixels (the rest of a crop is reflected padding)."""
+    v + offset) here. ``crop`` ``(S', S', 3)``, ``matte`` ``(S', S')`` in [0, 1], ``sides`` ``(S', S')``
+    uint8: beyond which of the photo's edges each pixel lies (``gramcast.face.quality.crop_photo_sides``;
+    the rest of a crop is reflected padding)."""
 
     crop: np.ndarray
     matte: np.ndarray
-    inside: np.ndarray
+    sides: np.ndarray
     offset: float
     #: how much the matte's looks disagreed (``gramcast.face.matte.agreed_matte``; 0 with one look)
     disagreement: float = 0.0
-    #: ``(S', S')`` uint8: beyond which of the photo's edges each pixel lies
-    #: (``gramcast.face.quality.crop_photo_sides``); None: not known
-    sides: np.ndarray | None = None
+
+    @property
+    def inside(self) -> np.ndarray:
+        """``(S', S')`` bool: where the source photo has pixels."""
+        return self.sides == INSIDE
 
 
 # The colour cut leaves the subject's head alone (``spared_head``) where its colours are the person's own
@@ -307,10 +309,10 @@ def photo_context(image: np.ndarray, aligned: AlignedFace, margin: float, mattin
     # copies of the shoulders where a photo ends, and called the real shoulder background.
     looked_at = warp_to_crop(image, wide_from_image + np.array([[0, 0, reach], [0, 0, reach]]), side + 2 * reach,
                              cv2.BORDER_REPLICATE)
-    inside = crop_inside_photo(wide_from_image, side, image.shape[:2])
-    matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach, colour_cut_from, inside)
-    return PhotoContext(crop, matte, inside, float(pad), disagreement,
-                        crop_photo_sides(wide_from_image, side, image.shape[:2]))
+    sides = crop_photo_sides(wide_from_image, side, image.shape[:2])
+    matte, disagreement = subject_matte(matting, looked_at, aligned, pad, agreed, reach, colour_cut_from,
+                                        sides == INSIDE)
+    return PhotoContext(crop, matte, sides, float(pad), disagreement)
 
 
 def photo_colours(photo: np.ndarray, matte: np.ndarray, config: MeshConfig = MeshConfig(),
@@ -362,8 +364,10 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     # visibility from the input camera: in the photo, facing it, and not hidden behind the surface
     in_image = (map_x >= -0.5) & (map_x <= side - 0.5) & (map_y >= -0.5) & (map_y <= side - 0.5)
     if context is not None:
-        in_image &= cv2.remap(context.inside.astype(np.float32), map_x, map_y, cv2.INTER_NEAREST,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) > 0.5
+        # beyond which of the photo's edges each texel lies (beyond the context crop: none known, not inside)
+        sides = cv2.remap(context.sides, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=UNKNOWN_SIDE)
+        in_image &= sides == INSIDE
     cam = camera.camera_position(torch.tensor([yaw]), torch.tensor([pitch]))[0].numpy()
     dist = np.linalg.norm(cam - world, axis=1)
     cosines = facing_cosines(heights, e, world, cam, t, config.facing_smoothing)
@@ -378,10 +382,8 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
     seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
     colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
-    if context is not None and context.sides is not None:
+    if context is not None:
         # beyond the photo's own top edge (not the context crop's, nor a side's): a head cut off there
-        sides = cv2.remap(context.sides, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
         face, eyes, chin_row = _face_in_texture(pts, t, e)
         colour, alpha = head_cap(colour, alpha, in_image, sides == BEYOND_TOP, face, eyes[1], chin_row, eyes[0])
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
@@ -392,13 +394,18 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     return Avatar(torch.from_numpy(heights)[None], textures, e, meta)
 
 
+def _hull_in_grid(points: np.ndarray, g: int, extent: float) -> np.ndarray:
+    """The convex hull ``(G, G)`` uint8 (0 / 1) of landmarks ``(N, 3)`` (world) on a ``g``² grid."""
+    hull = np.zeros((g, g), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(_grid_index(points[:, :2], g, extent)).astype(np.int32)), 1)
+    return hull
+
+
 def _face_in_texture(points: np.ndarray, t: int, extent: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Where the face's landmarks ``(468, 3)`` (world) lie in a ``t``² texture: their convex hull ``(t, t)``
     bool, the eyes' midpoint (column, row) and the chin's row."""
     idx = _grid_index(points[:, :2], t, extent)
-    hull = np.zeros((t, t), np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(idx).astype(np.int32)), 1)
-    return hull > 0, five_points(idx)[:2].mean(0), float(idx[CHIN, 1])
+    return _hull_in_grid(points, t, extent) > 0, five_points(idx)[:2].mean(0), float(idx[CHIN, 1])
 
 
 def _depth_from(heights: np.ndarray, extent: float, pose, size: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from scipy.sparse.linalg import splu
 
 from gramcast.face.matte import disc
 
-__all__ = ["unseen_islands", "better_seen_mirrored", "harmonic_offset", "fill_unseen", "MIRROR_BLENDS"]
+__all__ = ["unseen_islands", "better_seen_mirrored", "harmonic_offset", "inpainted", "fill_unseen", "MIRROR_BLENDS"]
 
 MIRROR_BLENDS = ("poisson", "copy")
 
@@ -96,6 +96,21 @@ def harmonic_offset(boundary: np.ndarray, region: np.ndarray, anchors: np.ndarra
     return out
 
 
+#: Inpainting works at most at this side (Telea is O(pixels x radius²)); the fill is brought back up.
+INPAINT_SIDE = 256
+
+
+def inpainted(image: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """``image`` ``(T, T[, C])`` uint8 inpainted (Telea, radius 5) where ``missing`` ``(T, T)``, at most
+    ``INPAINT_SIDE``² and brought back up: the whole filled image (every texel interpolated from the small
+    one; keep the known texels from the original)."""
+    t = image.shape[0]
+    small = min(t, INPAINT_SIDE)
+    i_small = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
+    m_small = cv2.resize(missing.astype(np.uint8), (small, small), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(cv2.inpaint(i_small, m_small, 5, cv2.INPAINT_TELEA), (t, t), interpolation=cv2.INTER_LINEAR)
+
+
 def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_image: np.ndarray, heights: np.ndarray,
                 blend: str = "poisson", hull_margin: float = 0.012) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """colour ``(T, T, 3)`` uint8 and alpha ``(T, T)`` float of a texture whose ``seen`` texels came from the
@@ -139,14 +154,8 @@ def fill_unseen(colour: np.ndarray, alpha: np.ndarray, seen: np.ndarray, in_imag
     known = seen | mirror
     missing = (~known).astype(np.uint8)
     if missing.any():
-        small = 256 if t > 256 else t
-        # inpaint at a modest size (Telea is O(pixels x radius²)), then bring the fill back up
-        c_small = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
-        m_small = cv2.resize(missing, (small, small), interpolation=cv2.INTER_NEAREST)
-        a_small = cv2.resize((alpha * 255).astype(np.uint8), (small, small), interpolation=cv2.INTER_AREA)
-        filled = cv2.resize(cv2.inpaint(c_small, m_small, 5, cv2.INPAINT_TELEA), (t, t), interpolation=cv2.INTER_LINEAR)
-        a_fill = cv2.resize(cv2.inpaint(a_small, m_small, 5, cv2.INPAINT_TELEA), (t, t),
-                            interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        filled = inpainted(colour, missing)
+        a_fill = inpainted((alpha * 255).astype(np.uint8), missing).astype(np.float32) / 255.0
         head = cv2.resize((heights > heights[0, 0] + 1e-4).astype(np.float32), (t, t), interpolation=cv2.INTER_LINEAR)
         a_fill = np.where(in_image, np.minimum(a_fill, photo_alpha), a_fill * head)
         colour = np.where(missing[..., None] > 0, filled, colour)

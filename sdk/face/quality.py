@@ -30,7 +30,8 @@ from gramcast.face.matte import face_size, landmark_hull
 
 __all__ = ["PhotoQuality", "photo_quality", "quality_warnings", "eye_openness", "crop_inside_photo",
            "MIN_SHARPNESS", "MIN_BRIGHTNESS", "MAX_CLIPPED", "MIN_EYE_OPENNESS", "MAX_MATTE_DISAGREEMENT",
-           "MIN_CONTRAST", "TYPICAL_CONTRAST", "FACE_EDGE_MARGIN"]
+           "MIN_CONTRAST", "TYPICAL_CONTRAST", "FACE_EDGE_MARGIN", "crop_photo_sides", "INSIDE", "BEYOND_TOP",
+           "BEYOND_BOTTOM", "BEYOND_LEFT", "BEYOND_RIGHT", "UNKNOWN_SIDE"]
 
 MIN_SHARPNESS = 12.0        # below: "blurred" (~0.5 % of LFW)
 MIN_BRIGHTNESS = 55.0       # face mean grey level below: "too dark" (none of the 400 LFW photos)
@@ -95,8 +96,10 @@ def crop_inside_photo(crop_from_image: np.ndarray, side: int, image_shape: tuple
     return (x >= margin) & (x <= w - margin) & (y >= margin) & (y <= h - margin)
 
 
-#: ``crop_photo_sides``' codes: which of the photo's edges a crop pixel lies beyond (above and below first)
+#: ``crop_photo_sides``' codes: which of the photo's edges a crop pixel lies beyond (above and below first);
+#: ``UNKNOWN_SIDE``: for what lies beyond the crop itself, where a caller samples it
 INSIDE, BEYOND_TOP, BEYOND_BOTTOM, BEYOND_LEFT, BEYOND_RIGHT = range(5)
+UNKNOWN_SIDE = 255
 
 
 def crop_photo_sides(crop_from_image: np.ndarray, side: int, image_shape: tuple[int, int]) -> np.ndarray:
