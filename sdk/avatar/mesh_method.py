@@ -21,6 +21,7 @@ from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.head_top import head_cap
 from gramcast.avatar.renderer import RenderSettings, render_cache
+from gramcast.avatar.side_edges import bridged_side_edges
 from gramcast.avatar.texture_fill import MIRROR_BLENDS, better_seen_mirrored, fill_unseen
 from gramcast.checks import check_options, is_bool, is_real, real_in, whole_in
 from gramcast.face.alignment import AlignedFace, warp_to_crop
@@ -28,7 +29,7 @@ from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
 from gramcast.face.landmarks import CHIN, five_points
 from gramcast.face.matte import (agreed_matte, colour_cut, colour_share, disc, face_size, foreground_colours,
                                  keep_subject, landmark_hull, refine_matte)
-from gramcast.face.quality import BEYOND_TOP, INSIDE, UNKNOWN_SIDE, crop_photo_sides
+from gramcast.face.quality import BEYOND_LEFT, BEYOND_RIGHT, BEYOND_TOP, INSIDE, UNKNOWN_SIDE, crop_photo_sides
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
@@ -356,9 +357,14 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     src, src_matte, offset = (aligned.crop, matte, 0.0) if context is None else \
         (context.crop, context.matte, context.offset)
     side = src.shape[0]
+    photo = src
     src, src_matte = photo_colours(src, src_matte, config, keep=face_core(aligned.pixels + offset, src_matte.shape))
     map_x, map_y = uv[..., 0] + (offset - 0.5), uv[..., 1] + (offset - 0.5)
-    colour = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def sampled(image: np.ndarray) -> np.ndarray:
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    colour = sampled(src)
     alpha = cv2.remap(src_matte.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     # visibility from the input camera: in the photo, facing it, and not hidden behind the surface
@@ -383,7 +389,10 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
     colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
     if context is not None:
-        # beyond the photo's own top edge (not the context crop's, nor a side's): a head cut off there
+        # a head cut off by the photo's own edges (not the context crop's): beside its sides, beyond its top
+        beyond_sides = (sides == BEYOND_LEFT) | (sides == BEYOND_RIGHT)
+        if beyond_sides.any():
+            colour, alpha = bridged_side_edges(colour, alpha, sampled(photo), in_image, beyond_sides)
         face, eyes, chin_row = _face_in_texture(pts, t, e)
         colour, alpha = head_cap(colour, alpha, in_image, sides == BEYOND_TOP, face, eyes[1], chin_row, eyes[0])
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
