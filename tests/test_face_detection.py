@@ -151,3 +151,22 @@ def test_the_tracker_looks_at_the_whole_frame_again_once_the_face_comes_near():
             assert head.face_found, f"lost at {side} px"
         assert tracker._distant.window is None
 
+
+
+def test_building_the_mediapipe_models_leaves_no_file_open():
+    """Each model's graph is built with Python's stderr sent to the null device: the file is closed after
+    (it was left to the garbage collector: a ResourceWarning per model in every enrollment)."""
+    import gc
+    import warnings
+
+    from gramcast.face.matte import Matting
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with FaceDetector() as detector:
+            detector.short(np.zeros((64, 64, 3), np.uint8))
+            detector.full(np.zeros((64, 64, 3), np.uint8))
+        FaceMesh().close()
+        Matting(one_person=True).close()
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]

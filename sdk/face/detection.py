@@ -16,12 +16,11 @@ over: the way back wins by more than ``TURN_MARGIN`` in all 250).
 from __future__ import annotations
 
 import contextlib
-import os
 
 import cv2
 import numpy as np
 
-from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh, _import_mediapipe
+from gramcast.face.landmarks import Closeable, DetectedFace, FaceMesh, _import_mediapipe, _quiet_stderr
 from gramcast.images import as_rgb
 
 __all__ = ["FaceDetector", "upright_turns", "find_faces", "DistantFaceMesh", "TURN_MARGIN"]
@@ -47,7 +46,7 @@ class FaceDetector(Closeable):
     def _model(self, selection: int):
         if selection not in self._models:
             mp = _import_mediapipe()
-            with contextlib.redirect_stderr(open(os.devnull, "w")):
+            with _quiet_stderr():
                 self._models[selection] = mp.solutions.face_detection.FaceDetection(
                     model_selection=selection, min_detection_confidence=self.min_confidence)
         return self._models[selection]

@@ -72,6 +72,13 @@ def _import_mediapipe():
     return mp
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Python's stderr sent to the null device while mediapipe builds a graph (the file closed after)."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        yield
+
+
 class Closeable:
     """``with`` support for objects holding a native graph: ``__exit__`` calls ``close()``. ``close`` may be
     called again (a ``with`` block whose body closes too, a cleanup in ``finally``): it does nothing then."""
@@ -102,7 +109,7 @@ class FaceMesh(Closeable):
     def __init__(self, static: bool = True, max_faces: int = 4, min_confidence: float = 0.5):
         mp = _import_mediapipe()
         self.static = static
-        with contextlib.redirect_stderr(open(os.devnull, "w")):
+        with _quiet_stderr():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static, max_num_faces=max_faces, refine_landmarks=False,
                 min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,

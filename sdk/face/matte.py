@@ -8,15 +8,13 @@ with mediapipe Pose's segmentation, which covers only the one body it tracked; t
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-from gramcast.face.landmarks import Closeable, _import_mediapipe
+from gramcast.face.landmarks import Closeable, _import_mediapipe, _quiet_stderr
 from gramcast.images import as_rgb
 
 __all__ = ["Matting", "foreground_matte", "agreed_matte", "restrict_to_person", "keep_subject", "landmark_hull",
@@ -83,7 +81,7 @@ class Matting(Closeable):
 
     def __init__(self, landscape: bool = False, one_person: bool = False):
         mp = _import_mediapipe()
-        with contextlib.redirect_stderr(open(os.devnull, "w")):
+        with _quiet_stderr():
             self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1 if landscape else 0)
             # model_complexity=1: the "full" landmark model, the one the wheel ships (0 and 2 would be
             # downloaded on first use)
