@@ -141,6 +141,23 @@ def test_texels_beyond_a_side_edge_are_left_to_the_fill():
     assert capped[36, 64] > 0.95
 
 
+def test_a_head_cut_at_the_top_and_a_side_gets_a_cap_as_wide_as_its_uncut_side_says():
+    """The photo's left edge at column 44 cuts the head of the layout (columns 34-93, centre 63.5) as well as
+    its top: the cap is as wide on the cut side as on the other (the half-width read at the uncut side),
+    and covers the corner beyond both edges (which the photo codes as beyond its top)."""
+    colour, alpha, inside, face = _layout()
+    inside[:, :44] = False
+    alpha[40:, :44] = np.where(alpha[40:, :44] > 0, 1.0, 0.0)        # the fill beyond the side: mirrored head
+    sides = np.where(inside, INSIDE, BEYOND_LEFT).astype(np.uint8)
+    sides[:40] = BEYOND_TOP
+    _, capped = head_cap(colour, alpha, inside, sides == BEYOND_TOP, face, 60.0, 90.0, 63.5)
+    row = 38
+    cols = np.nonzero(capped[row] > 0.5)[0]
+    assert abs((cols[0] + cols[-1]) / 2.0 - 63.5) <= 1.5, cols[[0, -1]]
+    assert capped[row, 42] > 0.95                         # in the corner, inside the cap's outline
+    assert capped[row, 10] < 0.05 and capped[row, 120] < 0.05
+
+
 def _top_alpha(avatar, poses) -> list[np.ndarray]:
     from gramcast.avatar import Renderer
 
@@ -179,3 +196,34 @@ def test_a_portrait_cut_through_its_hair_keeps_a_head_shaped_top(name):
         assert inter / union > 0.92, inter / union
         half_transparent = [((x > 0.1) & (x < 0.9)).mean() for x in (a, b)]
         assert half_transparent[1] < half_transparent[0] + 0.08, half_transparent
+
+
+def test_a_dark_haired_portrait_cut_through_its_forehead_gets_a_hair_coloured_crown():
+    """London neutral_014 (dark hair) cut a fifth of the way from the hair's top to the chin: the edge crosses
+    her forehead, with hair only at the temples beside it (0.2 of the head's width there). Seen from above
+    (pitch 0.3), the crown is coloured like the uncut photo's avatar there (mean difference under 22 of 255):
+    a bald head's skin had been taken for it (29)."""
+    import gramcast
+    from gramcast.avatar import Renderer
+    from gramcast.face import detect_and_align
+    from gramcast.face.matte import foreground_matte
+    from gramcast.images import load_image
+
+    rgb = load_image(FACES / "more" / "london_neutral_014_03.jpg")
+    aligned = detect_and_align(rgb, size=256)
+    to_image = cv2.invertAffineTransform(aligned.crop_from_image)
+    chin = (aligned.pixels @ to_image[:, :2].T + to_image[:, 2])[152, 1]
+    hair_top = int(np.argmax((foreground_matte(rgb) > 0.5).any(1)))
+    cut = int(hair_top + 0.2 * (chin - hair_top))
+
+    def seen_from_above(photo):
+        colour, alpha = Renderer(gramcast.enroll(photo), device="cpu").render_rgba((0.0, 0.3), 128)
+        alpha = np.asarray(alpha, np.float32).reshape(128, 128)
+        return np.asarray(colour, np.float32), alpha / (255.0 if alpha.max() > 1.5 else 1.0)
+
+    whole, whole_alpha = seen_from_above(rgb)
+    crowned, crowned_alpha = seen_from_above(np.ascontiguousarray(rgb[cut:]))
+    top = (whole_alpha > 0.5) & (crowned_alpha > 0.5)
+    top[56:] = False
+    difference = float(np.abs(whole - crowned)[top].mean())
+    assert difference < 22, difference

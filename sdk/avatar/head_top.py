@@ -35,8 +35,10 @@ EDGE_OPACITY = 0.05
 #: still ends in a rounded crown, not a straight line.
 LEAST_CAP_HEIGHT = 0.25
 #: The cap's colour comes from the head beside and below it that is not coloured like the face's skin,
-#: unless less than this share of the opaque texels along it is (a bald head): then from all of them.
-MIN_HAIR_RIM = 0.2
+#: unless less than this share of the opaque texels along it is (a bald head): then from all of them. Cut
+#: through the forehead, heads with hair show 0.11-0.2 beside it (hair at the temples); the bald one of 10
+#: studio portraits 0-0.098 (its side hair, cut lowest). Hair coloured like skin is not told from it.
+MIN_HAIR_RIM = 0.1
 #: How far from the face's skin colour (in robust deviations per CIELAB channel, combined) still is skin.
 SKIN_DISTANCE = 4.0
 #: The cap's outline is softened over this fraction of the texture's side.
@@ -72,7 +74,8 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
              eye_row: float, chin_row: float, centre_col: float) -> tuple[np.ndarray, np.ndarray]:
     """A ``mesh`` texture's colour ``(T, T, 3)`` uint8 and opacity ``(T, T)`` with the head cut off by the
     photo's top edge given its top (see the module); ``in_image`` ``(T, T)`` bool: the texels inside the
-    photo, ``above``: those beyond its top edge. ``face`` ``(T, T)`` bool, the face's landmark hull, tells
+    photo, ``above``: those beyond its top edge (its corners with the sides included: where a side cuts the
+    head too, the cap's half-width is read on the uncut side). ``face`` ``(T, T)`` bool, the face's landmark hull, tells
     the skin's colour, which gives the cap none unless the head shows little else beside it (a head cut
     through its forehead has hair above it, seen at the sides; a bald one has skin); ``eye_row``,
     ``chin_row`` and ``centre_col`` place the face (rows count downwards). Unchanged where no texel lies
@@ -81,7 +84,6 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
     first, edged = edge_rows(in_image, above)
     if not edged.any():
         return colour, alpha
-    above = above & edged[None, :]
     t = alpha.shape[0]
     cols = np.arange(t)
     n_ramp, n_outline = max(1, round(RAMP_ROWS * t)), max(1, round(OUTLINE_ROWS * t))
@@ -102,11 +104,11 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
             span = None
     cap = np.zeros((t, t), bool)
     if span is not None:
-        left, right = span
+        edge = float(np.median(first[span[0]:span[1]])) + n_ramp + 0.5 * n_outline  # where the width was read
+        left, right = _whole_run(span, edged, centre_col)
         half = (right - left) / 2.0
-        wider = _run_around(opacity_below(n_ramp + n_outline) > 0.5, c) or span
+        wider = _whole_run(_run_around(opacity_below(n_ramp + n_outline) > 0.5, c) or span, edged, centre_col)
         narrowing = max(0.0, ((wider[1] - wider[0]) / 2.0 - half) / n_outline)    # half-width per row upwards
-        edge = float(np.median(first[left:right])) + n_ramp + 0.5 * n_outline       # where the width was read
         top = eye_row - HEAD_TOP_ABOVE_EYES * (chin_row - eye_row)
         height = max(edge - top, LEAST_CAP_HEIGHT * half)
         cap = cap_outline(t, (left + right - 1) / 2.0, edge, half, narrowing, height)
@@ -139,6 +141,20 @@ def _skin_like(colour: np.ndarray, face: np.ndarray) -> np.ndarray:
     centre = np.median(samples, 0)
     spread = np.median(np.abs(samples - centre), 0) * 1.4826 + 2.0       # MAD as a deviation, a floor
     return (((lab - centre) / spread) ** 2).sum(-1) <= SKIN_DISTANCE ** 2
+
+
+def _whole_run(run: tuple[int, int], edged: np.ndarray, centre_col: float) -> tuple[int, int]:
+    """A run of columns (first, one past the last) across the head at the photo's top edge, whole: where it
+    ends at a column beyond which the edge does not run (the photo's side cuts the head there too), its
+    other end mirrored about the face's ``centre_col``."""
+    left, right = run
+    cut_left = left == 0 or not edged[left - 1]
+    cut_right = right >= edged.shape[0] or not edged[right]
+    if cut_left and not cut_right:
+        left = min(left, int(round(2 * centre_col + 1 - right)))
+    elif cut_right and not cut_left:
+        right = max(right, int(round(2 * centre_col + 1 - left)))
+    return left, right
 
 
 def _run_around(mask: np.ndarray, c: int) -> tuple[int, int] | None:
