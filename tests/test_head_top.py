@@ -144,10 +144,12 @@ def test_texels_beyond_a_side_edge_are_left_to_the_fill():
 def test_a_head_cut_at_the_top_and_a_side_gets_a_cap_as_wide_as_its_uncut_side_says():
     """The photo's left edge at column 44 cuts the head of the layout (columns 34-93, centre 63.5) as well as
     its top: the cap is as wide on the cut side as on the other (the half-width read at the uncut side),
-    and covers the corner beyond both edges (which the photo codes as beyond its top)."""
+    covers the corner beyond both edges (which the photo codes as beyond its top), and the ramp's mirror
+    beyond the side below the top edge is as opaque as the head."""
     colour, alpha, inside, face = _layout()
     inside[:, :44] = False
-    alpha[40:, :44] = np.where(alpha[40:, :44] > 0, 1.0, 0.0)        # the fill beyond the side: mirrored head
+    # the fill beyond the side: the mirrored head, with the mirror of the other side's ramp below the top edge
+    alpha[46:, :44] = np.where(alpha[46:, :44] > 0, 1.0, 0.0)
     sides = np.where(inside, INSIDE, BEYOND_LEFT).astype(np.uint8)
     sides[:40] = BEYOND_TOP
     _, capped = head_cap(colour, alpha, inside, sides == BEYOND_TOP, face, 60.0, 90.0, 63.5)
@@ -156,6 +158,7 @@ def test_a_head_cut_at_the_top_and_a_side_gets_a_cap_as_wide_as_its_uncut_side_s
     assert abs((cols[0] + cols[-1]) / 2.0 - 63.5) <= 1.5, cols[[0, -1]]
     assert capped[row, 42] > 0.95                         # in the corner, inside the cap's outline
     assert capped[row, 10] < 0.05 and capped[row, 120] < 0.05
+    assert (capped[40:46, 40:44] > 0.95).all()             # the mirrored ramp below it, as opaque as the head
 
 
 def _top_alpha(avatar, poses) -> list[np.ndarray]:

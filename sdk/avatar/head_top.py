@@ -88,12 +88,19 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
     cols = np.arange(t)
     n_ramp, n_outline = max(1, round(RAMP_ROWS * t)), max(1, round(OUTLINE_ROWS * t))
 
-    def opacity_below(start: int) -> np.ndarray:
+    # columns beyond a side edge that reach above the top one (a photo cut at both): their texels below the
+    # top edge's line hold the mirror of the other side's ramp, as see-through as it was
+    corner = above.any(0) & ~in_image.any(0)
+    edge_cols = np.nonzero(edged)[0]
+    first = first.copy()
+    first[corner] = first[edge_cols[np.abs(edge_cols[None, :] - cols[corner][:, None]).argmin(1)]]
+
+    def opacity_below(start: int, where: np.ndarray = edged) -> np.ndarray:
         """Each edge column's most opacity over the ``n_outline`` rows from ``start`` rows below its edge."""
         rows = np.clip(first[None, :] + np.arange(start, start + n_outline)[:, None], 0, t - 1)
-        return np.where(edged, alpha[rows, cols[None, :]].max(0), 0.0)
+        return np.where(where, alpha[rows, cols[None, :]].max(0), 0.0)
 
-    ramp = edged[None, :] & in_image & (np.arange(t)[:, None] < first[None, :] + n_ramp)
+    ramp = (edged | corner)[None, :] & ~above & (np.arange(t)[:, None] < first[None, :] + n_ramp)
     past_ramp = opacity_below(n_ramp)
     c = int(np.clip(round(centre_col), 0, t - 1))
     span = _run_around(past_ramp > 0.5, c)
@@ -115,7 +122,8 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
     sigma = SOFTNESS * t
     cap_alpha = cv2.GaussianBlur(cap.astype(np.float32), (0, 0), sigma) if sigma > 0 else cap.astype(np.float32)
     # the ramp: as opaque as the column past it, within the cap's outline (which follows the head's narrowing)
-    raised = np.where(ramp, np.maximum(alpha, np.minimum(past_ramp[None, :], cap_alpha)), alpha)
+    raised = np.where(ramp, np.maximum(alpha, np.minimum(opacity_below(n_ramp, edged | corner)[None, :], cap_alpha)),
+                      alpha)
     # colours for what turned opaque: the ramp's own were solved where the matte was low; then the cap's,
     # from the head beside and below it that is not coloured like the face's skin
     recolour = ramp & (raised > alpha + 0.02)
