@@ -4,12 +4,12 @@ The person matte ramps down over the last columns before a photo's side edge, as
 (``head_top``: its segmentations see the edge's pixels repeated beyond it). Beyond a side edge the fill
 mirrors the other side of the head; between that and the head inside the photo, the ramp's columns stayed
 half-transparent: a see-through slit down the hair above the face and down the jaw and neck below it,
-from every view. ``bridged_side_edges`` raises the ramp to the opacity on both sides of it (the lesser of
-the head just past it and the mirror just beyond the edge), and where the photo cuts one side only, also
-to what the matte at the edge says of a solid head (a jaw or neck wider than its mirror has nothing
-opaque beyond the edge); its colours become the photo's own. Where the photo cuts both sides of a head,
-nothing is seen to continue beyond either edge and the ramp stays: a fade reads better there than a
-straight, opaque cut down the hair.
+from every view. Where the photo cuts one side of the head, ``bridged_side_edges`` raises the ramp to the
+opacity on both sides of it (the lesser of the head just past it and the mirror just beyond the edge), or
+to what the matte at the edge says of a solid head where that is more (a jaw or neck wider than its mirror
+has nothing opaque beyond the edge); its colours become the photo's own. Where the photo cuts both sides,
+the fill beyond either edge mirrors nothing seen (it is inpainted from the ramps themselves) and the ramps
+stay: a fade reads better there than a straight, opaque cut down the hair.
 """
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ def bridged_side_edges(colour: np.ndarray, alpha: np.ndarray, photo: np.ndarray,
     """A filled ``mesh`` texture's colour ``(T, T, 3)`` uint8 and opacity ``(T, T)`` with the matte's ramp
     before the photo's side edges bridged (see the module); ``photo`` ``(T, T, 3)`` uint8: the photo's colours
     at each texel as taken (not solved for the matte). ``in_image`` ``(T, T)`` bool: the texels inside the
-    photo; ``beyond_sides``: those beyond its left or right edge, holding the fill (mirrored where the other
-    side was seen). In each texture row the ramp is the ``RAMP_ROWS`` of the side after the edge; its
-    opacity is raised to the lesser of the most within ``OUTLINE_ROWS`` past it and the most within
-    ``OUTLINE_ROWS`` beyond the edge, or where the mirror of the texels beyond lies inside the photo, to the
-    most past it times the matte at the edge over ``SOLID_EDGE`` if that is more."""
+    photo; ``beyond_sides``: those beyond its left or right edge, holding the fill. In each texture row where
+    the mirror of the texels beyond the edge (as far as ``RAMP_ROWS`` + ``OUTLINE_ROWS`` of the side) lies
+    inside the photo and the head reaches the edge, the ramp, the ``RAMP_ROWS`` of the side after the edge,
+    is raised to the lesser of the most opacity within ``OUTLINE_ROWS`` past it and within ``OUTLINE_ROWS``
+    beyond the edge, or to the most past it times the matte at the edge over ``SOLID_EDGE`` if that is more."""
     t = alpha.shape[0]
     n_ramp, n_band, n_edge = (max(1, round(f * t)) for f in (RAMP_ROWS, OUTLINE_ROWS, EDGE_TEXELS))
     cols = np.arange(t)
@@ -54,7 +54,11 @@ def bridged_side_edges(colour: np.ndarray, alpha: np.ndarray, photo: np.ndarray,
         # a head the edge cuts, or wall between them? (single rows' dips in hair are noise: the rows' median)
         at_edge = np.take_along_axis(a, np.clip(first[:, None] + np.arange(n_edge)[None, :], 0, t - 1), 1).mean(1)
         at_edge = median_filter(np.where(edged, at_edge, 0.0), size=n_band, mode="nearest")
-        edged &= at_edge >= EDGE_OPACITY
+        # what lies beyond is known only where its mirror was seen: the photo cuts this side alone (where it cuts
+        # both, the fill beyond is inpainted from the ramp itself)
+        far = first - n_ramp - n_band                       # as far beyond the edge as the ramp and band reach
+        seen_mirror = (far >= 0) & inside[np.arange(t), np.clip(t - 1 - far, 0, t - 1)]
+        edged &= (at_edge >= EDGE_OPACITY) & seen_mirror
 
         def most(start: int, stop: int) -> np.ndarray:
             """Each row's most opacity over the columns ``start`` .. ``stop`` from its first inside."""
@@ -62,12 +66,9 @@ def bridged_side_edges(colour: np.ndarray, alpha: np.ndarray, photo: np.ndarray,
             return np.take_along_axis(a, idx, 1).max(1)
 
         past = np.where(edged, most(n_ramp, n_ramp + n_band), 0.0)
-        across = np.minimum(past, most(-n_band, 0))
-        # where the mirror beyond the edge was seen (the photo cuts one side only), a solid ramp is the head
-        # even where the mirror ends short of the edge (a jaw or neck wider on the cut side)
-        far = first - n_ramp - n_band                       # as far beyond the edge as the ramp and band reach
-        seen_mirror = (far >= 0) & inside[np.arange(t), np.clip(t - 1 - far, 0, t - 1)]
-        across = np.where(seen_mirror, np.maximum(across, past * np.clip(at_edge / SOLID_EDGE, 0.0, 1.0)), across)
+        # joined to the mirror beyond, and where that ends short of the edge (a jaw or neck wider on the cut
+        # side), as solid as the matte at the edge says
+        across = np.maximum(np.minimum(past, most(-n_band, 0)), past * np.clip(at_edge / SOLID_EDGE, 0.0, 1.0))
         ramp = edged[:, None] & inside & (cols[None, :] < first[:, None] + n_ramp)
         a = np.where(ramp, np.maximum(a, across[:, None]), a)
         raised = np.ascontiguousarray(a[:, ::-1] if flip else a)
