@@ -146,7 +146,8 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
         edge_row = float(np.median(first[span[0]:span[1]]))
         if run is not None and hairline < edge_row:
             forehead = cap_outline(t, (run[0] + run[1] - 1) / 2.0, edge_row, (run[1] - run[0]) / 2.0, 0.0,
-                                   edge_row - hairline) & above
+                                   edge_row - hairline)
+            forehead[int(edge_row):, run[0]:run[1]] = True        # the skin below it: no hair blurred into the seam
             blend = cv2.GaussianBlur(forehead.astype(np.float32), (0, 0), sigma)[..., None]
             cap_colour = np.rint(inpainted(colour, above | ~skin) * blend + cap_colour * (1.0 - blend)).astype(np.uint8)
     colour = np.where(above[..., None], cap_colour, colour)
