@@ -79,8 +79,8 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
     """A ``mesh`` texture's colour ``(T, T, 3)`` uint8 and opacity ``(T, T)`` with the head cut off by the
     photo's top edge given its top (see the module); ``in_image`` ``(T, T)`` bool: the texels inside the
     photo, ``above``: those beyond its top edge (its corners with the sides included: where a side cuts the
-    head too, the cap's half-width is read on the uncut side). ``face`` ``(T, T)`` bool, the face's landmark hull, tells
-    the skin's colour, which gives the cap none unless the head shows little else beside it (a head cut
+    head too, the cap's half-width is read on the uncut side). ``face`` ``(T, T)`` bool, the face's landmark
+    hull, tells the skin's colour, which gives the cap none unless the head shows little else beside it (a head cut
     through its forehead has hair above it, seen at the sides; a bald one has skin); ``eye_row``,
     ``chin_row`` and ``centre_col`` place the face (rows count downwards). Unchanged where no texel lies
     beyond the photo's top edge; beyond it transparent where the head does not reach the edge (at
@@ -105,7 +105,8 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
         return np.where(where, alpha[rows, cols[None, :]].max(0), 0.0)
 
     ramp = (edged | corner)[None, :] & ~above & (np.arange(t)[:, None] < first[None, :] + n_ramp)
-    past_ramp = opacity_below(n_ramp)
+    below_ramp = opacity_below(n_ramp, edged | corner)
+    past_ramp = np.where(edged, below_ramp, 0.0)
     c = int(np.clip(round(centre_col), 0, t - 1))
     span = _run_around(past_ramp > 0.5, c)
     if span is not None:
@@ -115,7 +116,8 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
             span = None
     cap = np.zeros((t, t), bool)
     if span is not None:
-        edge = float(np.median(first[span[0]:span[1]])) + n_ramp + 0.5 * n_outline  # where the width was read
+        edge_row = float(np.median(first[span[0]:span[1]]))
+        edge = edge_row + n_ramp + 0.5 * n_outline                                   # where the width was read
         left, right = _whole_run(span, edged, centre_col)
         half = (right - left) / 2.0
         wider = _whole_run(_run_around(opacity_below(n_ramp + n_outline) > 0.5, c) or span, edged, centre_col)
@@ -126,8 +128,7 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
     sigma = SOFTNESS * t
     cap_alpha = cv2.GaussianBlur(cap.astype(np.float32), (0, 0), sigma) if sigma > 0 else cap.astype(np.float32)
     # the ramp: as opaque as the column past it, within the cap's outline (which follows the head's narrowing)
-    raised = np.where(ramp, np.maximum(alpha, np.minimum(opacity_below(n_ramp, edged | corner)[None, :], cap_alpha)),
-                      alpha)
+    raised = np.where(ramp, np.maximum(alpha, np.minimum(below_ramp[None, :], cap_alpha)), alpha)
     # colours for what turned opaque: the ramp's own were solved where the matte was low; then the cap's,
     # from the head beside and below it that is not coloured like the face's skin
     recolour = ramp & (raised > alpha + 0.02)
@@ -143,7 +144,6 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
         skin_at_edge = edged & skin[np.clip(first + n_ramp, 0, t - 1), cols]
         run = _run_around(skin_at_edge, c)
         hairline = eye_row - HAIRLINE_ABOVE_EYES * (chin_row - eye_row)
-        edge_row = float(np.median(first[span[0]:span[1]]))
         if run is not None and hairline < edge_row:
             forehead = cap_outline(t, (run[0] + run[1] - 1) / 2.0, edge_row, (run[1] - run[0]) / 2.0, 0.0,
                                    edge_row - hairline)
