@@ -44,6 +44,19 @@ def test_solid_pixels_keep_their_colour_and_an_opaque_matte_changes_nothing():
     assert (foreground_colours(image, np.ones_like(alpha)) == image).all()
 
 
+def test_a_gap_in_the_matte_wider_than_the_fine_radius_takes_the_persons_colour_not_black():
+    """A band of the person the matte misses (its opacity 0), 12 px wide: wider than the fine blur (2 px),
+    so that blur finds no opacity in its middle. The band had come out black; a face cut so and then
+    restored to opaque (the face's floor in the texture) showed it."""
+    image, alpha, fg = known_layers()
+    gap = np.zeros_like(alpha, bool)
+    gap[122:134, 60:196] = True
+    gap &= alpha >= 1.0
+    alpha = np.where(gap, 0.0, alpha).astype(np.float32)
+    out = foreground_colours(image, alpha).astype(np.float64)
+    assert np.abs(out[gap] - fg[gap]).max() < 20, np.abs(out[gap] - fg[gap]).max()
+
+
 @pytest.fixture(scope="module")
 def green_screened():
     """The sample portrait composited over green by its own matte, with that matte: the edge's truth is

@@ -338,7 +338,8 @@ def foreground_colours(rgb: np.ndarray, matte: np.ndarray, radii: tuple[float, .
     ``F`` and ``B`` are estimated by alpha-weighted box blurs, then ``F`` is corrected so that the pixel
     is reproduced, at a coarse and then a fine scale (``radii``, fractions of the image's longer side).
     Pixels at least ``solid`` opaque keep their colour; where ``matte`` is 0, ``F`` is the nearby
-    person's colour (harmless: no opacity there, and better than the background under bilinear filtering).
+    person's colour (harmless: no opacity there, and better than the background under bilinear filtering),
+    within the coarse radius of the person; beyond it, the photo's own.
     """
     image = rgb.astype(np.float32) / 255.0
     a = np.clip(matte.astype(np.float32), 0.0, 1.0)[..., None]
@@ -348,7 +349,10 @@ def foreground_colours(rgb: np.ndarray, matte: np.ndarray, radii: tuple[float, .
         r = max(1, int(round(radius * side)))
         blur = functools.partial(cv2.blur, ksize=(2 * r + 1, 2 * r + 1))
         blur_a = blur(a[..., 0])[..., None]
-        fg_mean = blur(fg * a) / (blur_a + 1e-5)
+        # where no opacity lies within this radius, the coarser estimate stands: divided by ~0 alone, a gap
+        # in the matte wider than the fine radius came out black (a face that a mistaken matte cut showed
+        # it, once its opacity was restored)
+        fg_mean = np.where(blur_a > 1e-3, blur(fg * a) / (blur_a + 1e-5), fg)
         bg_mean = blur(bg * (1.0 - a)) / (1.0 - blur_a + 1e-5)
         fg = np.clip(fg_mean + a * (image - a * fg_mean - (1.0 - a) * bg_mean), 0.0, 1.0)
         bg = bg_mean
