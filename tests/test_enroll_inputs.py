@@ -3,18 +3,20 @@ face cut by the photo's edge) and of arguments it cannot use: the face stays opa
 lost is refused, each warning names its cause, and every argument is checked before any work."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 import gramcast
 from gramcast.avatar.graminverter import InverterConfig
-from gramcast.avatar.mesh_method import MeshConfig, face_core
+from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, face_core, world_landmarks
 from gramcast.errors import FaceNotFoundError, InvalidArgumentError
 from gramcast.face import detect_and_align, foreground_matte
 from gramcast.face.geometry import apply_affine
 from gramcast.face.landmarks import five_points
-from gramcast.face.matte import agreed_matte, landmark_hull
+from gramcast.face.matte import agreed_matte, disc, face_size, landmark_hull
 from gramcast.face.quality import PhotoQuality, quality_warnings
+from gramcast.face.reference import load_reference, project_world
 from gramcast.images import load_image
 
 FACES = sorted((Path(__file__).parent / "data" / "faces").glob("*.jpg"))
@@ -199,3 +201,28 @@ def test_the_colour_cut_does_not_depend_on_what_drew_from_opencvs_random_generat
     first = colour_cut(rgb, matte, max_side=160)
     cv2.randu(np.zeros((100, 100), np.float32), 0, 1)
     assert np.array_equal(colour_cut(rgb, matte, max_side=160), first)
+
+
+def test_a_matte_that_misses_the_cheeks_outline_leaves_no_hole_in_the_face_from_any_view():
+    """The matte missing one cheek's outer band (the face's landmark hull less the core the matte always
+    keeps, ``face_core``), as solving the matte's edge from the colours did beside a sign of skin's colour
+    behind LFW's John Warner. That band had rendered see-through from the views turned towards it (the photo
+    sees it at a grazing angle: a few pixels spread over many texels). Compared with the avatar of the whole
+    matte at five views, the face -- its landmarks' hull projected at each view, less 4 px of outline -- has
+    no hole: under 0.2 % of it (2.7 % before, at 0.45 rad)."""
+    aligned = detect_and_align(load_image(PERSON), size=256)
+    whole = np.maximum(foreground_matte(aligned.crop), face_core(aligned.pixels, (256, 256)))
+    hull = landmark_hull(aligned.pixels, whole.shape).astype(np.uint8)
+    inner = cv2.erode(hull, disc(round(0.12 * face_size(aligned.pixels))))
+    band = (hull > 0) & (inner == 0) & (np.arange(256)[None, :] > aligned.pixels[:, 0].mean())
+    cut = np.where(band, 0.0, whole).astype(np.float32)
+    renderers = [gramcast.Renderer(enroll_mesh(aligned, m), device="cpu") for m in (whole, cut)]
+    points = world_landmarks(aligned, load_reference())
+    pose = renderers[0].avatar.meta["input_pose"]
+    for yaw, pitch in [(pose["yaw"], pose["pitch"]), (0.45, 0.0), (-0.45, 0.0), (0.0, 0.25), (0.3, -0.2)]:
+        (_, whole_alpha), (_, cut_alpha) = (r.render_rgba((yaw, pitch), 256) for r in renderers)
+        face = np.zeros((256, 256), np.uint8)
+        cv2.fillConvexPoly(face, cv2.convexHull(np.rint(project_world(points, 256, yaw, pitch)).astype(np.int32)), 1)
+        face = cv2.erode(face, disc(4)) > 0
+        holes = face & (cut_alpha < whole_alpha - 0.1)
+        assert holes.sum() < 0.002 * face.sum(), ((yaw, pitch), holes.sum() / face.sum())

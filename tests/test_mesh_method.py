@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gramcast.avatar.bake import grid_xy
-from gramcast.avatar.mesh_method import facing_cosines
+from gramcast.avatar.mesh_method import face_floor, facing_cosines
 from gramcast.avatar.texture_fill import better_seen_mirrored, fill_unseen, harmonic_offset, unseen_islands
 
 T = 64
@@ -212,3 +212,20 @@ def test_a_mirrored_texel_stays_transparent_where_the_photo_shows_background_the
     assert out_alpha[: T // 4, 3 * T // 4:].min() == 1.0         # beyond the photo: the mirror's
     _, exact, _ = fill_unseen(colour, alpha, seen, in_image, np.zeros((T, T), np.float32), hull_margin=0.0)
     assert exact[40, 40] == 0.0 and exact[T // 4:, 3 * T // 4:].max() == 0.0   # no margin: the matte as it is
+
+
+def test_the_face_floor_is_the_hull_and_what_falls_inside_the_photos_hull_beside_it_not_farther():
+    """Opaque over the face's hull in the texture; beside it, as much as falls inside the face's hull in the
+    photo (the face's rim, seen at a grazing angle); farther out nothing, though the photo's hull covers it
+    there too (the flat surround behind a turned head)."""
+    yy, xx = np.mgrid[:T, :T]
+    face = np.hypot(xx - 32, yy - 32) <= 12
+    in_face = np.zeros((T, T), np.float32)
+    in_face[20:44, 45:48] = 0.6                            # the rim, 1-3 texels beyond the hull's right edge
+    in_face[2:6, 58:62] = 1.0                              # the surround, 15 texels beyond it
+    floor = face_floor(face, in_face, rim=4)
+    assert floor.dtype == np.float32
+    assert (floor[face] == 1.0).all()
+    assert np.allclose(floor[28:36, 45:48], 0.6)
+    assert floor[2:6, 58:62].max() == 0.0
+    assert floor[~face & (in_face == 0)].max() == 0.0

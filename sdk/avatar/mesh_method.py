@@ -33,7 +33,7 @@ from gramcast.face.quality import BEYOND_LEFT, BEYOND_RIGHT, BEYOND_TOP, INSIDE,
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
-           "surface_heights", "facing_cosines", "face_core", "FACE_CORE_SHRINK"]
+           "surface_heights", "facing_cosines", "face_core", "face_floor", "FACE_CORE_SHRINK", "FACE_RIM"]
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,10 @@ PERSON_COLOUR_SHARE = 0.001
 # holds no background: of 217 portraits (144 London, 40 Canada, 33 LFW), none had a pixel of the matte under
 # 0.5 there (the hull itself: up to 1.3 % of it, at the jaw and temples).
 FACE_CORE_SHRINK = 0.1
+# How far beyond the face's landmark hull in the texture (a fraction of its side) the face's rim may reach:
+# what the photo's soft outline spread over at a grazing angle lay within 3 % of it (LFW photos turned up to
+# 0.42 rad); the head's sides, then the flat surround, begin farther out.
+FACE_RIM = 0.05
 
 
 def face_core(pixels: np.ndarray, shape: tuple[int, int], shrink: float = FACE_CORE_SHRINK) -> np.ndarray:
@@ -248,6 +252,14 @@ def face_core(pixels: np.ndarray, shape: tuple[int, int], shrink: float = FACE_C
     # blurred, the edge spreads about 2 sigma outwards: shrink by that first, then blur
     inner = cv2.erode(core, disc(max(1, int(round(2 * sigma)))))
     return np.maximum(inner, cv2.GaussianBlur(inner, (0, 0), sigma) * core)
+
+
+def face_floor(face: np.ndarray, in_face: np.ndarray, rim: int) -> np.ndarray:
+    """The least opacity of a texture's texels ``(T, T)`` float32: 1 over the face's landmark hull in the
+    texture (``face`` ``(T, T)`` bool), and within ``rim`` texels of it, ``in_face`` ``(T, T)`` in [0, 1]:
+    how much of each texel falls inside the landmarks' hull in the photo."""
+    beside = cv2.dilate(face.astype(np.uint8), disc(rim)) > 0
+    return np.maximum(np.where(beside, in_face, 0.0), face).astype(np.float32)
 
 
 def spared_head(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -388,12 +400,22 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
     seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
     colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
+    face, eyes, chin_row = _face_in_texture(pts, t, e)
+    # The face itself is opaque from every view, whatever the matte says: its landmarks' hull in the texture,
+    # and the texels beside it that fall inside their hull in the photo (its rim, or the head just behind
+    # it; the flat surround far behind a turned head can fall there too, and stays as it was). Near the
+    # face's outline the photo sees the surface at a grazing angle, so a pixel or two of matte there spreads
+    # over many texels: the soft edge of the matte, or a strip of cheek that solving it from the colours
+    # took away beside a wall of skin's colour, became a see-through band across the cheek once the head
+    # turned (LFW's John Warner, beside a sign).
+    in_face = cv2.remap(landmark_hull(aligned.pixels + offset, src_matte.shape).astype(np.float32), map_x, map_y,
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    alpha = np.maximum(alpha, face_floor(face, in_face, max(1, round(FACE_RIM * t))))
     if context is not None:
         # a head cut off by the photo's own edges (not the context crop's): beside its sides, beyond its top
         beyond_sides = (sides == BEYOND_LEFT) | (sides == BEYOND_RIGHT)
         if beyond_sides.any():
             colour, alpha = bridged_side_edges(colour, alpha, sampled(photo), in_image, beyond_sides)
-        face, eyes, chin_row = _face_in_texture(pts, t, e)
         colour, alpha = head_cap(colour, alpha, in_image, sides == BEYOND_TOP, face, eyes[1], chin_row, eyes[0])
     rgb = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1.0
     textures = torch.cat([rgb, torch.from_numpy(alpha)[None].float()], 0)[None]
