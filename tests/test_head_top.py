@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gramcast.avatar.head_top import (HEAD_TOP_ABOVE_EYES, LEAST_CAP_HEIGHT, OUTLINE_ROWS, RAMP_ROWS, cap_outline,
+from gramcast.avatar.head_top import (EDGE_RAMP, HEAD_TOP_ABOVE_EYES, LEAST_CAP_HEIGHT, OUTLINE_BAND, cap_outline,
                                       edge_rows, head_cap)
 from gramcast.face.quality import BEYOND_BOTTOM, BEYOND_LEFT, BEYOND_RIGHT, BEYOND_TOP, INSIDE, crop_photo_sides
 
@@ -95,7 +95,7 @@ def test_a_head_cut_by_the_photos_top_gets_an_opaque_cap_as_high_as_its_proporti
     # the ramp's rows are as opaque as the head past them, within the head; the wall stays as it was
     assert (new_alpha[40:46, 40:88] > 0.95).all()
     assert (new_alpha[40:46, :30] == 0).all()
-    n = round((RAMP_ROWS + OUTLINE_ROWS) * 128)
+    n = round((EDGE_RAMP + OUTLINE_BAND) * 128)
     assert np.array_equal(new_alpha[40 + n:], alpha[40 + n:])
     assert np.array_equal(new_colour[46:], colour[46:])
     # the cap's colour is the hair's, not the face's nor the wall's

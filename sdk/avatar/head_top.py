@@ -18,15 +18,16 @@ import numpy as np
 
 from gramcast.avatar.texture_fill import inpainted
 
-__all__ = ["HEAD_TOP_ABOVE_EYES", "RAMP_ROWS", "OUTLINE_ROWS", "EDGE_OPACITY", "edge_rows", "cap_outline", "head_cap"]
+__all__ = ["HEAD_TOP_ABOVE_EYES", "EDGE_RAMP", "OUTLINE_BAND", "EDGE_OPACITY", "edge_rows", "cap_outline", "head_cap"]
 
 #: How far the top of a head (with its hair) lies above the eyes, in eye-to-chin distances at most: the
 #: canon's 1.0 plus hair (0.90-1.11 on 10 whole-head studio portraits, one 1.37).
 HEAD_TOP_ABOVE_EYES = 1.05
-#: The rows inside the photo where its matte ramps down before the edge, and the band below them where
-#: the head's outline is read (fractions of the texture's side from the edge).
-RAMP_ROWS = 0.05
-OUTLINE_ROWS = 0.03
+#: How far inside the photo its matte ramps down before an edge, and the band past that where the head's
+#: outline is read (fractions of the texture's side from the edge: rows below the top edge, columns beside a
+#: side edge, ``gramcast.avatar.side_edges``).
+EDGE_RAMP = 0.05
+OUTLINE_BAND = 0.03
 #: A head reaches the photo's top edge where the matte there is at least this (the median over the head's
 #: columns): the ramp before the edge leaves 0.15-1.0 of a head the edge cuts (10 studio portraits cut 10-30 %
 #: of the way down their hair), under 0.002 where wall lies between the head and the edge (the same
@@ -90,7 +91,7 @@ def head_cap(colour: np.ndarray, alpha: np.ndarray, in_image: np.ndarray, above:
         return colour, alpha
     t = alpha.shape[0]
     cols = np.arange(t)
-    n_ramp, n_outline = max(1, round(RAMP_ROWS * t)), max(1, round(OUTLINE_ROWS * t))
+    n_ramp, n_outline = max(1, round(EDGE_RAMP * t)), max(1, round(OUTLINE_BAND * t))
 
     # columns beyond a side edge that reach above the top one (a photo cut at both): their texels below the
     # top edge's line hold the mirror of the other side's ramp, as see-through as it was

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import median_filter
 
-from gramcast.avatar.head_top import OUTLINE_ROWS, RAMP_ROWS
+from gramcast.avatar.head_top import EDGE_RAMP, OUTLINE_BAND
 
 __all__ = ["EDGE_TEXELS", "EDGE_OPACITY", "SOLID_EDGE", "bridged_side_edges"]
 
@@ -37,12 +37,12 @@ def bridged_side_edges(colour: np.ndarray, alpha: np.ndarray, photo: np.ndarray,
     before the photo's side edges bridged (see the module); ``photo`` ``(T, T, 3)`` uint8: the photo's colours
     at each texel as taken (not solved for the matte). ``in_image`` ``(T, T)`` bool: the texels inside the
     photo; ``beyond_sides``: those beyond its left or right edge, holding the fill. In each texture row where
-    the mirror of the texels beyond the edge (as far as ``RAMP_ROWS`` + ``OUTLINE_ROWS`` of the side) lies
-    inside the photo and the head reaches the edge, the ramp, the ``RAMP_ROWS`` of the side after the edge,
-    is raised to the lesser of the most opacity within ``OUTLINE_ROWS`` past it and within ``OUTLINE_ROWS``
+    the mirror of the texels beyond the edge (as far as ``EDGE_RAMP`` + ``OUTLINE_BAND`` of the side) lies
+    inside the photo and the head reaches the edge, the ramp, the ``EDGE_RAMP`` of the side after the edge,
+    is raised to the lesser of the most opacity within ``OUTLINE_BAND`` past it and within ``OUTLINE_BAND``
     beyond the edge, or to the most past it times the matte at the edge over ``SOLID_EDGE`` if that is more."""
     t = alpha.shape[0]
-    n_ramp, n_band, n_edge = (max(1, round(f * t)) for f in (RAMP_ROWS, OUTLINE_ROWS, EDGE_TEXELS))
+    n_ramp, n_band, n_edge = (max(1, round(f * t)) for f in (EDGE_RAMP, OUTLINE_BAND, EDGE_TEXELS))
     cols = np.arange(t)
     raised = alpha.astype(np.float32)
     for flip in (False, True):          # an edge on the texture's left, then (mirrored) one on its right
