@@ -9,7 +9,8 @@ import pytest
 
 import gramcast
 from gramcast.avatar.graminverter import InverterConfig
-from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, face_core, world_landmarks
+from gramcast.avatar import mesh_method
+from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, face_core, face_in_photo, world_landmarks
 from gramcast.errors import FaceNotFoundError, InvalidArgumentError
 from gramcast.face import detect_and_align, foreground_matte
 from gramcast.face.geometry import apply_affine
@@ -203,26 +204,50 @@ def test_the_colour_cut_does_not_depend_on_what_drew_from_opencvs_random_generat
     assert np.array_equal(colour_cut(rgb, matte, max_side=160), first)
 
 
-def test_a_matte_that_misses_the_cheeks_outline_leaves_no_hole_in_the_face_from_any_view():
-    """The matte missing one cheek's outer band (the face's landmark hull less the core the matte always
-    keeps, ``face_core``), as solving the matte's edge from the colours did beside a sign of skin's colour
-    behind LFW's John Warner. That band had rendered see-through from the views turned towards it (the photo
-    sees it at a grazing angle: a few pixels spread over many texels). Compared with the avatar of the whole
-    matte at five views, the face -- its landmarks' hull projected at each view, less 4 px of outline -- has
-    no hole: under 0.2 % of it (2.7 % before, at 0.45 rad)."""
-    aligned = detect_and_align(load_image(PERSON), size=256)
-    whole = np.maximum(foreground_matte(aligned.crop), face_core(aligned.pixels, (256, 256)))
-    hull = landmark_hull(aligned.pixels, whole.shape).astype(np.uint8)
+def cheek_band(aligned) -> np.ndarray:
+    """The outer band of the right cheek in the crop ``(256, 256)`` bool: the face's landmark hull less the
+    core the matte always keeps (``face_core``), right of the face's middle."""
+    hull = landmark_hull(aligned.pixels, (256, 256)).astype(np.uint8)
     inner = cv2.erode(hull, disc(round(0.12 * face_size(aligned.pixels))))
-    band = (hull > 0) & (inner == 0) & (np.arange(256)[None, :] > aligned.pixels[:, 0].mean())
-    cut = np.where(band, 0.0, whole).astype(np.float32)
-    renderers = [gramcast.Renderer(enroll_mesh(aligned, m), device="cpu") for m in (whole, cut)]
+    return (hull > 0) & (inner == 0) & (np.arange(256)[None, :] > aligned.pixels[:, 0].mean())
+
+
+def test_a_strip_of_cheek_the_matte_solve_loses_leaves_no_hole_in_the_face_from_any_view(monkeypatch):
+    """Solving the matte's edge from the photo's colours took a strip of the far cheek's outline away beside a
+    sign of skin's colour behind LFW's John Warner: that band had rendered see-through from the views turned
+    towards it (the photo sees it at a grazing angle: a few pixels spread over many texels). Here the solve
+    loses one cheek's outer band; compared with the avatar of the same photo at five views, the face -- its
+    landmarks' hull projected at each view, less 4 px of outline -- has no hole: under 0.2 % of it (2.6 %
+    before, at the input view already)."""
+    aligned = detect_and_align(load_image(PERSON), size=256)
+    matte = np.maximum(foreground_matte(aligned.crop), face_core(aligned.pixels, (256, 256)))
+    band = cheek_band(aligned)
+    whole = gramcast.Renderer(enroll_mesh(aligned, matte), device="cpu")
+    solved = mesh_method.refine_matte
+    monkeypatch.setattr(mesh_method, "refine_matte", lambda rgb, m: np.where(band, 0.0, solved(rgb, m)))
+    cut = gramcast.Renderer(enroll_mesh(aligned, matte), device="cpu")
     points = world_landmarks(aligned, load_reference())
-    pose = renderers[0].avatar.meta["input_pose"]
+    pose = whole.avatar.meta["input_pose"]
     for yaw, pitch in [(pose["yaw"], pose["pitch"]), (0.45, 0.0), (-0.45, 0.0), (0.0, 0.25), (0.3, -0.2)]:
-        (_, whole_alpha), (_, cut_alpha) = (r.render_rgba((yaw, pitch), 256) for r in renderers)
+        (_, whole_alpha), (_, cut_alpha) = (r.render_rgba((yaw, pitch), 256) for r in (whole, cut))
         face = np.zeros((256, 256), np.uint8)
         cv2.fillConvexPoly(face, cv2.convexHull(np.rint(project_world(points, 256, yaw, pitch)).astype(np.int32)), 1)
         face = cv2.erode(face, disc(4)) > 0
         holes = face & (cut_alpha < whole_alpha - 0.1)
         assert holes.sum() < 0.002 * face.sum(), ((yaw, pitch), holes.sum() / face.sum())
+
+
+def test_the_face_in_the_photo_is_its_landmark_hull_less_what_the_matte_calls_background():
+    """The hull passes the matte's outline by a pixel or two on the test portraits (at the jaw, the temples);
+    the face the floor takes from the photo leaves those pixels out and holds the whole core."""
+    passed = 0
+    for path in FACES:
+        aligned = detect_and_align(load_image(path), size=256)
+        matte = foreground_matte(aligned.crop)
+        hull = landmark_hull(aligned.pixels, (256, 256)) > 0
+        face = face_in_photo(aligned.pixels, matte)
+        assert set(np.unique(face)) <= {0.0, 1.0} and not face[~hull].any(), path.name
+        assert (face[hull] == (matte[hull] >= 0.5)).all(), path.name
+        assert face[face_core(aligned.pixels, (256, 256)) > 0.5].all(), path.name
+        passed += int((hull & (matte < 0.5)).sum())
+    assert passed > 0          # some hull lies beyond some matte: the rule has something to leave out

@@ -33,7 +33,8 @@ from gramcast.face.quality import BEYOND_LEFT, BEYOND_RIGHT, BEYOND_TOP, INSIDE,
 from gramcast.face.reference import ReferenceFace, load_reference, project_world
 
 __all__ = ["MeshConfig", "PhotoContext", "photo_context", "subject_matte", "photo_colours", "enroll_mesh",
-           "surface_heights", "facing_cosines", "face_core", "face_floor", "FACE_CORE_SHRINK", "FACE_RIM"]
+           "surface_heights", "facing_cosines", "face_core", "face_in_photo", "face_floor", "FACE_CORE_SHRINK",
+           "FACE_RIM"]
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,13 @@ def face_core(pixels: np.ndarray, shape: tuple[int, int], shrink: float = FACE_C
     return np.maximum(inner, cv2.GaussianBlur(inner, (0, 0), sigma) * core)
 
 
+def face_in_photo(pixels: np.ndarray, person: np.ndarray) -> np.ndarray:
+    """Where a photo shows the face ``(H, W)`` float32, 0 or 1: inside the convex hull of its landmarks
+    ``(N, 2)`` (pixels u, v) where the person matte ``person`` ``(H, W)`` holds the majority (the hull's
+    outline can pass the jaw or a temple by a pixel or two)."""
+    return (landmark_hull(np.asarray(pixels, np.float64), person.shape) * (person >= 0.5)).astype(np.float32)
+
+
 def face_floor(face: np.ndarray, in_face: np.ndarray, rim: int) -> np.ndarray:
     """The least opacity of a texture's texels ``(T, T)`` float32: 1 over the face's landmark hull in the
     texture (``face`` ``(T, T)`` bool), and within ``rim`` texels of it, ``in_face`` ``(T, T)`` in [0, 1]:
@@ -370,6 +378,7 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
         (context.crop, context.matte, context.offset)
     side = src.shape[0]
     photo = src
+    person = src_matte
     src, src_matte = photo_colours(src, src_matte, config, keep=face_core(aligned.pixels + offset, src_matte.shape))
     map_x, map_y = uv[..., 0] + (offset - 0.5), uv[..., 1] + (offset - 0.5)
 
@@ -401,15 +410,16 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
     colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
     face, eyes, chin_row = _face_in_texture(pts, t, e)
-    # The face itself is opaque from every view, whatever the matte says: its landmarks' hull in the texture,
-    # and the texels beside it that fall inside their hull in the photo (its rim, or the head just behind
-    # it; the flat surround far behind a turned head can fall there too, and stays as it was). Near the
-    # face's outline the photo sees the surface at a grazing angle, so a pixel or two of matte there spreads
-    # over many texels: the soft edge of the matte, or a strip of cheek that solving it from the colours
-    # took away beside a wall of skin's colour, became a see-through band across the cheek once the head
-    # turned (LFW's John Warner, beside a sign).
-    in_face = cv2.remap(landmark_hull(aligned.pixels + offset, src_matte.shape).astype(np.float32), map_x, map_y,
-                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    # The face itself is opaque from every view: its landmarks' hull in the texture, and the texels beside it
+    # that fall inside their hull in the photo where the person matte (before its edge is solved from the
+    # colours) holds the majority. Near the face's outline the photo sees the surface at a grazing angle, so
+    # a pixel or two of matte there spreads over many texels: the matte's soft edge, or a strip of cheek that
+    # the solve took away beside a wall of skin's colour, became a see-through band across the cheek once
+    # the head turned (LFW's John Warner, beside a sign). The majority, because the hull's own outline can
+    # pass the jaw or a temple by a pixel or two (a skin-coloured line beside the jaw); beside the hull only,
+    # because the flat surround far behind a turned head can fall inside it in the photo too.
+    in_face = cv2.remap(face_in_photo(aligned.pixels + offset, person), map_x, map_y, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     alpha = np.maximum(alpha, face_floor(face, in_face, max(1, round(FACE_RIM * t))))
     if context is not None:
         # a head cut off by the photo's own edges (not the context crop's): beside its sides, beyond its top
