@@ -20,12 +20,11 @@ import random
 import time
 from pathlib import Path
 
-from _report import emit
+from _report import FACES, emit, run_quietly
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 POSES = [(0.0, 0.0), (-0.5, 0.0), (0.5, 0.0), (0.0, 0.3), (0.0, -0.3), (0.3, 0.15), (-0.3, -0.15)]
 RESOLUTION = 256
 
@@ -51,15 +50,12 @@ def see_through_share(avatar, points: np.ndarray) -> tuple[float, float]:
 
 
 def main() -> None:
-    from gramcast.cli.native_logs import filtered_stderr
-
-    with filtered_stderr():
-        run()
+    run_quietly(run)
 
 
 def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
+    ap.add_argument("--data", type=Path, default=FACES)
     ap.add_argument("--people", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--method", default="mesh")

@@ -27,14 +27,13 @@ import argparse
 import time
 from pathlib import Path
 
-from _report import emit
+from _report import FACES, emit, run_quietly
 
 import cv2
 import numpy as np
 
 from gramcast.face.matte import disc
 
-ROOT = Path(__file__).resolve().parents[1]
 FLAT_COLOURS = {"blue": (30, 60, 200), "white": (250, 250, 250), "red": (200, 40, 40), "green": (40, 170, 60)}
 
 
@@ -183,15 +182,12 @@ def parse_variants(text: str) -> dict[str, dict]:
 
 
 def main() -> None:
-    from gramcast.cli.native_logs import filtered_stderr
-
-    with filtered_stderr():
-        run()
+    run_quietly(run)
 
 
 def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
+    ap.add_argument("--data", type=Path, default=FACES)
     ap.add_argument("--every", type=int, default=6, help="every n-th photo of each studio set")
     ap.add_argument("--backgrounds", default="photo,blue,white")
     ap.add_argument("--variants", default="without:foreground_colours=0,with:foreground_colours=1",
