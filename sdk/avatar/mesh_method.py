@@ -385,9 +385,13 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     def sampled(image: np.ndarray) -> np.ndarray:
         return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
+    def sampled_share(mask: np.ndarray) -> np.ndarray:
+        """``mask`` ``(S, S)`` in [0, 1] (a matte) at each texel ``(T, T)`` float32, 0 beyond the crop."""
+        return cv2.remap(mask.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
     colour = sampled(src)
-    alpha = cv2.remap(src_matte.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    alpha = sampled_share(src_matte)
     # visibility from the input camera: in the photo, facing it, and not hidden behind the surface
     in_image = (map_x >= -0.5) & (map_x <= side - 0.5) & (map_y >= -0.5) & (map_y <= side - 0.5)
     if context is not None:
@@ -418,8 +422,7 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     # the head turned (LFW's John Warner, beside a sign). The majority, because the hull's own outline can
     # pass the jaw or a temple by a pixel or two (a skin-coloured line beside the jaw); beside the hull only,
     # because the flat surround far behind a turned head can fall inside it in the photo too.
-    in_face = cv2.remap(face_in_photo(aligned.pixels + offset, person), map_x, map_y, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    in_face = sampled_share(face_in_photo(aligned.pixels + offset, person))
     alpha = np.maximum(alpha, face_floor(face, in_face, max(1, round(FACE_RIM * t))))
     if context is not None:
         # a head cut off by the photo's own edges (not the context crop's): beside its sides, beyond its top
