@@ -138,7 +138,8 @@ def ring_score(comp: np.ndarray, truth_grey: np.ndarray, truth_alpha: np.ndarray
     against the truth's opacity over the widened crop (where the photo has pixels), as masses of
     |matte - truth| in % of the aligned crop's area: ``matte_error`` in all, ``matte_junk_ring`` (matte above
     the truth, around the crop)."""
-    from gramcast.avatar.mesh_method import MeshConfig, photo_colours, photo_context
+    from gramcast.avatar.mesh_method import MeshConfig, photo_colours
+    from gramcast.avatar.mesh_photo import photo_context
     from gramcast.compositing import over
     from gramcast.face.alignment import detect_and_align, warp_to_crop
     from gramcast.training.enroll_eval import masked_psnr

@@ -36,7 +36,7 @@ WARN_INPUT_PITCH = 0.3
 CROP_SIZES = (256, 1024)
 #: The least share of the band around the face (its landmark hull grown by half the face's size, within the
 #: photo) that the person matte must cover, or the photo is refused: the matte keeps the face itself whatever
-#: the segmentation says (``mesh_method.face_core``), but around it lie the hair, ears and neck, 54 % or more
+#: the segmentation says (``mesh_photo.face_core``), but around it lie the hair, ears and neck, 54 % or more
 #: of that band in each of 217 portraits (144 London, 40 Canada, 33 LFW). Photos whose person the segmentation
 #: lost covered 0-1 % (contrast scaled by 0.1) and 17 % (a Canada portrait 3x brighter): they made invisible
 #: or nearly empty avatars. Contrast scaled by 0.15 to 0.3, darkened to 0.06, the Canada portrait 2x and a
@@ -64,7 +64,8 @@ def enroll(image, method: str = "mesh", crop_size: int = 512,
     ``InvalidImageError`` with what to do, and ``InvalidArgumentError`` for an argument or option it cannot use,
     before reading the photo.
     """
-    from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context, subject_matte
+    from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
+    from gramcast.avatar.mesh_photo import photo_context, subject_matte
     from gramcast.face.alignment import MIN_EYE_DISTANCE_PX, detect_and_align
     from gramcast.face.detection import FaceDetector, upright_turns
     from gramcast.face.matte import Matting

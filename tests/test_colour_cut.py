@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gramcast.avatar.mesh_method import spared_head, subject_matte
+from gramcast.avatar.mesh_photo import spared_head, subject_matte
 from gramcast.face import detect_and_align, foreground_matte
 from gramcast.face.matte import colour_cut, colour_share
 from gramcast.images import load_image

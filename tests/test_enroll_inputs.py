@@ -10,7 +10,8 @@ import pytest
 import gramcast
 from gramcast.avatar.graminverter import InverterConfig
 from gramcast.avatar import mesh_method
-from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, face_core, face_in_photo, world_landmarks
+from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, world_landmarks
+from gramcast.avatar.mesh_photo import face_core, face_in_photo
 from gramcast.errors import FaceNotFoundError, InvalidArgumentError
 from gramcast.face import detect_and_align, foreground_matte
 from gramcast.face.geometry import apply_affine

@@ -340,7 +340,7 @@ def test_keeping_the_subject_cuts_other_faces_grown_but_never_the_subjects_head(
 def test_enrolling_the_centre_face_of_two_leaves_the_other_face_out_of_the_matte(mesh):
     """Two people shoulder to shoulder, the second in the canvas' middle: the matte of the widened crop
     around the second keeps their own face and drops the first person's, which the selfie model keeps."""
-    from gramcast.avatar.mesh_method import photo_context
+    from gramcast.avatar.mesh_photo import photo_context
     from gramcast.face.matte import Matting
 
     a, b = load_image(DATA / "london_neutral_002_03.jpg"), load_image(DATA / "london_neutral_003_03.jpg")

@@ -136,7 +136,7 @@ def test_over_a_crowd_the_colour_cut_keeps_less_of_the_crowd_and_as_much_of_the_
     the head it spares, less of the crowd; of the subject, about as much."""
     import math
 
-    from gramcast.avatar.mesh_method import photo_context, spared_head
+    from gramcast.avatar.mesh_photo import photo_context, spared_head
     from gramcast.face.alignment import warp_to_crop
     from gramcast.face.matte import Matting
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh, photo_context
+from gramcast.avatar.mesh_method import MeshConfig, enroll_mesh
+from gramcast.avatar.mesh_photo import photo_context
 from gramcast.face import detect_and_align, foreground_matte
 from gramcast.face.geometry import apply_affine
 from gramcast.images import load_image
