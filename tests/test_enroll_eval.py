@@ -3,11 +3,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from gramcast.cli import main
-from gramcast.training.enroll_eval import ssim
+from gramcast.training.enroll_eval import outline_iou, ssim
 
 FACES = Path(__file__).parent / "data" / "faces"
 
@@ -24,6 +25,24 @@ def test_ssim_known_answers():
     c1 = 0.01 ** 2
     x, y = torch.full((3, 32, 32), 0.3), torch.full((3, 32, 32), 0.5)
     assert ssim(x, y) == pytest.approx((2 * 0.3 * 0.5 + c1) / (0.09 + 0.25 + c1), rel=1e-6)
+
+
+def test_outline_iou_known_answers():
+    """Two squares of 20 x 20 overlapping by 10 columns: 200 shared of 600 covered; the rows below the counted
+    ones do not count, and soft values count where they hold the majority."""
+    alpha, matte = np.zeros((64, 64)), np.zeros((64, 64))
+    alpha[10:30, 10:30] = 1.0
+    matte[10:30, 20:40] = 0.8
+    assert outline_iou(alpha, matte, 64) == pytest.approx(200 / 600)
+    assert outline_iou(alpha, alpha * 0.6, 64) == pytest.approx(1.0)
+    assert outline_iou(alpha, alpha * 0.4, 64) == pytest.approx(0.0)        # the matte's minority: none
+    # counting rows 0-19 only: 10 rows of each square, 100 shared of 300
+    assert outline_iou(alpha, matte, 20) == pytest.approx(100 / 300)
+    # only what lies below the counted rows differs: a perfect score; nothing in them: no score
+    below = alpha.copy()
+    below[40:60, 0:64] = 1.0
+    assert outline_iou(below, alpha, 35) == pytest.approx(1.0)
+    assert outline_iou(alpha, matte, 5) is None
 
 
 def test_head_turn_tells_a_head_from_a_photo_on_a_card():
@@ -76,6 +95,12 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     else:
         assert pairs["c.jpg"]["id_photos"] > 0.99 and 0.3 < pairs["b.jpg"]["id_photos"] < 0.99
     assert "id_photos" in (out / "results.md").read_text()
+    # the outline: the enrolled photo again is the input view again, scored the same; the same person
+    # smiling, moments later, has nearly the same outline
+    enrolled = next(r for r in mesh["portraits"] if r["person"] == "person001")
+    assert enrolled["sil"] > 0.9 and pairs["c.jpg"]["sil_xpose"] == pytest.approx(enrolled["sil"], abs=1e-9)
+    assert 0.8 < pairs["b.jpg"]["sil_xpose"] < 1.0
+    assert "sil_xpose" in (out / "results.md").read_text()
     assert "| mesh |" in (out / "results.md").read_text()
     assert (out / "contact_sheet.png").stat().st_size > 1000
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2

@@ -181,7 +181,7 @@ def stubbed(monkeypatch):
     monkeypatch.setattr("gramcast.enrollment.enroll", enroll)
     monkeypatch.setattr("gramcast.images.load_image", load_image)
     monkeypatch.setattr("gramcast.avatar.Renderer", Renderer)
-    monkeypatch.setattr("gramcast.face.foreground_matte", lambda crop: None)
+    monkeypatch.setattr("gramcast.face.foreground_matte", lambda crop: np.ones(crop.shape[:2], np.float32))
     monkeypatch.setattr(ee, "evaluate_portrait", lambda *a, **k: {"psnr": 30.0})
     monkeypatch.setattr(ee, "_Metrics", Metrics)
     monkeypatch.setattr(ee, "_load_inverter", lambda weights: None, raising=False)

@@ -8,6 +8,11 @@ photos: enroll from the first, render at the pose of each other photo and compar
 (``id_xpose``), and the mirror check for the same pair (render at the mirrored pose vs the mirrored photo).
 ``id_photos``, the enrolled photo itself against the other photo, is id_xpose's reference: what the
 photo alone carries of the person at the other pose (an avatar that added nothing and lost nothing).
+The outline: ``sil`` at the input view and ``sil_xpose`` at the other photo's pose, the intersection over
+union of where the render (aligned like a photo) is opaque and where that photo's person matte holds the
+majority, over the head (``outline_iou``): what the identity scores do not see, a turned head's outline
+(the neck behind the jaw, the back of the head) against a real one. Its hair and shoulders may differ
+from day to day, so it compares methods on the same pairs, not an avatar with a perfect score.
 LPIPS and identity need their weights (``gramcast.training.pretrained``); without them they are null.
 
 People: each sub-folder of the evaluated folder is a person (the layout to use). A flat folder of loose
@@ -32,12 +37,15 @@ from gramcast.training.eval_portraits import find_portraits, layout_notes
 from gramcast.training.eval_progress import EvalProgress, hold_out, run_fingerprint
 from gramcast.training.eval_report import SHEET_TILE, contact_sheet, write_outputs
 
-__all__ = ["ssim", "masked_psnr", "evaluate_methods", "EvalConfig"]
+__all__ = ["ssim", "masked_psnr", "outline_iou", "evaluate_methods", "EvalConfig"]
 
 MV_YAW_PAIRS = ((-0.3, -0.2), (-0.1, 0.0), (0.0, 0.1), (0.2, 0.3))
 NOVEL_YAWS = (-0.4, 0.4)
 #: camera yaws at which the face tracker measures how far the avatar's head turned (``yaw_slope``)
 TURN_YAWS = (-0.4, 0.0, 0.4)
+#: how far below the chin (a fraction of the aligned crop's side) the outline scores count: the jaw and
+#: the neck behind it, not the shoulders and clothes, which are no avatar's
+OUTLINE_BELOW_CHIN = 0.08
 #: people on the contact sheet (the first ones evaluated, each under every method): more makes an image
 #: too tall to look at, and each shown person costs a strip of renders per method
 SHEET_PEOPLE = 40
@@ -90,6 +98,22 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """PSNR (dB) of two 8-bit-range images ``(H, W, C)`` over ``mask`` ``(H, W)``; nan for an empty mask."""
     err = (a.astype(np.float64) - b.astype(np.float64))[mask]
     return float(10 * math.log10(255.0 ** 2 / max(float((err ** 2).mean()), 1e-12))) if err.size else math.nan
+
+
+def outline_iou(alpha: np.ndarray, matte: np.ndarray, rows: int) -> float | None:
+    """How well a render's outline matches a photo's: the intersection over union of where the render's
+    opacity ``alpha`` and the photo's person ``matte`` (``(H, W)`` in [0, 1], on the same aligned crop) hold
+    the majority, over the first ``rows`` rows. None where neither covers any of them."""
+    a, m = alpha[:rows] > 0.5, matte[:rows] > 0.5
+    union = int((a | m).sum())
+    return float((a & m).sum() / union) if union else None
+
+
+def _head_rows(aligned, size: int) -> int:
+    """The rows of an aligned crop ``size``² that the outline scores count: down to just below its chin."""
+    from gramcast.face.landmarks import CHIN
+
+    return int(min(size, round(float(aligned.pixels[CHIN, 1]) + OUTLINE_BELOW_CHIN * size)))
 
 
 class _Metrics:
@@ -166,8 +190,9 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
                            torch.from_numpy(photo_aligned.crop).permute(2, 0, 1) / 255.0, torch.from_numpy(mask))
         row["lpips"] = metrics.lpips_distance(again.crop, photo_aligned.crop)
         row["id"] = metrics.identity(again.crop, photo_aligned.crop)
+        row["sil"] = outline_iou(a_alpha, matte, _head_rows(photo_aligned, res))
     except GramcastError:
-        row.update(psnr=None, ssim=None, lpips=None, id=None, note="no face found in the input-view render")
+        row.update(psnr=None, ssim=None, lpips=None, id=None, sil=None, note="no face found in the input-view render")
     seen = {}                                  # camera yaw -> the render aligned by the face tracker
     for yaw in sorted(set(NOVEL_YAWS) | set(TURN_YAWS)):
         nrgb, nalpha = renderer.render_rgba((yaw, 0.0), res)
@@ -256,12 +281,16 @@ def _load_inverter(weights: Path | None):
 
 
 def _aligned_render(renderer, pose: tuple[float, float], res: int):
-    """The render at ``pose`` aligned by the face tracker; None where it finds no face (the avatar's fault,
-    not the photo's)."""
+    """The render at ``pose`` aligned by the face tracker, and its opacity ``(res, res)`` in that crop;
+    (None, None) where the tracker finds no face (the avatar's fault, not the photo's)."""
+    from gramcast.face.alignment import warp_to_crop
+
+    rgb, alpha = renderer.render_rgba(pose, res)
     try:
-        return _align(_canvas(*renderer.render_rgba(pose, res)), res)
+        aligned = _align(_canvas(rgb, alpha), res)
     except GramcastError:
-        return None
+        return None, None
+    return aligned, warp_to_crop(alpha, aligned.crop_from_image, res)
 
 
 def _evaluate_person(method: str, person: str, photos: list[Path], options: dict, show: bool, config: EvalConfig,
@@ -305,14 +334,16 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
                                    "error": str(exc)})
             continue
         p = target.pose
-        view = _aligned_render(renderer, (p.yaw, p.pitch), config.resolution)
-        mview = _aligned_render(renderer, (-p.yaw, p.pitch), config.resolution)
+        view, view_alpha = _aligned_render(renderer, (p.yaw, p.pitch), config.resolution)
+        mview, _ = _aligned_render(renderer, (-p.yaw, p.pitch), config.resolution)
         pair = {"person": person, "source": photos[0].name, "target": other.name,
                 "yaw": p.yaw, "pitch": p.pitch,
                 "id_xpose": None if view is None else metrics.identity(view.crop, target.crop),
                 "id_xpose_mirror": None if mview is None else metrics.identity(mview.crop, mirror_target.crop),
                 # id_xpose's reference: the enrolled photo itself against the other one
-                "id_photos": metrics.identity(aligned.crop, target.crop)}
+                "id_photos": metrics.identity(aligned.crop, target.crop),
+                "sil_xpose": None if view is None else outline_iou(view_alpha, foreground_matte(target.crop),
+                                                                   _head_rows(target, config.resolution))}
         if view is None or mview is None:
             pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
         record["pairs"].append(pair)
@@ -391,12 +422,12 @@ def _evaluate_people(root: Path, out: Path, people: list, config: EvalConfig, in
             if strip is not None and show:
                 shown.add(index)
                 cells.setdefault(method, {})[index] = strip
-        keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error"]
+        keys = ["psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope", "yaw_error", "sil"]
         means = {}
         for k in keys:
             vals = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
             means[k] = float(np.mean(vals)) if vals else None
-        for k in ("id_xpose", "id_xpose_mirror", "id_photos"):
+        for k in ("id_xpose", "id_xpose_mirror", "id_photos", "sil_xpose"):
             vals = [r[k] for r in xpose if r.get(k) is not None]
             means[k] = float(np.mean(vals)) if vals else None
         means["enroll_s"] = float(np.mean(t_enroll)) if t_enroll else None

@@ -109,7 +109,8 @@ def _short(text: str, limit: int = 120) -> str:
 
 def markdown_table(results: dict) -> str:
     cols = ["portraits", "failed", "psnr", "ssim", "lpips", "id", "id_nv", "psnr_mv", "ssim_mv", "yaw_slope",
-            "yaw_error", "id_xpose", "id_xpose_mirror", "id_photos", "pairs", "pairs_failed", "enroll_s"]
+            "yaw_error", "id_xpose", "id_xpose_mirror", "id_photos", "sil", "sil_xpose", "pairs", "pairs_failed",
+            "enroll_s"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for method, r in results["methods"].items():
         cells = []

@@ -175,7 +175,9 @@ def verdict_markdown(verdict: dict) -> str:
 
 #: ``gramcast evaluate --compare``: the per-portrait scores compared, and which way is better
 PORTRAIT_SCORES = {"psnr": +1, "ssim": +1, "lpips": -1, "id": +1, "id_nv": +1, "psnr_mv": +1, "ssim_mv": +1,
-                   "yaw_error": -1}
+                   "yaw_error": -1, "sil": +1}
+#: the same for the scores of each pair (enrolled from one photo, rendered at another's pose)
+PAIR_SCORES = {"id_xpose": +1, "sil_xpose": +1}
 
 
 def paired_report(before: dict, after: dict, method: str, rule: ShipRule = ShipRule()) -> list[dict]:
@@ -187,7 +189,7 @@ def paired_report(before: dict, after: dict, method: str, rule: ShipRule = ShipR
     b, a = before["methods"][method], after["methods"][method]
     rows = []
     scores = [(k, s, "portraits", ("person", "photo")) for k, s in PORTRAIT_SCORES.items()]
-    scores.append(("id_xpose", +1, "cross_pose", ("person", "target")))
+    scores += [(k, s, "cross_pose", ("person", "target")) for k, s in PAIR_SCORES.items()]
     for key, sign, table, pair in scores:
         diffs, people = paired_differences(a.get(table, []), b.get(table, []), key, pair)
         if len(diffs) == 0:
