@@ -276,19 +276,9 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
         sides = cv2.remap(context.sides, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=UNKNOWN_SIDE)
         in_image &= sides == INSIDE
-    cam = camera.camera_position(torch.tensor([yaw]), torch.tensor([pitch]))[0].numpy()
-    dist = np.linalg.norm(cam - world, axis=1)
-    cosines = facing_cosines(heights, e, world, cam, t, config.facing_smoothing)
-    facing = cosines > config.min_facing
-    depth_img = _depth_from(heights, e, (yaw, pitch), size)
-    seen_depth = cv2.remap(depth_img, proj[:, 0].reshape(t, t).astype(np.float32) - 0.5,
-                           proj[:, 1].reshape(t, t).astype(np.float32) - 0.5, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE).reshape(-1)
-    # the depth map covers the crop only; beyond it (hair, ears, shoulders of a near-frontal photo) the
-    # proxy does not hide itself
-    unoccluded = (dist <= seen_depth + config.depth_tolerance) | ~in_crop.reshape(-1)
-    seen = (in_image.reshape(-1) & facing & unoccluded).reshape(t, t)
-    seen &= ~better_seen_mirrored(seen, cosines.reshape(t, t), config.prefer_mirror_below, config.mirror_min_facing)
+    seen, cosines = _seen_from(heights, e, world, proj, (yaw, pitch), size, in_crop, config)
+    seen &= in_image
+    seen &= ~better_seen_mirrored(seen, cosines, config.prefer_mirror_below, config.mirror_min_facing)
     colour, alpha, seen = fill_unseen(colour, alpha, seen, in_image, heights, config.mirror_blend)
     face, eyes, chin_row = _face_in_texture(pts, t, e)
     # The face itself is opaque from every view: its landmarks' hull in the texture, and the texels beside it
@@ -327,6 +317,26 @@ def _face_in_texture(points: np.ndarray, t: int, extent: float) -> tuple[np.ndar
     bool, the eyes' midpoint (column, row) and the chin's row."""
     idx = _grid_index(points[:, :2], t, extent)
     return _hull_in_grid(points, t, extent) > 0, five_points(idx)[:2].mean(0), float(idx[CHIN, 1])
+
+
+def _seen_from(heights: np.ndarray, extent: float, world: np.ndarray, proj: np.ndarray, pose: tuple[float, float],
+               size: int, in_crop: np.ndarray, config: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Which texels the input camera at ``pose`` sees, ``(T, T)`` bool: those whose surface faces it (cosine
+    above ``config.min_facing``) and that the surface ``heights`` ``(G, G)`` does not hide; and the cosines
+    ``(T, T)``. ``world`` ``(T*T, 3)``: the texels on the surface; ``proj`` ``(T*T, 2)``: where the camera
+    sees them in a ``size``² render; ``in_crop`` ``(T, T)``: inside the aligned crop."""
+    t = in_crop.shape[0]
+    cam = camera.camera_position(torch.tensor([pose[0]]), torch.tensor([pose[1]]))[0].numpy()
+    dist = np.linalg.norm(cam - world, axis=1)
+    cosines = facing_cosines(heights, extent, world, cam, t, config.facing_smoothing)
+    depth_img = _depth_from(heights, extent, pose, size)
+    seen_depth = cv2.remap(depth_img, proj[:, 0].reshape(t, t).astype(np.float32) - 0.5,
+                           proj[:, 1].reshape(t, t).astype(np.float32) - 0.5, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).reshape(-1)
+    # the depth map covers the crop only; beyond it (hair, ears, shoulders of a near-frontal photo) the
+    # proxy does not hide itself
+    unoccluded = (dist <= seen_depth + config.depth_tolerance) | ~in_crop.reshape(-1)
+    return ((cosines > config.min_facing) & unoccluded).reshape(t, t), cosines.reshape(t, t)
 
 
 def _depth_from(heights: np.ndarray, extent: float, pose, size: int) -> np.ndarray:
