@@ -45,6 +45,42 @@ def test_outline_iou_known_answers():
     assert outline_iou(alpha, matte, 5) is None
 
 
+def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
+    """`evaluate` scores the input view in the photo's own aligned crop, through the mapping the enrollment
+    recorded: the face tracker finds the landmarks of the render so placed where it finds the photo's (within a
+    pixel, the tracker's own spread), and the same mapping shifted by 3 px puts them 3 px off. An avatar
+    without the record is aligned by the tracker, as before."""
+    import gramcast
+    from gramcast.avatar import Avatar, Renderer
+    from gramcast.images import load_image
+    from gramcast.training.enroll_eval import _align, _canvas, _input_view
+
+    photo = load_image(FACES / "london_neutral_001_03.jpg")
+    avatar = gramcast.enroll(photo)
+    record = avatar.meta["crop_from_render"]
+    assert record["size"] == 512 and np.asarray(record["matrix"]).shape == (2, 3)
+    pose = avatar.meta["input_pose"]
+    canvas = _canvas(*Renderer(avatar, device="cpu").render_rgba((pose["yaw"], pose["pitch"]), 256))
+    photo_face = _align(photo, 256).pixels
+
+    def landmark_offset(view) -> float:
+        """Median distance of the landmarks the tracker finds in ``view.crop`` (in its pixels) to the photo's."""
+        found = _align(view.crop, 256)
+        m = np.vstack([found.crop_from_image, [0.0, 0.0, 1.0]])
+        in_view = (np.linalg.inv(m) @ np.c_[found.pixels, np.ones(len(found.pixels))].T).T[:, :2]
+        return float(np.median(np.linalg.norm(in_view - photo_face, axis=1)))
+
+    assert landmark_offset(_input_view(avatar, canvas, 256)) < 1.0
+    shifted = Avatar(avatar.heights, avatar.textures, avatar.extent,
+                     {**avatar.meta, "crop_from_render": {"size": 512, "matrix": (np.asarray(record["matrix"]) + [
+                         [0, 0, 6.0], [0, 0, 0]]).tolist()}})
+    assert 2.0 < landmark_offset(_input_view(shifted, canvas, 256)) < 4.0        # 6 px at 512: 3 px at 256
+    older = Avatar(avatar.heights, avatar.textures, avatar.extent,
+                   {k: v for k, v in avatar.meta.items() if k != "crop_from_render"})
+    tracked = _input_view(older, canvas, 256)
+    assert np.abs(tracked.crop_from_image - _align(canvas, 256).crop_from_image).max() == 0
+
+
 def test_head_turn_tells_a_head_from_a_photo_on_a_card():
     """The face tracker's yaw of renders at the camera yaws: the enrolled head follows the camera (slope
     ~1); the same texture on a flat surface, a photo on a card, hardly turns (slope ~0)."""
@@ -95,10 +131,11 @@ def test_evaluate_writes_json_markdown_and_contact_sheet(tmp_path, capsys):
     else:
         assert pairs["c.jpg"]["id_photos"] > 0.99 and 0.3 < pairs["b.jpg"]["id_photos"] < 0.99
     assert "id_photos" in (out / "results.md").read_text()
-    # the outline: the enrolled photo again is the input view again, scored the same; the same person
-    # smiling, moments later, has nearly the same outline
+    # the outline: the enrolled photo again is the input view again, scored alike (placed there by the
+    # tracker rather than the enrollment's record: a pixel's difference); the same person smiling, moments
+    # later, has nearly the same outline
     enrolled = next(r for r in mesh["portraits"] if r["person"] == "person001")
-    assert enrolled["sil"] > 0.9 and pairs["c.jpg"]["sil_xpose"] == pytest.approx(enrolled["sil"], abs=1e-9)
+    assert enrolled["sil"] > 0.9 and pairs["c.jpg"]["sil_xpose"] == pytest.approx(enrolled["sil"], abs=0.01)
     assert 0.8 < pairs["b.jpg"]["sil_xpose"] < 1.0
     assert "sil_xpose" in (out / "results.md").read_text()
     assert "| mesh |" in (out / "results.md").read_text()

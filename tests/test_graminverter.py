@@ -127,6 +127,8 @@ def test_enroll_a_real_portrait_and_render_novel_views(bundle):
     assert avatar.textures[:, 3].sum() > 0          # and the person is not
     yaw, pitch = avatar.meta["input_pose"]["yaw"], avatar.meta["input_pose"]["pitch"]
     assert abs(yaw) < 0.5 and abs(pitch) < 0.5
+    # the inversion fits the aligned crop at the input pose: its render there is the crop, pixel for pixel
+    assert avatar.meta["crop_from_render"] == {"size": 512, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]}
     renderer = Renderer(avatar, device="cpu")
     for pose in ((0.0, 0.0), (-0.4, 0.0), (0.4, 0.1)):
         rgb, alpha = renderer.render_rgba(pose, 64)

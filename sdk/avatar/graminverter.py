@@ -387,7 +387,9 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
         textures[:, 3:4] *= _matte_alpha(avatar, matte, pose, config.matte_threshold)
     avatar.textures = textures
     input_pose = {"yaw": pose[0], "pitch": pose[1], "roll": float(aligned.pose.roll)}
-    avatar.meta.update({"method": "graminverter", "input_pose": input_pose,
+    # the inversion reproduces the aligned crop itself at the input pose: its render there is the crop
+    crop_from_render = {"size": int(aligned.size), "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]}
+    avatar.meta.update({"method": "graminverter", "input_pose": input_pose, "crop_from_render": crop_from_render,
                         "inverter": {**{k: inverter.meta.get(k) for k in ("created", "runs", "bundle", "lineage")
                                         if k in inverter.meta},
                                      "refine_steps": int(config.refine_steps)}})

@@ -301,7 +301,8 @@ def enroll_mesh(aligned: AlignedFace, matte: np.ndarray, config: MeshConfig = Me
     textures = torch.cat([rgb, torch.from_numpy(alpha)[None].float()], 0)[None]
     meta = {"method": "mesh", "model_id": "none (prior-free)", "created": now_iso(),
             "input_pose": {"yaw": yaw, "pitch": pitch, "roll": aligned.pose.roll},
-            "crop_size": size, "seen_fraction": float(seen.mean())}
+            "crop_size": size, "seen_fraction": float(seen.mean()),
+            "crop_from_render": {"size": size, "matrix": np.asarray(correction, np.float64).tolist()}}
     return Avatar(torch.from_numpy(heights)[None], textures, e, meta)
 
 
