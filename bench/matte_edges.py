@@ -113,18 +113,18 @@ def truth_in_crop(comp: np.ndarray, truth_grey: np.ndarray, alpha: np.ndarray, s
 
 
 def score(comp: np.ndarray, truth, band, head, options: dict, size: int = 256) -> dict:
-    """Enroll ``comp`` with ``options``, render at its pose over grey, realign (the render's own framing)
-    and compare with the truth (``truth_in_crop``)."""
+    """Enroll ``comp`` with ``options``, render at its pose over grey, place the render on the photo's aligned
+    crop as the enrollment recorded (``enroll_eval.input_view_in_crop``) and compare with the truth
+    (``truth_in_crop``)."""
     import gramcast
     from gramcast.avatar.renderer import Renderer
     from gramcast.compositing import over
-    from gramcast.face.alignment import detect_and_align
-    from gramcast.training.enroll_eval import masked_psnr
+    from gramcast.training.enroll_eval import input_view_in_crop, masked_psnr
 
     avatar = gramcast.enroll(comp, method="mesh", face="largest", **options)
     pose = avatar.meta["input_pose"]
     rgb, a = Renderer(avatar, device="cpu").render_rgba((pose["yaw"], pose["pitch"]), size)
-    render = detect_and_align(over(rgb, a, np.full_like(rgb, 128)), size=size).crop
+    render = input_view_in_crop(avatar, over(rgb, a, np.full_like(rgb, 128)), size).crop
     return {"psnr_band": masked_psnr(render, truth, band), "psnr_head": masked_psnr(render, truth, head),
             "psnr_all": masked_psnr(render, truth, np.ones_like(band))}
 

@@ -53,7 +53,7 @@ def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
     import gramcast
     from gramcast.avatar import Avatar, Renderer
     from gramcast.images import load_image
-    from gramcast.training.enroll_eval import _align, _canvas, _input_view
+    from gramcast.training.enroll_eval import _align, _canvas, input_view_in_crop
 
     photo = load_image(FACES / "london_neutral_001_03.jpg")
     avatar = gramcast.enroll(photo)
@@ -70,14 +70,14 @@ def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
         in_view = (np.linalg.inv(m) @ np.c_[found.pixels, np.ones(len(found.pixels))].T).T[:, :2]
         return float(np.median(np.linalg.norm(in_view - photo_face, axis=1)))
 
-    assert landmark_offset(_input_view(avatar, canvas, 256)) < 1.0
+    assert landmark_offset(input_view_in_crop(avatar, canvas, 256)) < 1.0
     shifted = Avatar(avatar.heights, avatar.textures, avatar.extent,
                      {**avatar.meta, "crop_from_render": {"size": 512, "matrix": (np.asarray(record["matrix"]) + [
                          [0, 0, 6.0], [0, 0, 0]]).tolist()}})
-    assert 2.0 < landmark_offset(_input_view(shifted, canvas, 256)) < 4.0        # 6 px at 512: 3 px at 256
+    assert 2.0 < landmark_offset(input_view_in_crop(shifted, canvas, 256)) < 4.0        # 6 px at 512: 3 px at 256
     older = Avatar(avatar.heights, avatar.textures, avatar.extent,
                    {k: v for k, v in avatar.meta.items() if k != "crop_from_render"})
-    tracked = _input_view(older, canvas, 256)
+    tracked = input_view_in_crop(older, canvas, 256)
     assert np.abs(tracked.crop_from_image - _align(canvas, 256).crop_from_image).max() == 0
 
 
