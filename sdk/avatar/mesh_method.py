@@ -20,11 +20,11 @@ from gramcast import camera
 from gramcast.avatar.avatar import Avatar, now_iso
 from gramcast.avatar.bake import grid_xy
 from gramcast.avatar.head_top import head_cap
+from gramcast.avatar.mesh_photo import PhotoContext, face_core, face_in_photo
 from gramcast.avatar.renderer import RenderSettings, render_cache
 from gramcast.avatar.side_edges import bridged_side_edges
 from gramcast.avatar.texture_fill import MIRROR_BLENDS, better_seen_mirrored, fill_unseen
 from gramcast.checks import check_options, is_bool, is_real, real_in, whole_in
-from gramcast.avatar.mesh_photo import PhotoContext, face_core, face_in_photo
 from gramcast.face.alignment import AlignedFace
 from gramcast.face.geometry import apply_affine, similarity_2d, umeyama
 from gramcast.face.landmarks import CHIN, five_points
