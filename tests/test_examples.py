@@ -131,3 +131,6 @@ async def test_embedded_server_serves_the_links_it_prints(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()        # text pipes left open reach the collector: a ResourceWarning in another test
+        proc.stderr.close()

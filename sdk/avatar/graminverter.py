@@ -388,7 +388,7 @@ def enroll_graminverter(aligned, matte: np.ndarray | None, weights: "str | Path 
     avatar.textures = textures
     input_pose = {"yaw": pose[0], "pitch": pose[1], "roll": float(aligned.pose.roll)}
     # the inversion reproduces the aligned crop itself at the input pose: its render there is the crop
-    crop_from_render = {"size": int(aligned.size), "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]}
+    crop_from_render = {"size": int(aligned.crop.shape[0]), "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]}
     avatar.meta.update({"method": "graminverter", "input_pose": input_pose, "crop_from_render": crop_from_render,
                         "inverter": {**{k: inverter.meta.get(k) for k in ("created", "runs", "bundle", "lineage")
                                         if k in inverter.meta},
