@@ -30,7 +30,9 @@ __all__ = ["PROGRESS_DIR", "EvalProgress", "run_fingerprint", "progress_count", 
 PROGRESS_DIR = ".evaluate-progress"
 #: the progress folder's record of the run it belongs to
 _RUN_FILE = "run.json"
-_PROGRESS_VERSION = 1
+#: what a kept person's results mean: 2 (2026-12-06) scores the input view in the photo's own crop and adds
+#: the outline scores, so a run interrupted before then is not resumed with figures of the other kind
+_PROGRESS_VERSION = 2
 #: a person's record: the person's index in the run; a temp file a killed run left (".00003.k2j4.json") is not one
 _RECORD = re.compile(r"[0-9]{5,}\.json")
 
