@@ -43,6 +43,10 @@ def test_outline_iou_known_answers():
     below[40:60, 0:64] = 1.0
     assert outline_iou(below, alpha, 35) == pytest.approx(1.0)
     assert outline_iou(alpha, matte, 5) is None
+    # counting only where the crop shows the photo: the matte's columns beyond column 30 lie past its edge
+    shows = np.zeros((64, 64), bool)
+    shows[:, :30] = True
+    assert outline_iou(alpha, matte, 64, shows) == pytest.approx(200 / 400)
 
 
 def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():

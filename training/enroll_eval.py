@@ -100,13 +100,25 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(10 * math.log10(255.0 ** 2 / max(float((err ** 2).mean()), 1e-12))) if err.size else math.nan
 
 
-def outline_iou(alpha: np.ndarray, matte: np.ndarray, rows: int) -> float | None:
+def outline_iou(alpha: np.ndarray, matte: np.ndarray, rows: int, where: np.ndarray | None = None) -> float | None:
     """How well a render's outline matches a photo's: the intersection over union of where the render's
     opacity ``alpha`` and the photo's person ``matte`` (``(H, W)`` in [0, 1], on the same aligned crop) hold
-    the majority, over the first ``rows`` rows. None where neither covers any of them."""
+    the majority, over the first ``rows`` rows (and only ``where`` ``(H, W)`` bool is True: the crop's pixels
+    that show the photo). None where neither covers any of them."""
     a, m = alpha[:rows] > 0.5, matte[:rows] > 0.5
+    if where is not None:
+        a, m = a & where[:rows], m & where[:rows]
     union = int((a | m).sum())
     return float((a & m).sum() / union) if union else None
+
+
+def _shows_photo(aligned, size: int, image_shape: tuple[int, int]) -> np.ndarray:
+    """``(size, size)`` bool: the pixels of ``aligned``'s crop that show the photo of ``image_shape``, not the
+    reflection that pads a crop running past the photo's edges (an LFW photo's chest and sides), which no
+    avatar is asked to reproduce."""
+    from gramcast.face.quality import INSIDE, crop_photo_sides
+
+    return crop_photo_sides(aligned.crop_from_image, size, image_shape) == INSIDE
 
 
 def _head_rows(aligned, size: int) -> int:
@@ -172,7 +184,11 @@ def head_turn(seen: dict) -> dict:
     return yaw_agreement(pairs) if len(pairs) >= 2 else {"yaw_slope": None, "yaw_error": None}
 
 
-def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metrics, res: int) -> dict:
+def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metrics, res: int,
+                      shows_photo: np.ndarray | None = None) -> dict:
+    """The input-view and novel-view scores of ``avatar`` enrolled from ``photo_aligned`` (its crop ``res``²
+    and person ``matte``); ``shows_photo`` ``(res, res)`` bool: where that crop shows the photo (PSNR, SSIM
+    and the outline are scored there only; None: everywhere)."""
     from gramcast.avatar import Renderer
     from gramcast.face.alignment import warp_to_crop
     from gramcast.training.evaluation import warp_to_target
@@ -185,12 +201,14 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
         again = input_view_in_crop(avatar, _canvas(rgb, alpha), res)
         a_alpha = warp_to_crop(alpha, again.crop_from_image, res)
         mask = (matte > 0.5) & (a_alpha > 0.99)
+        if shows_photo is not None:
+            mask &= shows_photo
         row["psnr"] = masked_psnr(again.crop, photo_aligned.crop, mask)
         row["ssim"] = ssim(torch.from_numpy(again.crop).permute(2, 0, 1) / 255.0,
                            torch.from_numpy(photo_aligned.crop).permute(2, 0, 1) / 255.0, torch.from_numpy(mask))
         row["lpips"] = metrics.lpips_distance(again.crop, photo_aligned.crop)
         row["id"] = metrics.identity(again.crop, photo_aligned.crop)
-        row["sil"] = outline_iou(a_alpha, matte, _head_rows(photo_aligned, res))
+        row["sil"] = outline_iou(a_alpha, matte, _head_rows(photo_aligned, res), shows_photo)
     except GramcastError:
         row.update(psnr=None, ssim=None, lpips=None, id=None, sil=None, note="no face found in the input-view render")
     seen = {}                                  # camera yaw -> the render aligned by the face tracker
@@ -337,7 +355,8 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
                            "error": f"not enrolled: {photos[0].name} failed"} for other in photos[1:]]
         return record
     row = {"person": person, "photo": photos[0].name}
-    row.update(evaluate_portrait(avatar, aligned, foreground_matte(aligned.crop), metrics, config.resolution))
+    row.update(evaluate_portrait(avatar, aligned, foreground_matte(aligned.crop), metrics, config.resolution,
+                                 _shows_photo(aligned, config.resolution, first.shape[:2])))
     record["row"] = row
     renderer = Renderer(avatar, device="cpu")
     if show:
@@ -361,8 +380,9 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
                 "id_xpose_mirror": None if mview is None else metrics.identity(mview.crop, mirror_target.crop),
                 # id_xpose's reference: the enrolled photo itself against the other one
                 "id_photos": metrics.identity(aligned.crop, target.crop),
-                "sil_xpose": None if view is None else outline_iou(view_alpha, foreground_matte(target.crop),
-                                                                   _head_rows(target, config.resolution))}
+                "sil_xpose": None if view is None else outline_iou(
+                    view_alpha, foreground_matte(target.crop), _head_rows(target, config.resolution),
+                    _shows_photo(target, config.resolution, image.shape[:2]))}
         if view is None or mview is None:
             pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
         record["pairs"].append(pair)
