@@ -57,14 +57,15 @@ def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
     import gramcast
     from gramcast.avatar import Avatar, Renderer
     from gramcast.images import load_image
-    from gramcast.training.enroll_eval import _align, _canvas, input_view_in_crop
+    from gramcast.training.enroll_eval import _align, _canvas, _opacity_in_crop, input_view_in_crop
 
     photo = load_image(FACES / "london_neutral_001_03.jpg")
     avatar = gramcast.enroll(photo)
     record = avatar.meta["crop_from_render"]
     assert record["size"] == 512 and np.asarray(record["matrix"]).shape == (2, 3)
     pose = avatar.meta["input_pose"]
-    canvas = _canvas(*Renderer(avatar, device="cpu").render_rgba((pose["yaw"], pose["pitch"]), 256))
+    rgb, alpha = Renderer(avatar, device="cpu").render_rgba((pose["yaw"], pose["pitch"]), 256)
+    canvas = _canvas(rgb, alpha)
     photo_face = _align(photo, 256).pixels
 
     def landmark_offset(view) -> float:
@@ -79,6 +80,13 @@ def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
                      {**avatar.meta, "crop_from_render": {"size": 512, "matrix": (np.asarray(record["matrix"]) + [
                          [0, 0, 6.0], [0, 0, 0]]).tolist()}})
     assert 2.0 < landmark_offset(input_view_in_crop(shifted, canvas, 256)) < 4.0        # 6 px at 512: 3 px at 256
+    # where the crop reaches past the render's frame (here its top 40 rows) the avatar shows nothing: grey and
+    # transparent, not a reflection of the frame's edge
+    lower = Avatar(avatar.heights, avatar.textures, avatar.extent,
+                   {**avatar.meta, "crop_from_render": {"size": 512, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 80.0]]}})
+    view = input_view_in_crop(lower, canvas, 256)
+    assert (view.crop[:39] == 128).all() and (view.crop[41:] == canvas[1:216]).all()
+    assert _opacity_in_crop(alpha, view.crop_from_image, 256)[:39].max() == 0
     older = Avatar(avatar.heights, avatar.textures, avatar.extent,
                    {k: v for k, v in avatar.meta.items() if k != "crop_from_render"})
     tracked = input_view_in_crop(older, canvas, 256)

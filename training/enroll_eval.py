@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -190,7 +191,6 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
     and person ``matte``); ``shows_photo`` ``(res, res)`` bool: where that crop shows the photo (PSNR, SSIM
     and the outline are scored there only; None: everywhere)."""
     from gramcast.avatar import Renderer
-    from gramcast.face.alignment import warp_to_crop
     from gramcast.training.evaluation import warp_to_target
 
     renderer = Renderer(avatar, device="cpu")
@@ -199,7 +199,7 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
     row: dict = {}
     try:
         again = input_view_in_crop(avatar, _canvas(rgb, alpha), res)
-        a_alpha = warp_to_crop(alpha, again.crop_from_image, res)
+        a_alpha = _opacity_in_crop(alpha, again.crop_from_image, res)
         mask = (matte > 0.5) & (a_alpha > 0.99)
         if shows_photo is not None:
             mask &= shows_photo
@@ -314,20 +314,30 @@ def input_view_in_crop(avatar, canvas: np.ndarray, res: int):
         return _align(canvas, res)
     matrix = np.asarray(known["matrix"], np.float64)           # crop pixels from render pixels, both size²
     m = np.hstack([matrix[:, :2], matrix[:, 2:] * (res / known["size"])])
-    return SimpleNamespace(crop=warp_to_crop(canvas, m, res), crop_from_image=m)
+    # where the crop reaches past the render's frame the avatar shows nothing: the canvas's grey, not a
+    # reflection of the render's edge (a chin mirrored below the chin of a photo taken from above)
+    frame = _opacity_in_crop(np.ones(canvas.shape[:2], np.float32), m, res)[..., None]
+    crop = warp_to_crop(canvas, m, res, cv2.BORDER_CONSTANT) * frame + 128.0 * (1.0 - frame)
+    return SimpleNamespace(crop=np.clip(np.rint(crop), 0, 255).astype(np.uint8), crop_from_image=m)
+
+
+def _opacity_in_crop(alpha: np.ndarray, crop_from_image: np.ndarray, res: int) -> np.ndarray:
+    """A render's opacity ``(H, W)`` warped into a ``res``² crop: 0 beyond the render's frame (nothing is shown
+    there; the reflection ``warp_to_crop`` pads images with would invent a mirrored edge)."""
+    from gramcast.face.alignment import warp_to_crop
+
+    return warp_to_crop(alpha.astype(np.float32), crop_from_image, res, cv2.BORDER_CONSTANT)
 
 
 def _aligned_render(renderer, pose: tuple[float, float], res: int):
     """The render at ``pose`` aligned by the face tracker, and its opacity ``(res, res)`` in that crop;
     (None, None) where the tracker finds no face (the avatar's fault, not the photo's)."""
-    from gramcast.face.alignment import warp_to_crop
-
     rgb, alpha = renderer.render_rgba(pose, res)
     try:
         aligned = _align(_canvas(rgb, alpha), res)
     except GramcastError:
         return None, None
-    return aligned, warp_to_crop(alpha, aligned.crop_from_image, res)
+    return aligned, _opacity_in_crop(alpha, aligned.crop_from_image, res)
 
 
 def _evaluate_person(method: str, person: str, photos: list[Path], options: dict, show: bool, config: EvalConfig,
