@@ -200,15 +200,18 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
     try:
         again = input_view_in_crop(avatar, _canvas(rgb, alpha), res)
         a_alpha = _opacity_in_crop(alpha, again.crop_from_image, res)
-        mask = (matte > 0.5) & (a_alpha > 0.99)
-        if shows_photo is not None:
-            mask &= shows_photo
-        row["psnr"] = masked_psnr(again.crop, photo_aligned.crop, mask)
+        # what the render's frame covers of the crop; beyond it the photo is greyed as the render is, so that
+        # the perceptual scores compare what the avatar is asked to show
+        framed = _framed(again, alpha.shape, res)
+        scored = framed if shows_photo is None else framed & shows_photo
+        photo = np.where(framed[..., None], photo_aligned.crop, np.uint8(128))
+        mask = (matte > 0.5) & (a_alpha > 0.99) & scored
+        row["psnr"] = masked_psnr(again.crop, photo, mask)
         row["ssim"] = ssim(torch.from_numpy(again.crop).permute(2, 0, 1) / 255.0,
-                           torch.from_numpy(photo_aligned.crop).permute(2, 0, 1) / 255.0, torch.from_numpy(mask))
-        row["lpips"] = metrics.lpips_distance(again.crop, photo_aligned.crop)
-        row["id"] = metrics.identity(again.crop, photo_aligned.crop)
-        row["sil"] = outline_iou(a_alpha, matte, _head_rows(photo_aligned, res), shows_photo)
+                           torch.from_numpy(photo).permute(2, 0, 1) / 255.0, torch.from_numpy(mask))
+        row["lpips"] = metrics.lpips_distance(again.crop, photo)
+        row["id"] = metrics.identity(again.crop, photo)
+        row["sil"] = outline_iou(a_alpha, matte, _head_rows(photo_aligned, res), scored)
     except GramcastError:
         row.update(psnr=None, ssim=None, lpips=None, id=None, sil=None, note="no face found in the input-view render")
     seen = {}                                  # camera yaw -> the render aligned by the face tracker
@@ -340,6 +343,11 @@ def _aligned_render(renderer, pose: tuple[float, float], res: int):
     return aligned, _opacity_in_crop(alpha, aligned.crop_from_image, res)
 
 
+def _framed(aligned, render_shape: tuple[int, int], res: int) -> np.ndarray:
+    """``(res, res)`` bool: the pixels of ``aligned``'s crop of a render that the render's frame covers."""
+    return _opacity_in_crop(np.ones(render_shape, np.float32), aligned.crop_from_image, res) > 0.5
+
+
 def _evaluate_person(method: str, person: str, photos: list[Path], options: dict, show: bool, config: EvalConfig,
                      metrics: _Metrics) -> dict:
     """One person under one method: ``{"person", "row", "pairs", "lost", "enroll_s", "strip"}``, everything
@@ -392,7 +400,8 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
                 "id_photos": metrics.identity(aligned.crop, target.crop),
                 "sil_xpose": None if view is None else outline_iou(
                     view_alpha, foreground_matte(target.crop), _head_rows(target, config.resolution),
-                    _shows_photo(target, config.resolution, image.shape[:2]))}
+                    _shows_photo(target, config.resolution, image.shape[:2])
+                    & _framed(view, (config.resolution, config.resolution), config.resolution))}
         if view is None or mview is None:
             pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
         record["pairs"].append(pair)
