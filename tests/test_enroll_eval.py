@@ -52,8 +52,9 @@ def test_outline_iou_known_answers():
 def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
     """`evaluate` scores the input view in the photo's own aligned crop, through the mapping the enrollment
     recorded: the face tracker finds the landmarks of the render so placed where it finds the photo's (within a
-    pixel, the tracker's own spread), and the same mapping shifted by 3 px puts them 3 px off. An avatar
-    without the record is aligned by the tracker, as before."""
+    pixel, the tracker's own spread), and the same mapping shifted by 3 px puts them 3 px off; where the crop
+    reaches past the render's frame it is grey and transparent. An avatar without the record is aligned by the
+    tracker, as before."""
     import gramcast
     from gramcast.avatar import Avatar, Renderer
     from gramcast.images import load_image
