@@ -202,7 +202,7 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
         a_alpha = _opacity_in_crop(alpha, again.crop_from_image, res)
         # what the render's frame covers of the crop; beyond it the photo is greyed as the render is, so that
         # the perceptual scores compare what the avatar is asked to show
-        framed = _framed(again, alpha.shape, res)
+        framed = _frame_in_crop(alpha.shape, again.crop_from_image, res) > 0.5
         scored = framed if shows_photo is None else framed & shows_photo
         photo = np.where(framed[..., None], photo_aligned.crop, np.uint8(128))
         mask = (matte > 0.5) & (a_alpha > 0.99) & scored
@@ -319,7 +319,7 @@ def input_view_in_crop(avatar, canvas: np.ndarray, res: int):
     m = np.hstack([matrix[:, :2], matrix[:, 2:] * (res / known["size"])])
     # where the crop reaches past the render's frame the avatar shows nothing: the canvas's grey, not a
     # reflection of the render's edge (a chin mirrored below the chin of a photo taken from above)
-    frame = _opacity_in_crop(np.ones(canvas.shape[:2], np.float32), m, res)[..., None]
+    frame = _frame_in_crop(canvas.shape[:2], m, res)[..., None]
     crop = warp_to_crop(canvas, m, res, cv2.BORDER_CONSTANT) * frame + 128.0 * (1.0 - frame)
     return SimpleNamespace(crop=np.clip(np.rint(crop), 0, 255).astype(np.uint8), crop_from_image=m)
 
@@ -343,9 +343,10 @@ def _aligned_render(renderer, pose: tuple[float, float], res: int):
     return aligned, _opacity_in_crop(alpha, aligned.crop_from_image, res)
 
 
-def _framed(aligned, render_shape: tuple[int, int], res: int) -> np.ndarray:
-    """``(res, res)`` bool: the pixels of ``aligned``'s crop of a render that the render's frame covers."""
-    return _opacity_in_crop(np.ones(render_shape, np.float32), aligned.crop_from_image, res) > 0.5
+def _frame_in_crop(render_shape: tuple[int, int], crop_from_image: np.ndarray, res: int) -> np.ndarray:
+    """``(res, res)`` float32 in [0, 1]: how much of each pixel of a render's ``res``² crop the render's frame
+    ``render_shape`` ``(H, W)`` covers."""
+    return _opacity_in_crop(np.ones(render_shape, np.float32), crop_from_image, res)
 
 
 def _evaluate_person(method: str, person: str, photos: list[Path], options: dict, show: bool, config: EvalConfig,
@@ -401,7 +402,7 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
                 "sil_xpose": None if view is None else outline_iou(
                     view_alpha, foreground_matte(target.crop), _head_rows(target, config.resolution),
                     _shows_photo(target, config.resolution, image.shape[:2])
-                    & _framed(view, (config.resolution, config.resolution), config.resolution))}
+                    & (_frame_in_crop(view_alpha.shape, view.crop_from_image, config.resolution) > 0.5))}
         if view is None or mview is None:
             pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
         record["pairs"].append(pair)
