@@ -33,16 +33,14 @@ def see_through_share(avatar, points: np.ndarray) -> tuple[float, float]:
     """The share of the face under 0.9 and under 0.5 opacity over ``POSES``; ``points`` ``(N, 3)``: its
     landmarks in world units."""
     from gramcast import Renderer
-    from gramcast.face.matte import disc
+    from gramcast.face.matte import disc, landmark_hull
     from gramcast.face.reference import project_world
 
     alpha = Renderer(avatar, device="cpu").render(POSES, RESOLUTION).alpha[:, 0].numpy()
     face_px = under_09 = under_05 = 0
     for a, (yaw, pitch) in zip(alpha, POSES):
-        face = np.zeros((RESOLUTION, RESOLUTION), np.uint8)
-        hull = cv2.convexHull(np.rint(project_world(points, RESOLUTION, yaw, pitch)).astype(np.int32))
-        cv2.fillConvexPoly(face, hull, 1)
-        face = cv2.erode(face, disc(2)) > 0
+        hull = landmark_hull(project_world(points, RESOLUTION, yaw, pitch), (RESOLUTION, RESOLUTION))
+        face = cv2.erode(hull, disc(2)) > 0
         face_px += int(face.sum())
         under_09 += int((a[face] < 0.9).sum())
         under_05 += int((a[face] < 0.5).sum())
