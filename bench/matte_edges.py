@@ -114,12 +114,13 @@ def truth_in_crop(comp: np.ndarray, truth_grey: np.ndarray, alpha: np.ndarray, s
 
 def score(comp: np.ndarray, truth, band, head, options: dict, size: int = 256) -> dict:
     """Enroll ``comp`` with ``options``, render at its pose over grey, place the render on the photo's aligned
-    crop as the enrollment recorded (``enroll_eval.input_view_in_crop``) and compare with the truth
+    crop as the enrollment recorded (``eval_placement.input_view_in_crop``) and compare with the truth
     (``truth_in_crop``)."""
     import gramcast
     from gramcast.avatar.renderer import Renderer
     from gramcast.compositing import over
-    from gramcast.training.enroll_eval import input_view_in_crop, masked_psnr
+    from gramcast.training.eval_placement import input_view_in_crop
+    from gramcast.training.eval_scores import masked_psnr
 
     avatar = gramcast.enroll(comp, method="mesh", face="largest", **options)
     pose = avatar.meta["input_pose"]
@@ -142,7 +143,7 @@ def ring_score(comp: np.ndarray, truth_grey: np.ndarray, truth_alpha: np.ndarray
     from gramcast.avatar.mesh_photo import photo_context
     from gramcast.compositing import over
     from gramcast.face.alignment import detect_and_align, warp_to_crop
-    from gramcast.training.enroll_eval import masked_psnr
+    from gramcast.training.eval_scores import masked_psnr
 
     config = MeshConfig(**options)
     aligned = detect_and_align(comp, size=size, face="largest")

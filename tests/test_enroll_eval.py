@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gramcast.cli import main
-from gramcast.training.enroll_eval import outline_iou, ssim
+from gramcast.training.eval_scores import outline_iou, ssim
 
 FACES = Path(__file__).parent / "data" / "faces"
 
@@ -58,7 +58,7 @@ def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
     import gramcast
     from gramcast.avatar import Avatar, Renderer
     from gramcast.images import load_image
-    from gramcast.training.enroll_eval import _align, _canvas, _opacity_in_crop, input_view_in_crop
+    from gramcast.training.eval_placement import align_photo, input_view_in_crop, opacity_in_crop, over_grey
 
     photo = load_image(FACES / "london_neutral_001_03.jpg")
     avatar = gramcast.enroll(photo)
@@ -66,12 +66,12 @@ def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
     assert record["size"] == 512 and np.asarray(record["matrix"]).shape == (2, 3)
     pose = avatar.meta["input_pose"]
     rgb, alpha = Renderer(avatar, device="cpu").render_rgba((pose["yaw"], pose["pitch"]), 256)
-    canvas = _canvas(rgb, alpha)
-    photo_face = _align(photo, 256).pixels
+    canvas = over_grey(rgb, alpha)
+    photo_face = align_photo(photo, 256).pixels
 
     def landmark_offset(view) -> float:
         """Median distance of the landmarks the tracker finds in ``view.crop`` (in its pixels) to the photo's."""
-        found = _align(view.crop, 256)
+        found = align_photo(view.crop, 256)
         m = np.vstack([found.crop_from_image, [0.0, 0.0, 1.0]])
         in_view = (np.linalg.inv(m) @ np.c_[found.pixels, np.ones(len(found.pixels))].T).T[:, :2]
         return float(np.median(np.linalg.norm(in_view - photo_face, axis=1)))
@@ -87,11 +87,13 @@ def test_the_input_view_lies_on_the_photos_crop_where_the_enrollment_recorded():
                    {**avatar.meta, "crop_from_render": {"size": 512, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 80.0]]}})
     view = input_view_in_crop(lower, canvas, 256)
     assert (view.crop[:39] == 128).all() and (view.crop[41:] == canvas[1:216]).all()
-    assert _opacity_in_crop(alpha, view.crop_from_image, 256)[:39].max() == 0
+    assert opacity_in_crop(alpha, view.crop_from_image, 256)[:39].max() == 0
+    assert view.frame[:39].max() == 0 and view.frame[41:].min() == 1
     older = Avatar(avatar.heights, avatar.textures, avatar.extent,
                    {k: v for k, v in avatar.meta.items() if k != "crop_from_render"})
     tracked = input_view_in_crop(older, canvas, 256)
-    assert np.abs(tracked.crop_from_image - _align(canvas, 256).crop_from_image).max() == 0
+    assert np.abs(tracked.crop_from_image - align_photo(canvas, 256).crop_from_image).max() == 0
+    assert tracked.frame.shape == (256, 256) and 0.5 < tracked.frame.mean() <= 1.0
 
 
 def test_head_turn_tells_a_head_from_a_photo_on_a_card():
@@ -100,7 +102,8 @@ def test_head_turn_tells_a_head_from_a_photo_on_a_card():
     import gramcast
     from gramcast.avatar import Avatar, Renderer
     from gramcast.errors import GramcastError
-    from gramcast.training.enroll_eval import TURN_YAWS, _align, _canvas, head_turn
+    from gramcast.training.eval_placement import align_photo, over_grey
+    from gramcast.training.eval_scores import TURN_YAWS, head_turn
 
     head = gramcast.enroll(FACES / "london_neutral_001_03.jpg")
     card = Avatar(torch.full_like(head.heights, float(head.heights.max())), head.textures, head.extent, head.meta)
@@ -109,7 +112,7 @@ def test_head_turn_tells_a_head_from_a_photo_on_a_card():
         renderer, seen = Renderer(avatar, device="cpu"), {}
         for yaw in TURN_YAWS:
             try:
-                seen[yaw] = _align(_canvas(*renderer.render_rgba((yaw, 0.0), 256)), 256)
+                seen[yaw] = align_photo(over_grey(*renderer.render_rgba((yaw, 0.0), 256)), 256)
             except GramcastError:
                 pass
         return head_turn(seen)

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import gramcast.training.enroll_eval as ee
+import gramcast.training.eval_placement as placement
 from gramcast.training.eval_portraits import find_portraits
 from gramcast.cli import main
 from gramcast.errors import GramcastError
@@ -183,7 +184,7 @@ def stubbed(monkeypatch):
     monkeypatch.setattr("gramcast.avatar.Renderer", Renderer)
     monkeypatch.setattr("gramcast.face.foreground_matte", lambda crop: np.ones(crop.shape[:2], np.float32))
     monkeypatch.setattr(ee, "evaluate_portrait", lambda *a, **k: {"psnr": 30.0})
-    monkeypatch.setattr(ee, "_Metrics", Metrics)
+    monkeypatch.setattr(ee, "LearnedScores", Metrics)
     monkeypatch.setattr(ee, "_load_inverter", lambda weights: None, raising=False)
     monkeypatch.setattr("gramcast.avatar.graminverter.require_inverter", lambda *a, **k: None)
     return refuse
@@ -193,9 +194,9 @@ def test_the_contact_sheet_holds_every_method_for_the_people_it_shows_labelled(t
     """41 people, two methods: 40 rows (the first 40 people), each with both methods' renders side by
     side; a method that failed on a person leaves a marked grey block; method names and people label it."""
     photo = np.asarray(Image.open(FACES / "london_neutral_001_03.jpg").convert("RGB"))
-    face = ee._align(photo, 256)
+    face = placement.align_photo(photo, 256)
     # the tracker's answer for this photo, for every photo: 41 real alignments would be the test's whole time
-    monkeypatch.setattr(ee, "_align", lambda *a, **k: face)
+    monkeypatch.setattr(placement, "align_photo", lambda *a, **k: face)
     data = tmp_path / "portraits"
     data.mkdir()
     for i in range(41):
@@ -283,8 +284,8 @@ def people_run(tmp_path, stubbed, monkeypatch):
     person to person (one ssim is NaN; ``carol`` fails under graminverter). ``calls``: every enrollment
     asked for, as (method, photo); ``interrupt_at``: the number of the enrollment that meets Ctrl-C."""
     photo = np.asarray(Image.open(FACES / "london_neutral_001_03.jpg").convert("RGB"))
-    face = ee._align(photo, 256)
-    monkeypatch.setattr(ee, "_align", lambda *a, **k: face)   # the tracker's answer, for every photo
+    face = placement.align_photo(photo, 256)
+    monkeypatch.setattr(placement, "align_photo", lambda *a, **k: face)   # the tracker's answer, for every photo
     data = tmp_path / "portraits"
     names = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]     # grace: a person added later
     for i, name in enumerate(names[:6]):

@@ -28,25 +28,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gramcast.errors import GramcastError
+from gramcast.training import eval_placement as placement
 from gramcast.training.eval_portraits import find_portraits, layout_notes
 from gramcast.training.eval_progress import EvalProgress, hold_out, run_fingerprint
 from gramcast.training.eval_report import SHEET_TILE, contact_sheet, write_outputs
+from gramcast.training.eval_scores import TURN_YAWS, LearnedScores, head_turn, masked_psnr, outline_iou, ssim
 
-__all__ = ["ssim", "masked_psnr", "outline_iou", "input_view_in_crop", "evaluate_methods", "EvalConfig"]
+__all__ = ["evaluate_methods", "evaluate_portrait", "EvalConfig"]
 
 MV_YAW_PAIRS = ((-0.3, -0.2), (-0.1, 0.0), (0.0, 0.1), (0.2, 0.3))
 NOVEL_YAWS = (-0.4, 0.4)
-#: camera yaws at which the face tracker measures how far the avatar's head turned (``yaw_slope``)
-TURN_YAWS = (-0.4, 0.0, 0.4)
-#: how far below the chin (a fraction of the aligned crop's side) the outline scores count: the jaw and
-#: the neck behind it, not the shoulders and clothes, which are no avatar's
-OUTLINE_BELOW_CHIN = 0.08
 #: people on the contact sheet (the first ones evaluated, each under every method): more makes an image
 #: too tall to look at, and each shown person costs a strip of renders per method
 SHEET_PEOPLE = 40
@@ -69,123 +64,7 @@ class EvalConfig:
     face: str = "only"
 
 
-def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    return g / g.sum()
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """SSIM (Wang et al. 2004; 11-tap Gaussian, sigma 1.5) of images ``(3, H, W)`` in [0, 1], averaged
-    over ``mask`` ``(H, W)``. The map covers the windows that fit inside the image (5 px border dropped)."""
-    a, b = a[None].double(), b[None].double()
-    g = _gaussian().to(a)
-    win = (g[:, None] * g[None, :])[None, None].expand(3, 1, -1, -1)
-    blur = lambda x: F.conv2d(x, win, groups=3)  # noqa: E731
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a ** 2
-    var_b = blur(b * b) - mu_b ** 2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    m = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    m = m.mean(1)[0]
-    if mask is not None:
-        mask = mask[5:-5, 5:-5]
-        return float(m[mask].mean()) if mask.any() else math.nan
-    return float(m.mean())
-
-
-def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB) of two 8-bit-range images ``(H, W, C)`` over ``mask`` ``(H, W)``; nan for an empty mask."""
-    err = (a.astype(np.float64) - b.astype(np.float64))[mask]
-    return float(10 * math.log10(255.0 ** 2 / max(float((err ** 2).mean()), 1e-12))) if err.size else math.nan
-
-
-def outline_iou(alpha: np.ndarray, matte: np.ndarray, rows: int, where: np.ndarray | None = None) -> float | None:
-    """How well a render's outline matches a photo's: the intersection over union of where the render's
-    opacity ``alpha`` and the photo's person ``matte`` (``(H, W)`` in [0, 1], on the same aligned crop) hold
-    the majority, over the first ``rows`` rows (and only where ``where`` ``(H, W)`` bool is True: what both the
-    photo and the render's frame cover). None where neither covers any of them."""
-    a, m = alpha[:rows] > 0.5, matte[:rows] > 0.5
-    if where is not None:
-        a, m = a & where[:rows], m & where[:rows]
-    union = int((a | m).sum())
-    return float((a & m).sum() / union) if union else None
-
-
-def _shows_photo(aligned, size: int, image_shape: tuple[int, int]) -> np.ndarray:
-    """``(size, size)`` bool: the pixels of ``aligned``'s crop that show the photo of ``image_shape``, not the
-    reflection that pads a crop running past the photo's edges (an LFW photo's chest and sides), which no
-    avatar is asked to reproduce."""
-    from gramcast.face.quality import INSIDE, crop_photo_sides
-
-    return crop_photo_sides(aligned.crop_from_image, size, image_shape) == INSIDE
-
-
-def _head_rows(aligned, size: int) -> int:
-    """The rows of an aligned crop ``size``² that the outline scores count: down to just below its chin."""
-    from gramcast.face.landmarks import CHIN
-
-    return int(min(size, round(float(aligned.pixels[CHIN, 1]) + OUTLINE_BELOW_CHIN * size)))
-
-
-class _Metrics:
-    """LPIPS and identity, when their weights are installed (else None, once explained)."""
-
-    def __init__(self):
-        self.lpips = self.arcface = None
-        self.notes: list[str] = []
-        from gramcast.training.pretrained import LPIPS, ArcFaceEmbedder
-
-        try:
-            self.lpips = LPIPS().eval()
-        except GramcastError as exc:
-            self.notes.append(f"LPIPS skipped: {exc}")
-        try:
-            self.arcface = ArcFaceEmbedder()
-        except GramcastError as exc:
-            self.notes.append(f"identity skipped: {exc}")
-
-    def lpips_distance(self, a: np.ndarray, b: np.ndarray) -> float | None:
-        if self.lpips is None:
-            return None
-        t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
-        with torch.no_grad():
-            return float(self.lpips(t(a), t(b)).mean())
-
-    def identity(self, a: np.ndarray, b: np.ndarray) -> float | None:
-        """Cosine similarity of two aligned crops (gramcast's 256² template)."""
-        if self.arcface is None:
-            return None
-        ea, eb = self.arcface.embed_crops(np.stack([a, b]))
-        return float((ea * eb).sum())
-
-
-def _canvas(rgb: np.ndarray, alpha: np.ndarray, grey: int = 128) -> np.ndarray:
-    from gramcast.cli.avatar_cmd import composite_over
-
-    return composite_over(rgb, alpha, (grey, grey, grey))
-
-
-def _align(image: np.ndarray, size: int, face: str = "only"):
-    from gramcast.face import detect_and_align
-
-    return detect_and_align(image, size=size, min_eye_distance=15, face=face)
-
-
-def head_turn(seen: dict) -> dict:
-    """How far the avatar's head turns with the camera, measured from outside by the face tracker:
-    ``seen`` maps camera yaws to the renders' ``AlignedFace`` there. ``yaw_slope``: least-squares slope of
-    measured head yaw against camera yaw over ``TURN_YAWS`` (1: a head that turns as far as the camera; a
-    photo on a card measures ~0); ``yaw_error``: mean |measured - camera| (radians). None where the tracker
-    found the face in fewer than two of the renders."""
-    from gramcast.training.evaluation import yaw_agreement
-
-    pairs = [(y, float(seen[y].pose.yaw)) for y in TURN_YAWS if y in seen]
-    return yaw_agreement(pairs) if len(pairs) >= 2 else {"yaw_slope": None, "yaw_error": None}
-
-
-def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metrics, res: int,
+def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: LearnedScores, res: int,
                       shows_photo: np.ndarray | None = None) -> dict:
     """The input-view and novel-view scores of ``avatar`` enrolled from ``photo_aligned`` (its crop ``res``²
     and person ``matte``); ``shows_photo`` ``(res, res)`` bool: where that crop shows the photo (PSNR, SSIM
@@ -198,11 +77,11 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
     rgb, alpha = renderer.render_rgba((pose["yaw"], pose["pitch"]), res)
     row: dict = {}
     try:
-        again = input_view_in_crop(avatar, _canvas(rgb, alpha), res)
-        a_alpha = _opacity_in_crop(alpha, again.crop_from_image, res)
+        again = placement.input_view_in_crop(avatar, placement.over_grey(rgb, alpha), res)
+        a_alpha = placement.opacity_in_crop(alpha, again.crop_from_image, res)
         # what the render's frame covers of the crop; beyond it the photo is greyed as the render is, so that
         # the perceptual scores compare what the avatar is asked to show
-        framed = _frame_in_crop(alpha.shape, again.crop_from_image, res) > 0.5
+        framed = again.frame > 0.5
         scored = framed if shows_photo is None else framed & shows_photo
         photo = np.where(framed[..., None], photo_aligned.crop, np.uint8(128))
         mask = (matte > 0.5) & (a_alpha > 0.99) & scored
@@ -211,14 +90,14 @@ def evaluate_portrait(avatar, photo_aligned, matte: np.ndarray, metrics: _Metric
                            torch.from_numpy(photo).permute(2, 0, 1) / 255.0, torch.from_numpy(mask))
         row["lpips"] = metrics.lpips_distance(again.crop, photo)
         row["id"] = metrics.identity(again.crop, photo)
-        row["sil"] = outline_iou(a_alpha, matte, _head_rows(photo_aligned, res), scored)
+        row["sil"] = outline_iou(a_alpha, matte, placement.head_rows(photo_aligned, res), scored)
     except GramcastError:
         row.update(psnr=None, ssim=None, lpips=None, id=None, sil=None, note="no face found in the input-view render")
     seen = {}                                  # camera yaw -> the render aligned by the face tracker
     for yaw in sorted(set(NOVEL_YAWS) | set(TURN_YAWS)):
         nrgb, nalpha = renderer.render_rgba((yaw, 0.0), res)
         try:
-            seen[yaw] = _align(_canvas(nrgb, nalpha), res)
+            seen[yaw] = placement.align_photo(placement.over_grey(nrgb, nalpha), res)
         except GramcastError:
             pass
     ids = [metrics.identity(seen[y].crop, photo_aligned.crop) if y in seen else None for y in NOVEL_YAWS]
@@ -301,56 +180,8 @@ def _load_inverter(weights: Path | None):
         raise GramcastError(_for_evaluate(str(exc))) from None
 
 
-def input_view_in_crop(avatar, canvas: np.ndarray, res: int):
-    """The render at the input pose (``canvas`` ``(res, res, 3)``) in the aligned crop of the photo it was
-    enrolled from (``.crop``, and ``.crop_from_image``: the crop's pixels from the render's): by the similarity
-    the enrollment recorded (``meta["crop_from_render"]``), where it did, else as the face tracker aligns it.
-    The tracker places a render a pixel or more away from where it places the photo, and moves it with the
-    outline: LFW20's input view scored 30.6 dB that way, 44.3 dB here, within the render's frame
-    (ENROLLMENT_LOG.md, the input view in the photo's crop). Beyond the frame the crop is the canvas's grey."""
-    from types import SimpleNamespace
-
-    from gramcast.face.alignment import warp_to_crop
-
-    known = avatar.meta.get("crop_from_render")
-    if not known:
-        return _align(canvas, res)
-    matrix = np.asarray(known["matrix"], np.float64)           # crop pixels from render pixels, both size²
-    m = np.hstack([matrix[:, :2], matrix[:, 2:] * (res / known["size"])])
-    # where the crop reaches past the render's frame the avatar shows nothing: the canvas's grey, not a
-    # reflection of the render's edge (a chin mirrored below the chin of a photo taken from above)
-    frame = _frame_in_crop(canvas.shape[:2], m, res)[..., None]
-    crop = warp_to_crop(canvas, m, res, cv2.BORDER_CONSTANT) * frame + 128.0 * (1.0 - frame)
-    return SimpleNamespace(crop=np.clip(np.rint(crop), 0, 255).astype(np.uint8), crop_from_image=m)
-
-
-def _opacity_in_crop(alpha: np.ndarray, crop_from_image: np.ndarray, res: int) -> np.ndarray:
-    """A render's opacity ``(H, W)`` warped into a ``res``² crop: 0 beyond the render's frame (nothing is shown
-    there; the reflection ``warp_to_crop`` pads images with would invent a mirrored edge)."""
-    from gramcast.face.alignment import warp_to_crop
-
-    return warp_to_crop(alpha.astype(np.float32), crop_from_image, res, cv2.BORDER_CONSTANT)
-
-
-def _aligned_render(renderer, pose: tuple[float, float], res: int):
-    """The render at ``pose`` aligned by the face tracker, and its opacity ``(res, res)`` in that crop;
-    (None, None) where the tracker finds no face (the avatar's fault, not the photo's)."""
-    rgb, alpha = renderer.render_rgba(pose, res)
-    try:
-        aligned = _align(_canvas(rgb, alpha), res)
-    except GramcastError:
-        return None, None
-    return aligned, _opacity_in_crop(alpha, aligned.crop_from_image, res)
-
-
-def _frame_in_crop(render_shape: tuple[int, int], crop_from_image: np.ndarray, res: int) -> np.ndarray:
-    """``(res, res)`` float32 in [0, 1]: how much of each pixel of a render's ``res``² crop the render's frame
-    ``render_shape`` ``(H, W)`` covers."""
-    return _opacity_in_crop(np.ones(render_shape, np.float32), crop_from_image, res)
-
-
 def _evaluate_person(method: str, person: str, photos: list[Path], options: dict, show: bool, config: EvalConfig,
-                     metrics: _Metrics) -> dict:
+                     metrics: LearnedScores) -> dict:
     """One person under one method: ``{"person", "row", "pairs", "lost", "enroll_s", "strip"}``, everything
     the run's figures and sheet take from them (``strip``: the contact sheet's renders, where ``show``)."""
     from gramcast.avatar import Renderer
@@ -361,7 +192,7 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
     record: dict = {"person": person, "row": None, "pairs": [], "lost": [], "enroll_s": None, "strip": None}
     try:
         first = load_image(photos[0])
-        aligned = _align(first, config.resolution, config.face)
+        aligned = placement.align_photo(first, config.resolution, config.face)
         t0 = time.perf_counter()
         # the methods are compared on every photo: the product's gates on small and turned faces off
         avatar = enroll(first, method=method, min_eye_distance=config.min_eye_distance, max_yaw=None,
@@ -375,24 +206,24 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
         return record
     row = {"person": person, "photo": photos[0].name}
     row.update(evaluate_portrait(avatar, aligned, foreground_matte(aligned.crop), metrics, config.resolution,
-                                 _shows_photo(aligned, config.resolution, first.shape[:2])))
+                                 placement.shows_photo(aligned, config.resolution, first.shape[:2])))
     record["row"] = row
     renderer = Renderer(avatar, device="cpu")
     if show:
-        record["strip"] = np.hstack([_canvas(*renderer.render_rgba((y, 0.0), SHEET_TILE), grey=255)
+        record["strip"] = np.hstack([placement.over_grey(*renderer.render_rgba((y, 0.0), SHEET_TILE), grey=255)
                                      for y in config.strip_yaws])
     for other in photos[1:]:
         try:
             image = load_image(other)
-            target = _align(image, config.resolution, config.face)
-            mirror_target = _align(np.ascontiguousarray(image[:, ::-1]), config.resolution, config.face)
+            target = placement.align_photo(image, config.resolution, config.face)
+            mirror_target = placement.align_photo(np.ascontiguousarray(image[:, ::-1]), config.resolution, config.face)
         except GramcastError as exc:
             record["lost"].append({"person": person, "source": photos[0].name, "target": other.name,
                                    "error": str(exc)})
             continue
         p = target.pose
-        view, view_alpha = _aligned_render(renderer, (p.yaw, p.pitch), config.resolution)
-        mview, _ = _aligned_render(renderer, (-p.yaw, p.pitch), config.resolution)
+        view, view_alpha = placement.aligned_render(renderer, (p.yaw, p.pitch), config.resolution)
+        mview, _ = placement.aligned_render(renderer, (-p.yaw, p.pitch), config.resolution)
         pair = {"person": person, "source": photos[0].name, "target": other.name,
                 "yaw": p.yaw, "pitch": p.pitch,
                 "id_xpose": None if view is None else metrics.identity(view.crop, target.crop),
@@ -400,9 +231,9 @@ def _evaluate_person(method: str, person: str, photos: list[Path], options: dict
                 # id_xpose's reference: the enrolled photo itself against the other one
                 "id_photos": metrics.identity(aligned.crop, target.crop),
                 "sil_xpose": None if view is None else outline_iou(
-                    view_alpha, foreground_matte(target.crop), _head_rows(target, config.resolution),
-                    _shows_photo(target, config.resolution, image.shape[:2])
-                    & (_frame_in_crop(view_alpha.shape, view.crop_from_image, config.resolution) > 0.5))}
+                    view_alpha, foreground_matte(target.crop), placement.head_rows(target, config.resolution),
+                    placement.shows_photo(target, config.resolution, image.shape[:2])
+                    & (placement.frame_in_crop(view_alpha.shape, view.crop_from_image, config.resolution) > 0.5))}
         if view is None or mview is None:
             pair["note"] = "no face found in the render at the other photo's pose (or its mirror)"
         record["pairs"].append(pair)
@@ -437,14 +268,14 @@ def evaluate_methods(root: Path, out: Path, config: EvalConfig = EvalConfig(), p
         people = people[: config.max_portraits]
     # loaded once here, not per portrait, and before the first method's pass
     inverter = _load_inverter(config.weights) if "graminverter" in config.methods else None
-    metrics = _Metrics()
+    metrics = LearnedScores()
     # held from before its progress is read until its files are written: a second run into ``out`` meanwhile
     # is refused, not mixed with this one
     with hold_out(out):
         return _evaluate_people(root, out, people, config, inverter, metrics, progress, fresh)
 
 
-def _evaluate_people(root: Path, out: Path, people: list, config: EvalConfig, inverter, metrics: _Metrics,
+def _evaluate_people(root: Path, out: Path, people: list, config: EvalConfig, inverter, metrics: LearnedScores,
                      progress: bool, fresh: bool) -> dict:
     """``evaluate_methods`` once its options are checked and ``out`` is held: resume or start the run's
     progress, evaluate the people not yet done, and write the run's files."""

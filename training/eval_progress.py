@@ -21,7 +21,8 @@ import numpy as np
 from gramcast.errors import GramcastError
 
 if TYPE_CHECKING:
-    from gramcast.training.enroll_eval import EvalConfig, _Metrics
+    from gramcast.training.enroll_eval import EvalConfig
+    from gramcast.training.eval_scores import LearnedScores
 
 __all__ = ["PROGRESS_DIR", "EvalProgress", "run_fingerprint", "progress_count", "hold_out"]
 
@@ -38,7 +39,7 @@ _RECORD = re.compile(r"[0-9]{5,}\.json")
 
 
 def run_fingerprint(root: Path, people: list[tuple[str, list[Path]]], config: EvalConfig, inverter,
-                    metrics: _Metrics) -> dict:
+                    metrics: LearnedScores) -> dict:
     """What decides a person's results: the options, the portraits (names, sizes, times), the bundle's weights
     (by their content hashes), which scores the installed weights can give, and this gramcast. Two runs with
     the same fingerprint produce the same figures for a person: only then are an earlier run's reused."""
