@@ -32,9 +32,9 @@ def align_photo(image: np.ndarray, size: int, face: str = "only"):
 
 def over_grey(rgb: np.ndarray, alpha: np.ndarray, grey: int = 128) -> np.ndarray:
     """A render's straight colour ``(H, W, 3)`` uint8 over a plain ``grey``, by its opacity ``(H, W)``."""
-    from gramcast.cli.avatar_cmd import composite_over
+    from gramcast.compositing import over
 
-    return composite_over(rgb, alpha, (grey, grey, grey))
+    return over(rgb, alpha, np.full_like(rgb, grey))
 
 
 def shows_photo(aligned, size: int, image_shape: tuple[int, int]) -> np.ndarray:
